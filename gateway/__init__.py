@@ -1,0 +1,1 @@
+"""The HTTP edge and composition root of the distillation gateway."""

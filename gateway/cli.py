@@ -1,0 +1,205 @@
+"""The ``gateway`` command: serve, simulate, check-config, hash-key."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import ConfigError, Settings, hash_key, load_settings
+
+log = logging.getLogger("gateway")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _logging_config(level: str) -> dict[str, Any]:
+    """One format for our lines and uvicorn's, applied in every worker process too."""
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "gateway": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
+        },
+    }
+
+
+def _fail(message: str) -> int:
+    print(f"gateway: {message}", file=sys.stderr)
+    return 2
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _start_simulator(port: int, profile: str | None) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "gateway", "simulate", "--port", str(port)]
+    if profile:
+        command += ["--profile", profile]
+    process = subprocess.Popen(command)
+    if not _wait_until_up(f"http://127.0.0.1:{port}/_sim/health", process, 15.0):
+        process.terminate()
+        raise RuntimeError(f"the simulated upstream did not start on port {port}")
+    return process
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import CONFIG_ENV, UPSTREAM_OVERRIDE_ENV
+
+    logging.config.dictConfig(_logging_config(args.log_level or "info"))
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    server = settings.server
+    simulate = args.simulator == "on" or (
+        args.simulator == "auto" and not os.environ.get("OPENAI_API_KEY")
+    )
+    simulator: subprocess.Popen[bytes] | None = None
+    if simulate:
+        url = f"http://127.0.0.1:{args.simulator_port}/v1"
+        reason = "OPENAI_API_KEY is not set" if args.simulator == "auto" else "--simulator on"
+        log.warning(
+            "%s: every provider is served by the simulated upstream at %s; answers are simulated",
+            reason,
+            url,
+        )
+        try:
+            simulator = _start_simulator(args.simulator_port, args.simulator_profile)
+        except RuntimeError as exc:
+            return _fail(str(exc))
+        os.environ[UPSTREAM_OVERRIDE_ENV] = url
+    os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    host = args.host or server.host
+    port = server.port if args.port is None else args.port
+    log.info(
+        "gateway on http://%s:%d, %d route(s): %s",
+        host,
+        port,
+        len(settings.routes),
+        ", ".join(settings.routes) or "none",
+    )
+    try:
+        uvicorn.run(
+            "gateway.app:create_app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers or server.workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=server.access_log,
+            log_config=_logging_config(args.log_level or server.log_level),
+            server_header=False,
+            backlog=4096,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if simulator is not None:
+            simulator.terminate()
+            simulator.wait(timeout=10)
+    return 0
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from gateway.simulator.server import run
+
+    run(args.host, args.port, args.profile)
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    try:
+        settings: Settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    auth = "none" if settings.auth == "none" else f"{len(settings.auth.keys)} key(s)"
+    print(f"{args.config}: ok; auth {auth}; providers: {', '.join(settings.providers)}")
+    for name, route in settings.routes.items():
+        variants = ", ".join(
+            f"{vname}={v.provider}:{v.model} (weight {v.weight})"
+            for vname, v in route.variants.items()
+        )
+        print(f"  route {name}: {variants}")
+    return 0
+
+
+def hash_key_command(args: argparse.Namespace) -> int:
+    key = sys.stdin.readline().strip() if args.key == "-" else args.key
+    if not key:
+        return _fail("no key given")
+    print(hash_key(key))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", required=True, help="YAML configuration file")
+    p.add_argument("--host", help="overrides server.host")
+    p.add_argument("--port", type=int, help="overrides server.port")
+    p.add_argument("--workers", type=int, help="overrides server.workers")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--simulator",
+        choices=["off", "on", "auto"],
+        default="off",
+        help="serve every provider from a simulated upstream started beside the gateway; "
+        "auto: only when OPENAI_API_KEY is not set",
+    )
+    p.add_argument("--simulator-port", type=int, default=9000)
+    p.add_argument("--simulator-profile", help="latency/fault profile for the simulator")
+    p.set_defaults(func=serve)
+
+    p = commands.add_parser("simulate", help="run the simulated OpenAI-compatible upstream")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--profile", help="YAML latency and fault profile")
+    p.set_defaults(func=simulate)
+
+    p = commands.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("config")
+    p.set_defaults(func=check_config)
+
+    p = commands.add_parser("hash-key", help="print the sha256 of a gateway key for the config")
+    p.add_argument("key", nargs="?", default="-", help="the key, or - to read it from stdin")
+    p.set_defaults(func=hash_key_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,106 @@
+"""Errors the gateway answers with, all in OpenAI's JSON shape.
+
+    GatewayError                      status, type, code, message, param
+    ├── InvalidRequest        400     malformed JSON, missing model/messages, bad fields
+    ├── AuthenticationFailed  401     missing or unknown gateway key
+    ├── NotFound              404     unknown model (model_not_found) or path
+    ├── MethodNotAllowed      405
+    ├── PayloadTooLarge       413     body over server.max_body_bytes
+    ├── BadGateway            502     upstream unreachable or cut off
+    ├── GatewayTimeout        504     upstream too slow
+    └── InternalError         500     a bug of ours; the details go to the log, not the client
+
+Upstream failures (router.errors) are turned into these in ``from_upstream``: the one place where
+the two hierarchies meet.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from router.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class BadGateway(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unreachable"
+
+
+class GatewayTimeout(GatewayError):
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+class InternalError(GatewayError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def from_upstream(exc: UpstreamError) -> GatewayError:
+    if isinstance(exc, UpstreamTimeout):
+        return GatewayTimeout(f"The upstream did not answer in time ({exc.detail}).")
+    if isinstance(exc, UpstreamUnreachable):
+        return BadGateway(f"The upstream could not be reached ({exc.detail}).")
+    return BadGateway(
+        f"The upstream answered incompletely ({exc.detail}).", code="upstream_disconnected"
+    )

@@ -1,0 +1,171 @@
+"""The gateway's configuration: one YAML file parsed into one typed model.
+
+Unknown keys are errors that name the key. Strings may refer to the environment as ``${NAME}``
+(an error when NAME is unset) or ``${NAME:-default}``; secrets belong there, not in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from router.config import ProviderConfig, RouteConfig, check_references
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    """Larger request bodies are refused with 413."""
+    access_log: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class GatewayKey(_Strict):
+    """A key the app presents as ``Authorization: Bearer <key>``.
+
+    Give either ``sha256`` (hex digest of the key, as printed by ``gateway hash-key``) or
+    ``key`` (the key itself, from the environment); only the digest is kept in memory.
+    """
+
+    name: str
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    key: SecretStr | None = None
+    allow_variant_override: bool = False
+    """May force a variant with ``x-gateway-variant`` (for tests and evaluations)."""
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> GatewayKey:
+        if (self.sha256 is None) == (self.key is None):
+            raise ValueError("give exactly one of `sha256` and `key`")
+        if self.key is not None and not self.key.get_secret_value():
+            raise ValueError("`key` is empty (is its environment variable set?)")
+        return self
+
+    def digest(self) -> str:
+        if self.sha256 is not None:
+            return self.sha256.lower()
+        assert self.key is not None
+        return hash_key(self.key.get_secret_value())
+
+
+class KeyAuth(_Strict):
+    keys: list[GatewayKey] = Field(min_length=1)
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    auth: Literal["none"] | KeyAuth
+    """``none`` for local use, or the gateway keys that may call /v1."""
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    default_provider: str | None = None
+    """Answers /v1 paths that are not routed by model; the first provider when unset."""
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        problems = check_references(self.providers, self.routes)
+        if self.default_provider is not None and self.default_provider not in self.providers:
+            problems.append(f"default_provider: unknown provider {self.default_provider!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def passthrough_provider(self) -> str:
+        return self.default_provider or next(iter(self.providers))
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(node: Any, environ: dict[str, str] | os._Environ[str], path: str = "") -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(node, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = environ.get(name)
+            if value is None:
+                if default is None:
+                    where = path or "the top level"
+                    raise ConfigError(f"{where}: environment variable {name} is not set")
+                return default
+            return value
+
+        return _ENV_REF.sub(substitute, node)
+    if isinstance(node, dict):
+        return {
+            k: interpolate(v, environ, f"{path}.{k}" if path else str(k)) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"{where}: required key is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def parse_settings(data: Any, environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a mapping at the top level")
+    resolved = interpolate(data, os.environ if environ is None else environ)
+    try:
+        return Settings.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load_settings(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate a configuration file; ConfigError says what is wrong."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return parse_settings(data, environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def with_upstream_override(settings: Settings, base_url: str) -> Settings:
+    """The same settings with every provider served from ``base_url`` (the simulator)."""
+    providers = {
+        name: provider.model_copy(update={"base_url": base_url.rstrip("/"), "api_key": None})
+        for name, provider in settings.providers.items()
+    }
+    return settings.model_copy(update={"providers": providers})

@@ -1,0 +1,63 @@
+"""What the gateway checks of an OpenAI request body before routing it: as little as it can.
+
+Every field other than ``model`` passes through untouched, unknown ones included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import InvalidRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A POST endpoint whose calls are routed by the body's ``model``."""
+
+    kind: str
+    required: tuple[str, ...] = ()
+    """Fields that must be present besides ``model``."""
+    stream_usage_option: bool = False
+    """Accepts ``stream_options.include_usage`` (chat and completions)."""
+
+
+ROUTED_ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint("chat", ("messages",), stream_usage_option=True),
+    "/v1/completions": Endpoint("completions", stream_usage_option=True),
+    "/v1/embeddings": Endpoint("embeddings", ("input",)),
+    "/v1/responses": Endpoint("responses"),
+}
+
+
+def parse_request(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], str]:
+    """The body as a dict and its model name, or InvalidRequest saying what is wrong."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}).", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest(
+            "You must provide a model parameter.", param="model", code="missing_required_parameter"
+        )
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("`model` must be a non-empty string.", param="model")
+    for field in endpoint.required:
+        if field not in body:
+            raise InvalidRequest(
+                f"Missing required parameter: '{field}'.",
+                param=field,
+                code="missing_required_parameter",
+            )
+    if endpoint.kind == "chat" and not isinstance(body["messages"], list):
+        raise InvalidRequest("`messages` must be an array.", param="messages")
+    return body, model

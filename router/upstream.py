@@ -1,0 +1,150 @@
+"""Provider clients: one pooled aiohttp session per provider.
+
+aiohttp's client is on the hot path because it is the cheapest measured (see DESIGN.md). The
+rest of the code sees the small ``Upstream`` interface, so tests and other transports can swap
+in their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Protocol
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from router.config import ProviderConfig
+from router.errors import UpstreamDisconnected, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+
+class UpstreamResponse(Protocol):
+    status: int
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read(self) -> bytes: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Upstream(Protocol):
+    name: str
+
+    async def send(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> UpstreamResponse: ...
+
+
+class _AiohttpResponse:
+    __slots__ = ("_provider", "_response", "status")
+
+    def __init__(self, provider: str, response: aiohttp.ClientResponse) -> None:
+        self._provider = provider
+        self._response = response
+        self.status = response.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except Exception as exc:
+            raise _translate(self._provider, exc) from exc
+        finally:
+            self._response.release()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except Exception as exc:
+            raise _translate(self._provider, exc) from exc
+        finally:
+            self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def _translate(provider: str, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamUnreachable(provider, "timed out connecting to the upstream")
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(provider, "timed out waiting for the upstream")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(provider, f"cannot connect: {exc.os_error.strerror or exc}")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return UpstreamDisconnected(provider, "the upstream closed the connection")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamDisconnected(provider, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError):
+        return UpstreamUnreachable(provider, f"{type(exc).__name__}: {exc}")
+    raise exc
+
+
+class AiohttpUpstream:
+    """A provider reached over HTTP with a shared, pooled session.
+
+    Create it inside the running event loop (the app's lifespan) and ``close()`` it there.
+    """
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self._base = config.base_url
+        self._urls: dict[str, URL] = {}
+        self._fixed_headers: dict[str, str] = dict(config.headers)
+        if config.api_key is not None:
+            self._fixed_headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        connector = aiohttp.TCPConnector(
+            limit=config.pool_size, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+            ),
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+        )
+
+    def _url(self, path: str, query: str) -> URL:
+        key = f"{path}?{query}" if query else path
+        url = self._urls.get(key)
+        if url is None:
+            url = URL(self._base + key, encoded=True)
+            if len(self._urls) < 1024:  # bounded: paths with ids are not worth keeping
+                self._urls[key] = url
+        return url
+
+    async def send(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> _AiohttpResponse:
+        """Send one request; ``path`` is relative to the provider's base URL."""
+        headers.update(self._fixed_headers)
+        try:
+            response = await self._session.request(
+                method, self._url(path, query), data=body or None, headers=headers
+            )
+        except Exception as exc:
+            raise _translate(self.name, exc) from exc
+        return _AiohttpResponse(self.name, response)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def build_upstreams(providers: Mapping[str, ProviderConfig]) -> dict[str, AiohttpUpstream]:
+    return {name: AiohttpUpstream(name, config) for name, config in providers.items()}
+
+
+async def close_all(upstreams: Iterable[AiohttpUpstream]) -> None:
+    await asyncio.gather(*(u.close() for u in upstreams), return_exceptions=True)
