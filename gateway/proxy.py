@@ -72,6 +72,7 @@ _SSE_HEADERS: RawHeaders = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_SSE_HEADER_NAMES = frozenset(name for name, _ in _SSE_HEADERS)
 
 
 class _Call:
@@ -213,7 +214,7 @@ class Proxy:
     ) -> None:
         headers = _upstream_headers(response)
         if check_done:
-            headers = [h for h in headers if h[0] != b"content-type"] + _SSE_HEADERS
+            headers = [h for h in headers if h[0] not in _SSE_HEADER_NAMES] + _SSE_HEADERS
         headers.extend(call.headers())
         call.responded = True
         await send({"type": "http.response.start", "status": response.status, "headers": headers})

@@ -1,0 +1,93 @@
+"""The simulator's aiohttp application: routes, models, passthrough and introspection.
+
+POST /v1/chat/completions     chat.py
+POST /v1/completions          completions.py
+POST /v1/embeddings           embeddings.py
+POST /v1/responses            responses.py
+GET  /v1/models[/{id}]        a fixed list; any id is answered as existing
+*    /v1/{anything else}      200 {"object": "list", "data": [], "path", "method"}
+GET  /_sim/health             {"ok": true}
+GET  /_sim/requests           the last 200 /v1 requests, oldest first
+DELETE /_sim/requests         forget them
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.simulator.chat import chat_completions
+from gateway.simulator.completions import completions
+from gateway.simulator.embeddings import embeddings
+from gateway.simulator.exchange import STATE, Simulator, begin, respond
+from gateway.simulator.profile import BUILTIN_PROFILE, Profile
+from gateway.simulator.responses import responses
+from gateway.simulator.wire import json_response
+
+MODEL_CREATED = 1_700_000_000
+MODELS: tuple[str, ...] = (
+    "gpt-4",
+    "gpt-4-turbo",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-3.5-turbo",
+    "gpt-3.5-turbo-instruct",
+    "o1-mini",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+)
+
+
+def model_object(model_id: str) -> dict[str, object]:
+    owner = "system" if model_id.startswith(("ft:", "text-embedding")) else "openai"
+    return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": owner}
+
+
+async def list_models(request: web.Request) -> web.StreamResponse:
+    call = await begin(request, require_json=False)
+    payload = {"object": "list", "data": [model_object(model) for model in MODELS]}
+    return await respond(request, call, payload, 0.0)
+
+
+async def get_model(request: web.Request) -> web.StreamResponse:
+    call = await begin(request, require_json=False)
+    return await respond(request, call, model_object(request.match_info["model_id"]), 0.0)
+
+
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    """Any other /v1 path, so a proxy's passthrough can be seen to arrive."""
+    call = await begin(request, require_json=False)
+    payload = {"object": "list", "data": [], "path": request.path, "method": request.method}
+    ttft_s, _ = call.delays(0)
+    return await respond(request, call, payload, ttft_s)
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"ok": True})
+
+
+async def recorded_requests(request: web.Request) -> web.Response:
+    return json_response(request.app[STATE].log.entries())
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    request.app[STATE].log.clear()
+    return json_response({"ok": True})
+
+
+def create_app(profile: Profile | None = None) -> web.Application:
+    """The simulator as an aiohttp application; the built-in profile when none is given."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATE] = Simulator(profile if profile is not None else BUILTIN_PROFILE)
+    router = app.router
+    router.add_post("/v1/chat/completions", chat_completions)
+    router.add_post("/v1/completions", completions)
+    router.add_post("/v1/embeddings", embeddings)
+    router.add_post("/v1/responses", responses)
+    router.add_get("/v1/models", list_models, allow_head=False)
+    router.add_get("/v1/models/{model_id:.+}", get_model, allow_head=False)
+    router.add_route("*", "/v1/{tail:.*}", passthrough)
+    router.add_get("/_sim/health", health, allow_head=False)
+    router.add_get("/_sim/requests", recorded_requests, allow_head=False)
+    router.add_delete("/_sim/requests", clear_requests)
+    return app

@@ -1,0 +1,224 @@
+"""What every /v1 request goes through first: read, record, decide latency and faults.
+
+Headers that steer one request (they take precedence over the profile):
+
+    x-sim-ttft-ms         time to first token, ms (a number); disables the profile's jitter
+    x-sim-token-ms        time per further token, ms (a number); disables the profile's jitter
+    x-sim-fault           429 | 500 | 503 | timeout | drop
+    x-sim-fault-rate      probability that x-sim-fault fires, 0..1 (default 1)
+    x-sim-fault-delay-ms  how long `timeout` stalls before answering normally (default 30000)
+    x-sim-fault-after     how many stream events `drop` sends before cutting (default 2)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.simulator.profile import (
+    DEFAULT_DROP_AFTER,
+    DEFAULT_TIMEOUT_DELAY_MS,
+    FAULT_KINDS,
+    FaultRule,
+    Latency,
+    Profile,
+)
+from gateway.simulator.recorder import RequestLog
+from gateway.simulator.wire import InvalidRequest, OpenAIError
+
+H_TTFT = "x-sim-ttft-ms"
+H_TOKEN = "x-sim-token-ms"
+H_FAULT = "x-sim-fault"
+H_FAULT_RATE = "x-sim-fault-rate"
+H_FAULT_DELAY = "x-sim-fault-delay-ms"
+H_FAULT_AFTER = "x-sim-fault-after"
+
+_UNIT = float(1 << 32)
+_CACHED_MODELS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    kind: str
+    delay_ms: float = DEFAULT_TIMEOUT_DELAY_MS
+    after: int = DEFAULT_DROP_AFTER
+
+
+class HeaderError(ValueError):
+    def __init__(self, header: str, expected: str) -> None:
+        super().__init__(f"Invalid header '{header}': expected {expected}.")
+        self.header = header
+
+
+class Simulator:
+    """The per-app state: profile, request log, and the RNG for fault rates."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.log = RequestLog()
+        self._fault_rng = random.Random(profile.seed)
+        self._latency: dict[str, Latency] = {}
+        self._faults: dict[str, tuple[FaultRule, ...]] = {}
+
+    def latency(self, model: str, headers: dict[str, str]) -> Latency:
+        ttft = headers.get(H_TTFT)
+        token = headers.get(H_TOKEN)
+        latency = self._latency.get(model)
+        if latency is None:
+            if len(self._latency) >= _CACHED_MODELS:
+                self._latency.clear()
+            latency = self._latency[model] = self.profile.latency_for(model)
+        if ttft is None and token is None:
+            return latency
+        return Latency(
+            ttft_ms=latency.ttft_ms if ttft is None else _number(H_TTFT, ttft),
+            token_ms=latency.token_ms if token is None else _number(H_TOKEN, token),
+        )
+
+    def fault(self, model: str, headers: dict[str, str]) -> Fault | None:
+        kind = headers.get(H_FAULT)
+        if kind is not None:
+            if kind not in FAULT_KINDS:
+                raise HeaderError(H_FAULT, "one of " + ", ".join(FAULT_KINDS))
+            rate = headers.get(H_FAULT_RATE)
+            if rate is not None and self._fault_rng.random() >= _number(H_FAULT_RATE, rate):
+                return None
+            delay = headers.get(H_FAULT_DELAY)
+            after = headers.get(H_FAULT_AFTER)
+            return Fault(
+                kind,
+                DEFAULT_TIMEOUT_DELAY_MS if delay is None else _number(H_FAULT_DELAY, delay),
+                DEFAULT_DROP_AFTER if after is None else int(_number(H_FAULT_AFTER, after)),
+            )
+        rules = self._faults.get(model)
+        if rules is None:
+            if len(self._faults) >= _CACHED_MODELS:
+                self._faults.clear()
+            rules = self._faults[model] = self.profile.faults_for(model)
+        for rule in rules:
+            if rule.rate >= 1.0 or self._fault_rng.random() < rule.rate:
+                return Fault(rule.kind, rule.delay_ms, rule.after)
+        return None
+
+
+STATE = web.AppKey("simulator", Simulator)
+
+
+def _number(header: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise HeaderError(header, "a number") from None
+    if not number >= 0:
+        raise HeaderError(header, "a non-negative number")
+    return number
+
+
+@dataclass(slots=True)
+class Call:
+    """One parsed /v1 request and how the simulator will treat it."""
+
+    body: dict[str, Any]
+    model: str
+    latency: Latency
+    fault: Fault | None
+
+    @property
+    def cut_after(self) -> int | None:
+        """Stream events to send before cutting the connection; None when not dropping."""
+        fault = self.fault
+        return fault.after if fault is not None and fault.kind == "drop" else None
+
+    def delays(self, seed: int) -> tuple[float, float]:
+        """(ttft, per-token) in seconds, with the jitter drawn from the content seed."""
+        latency = self.latency
+        factor = 1.0
+        if latency.jitter:
+            factor += latency.jitter * (2.0 * ((seed >> 16) & 0xFFFFFFFF) / _UNIT - 1.0)
+        return latency.ttft_ms * factor / 1000.0, latency.token_ms * factor / 1000.0
+
+
+def fault_error(kind: str) -> OpenAIError:
+    if kind == "429":
+        return OpenAIError(
+            429,
+            "Rate limit reached for requests (simulated). Please try again in 1s.",
+            "requests",
+            None,
+            "rate_limit_exceeded",
+            headers={"retry-after": "1", "retry-after-ms": "1000"},
+        )
+    if kind == "503":
+        return OpenAIError(
+            503,
+            "The engine is currently overloaded, please try again later. (simulated)",
+            "server_error",
+        )
+    return OpenAIError(
+        500,
+        "The server had an error while processing your request. Sorry about that! (simulated)",
+        "server_error",
+    )
+
+
+async def begin(request: web.Request, require_json: bool = True) -> Call:
+    """Read, record and triage a request: the Call to serve, else raises the OpenAIError.
+
+    With ``require_json`` a body that is not a JSON object is answered 400 as OpenAI does;
+    without it (the passthrough) any body is accepted and recorded as null unless it is JSON.
+    Injected 429/500/503 faults raise here; `timeout` waits here, then the call goes on.
+    """
+    simulator = request.app[STATE]
+    raw = await request.read()
+    body: Any = None
+    if raw:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    simulator.log.add(request.method, request.path, request.query_string, headers, body)
+    if not isinstance(body, dict):
+        if require_json:
+            raise InvalidRequest(
+                "We could not parse the JSON body of your request. (HINT: This likely means"
+                " you aren't using your HTTP library correctly. The OpenAI API expects a JSON"
+                " payload, but what was sent was not valid JSON.)"
+            )
+        body = {}
+    model = body.get("model")
+    model = model if isinstance(model, str) else ""
+    try:
+        fault = simulator.fault(model, headers)
+        latency = simulator.latency(model, headers)
+    except HeaderError as error:
+        raise InvalidRequest(str(error), error.header, "invalid_header") from None
+    if fault is not None:
+        if fault.kind == "timeout":
+            await asyncio.sleep(fault.delay_ms / 1000.0)
+            fault = None
+        elif fault.kind != "drop":
+            raise fault_error(fault.kind)
+    return Call(body, model, latency, fault)
+
+
+def drop_connection(request: web.Request) -> web.Response:
+    """Close the connection with nothing more sent; aiohttp then skips the returned response."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return web.Response()
+
+
+async def respond(request: web.Request, call: Call, payload: Any, wait_s: float) -> web.Response:
+    """A JSON answer after ``wait_s``, or a cut connection under a `drop` fault."""
+    if wait_s > 0:
+        await asyncio.sleep(wait_s)
+    if call.cut_after is not None:
+        return drop_connection(request)
+    return web.Response(body=orjson.dumps(payload), content_type="application/json")
