@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from gateway.admin import AdminDenied
 from gateway.errors import error_body
 
 
-def build_api(is_ready: Callable[[], bool]) -> FastAPI:
+def build_api(is_ready: Callable[[], bool], *routers: APIRouter) -> FastAPI:
     api = FastAPI(
         title="Distillation gateway",
         docs_url=None,
@@ -31,6 +32,14 @@ def build_api(is_ready: Callable[[], bool]) -> FastAPI:
             status_code=exc.status_code,
             media_type="application/json",
             headers=exc.headers,
+        )
+
+    @api.exception_handler(AdminDenied)
+    async def _admin_denied(request: Request, exc: AdminDenied) -> Response:
+        return Response(
+            error_body(exc.message, "invalid_request_error", None, exc.code),
+            status_code=exc.status,
+            media_type="application/json",
         )
 
     @api.exception_handler(RequestValidationError)
@@ -55,4 +64,6 @@ def build_api(is_ready: Callable[[], bool]) -> FastAPI:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "starting"}, status_code=503)
 
+    for router in routers:
+        api.include_router(router)
     return api

@@ -1,8 +1,8 @@
 """The composition root: ``create_app(settings)`` builds the ASGI application.
 
-/v1/* goes to the hot-path proxy (plain ASGI); everything else to the FastAPI app. The app owns
-the lifespan: provider clients are opened at startup inside the event loop and closed at exit.
-Nothing is built at import time.
+/v1/* goes to the hot-path proxy (plain ASGI); everything else to the FastAPI app (health,
+admin). The app owns the lifespan: provider clients are opened at startup inside the event loop
+and closed at exit. Nothing is built at import time.
 """
 
 from __future__ import annotations
@@ -10,36 +10,50 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
+from gateway.admin import build_admin
 from gateway.api import build_api
-from gateway.auth import Authenticator
 from gateway.proxy import Proxy
+from gateway.runtime import RuntimeManager, UpstreamFactory
 from gateway.settings import Settings, load_settings, with_upstream_override
+from gateway.shadow import ShadowRunner
 from gateway.types import Receive, Scope, Send
-from router.table import RouteTable
-from router.upstream import AiohttpUpstream, Upstream, build_upstreams, close_all
+from router.config import ProviderConfig
+from router.upstream import Upstream
 
 log = logging.getLogger("gateway")
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 UPSTREAM_OVERRIDE_ENV = "GATEWAY_UPSTREAM_OVERRIDE"
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 class GatewayApp:
-    def __init__(self, settings: Settings, upstreams: Mapping[str, Upstream] | None = None):
-        self.settings = settings
-        self._injected_upstreams = upstreams
-        self._owned_upstreams: dict[str, AiohttpUpstream] = {}
-        self.upstreams: dict[str, Upstream] = {}
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        upstream_factory: UpstreamFactory | None = None,
+        upstream_override: str | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.upstream_override = upstream_override
+        self.manager = RuntimeManager(settings, upstream_factory)
+        self.shadows = ShadowRunner()
+        self.proxy = Proxy(self.manager, self.shadows)
         self.ready = False
-        self.proxy = Proxy(
-            routes=RouteTable.from_config(settings.routes),
-            upstreams=self.upstreams,
-            authenticator=Authenticator(settings.auth),
-            passthrough_provider=settings.passthrough_provider,
-            max_body_bytes=settings.server.max_body_bytes,
+        self.api = build_api(
+            lambda: self.ready, build_admin(self.manager, lambda: self.config_path, self.load)
         )
-        self.api = build_api(lambda: self.ready)
+
+    def load(self, path: Path) -> Settings:
+        """Read the config file as at startup (with the simulator override, if any)."""
+        settings = load_settings(path)
+        if self.upstream_override:
+            settings = with_upstream_override(settings, self.upstream_override)
+        return settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -51,16 +65,13 @@ class GatewayApp:
             await self.api(scope, receive, send)
 
     async def startup(self) -> None:
-        if self._injected_upstreams is not None:
-            self.upstreams.update(self._injected_upstreams)
-        else:
-            self._owned_upstreams = build_upstreams(self.settings.providers)
-            self.upstreams.update(self._owned_upstreams)
+        self.manager.start()
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
-        await close_all(self._owned_upstreams.values())
+        await self.shadows.drain(SHUTDOWN_GRACE_SECONDS)
+        await self.manager.stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -80,13 +91,22 @@ class GatewayApp:
 
 
 def create_app(settings: Settings, upstreams: Mapping[str, Upstream] | None = None) -> GatewayApp:
-    return GatewayApp(settings, upstreams)
+    """The gateway for ``settings``; ``upstreams`` replaces the provider clients (tests)."""
+    factory: UpstreamFactory | None = None
+    if upstreams is not None:
+        given = dict(upstreams)
+
+        def factory(name: str, config: ProviderConfig) -> Upstream:
+            return given[name]
+
+    return GatewayApp(settings, upstream_factory=factory)
 
 
 def create_app_from_environment() -> GatewayApp:
     """Factory for uvicorn workers: the config path (and simulator override) come from env."""
-    settings = load_settings(os.environ[CONFIG_ENV])
-    override = os.environ.get(UPSTREAM_OVERRIDE_ENV)
+    path = Path(os.environ[CONFIG_ENV])
+    override = os.environ.get(UPSTREAM_OVERRIDE_ENV) or None
+    settings = load_settings(path)
     if override:
         settings = with_upstream_override(settings, override)
-    return create_app(settings)
+    return GatewayApp(settings, config_path=path, upstream_override=override)

@@ -3,6 +3,7 @@
     GatewayError                      status, type, code, message, param
     ├── InvalidRequest        400     malformed JSON, missing model/messages, bad fields
     ├── AuthenticationFailed  401     missing or unknown gateway key
+    ├── PermissionDenied      403     a key asking for what it may not (e.g. a forced variant)
     ├── NotFound              404     unknown model (model_not_found) or path
     ├── MethodNotAllowed      405
     ├── PayloadTooLarge       413     body over server.max_body_bytes
@@ -46,6 +47,12 @@ class AuthenticationFailed(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
 
 
 class NotFound(GatewayError):

@@ -7,27 +7,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from gateway.auth import Authenticator
 from gateway.errors import (
     GatewayError,
     InternalError,
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
+    PermissionDenied,
     from_upstream,
 )
-from gateway.ids import new_request_id
-from gateway.streaming import UsageStripper, error_event
-from gateway.types import RawHeaders, Receive, Scope, Send
-from gateway.wire import ROUTED_ENDPOINTS, parse_request
+from gateway.payload import UpstreamPayload
+from gateway.relay import JSON, Call, relay_stream, send_error, send_full, upstream_headers
+from gateway.runtime import Runtime, RuntimeManager
+from gateway.shadow import ShadowRunner
+from gateway.types import Receive, Scope, Send
+from gateway.wire import ROUTED_ENDPOINTS, Endpoint, parse_request
 from router.errors import UpstreamError
-from router.table import Decision, RouteTable
-from router.upstream import Upstream, UpstreamResponse
+from router.fallback import send_with_fallbacks
+from router.table import Decision, UnknownVariant
+from router.upstream import UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
 
@@ -51,199 +53,187 @@ _REQUEST_HEADERS_KEPT_BACK = frozenset(
         b"accept-encoding",
     }
 )
-# Response headers the ASGI server or the gateway sets itself.
-_RESPONSE_HEADERS_KEPT_BACK = frozenset(
-    {
-        "content-length",
-        "content-encoding",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "date",
-        "server",
-        "set-cookie",
-        "x-request-id",
-        "alt-svc",
-    }
-)
-_JSON = b"application/json"
-_SSE_HEADERS: RawHeaders = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-_SSE_HEADER_NAMES = frozenset(name for name, _ in _SSE_HEADERS)
 
 
-class _Call:
-    """What one call has learned so far; the error path reads it to answer correctly."""
+class _Request:
+    """The parts of the request headers the gateway reads, sorted out in one pass."""
 
-    __slots__ = ("decision", "request_id", "responded", "started", "upstream_seconds")
+    __slots__ = ("authorization", "content_length", "forward", "user", "variant")
 
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.responded = False
-        self.request_id = new_request_id()
-        self.decision: Decision | None = None
-        self.upstream_seconds = 0.0
-
-    def headers(self) -> RawHeaders:
-        out: RawHeaders = [(b"x-request-id", self.request_id.encode())]
-        decision = self.decision
-        if decision is not None:
-            out.append((b"x-gateway-route", decision.route.encode()))
-            out.append((b"x-gateway-variant", decision.variant.encode()))
-            out.append((b"x-gateway-upstream-model", decision.upstream_model.encode()))
-        overhead_ms = (time.perf_counter() - self.started - self.upstream_seconds) * 1000.0
-        out.append((b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()))
-        return out
+    def __init__(self, scope: Scope) -> None:
+        self.authorization: bytes | None = None
+        self.content_length: bytes | None = None
+        self.user: str | None = None
+        self.variant: str | None = None
+        self.forward: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                self.authorization = value
+            elif name == b"content-length":
+                self.content_length = value
+            elif name.startswith(b"x-gateway-"):
+                if name == b"x-gateway-user":
+                    self.user = value.decode("latin-1")
+                elif name == b"x-gateway-variant":
+                    self.variant = value.decode("latin-1")
+            elif name not in _REQUEST_HEADERS_KEPT_BACK:
+                self.forward[name.decode("latin-1")] = value.decode("latin-1")
 
 
 class Proxy:
-    def __init__(
-        self,
-        *,
-        routes: RouteTable,
-        upstreams: Mapping[str, Upstream],
-        authenticator: Authenticator,
-        passthrough_provider: str,
-        max_body_bytes: int,
-    ) -> None:
-        self.routes = routes
-        self.upstreams = upstreams
-        self.authenticator = authenticator
-        self.passthrough_provider = passthrough_provider
-        self.max_body_bytes = max_body_bytes
+    def __init__(self, manager: RuntimeManager, shadows: ShadowRunner) -> None:
+        self.manager = manager
+        self.shadows = shadows
         self.models_created = int(time.time())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call = _Call()
+        call = Call()
+        runtime = self.manager.acquire()
         try:
-            await self._handle(scope, receive, send, call)
+            await self._handle(runtime, scope, receive, send, call)
         except GatewayError as exc:
             if not call.responded:
-                await _send_error(send, exc, call)
+                await send_error(send, exc, call)
         except UpstreamError as exc:
             log.warning("request %s: %s", call.request_id, exc)
             if not call.responded:
-                await _send_error(send, from_upstream(exc), call)
+                await send_error(send, from_upstream(exc), call)
         except Exception:
             log.exception("unexpected error in request %s", call.request_id)
             if not call.responded:
                 error = InternalError(
                     f"The gateway failed to handle this request (request id {call.request_id})."
                 )
-                await _send_error(send, error, call)
+                await send_error(send, error, call)
+        finally:
+            self.manager.release(runtime)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, call: _Call) -> None:
-        authorization: bytes | None = None
-        content_length: bytes | None = None
-        forward: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                content_length = value
-            elif name in _REQUEST_HEADERS_KEPT_BACK or name.startswith(b"x-gateway-"):
-                continue
-            else:
-                forward[name.decode("latin-1")] = value.decode("latin-1")
-        self.authenticator.authenticate(authorization)
-
+    async def _handle(
+        self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, call: Call
+    ) -> None:
+        request = _Request(scope)
+        principal = runtime.authenticator.authenticate(request.authorization)
         path: str = scope["path"]
         method: str = scope["method"]
         endpoint = ROUTED_ENDPOINTS.get(path) if method == "POST" else None
         if endpoint is None:
             if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-                await self._models(path, send, call)
-                return
-            raw = await _read_body(receive, content_length, self.max_body_bytes)
-            upstream = self.upstreams[self.passthrough_provider]
-            query = scope["query_string"].decode("latin-1")
-            sent = time.perf_counter()
-            response = await upstream.send(method, path[3:], query, forward, raw)
-            call.upstream_seconds = time.perf_counter() - sent
-            await self._relay_stream(response, send, call, None, check_done=False)
+                await self._models(runtime, path, send, call)
+            else:
+                await self._passthrough(runtime, scope, receive, send, call, request)
             return
 
-        raw = await _read_body(receive, content_length, self.max_body_bytes)
+        limit = runtime.settings.server.max_body_bytes
+        raw = await _read_body(receive, request.content_length, limit)
         body, model = parse_request(endpoint, raw)
-        route = self.routes.get(model)
+        route = runtime.routes.get(model)
         if route is None:
             raise ModelNotFound(
                 f"The model `{model}` does not exist or you do not have access to it.",
                 param="model",
             )
-        decision = call.decision = route.choose()
-        changed = decision.upstream_model != model
-        if changed:
-            body["model"] = decision.upstream_model
-        stream = body.get("stream") is True
-        stripper: UsageStripper | None = None
-        if stream and endpoint.stream_usage_option:
-            options = body.get("stream_options")
-            if options is None or (isinstance(options, dict) and not options.get("include_usage")):
-                body["stream_options"] = {**(options or {}), "include_usage": True}
-                stripper = UsageStripper()
-                changed = True
-        if changed:
-            raw = orjson.dumps(body)
-        forward["content-type"] = "application/json"
+        if request.variant is not None and not principal.allow_variant_override:
+            raise PermissionDenied("This gateway key may not choose a variant (x-gateway-variant).")
+        user = request.user
+        if user is None:
+            body_user = body.get("user")
+            user = body_user if isinstance(body_user, str) and body_user else principal.key_digest
+        try:
+            plan = route.plan(user, request.variant)
+        except UnknownVariant:
+            raise InvalidRequest(
+                f"Route `{route.name}` has no variant `{request.variant}` "
+                f"(it has: {', '.join(route.decisions)}).",
+                param="x-gateway-variant",
+            ) from None
+        payload = UpstreamPayload(endpoint, body, raw, model)
+        request.forward["content-type"] = "application/json"
+        call.decision = plan.primary
 
-        upstream = self.upstreams[decision.provider]
+        if plan.shadow is not None:
+            shadow = plan.shadow
+            self.shadows.launch(
+                runtime.upstreams[shadow.provider],
+                shadow,
+                path,
+                dict(request.forward),
+                payload.for_model(shadow.upstream_model),
+                stream=payload.stream,
+                shadow_of=call.request_id,
+            )
+
+        async def attempt(decision: Decision) -> UpstreamResponse:
+            call.decision = decision
+            upstream = runtime.upstreams[decision.provider]
+            return await upstream.send(
+                "POST",
+                path[3:],
+                "",
+                dict(request.forward),
+                payload.for_model(decision.upstream_model),
+                decision.timeout,
+            )
+
         sent = time.perf_counter()
-        response = await upstream.send("POST", path[3:], "", forward, raw)
-        if stream and response.status == 200:
+        outcome = await send_with_fallbacks(
+            plan.chain(),
+            attempt,
+            retry=route.retry,
+            breaker=route.breaker,
+            breakers=self.manager.breakers,
+        )
+        response = outcome.response
+        call.decision = outcome.decision
+        await self._answer(endpoint, payload, response, send, call, sent)
+
+    async def _answer(
+        self,
+        endpoint: Endpoint,
+        payload: UpstreamPayload,
+        response: UpstreamResponse,
+        send: Send,
+        call: Call,
+        sent: float,
+    ) -> None:
+        if payload.stream and response.status == 200:
             call.upstream_seconds = time.perf_counter() - sent
-            content_type = response.headers.get("content-type", "")
-            if content_type.startswith("text/event-stream"):
-                await self._relay_stream(response, send, call, stripper, check_done=True)
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                await relay_stream(
+                    response,
+                    send,
+                    call,
+                    payload.stripper(),
+                    sse=True,
+                    expect_done=endpoint.stream_usage_option,
+                )
                 return
         data = await response.read()
         call.upstream_seconds = time.perf_counter() - sent
-        await _send_full(send, response.status, _upstream_headers(response), data, call)
+        await send_full(send, response.status, upstream_headers(response), data, call)
 
-    async def _relay_stream(
+    async def _passthrough(
         self,
-        response: UpstreamResponse,
+        runtime: Runtime,
+        scope: Scope,
+        receive: Receive,
         send: Send,
-        call: _Call,
-        stripper: UsageStripper | None,
-        *,
-        check_done: bool,
+        call: Call,
+        request: _Request,
     ) -> None:
-        headers = _upstream_headers(response)
-        if check_done:
-            headers = [h for h in headers if h[0] not in _SSE_HEADER_NAMES] + _SSE_HEADERS
-        headers.extend(call.headers())
-        call.responded = True
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        tail = b""
-        try:
-            async for chunk in response.iter_chunks():
-                if check_done:
-                    tail = (tail + chunk)[-16:]
-                if stripper is not None:
-                    chunk = stripper.feed(chunk)
-                    if not chunk:
-                        continue
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if stripper is not None and (rest := stripper.flush()):
-                await send({"type": "http.response.body", "body": rest, "more_body": True})
-            if check_done and b"[DONE]" not in tail:
-                raise _Truncated()
-        except (UpstreamError, _Truncated) as exc:
-            detail = exc.detail if isinstance(exc, UpstreamError) else "the stream ended early"
-            log.warning("stream %s cut off: %s", call.request_id, detail)
-            event = error_event(
-                f"The upstream stream was interrupted ({detail}); the answer is incomplete.",
-                "upstream_error",
-                "upstream_stream_interrupted",
-            )
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        raw = await _read_body(
+            receive, request.content_length, runtime.settings.server.max_body_bytes
+        )
+        upstream = runtime.upstreams[runtime.settings.passthrough_provider]
+        query = scope["query_string"].decode("latin-1")
+        sent = time.perf_counter()
+        response = await upstream.send(
+            scope["method"], scope["path"][3:], query, request.forward, raw
+        )
+        call.upstream_seconds = time.perf_counter() - sent
+        is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        await relay_stream(response, send, call, None, sse=is_sse, expect_done=False)
 
-    async def _models(self, path: str, send: Send, call: _Call) -> None:
+    async def _models(self, runtime: Runtime, path: str, send: Send, call: Call) -> None:
         def card(name: str) -> dict[str, Any]:
             return {
                 "id": name,
@@ -253,29 +243,13 @@ class Proxy:
             }
 
         if path == "/v1/models":
-            body = {"object": "list", "data": [card(name) for name in self.routes.names()]}
+            body = {"object": "list", "data": [card(name) for name in runtime.routes.names()]}
         else:
             name = path.removeprefix("/v1/models/")
-            if self.routes.get(name) is None:
+            if runtime.routes.get(name) is None:
                 raise ModelNotFound(f"The model `{name}` does not exist.", param="model")
             body = card(name)
-        await _send_full(send, 200, [(b"content-type", _JSON)], orjson.dumps(body), call)
-
-
-class _Truncated(Exception):
-    pass
-
-
-def _upstream_headers(response: UpstreamResponse) -> RawHeaders:
-    out: RawHeaders = []
-    for name, value in response.headers.items():
-        lower = name.lower()
-        if lower in _RESPONSE_HEADERS_KEPT_BACK:
-            if lower == "x-request-id":
-                out.append((b"x-upstream-request-id", value.encode("latin-1")))
-            continue
-        out.append((lower.encode("latin-1"), value.encode("latin-1")))
-    return out
+        await send_full(send, 200, [(b"content-type", JSON)], orjson.dumps(body), call)
 
 
 async def _read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
@@ -304,17 +278,3 @@ async def _read_body(receive: Receive, content_length: bytes | None, limit: int)
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
         parts.append(chunk)
     return b"".join(parts)
-
-
-async def _send_full(
-    send: Send, status: int, headers: RawHeaders, body: bytes, call: _Call
-) -> None:
-    headers.extend(call.headers())
-    headers.append((b"content-length", str(len(body)).encode()))
-    call.responded = True
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_error(send: Send, exc: GatewayError, call: _Call) -> None:
-    await _send_full(send, exc.status, [(b"content-type", _JSON)], exc.body(), call)

@@ -68,10 +68,17 @@ class KeyAuth(_Strict):
     keys: list[GatewayKey] = Field(min_length=1)
 
 
+class AdminSettings(_Strict):
+    """Keys for /admin (route changes, reloads); without them the admin API is disabled."""
+
+    keys: list[GatewayKey] = Field(min_length=1)
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     auth: Literal["none"] | KeyAuth
     """``none`` for local use, or the gateway keys that may call /v1."""
+    admin: AdminSettings | None = None
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     default_provider: str | None = None
     """Answers /v1 paths that are not routed by model; the first provider when unset."""

@@ -6,7 +6,9 @@ unknown keys so a typo in the YAML file is an error that names the key, not a si
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -27,6 +29,9 @@ class ProviderConfig(_Strict):
     """Most open connections to this provider; streams hold one each for their duration."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra headers sent on every call (e.g. ``OpenAI-Organization``)."""
+
+    def api_key_value(self) -> str:
+        return self.api_key.get_secret_value() if self.api_key is not None else ""
 
     @field_validator("base_url")
     @classmethod
@@ -50,26 +55,72 @@ class VariantConfig(_Strict):
     model: str
     weight: int = Field(default=1, ge=0)
     """Share of the route's traffic, relative to the other variants; 0 keeps it idle."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Longest wait for the next bytes from this variant; the provider's read_timeout if unset."""
+
+
+class RetryConfig(_Strict):
+    """Retries of one variant before the route falls back to the next."""
+
+    attempts: int = Field(default=2, ge=1, le=10)
+    """Calls per variant, the first included."""
+    backoff_ms: float = Field(default=100.0, ge=0)
+    """Wait before the second call; doubled for each further one."""
+    max_backoff_ms: float = Field(default=2000.0, ge=0)
+    """Longest wait; an upstream that asks (Retry-After) for longer is left for the fallback."""
+
+
+class BreakerConfig(_Strict):
+    """Skip a variant after ``failures`` consecutive failures, for ``cooldown_s`` seconds."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class ShadowConfig(_Strict):
+    """Send a copy of a share of the calls to ``variant``; its answer is recorded, not returned."""
+
+    variant: str
+    sample: float = Field(default=1.0, ge=0, le=1)
 
 
 class RouteConfig(_Strict):
     """A model name the app sends, and the variants that may answer it."""
 
     variants: dict[str, VariantConfig] = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    """Other model names the app may send for this route (e.g. dated snapshots)."""
+    sticky: Literal["user"] | None = None
+    """``user``: a user always gets the same variant (for given weights), on every replica."""
+    fallbacks: list[str] = Field(default_factory=list)
+    """Variants tried, in order, when the chosen one fails before its first byte."""
+    shadow: ShadowConfig | None = None
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    capture: bool = True
+    """Record this route's calls (the capture store)."""
 
-    @field_validator("variants")
-    @classmethod
-    def _some_weight(cls, value: dict[str, VariantConfig]) -> dict[str, VariantConfig]:
-        if not any(v.weight > 0 for v in value.values()):
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteConfig:
+        if self.shadow is None and not any(v.weight > 0 for v in self.variants.values()):
             raise ValueError("at least one variant needs a weight above 0")
-        return value
+        if self.shadow is not None and not any(
+            v.weight > 0 for name, v in self.variants.items() if name != self.shadow.variant
+        ):
+            raise ValueError("at least one variant besides the shadow needs a weight above 0")
+        for name in [*self.fallbacks, *([self.shadow.variant] if self.shadow else [])]:
+            if name not in self.variants:
+                known = ", ".join(self.variants)
+                raise ValueError(f"unknown variant {name!r} (this route has: {known})")
+        return self
 
 
 def check_references(
     providers: dict[str, ProviderConfig], routes: dict[str, RouteConfig]
 ) -> list[str]:
-    """Every problem with names that point nowhere, as ``path: message`` lines."""
+    """Every problem with names that point nowhere or twice, as ``path: message`` lines."""
     problems: list[str] = []
+    claimed: dict[str, str] = {}
     for route_name, route in routes.items():
         for variant_name, variant in route.variants.items():
             if variant.provider not in providers:
@@ -78,4 +129,11 @@ def check_references(
                     f"routes.{route_name}.variants.{variant_name}.provider: "
                     f"unknown provider {variant.provider!r} (configured: {known})"
                 )
+        for name in [route_name, *route.aliases]:
+            if name in claimed and claimed[name] != route_name:
+                problems.append(
+                    f"routes.{route_name}: model name {name!r} is already served by route "
+                    f"{claimed[name]!r}"
+                )
+            claimed.setdefault(name, route_name)
     return problems

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Protocol
 
 import aiohttp
+from aiohttp.helpers import _SENTINEL as _SentinelType
+from aiohttp.helpers import sentinel
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -36,8 +38,40 @@ class Upstream(Protocol):
     name: str
 
     async def send(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        read_timeout: float | None = None,
     ) -> UpstreamResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class BufferedResponse:
+    """A response already read in full (e.g. an error kept while trying a fallback)."""
+
+    __slots__ = ("_body", "_headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self._headers = headers
+        self._body = body
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+    def close(self) -> None:
+        pass
 
 
 class _AiohttpResponse:
@@ -101,6 +135,9 @@ class AiohttpUpstream:
         self.name = name
         self._base = config.base_url
         self._urls: dict[str, URL] = {}
+        self.config = config
+        self._connect_timeout = config.connect_timeout
+        self._variant_timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._fixed_headers: dict[str, str] = dict(config.headers)
         if config.api_key is not None:
             self._fixed_headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
@@ -116,6 +153,16 @@ class AiohttpUpstream:
             raise_for_status=False,
         )
 
+    def _timeouts(self, read_timeout: float | None) -> aiohttp.ClientTimeout | _SentinelType:
+        if read_timeout is None:
+            return sentinel
+        timeout = self._variant_timeouts.get(read_timeout)
+        if timeout is None:
+            timeout = self._variant_timeouts[read_timeout] = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+            )
+        return timeout
+
     def _url(self, path: str, query: str) -> URL:
         key = f"{path}?{query}" if query else path
         url = self._urls.get(key)
@@ -126,13 +173,26 @@ class AiohttpUpstream:
         return url
 
     async def send(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        read_timeout: float | None = None,
     ) -> _AiohttpResponse:
-        """Send one request; ``path`` is relative to the provider's base URL."""
+        """Send one request; ``path`` is relative to the provider's base URL.
+
+        ``read_timeout`` replaces the provider's read timeout for this call (a variant's own).
+        """
         headers.update(self._fixed_headers)
         try:
             response = await self._session.request(
-                method, self._url(path, query), data=body or None, headers=headers
+                method,
+                self._url(path, query),
+                data=body or None,
+                headers=headers,
+                timeout=self._timeouts(read_timeout),
             )
         except Exception as exc:
             raise _translate(self.name, exc) from exc

@@ -1,0 +1,135 @@
+"""The admin API: inspect routes, change weights and shadows live, reload the config file.
+
+Needs an admin key (``admin.keys`` in the config). Changes apply to calls that start after them;
+calls in flight finish on the configuration they started with. A change made here lives in this
+process until the next reload, which re-reads the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.runtime import RuntimeManager
+from gateway.settings import ConfigError, Settings
+from router.breaker import BreakerState
+from router.config import RouteConfig, ShadowConfig
+
+
+class AdminDenied(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+class RouteChange(BaseModel):
+    """Body of PUT /admin/routes/{route}: the fields given are changed, the rest kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, int] | None = None
+    """Variant -> weight; variants not named keep theirs."""
+    shadow: ShadowConfig | None = Field(default=None)
+    """A shadow to set; send ``"shadow": null`` to remove it."""
+
+
+def describe(manager: RuntimeManager) -> dict[str, Any]:
+    runtime = manager.current
+    assert runtime is not None
+    states = manager.breakers.states()
+    routes: dict[str, Any] = {}
+    for name, route in runtime.settings.routes.items():
+        variants = {}
+        for vname, variant in route.variants.items():
+            state = states.get((variant.provider, variant.model), BreakerState.CLOSED)
+            variants[vname] = {**variant.model_dump(), "breaker": state.value}
+        routes[name] = {
+            "variants": variants,
+            "aliases": route.aliases,
+            "sticky": route.sticky,
+            "fallbacks": route.fallbacks,
+            "shadow": route.shadow.model_dump() if route.shadow else None,
+            "retry": route.retry.model_dump(),
+            "breaker": route.breaker.model_dump(),
+            "capture": route.capture,
+        }
+    return {"routes": routes}
+
+
+def build_admin(
+    manager: RuntimeManager,
+    config_path: Callable[[], Path | None],
+    load: Callable[[Path], Settings],
+) -> APIRouter:
+    def require_admin(request: Request) -> None:
+        admin = manager.settings.admin
+        if admin is None:
+            raise AdminDenied(
+                403, "The admin API is disabled: no admin keys are configured.", "admin_disabled"
+            )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AdminDenied(
+                401, "Missing admin key: send 'Authorization: Bearer <key>'.", "missing_api_key"
+            )
+        digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        if digest not in {key.digest() for key in admin.keys}:
+            raise AdminDenied(401, "Incorrect admin key provided.", "invalid_api_key")
+
+    router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+
+    @router.get("/routes")
+    async def list_routes() -> dict[str, Any]:
+        return describe(manager)
+
+    @router.put("/routes/{route}")
+    async def change_route(route: str, change: RouteChange) -> Any:
+        settings = manager.settings
+        current = settings.routes.get(route)
+        if current is None:
+            raise AdminDenied(404, f"No route named `{route}`.", "route_not_found")
+        given = change.model_fields_set
+        update: dict[str, Any] = current.model_dump()
+        if change.weights:
+            for vname, weight in change.weights.items():
+                if vname not in current.variants:
+                    raise AdminDenied(
+                        400, f"Route `{route}` has no variant `{vname}`.", "unknown_variant"
+                    )
+                update["variants"][vname]["weight"] = weight
+        if "shadow" in given:
+            update["shadow"] = change.shadow.model_dump() if change.shadow else None
+        try:
+            new_route = RouteConfig.model_validate(update)
+        except ValidationError as exc:
+            message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise AdminDenied(400, message, "invalid_route") from None
+        manager.replace(
+            settings.model_copy(update={"routes": {**settings.routes, route: new_route}})
+        )
+        return describe(manager)["routes"][route]
+
+    @router.post("/reload")
+    async def reload() -> Any:
+        path = config_path()
+        if path is None:
+            raise AdminDenied(
+                409, "This gateway was not started from a config file.", "no_config_file"
+            )
+        try:
+            settings = load(path)
+        except ConfigError as exc:
+            raise AdminDenied(
+                400, f"The configuration was not reloaded: {exc}", "invalid_config"
+            ) from None
+        previous = manager.settings
+        ignored = [key for key in ("server",) if getattr(settings, key) != getattr(previous, key)]
+        manager.replace(settings)
+        return {"reloaded": str(path), "routes": list(settings.routes), "needs_restart": ignored}
+
+    return router

@@ -1,0 +1,155 @@
+"""Sending answers to the client: whole bodies, relayed streams, and the gateway's headers."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gateway.errors import GatewayError
+from gateway.ids import new_request_id
+from gateway.streaming import UsageStripper, error_event
+from gateway.types import RawHeaders, Send
+from router.errors import UpstreamError
+from router.table import Decision
+from router.upstream import UpstreamResponse
+
+log = logging.getLogger("gateway.proxy")
+
+JSON = b"application/json"
+_SSE_HEADERS: RawHeaders = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_SSE_HEADER_NAMES = frozenset(name for name, _ in _SSE_HEADERS)
+# Response headers the ASGI server or the gateway sets itself.
+_RESPONSE_HEADERS_KEPT_BACK = frozenset(
+    {
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+        "set-cookie",
+        "x-request-id",
+        "alt-svc",
+    }
+)
+
+
+class Call:
+    """What one call has learned so far; the error path reads it to answer correctly."""
+
+    __slots__ = (
+        "decision",
+        "first_byte_at",
+        "request_id",
+        "responded",
+        "started",
+        "upstream_seconds",
+    )
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.request_id = new_request_id()
+        self.decision: Decision | None = None
+        self.upstream_seconds = 0.0
+        self.responded = False
+        self.first_byte_at: float | None = None
+
+    def headers(self) -> RawHeaders:
+        out: RawHeaders = [(b"x-request-id", self.request_id.encode())]
+        decision = self.decision
+        if decision is not None:
+            out.append((b"x-gateway-route", decision.route.encode()))
+            out.append((b"x-gateway-variant", decision.variant.encode()))
+            out.append((b"x-gateway-upstream-model", decision.upstream_model.encode()))
+        overhead_ms = (time.perf_counter() - self.started - self.upstream_seconds) * 1000.0
+        out.append((b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()))
+        return out
+
+
+class _Truncated(Exception):
+    detail = "the stream ended before its end marker"
+
+
+def upstream_headers(response: UpstreamResponse) -> RawHeaders:
+    out: RawHeaders = []
+    for name, value in response.headers.items():
+        lower = name.lower()
+        if lower in _RESPONSE_HEADERS_KEPT_BACK:
+            if lower == "x-request-id":
+                out.append((b"x-upstream-request-id", value.encode("latin-1")))
+            continue
+        out.append((lower.encode("latin-1"), value.encode("latin-1")))
+    return out
+
+
+async def send_full(send: Send, status: int, headers: RawHeaders, body: bytes, call: Call) -> None:
+    headers.extend(call.headers())
+    headers.append((b"content-length", str(len(body)).encode()))
+    call.responded = True
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_error(send: Send, exc: GatewayError, call: Call) -> None:
+    await send_full(send, exc.status, [(b"content-type", JSON)], exc.body(), call)
+
+
+async def relay_stream(
+    response: UpstreamResponse,
+    send: Send,
+    call: Call,
+    stripper: UsageStripper | None,
+    *,
+    sse: bool,
+    expect_done: bool,
+    sink: list[bytes] | None = None,
+) -> bool:
+    """Pass the upstream's body through chunk by chunk; True when it arrived whole.
+
+    With ``sse``, a stream that breaks off ends with an error event instead of silently; with
+    ``expect_done`` (chat, completions) so does one that ends without ``data: [DONE]``.
+    ``sink`` collects the upstream's bytes for the capture.
+    """
+    headers = upstream_headers(response)
+    if sse:
+        headers = [h for h in headers if h[0] not in _SSE_HEADER_NAMES] + _SSE_HEADERS
+    headers.extend(call.headers())
+    call.responded = True
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    tail = b""
+    try:
+        async for chunk in response.iter_chunks():
+            if call.first_byte_at is None:
+                call.first_byte_at = time.perf_counter()
+            if sink is not None:
+                sink.append(chunk)
+            if expect_done:
+                tail = (tail + chunk)[-16:]
+            if stripper is not None:
+                chunk = stripper.feed(chunk)
+                if not chunk:
+                    continue
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if stripper is not None and (rest := stripper.flush()):
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
+        if expect_done and b"[DONE]" not in tail:
+            raise _Truncated()
+    except (UpstreamError, _Truncated) as exc:
+        if not sse:
+            raise  # not a stream the client can read an error event from: the connection drops
+        log.warning("stream %s cut off: %s", call.request_id, exc.detail)
+        event = error_event(
+            f"The upstream stream was interrupted ({exc.detail}); the answer is incomplete.",
+            "upstream_error",
+            "upstream_stream_interrupted",
+        )
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return False
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return True
