@@ -72,8 +72,10 @@ def _spawn(args: list[str], log: Path, env: Mapping[str, str] | None) -> subproc
         )
 
 
-def start_simulator(workdir: Path, profile: Mapping[str, Any] | None = None) -> Running:
-    port = free_port()
+def start_simulator(
+    workdir: Path, profile: Mapping[str, Any] | None = None, port: int | None = None
+) -> Running:
+    port = port or free_port()
     profile_path = workdir / f"simulator-{port}.yaml"
     profile_path.write_text(yaml.safe_dump(dict(profile or ZERO_LATENCY_PROFILE)))
     log = workdir / f"simulator-{port}.log"
