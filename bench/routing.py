@@ -29,7 +29,9 @@ CASES: dict[str, dict[str, Any]] = {
         "fallbacks": ["teacher"],
     },
     "four variants, sticky user": {
-        "variants": {f"v{i}": {"provider": "p", "model": f"m{i}", "weight": i + 1} for i in range(4)},
+        "variants": {
+            f"v{i}": {"provider": "p", "model": f"m{i}", "weight": i + 1} for i in range(4)
+        },
         "sticky": "user",
     },
 }

@@ -33,6 +33,11 @@ class UsageStripper:
         complete, self._pending = data[:end], data[end:]
         if b'"usage"' not in complete:
             return complete
+        if b'"usage":{' not in complete:
+            # The common case: only the `"usage":null` of ordinary chunks, removed in bulk.
+            cleaned = complete.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
+            if b'"usage"' not in cleaned:
+                return cleaned
         return b"".join(self._rewrite(event) for event in complete.split(_SEPARATOR)[:-1])
 
     def flush(self) -> bytes:

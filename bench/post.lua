@@ -1,0 +1,54 @@
+-- wrk script: POST one small chat completion per request.
+--
+--   wrk -t1 -c10 -d8s --latency -s bench/post.lua URL -- model=gpt-4o-mini stream=1 ttft=0 token=0
+--
+-- Arguments after `--` (key=value): model (the body's model), stream (1: "stream": true),
+-- ttft and token (sent as x-sim-ttft-ms and x-sim-token-ms, the simulator's per-request latency),
+-- key (the gateway key sent as Authorization: Bearer). done() prints one line,
+-- `BENCH_JSON {...}`, with the summary and latency in microseconds, so the runner reads numbers,
+-- never wrk's human text. errors.status is wrk's count of responses with a status >= 400.
+
+local function options(args)
+  local out = {}
+  for _, arg in ipairs(args) do
+    local name, value = arg:match("^([%w_]+)=(.*)$")
+    if name then
+      out[name] = value
+    end
+  end
+  return out
+end
+
+function init(args)
+  local opts = options(args)
+  local stream = ""
+  if opts.stream == "1" then
+    stream = ',"stream":true'
+  end
+  wrk.method = "POST"
+  wrk.body = '{"model":"' .. (opts.model or "gpt-4o-mini") .. '","messages":['
+    .. '{"role":"system","content":"You are a terse assistant. Answer in one short sentence."},'
+    .. '{"role":"user","content":"What does a gateway in front of a model API do?"}'
+    .. '],"max_tokens":16' .. stream .. '}'
+  wrk.headers["Authorization"] = "Bearer " .. (opts.key or "sk-bench")
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["x-sim-ttft-ms"] = opts.ttft or "0"
+  wrk.headers["x-sim-token-ms"] = opts.token or "0"
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local p = function(q)
+    return latency:percentile(q)
+  end
+  io.write(string.format(
+    'BENCH_JSON {"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,'
+      .. '"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f},'
+      .. '"latency_us":{"mean":%.1f,"stdev":%.1f,"max":%.0f,'
+      .. '"p50":%.0f,"p90":%.0f,"p99":%.0f,"p99.9":%.0f}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.stdev, latency.max,
+    p(50), p(90), p(99), p(99.9)
+  ))
+end
