@@ -1,56 +1,79 @@
-"""The gateway's own HTTP API (FastAPI): health, readiness, and everything not on the hot path.
+"""The gateway's own HTTP API (FastAPI): health, readiness, metrics, feedback and admin.
 
-Every error it answers with has OpenAI's shape, like the /v1 routes.
+Everything not on the hot path. Every error it answers with has OpenAI's shape, like /v1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any, Protocol
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from capture.errors import UnknownCall
+from capture.feedback import FeedbackIn, record_feedback
+from capture.store import Store
+from capture.writer import CaptureWriter
 from gateway.admin import AdminDenied
-from gateway.errors import error_body
+from gateway.errors import Conflict, GatewayError, NotFound, error_body
+from gateway.metrics import Metrics
+from gateway.runtime import RuntimeManager
 
 
-def build_api(is_ready: Callable[[], bool], *routers: APIRouter) -> FastAPI:
-    api = FastAPI(
-        title="Distillation gateway",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url="/openapi.json",
+class GatewayState(Protocol):
+    ready: bool
+    manager: RuntimeManager
+    metrics: Metrics
+    store: Store | None
+    writer: CaptureWriter | None
+
+    def sync_metrics(self) -> None: ...
+
+
+def _openai_error(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> Response:
+    return Response(
+        error_body(message, "invalid_request_error", param, code),
+        status_code=status,
+        media_type="application/json",
     )
+
+
+def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
+    api = FastAPI(title="Distillation gateway", docs_url=None, redoc_url=None)
 
     @api.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         code = "not_found" if exc.status_code == 404 else None
-        return Response(
-            error_body(str(exc.detail), "invalid_request_error", None, code),
-            status_code=exc.status_code,
-            media_type="application/json",
-            headers=exc.headers,
-        )
+        response = _openai_error(exc.status_code, str(exc.detail), code=code)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @api.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+        return Response(exc.body(), status_code=exc.status, media_type="application/json")
 
     @api.exception_handler(AdminDenied)
     async def _admin_denied(request: Request, exc: AdminDenied) -> Response:
-        return Response(
-            error_body(exc.message, "invalid_request_error", None, exc.code),
-            status_code=exc.status,
-            media_type="application/json",
-        )
+        return _openai_error(exc.status, exc.message, code=exc.code)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
-        return Response(
-            error_body(str(first["msg"]), "invalid_request_error", param, None),
-            status_code=400,
-            media_type="application/json",
-        )
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first.get("type") == "extra_forbidden":
+            message = f"Unknown field `{param}`."
+        elif first.get("type") == "missing":
+            message = f"Missing required field `{param}`."
+        elif param:
+            message = f"`{param}`: {message}"
+        return _openai_error(400, message, param=param)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -59,11 +82,45 @@ def build_api(is_ready: Callable[[], bool], *routers: APIRouter) -> FastAPI:
 
     @api.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        """Readiness: started, with provider clients open."""
-        if is_ready():
+        """Readiness: started, provider clients open, not shutting down."""
+        if state.ready:
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        state.sync_metrics()
+        body, content_type = state.metrics.render()
+        return Response(body, media_type=content_type)
+
+    def authenticated(request: Request) -> None:
+        runtime = state.manager.current
+        assert runtime is not None
+        runtime.authenticator.authenticate(_header(request, "authorization"))
+
+    @api.post("/v1/feedback", dependencies=[Depends(authenticated)])
+    async def feedback(body: FeedbackIn) -> dict[str, Any]:
+        """Feedback on a call, by the ``x-request-id`` the gateway returned with it."""
+        if state.store is None:
+            raise Conflict(
+                "Capture is disabled on this gateway: there is no call to attach feedback to.",
+                code="capture_disabled",
+            )
+        try:
+            feedback_id = await record_feedback(state.store, body, state.writer)
+        except UnknownCall:
+            raise NotFound(
+                f"No recorded call has the request id `{body.request_id}`.",
+                param="request_id",
+                code="request_not_found",
+            ) from None
+        return {"id": feedback_id, "object": "feedback", "request_id": body.request_id}
 
     for router in routers:
         api.include_router(router)
     return api
+
+
+def _header(request: Request, name: str) -> bytes | None:
+    value = request.headers.get(name)
+    return value.encode("latin-1") if value is not None else None

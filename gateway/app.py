@@ -1,24 +1,34 @@
 """The composition root: ``create_app(settings)`` builds the ASGI application.
 
-/v1/* goes to the hot-path proxy (plain ASGI); everything else to the FastAPI app (health,
-admin). The app owns the lifespan: provider clients are opened at startup inside the event loop
-and closed at exit. Nothing is built at import time.
+/v1/* goes to the hot-path proxy (plain ASGI); everything else (and /v1/feedback) to the FastAPI
+app: health, metrics, feedback, admin. The app owns the lifespan: provider clients and the
+capture writer are opened at startup inside the event loop; at shutdown the shadows finish and
+the capture queue is drained before the process exits. Nothing is built at import time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from capture.pricing import PriceTable
+from capture.store import Store
+from capture.writer import CaptureWriter
 from gateway.admin import build_admin
 from gateway.api import build_api
+from gateway.capturing import open_capture
+from gateway.metrics import Metrics
 from gateway.proxy import Proxy
+from gateway.recording import Recorder
 from gateway.runtime import RuntimeManager, UpstreamFactory
 from gateway.settings import Settings, load_settings, with_upstream_override
-from gateway.shadow import ShadowRunner
+from gateway.shadow import ShadowResult, ShadowRunner
 from gateway.types import Receive, Scope, Send
+from router.breaker import BreakerState
 from router.config import ProviderConfig
 from router.upstream import Upstream
 
@@ -26,7 +36,9 @@ log = logging.getLogger("gateway")
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 UPSTREAM_OVERRIDE_ENV = "GATEWAY_UPSTREAM_OVERRIDE"
-SHUTDOWN_GRACE_SECONDS = 10.0
+SHADOW_GRACE_SECONDS = 10.0
+CAPTURE_DRAIN_SECONDS = 20.0
+_BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class GatewayApp:
@@ -41,12 +53,18 @@ class GatewayApp:
         self.config_path = config_path
         self.upstream_override = upstream_override
         self.manager = RuntimeManager(settings, upstream_factory)
+        self.metrics = Metrics()
+        self.recorder = Recorder(self.metrics, PriceTable(settings.capture.prices))
         self.shadows = ShadowRunner()
-        self.proxy = Proxy(self.manager, self.shadows)
+        self.shadows.report = self._shadow_done
+        self.shadows.on_skip = self._shadow_skipped
+        self.proxy = Proxy(self.manager, self.shadows, self.recorder)
+        self.store: Store | None = None
+        self.writer: CaptureWriter | None = None
         self.ready = False
-        self.api = build_api(
-            lambda: self.ready, build_admin(self.manager, lambda: self.config_path, self.load)
-        )
+        self._sync_task: asyncio.Task[None] | None = None
+        self._reported = {"written": 0, "dropped": 0, "retried": 0, "failed": 0}
+        self.api = build_api(self, build_admin(self.manager, lambda: self.config_path, self.load))
 
     def load(self, path: Path) -> Settings:
         """Read the config file as at startup (with the simulator override, if any)."""
@@ -57,7 +75,7 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["path"].startswith("/v1/"):
+        if kind == "http" and scope["path"].startswith("/v1/") and scope["path"] != "/v1/feedback":
             await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -65,13 +83,61 @@ class GatewayApp:
             await self.api(scope, receive, send)
 
     async def startup(self) -> None:
+        settings = self.manager.settings
+        if settings.capture.enabled:
+            self.store, self.writer = await open_capture(
+                settings.capture, str(self.config_path or "FILE")
+            )
+            self.recorder.writer = self.writer
         self.manager.start()
+        self._sync_task = asyncio.get_running_loop().create_task(self._sync_metrics())
         self.ready = True
 
     async def shutdown(self) -> None:
+        """Stop answering as ready, let shadows finish, write what the capture queue holds."""
         self.ready = False
-        await self.shadows.drain(SHUTDOWN_GRACE_SECONDS)
+        await self.shadows.drain(SHADOW_GRACE_SECONDS)
+        if self.writer is not None:
+            drained = await self.writer.drain(CAPTURE_DRAIN_SECONDS)
+            if not drained:
+                log.error("capture: some records could not be written before exit")
+        if self.store is not None:
+            await self.store.close()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
         await self.manager.stop()
+
+    def _shadow_done(self, result: ShadowResult) -> None:
+        self.recorder.finish_shadow(result, result.record)
+
+    def _shadow_skipped(self, result: ShadowResult) -> None:
+        decision = result.decision
+        self.metrics.shadow_calls.labels(decision.route, decision.variant, "skipped").inc()
+
+    async def _sync_metrics(self) -> None:
+        """Copy the capture writer's counters and the breakers' states into the metrics."""
+        while True:
+            try:
+                self.sync_metrics()
+            except Exception:
+                log.exception("updating metrics failed")
+            await asyncio.sleep(1.0)
+
+    def sync_metrics(self) -> None:
+        m = self.metrics
+        writer = self.writer
+        if writer is not None:
+            stats = writer.stats()
+            m.capture_queue_depth.set(stats["queue_depth"])
+            for outcome, last in self._reported.items():
+                now = int(stats[outcome])
+                if now > last:
+                    m.capture_records.labels(outcome).inc(now - last)
+                    self._reported[outcome] = now
+        for (provider, model), state in self.manager.breakers.states().items():
+            m.breaker_state.labels(provider, model).set(_BREAKER_VALUES[state])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -80,7 +146,7 @@ class GatewayApp:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.exception("startup failed")
+                    log.error("the gateway cannot start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})

@@ -8,6 +8,7 @@ import logging.config
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -75,6 +76,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import CONFIG_ENV, UPSTREAM_OVERRIDE_ENV
+    from gateway.metrics import MULTIPROCESS_ENV
 
     logging.config.dictConfig(_logging_config(args.log_level or "info"))
     try:
@@ -100,6 +102,12 @@ def serve(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         os.environ[UPSTREAM_OVERRIDE_ENV] = url
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    workers = args.workers or server.workers
+    metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+    if workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
+        # Each worker writes its metrics here; a scrape of any worker merges them all.
+        metrics_dir = tempfile.TemporaryDirectory(prefix="gateway-metrics-")
+        os.environ[MULTIPROCESS_ENV] = metrics_dir.name
     host = args.host or server.host
     port = server.port if args.port is None else args.port
     log.info(
@@ -115,7 +123,7 @@ def serve(args: argparse.Namespace) -> int:
             factory=True,
             host=host,
             port=port,
-            workers=args.workers or server.workers,
+            workers=workers,
             loop="uvloop",
             http="httptools",
             lifespan="on",
@@ -126,9 +134,72 @@ def serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=30,
         )
     finally:
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
         if simulator is not None:
             simulator.terminate()
             simulator.wait(timeout=10)
+    return 0
+
+
+def _capture_url(args: argparse.Namespace) -> tuple[str | None, int]:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return None, _fail(f"configuration error: {exc}")
+    return settings.capture.database_url, 0
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from capture.migrate import current, head, upgrade
+    from gateway.capturing import describe_url
+
+    url, status = _capture_url(args)
+    if url is None:
+        return status
+    try:
+        before = current(url)
+        upgrade(url)
+    except Exception as exc:
+        return _fail(f"cannot upgrade {describe_url(url)}: {exc}")
+    print(f"{describe_url(url)}: {before or 'empty'} -> {head()}")
+    return 0
+
+
+def db_current(args: argparse.Namespace) -> int:
+    from capture.migrate import current, head
+    from gateway.capturing import describe_url
+
+    url, status = _capture_url(args)
+    if url is None:
+        return status
+    try:
+        revision = current(url)
+    except Exception as exc:
+        return _fail(f"cannot read {describe_url(url)}: {exc}")
+    state = "up to date" if revision == head() else f"needs `gateway db upgrade` (head {head()})"
+    print(f"{describe_url(url)}: {revision or 'empty'}, {state}")
+    return 0
+
+
+def db_prune(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from capture.retention import parse_duration, prune
+    from gateway.capturing import describe_url
+
+    try:
+        older_than = parse_duration(args.older_than)
+    except ValueError as exc:
+        return _fail(str(exc))
+    url, status = _capture_url(args)
+    if url is None:
+        return status
+    try:
+        removed = asyncio.run(prune(url, older_than))
+    except Exception as exc:
+        return _fail(f"cannot prune {describe_url(url)}: {exc}")
+    print(f"removed {removed} call(s) older than {args.older_than} from {describe_url(url)}")
     return 0
 
 
@@ -189,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9000)
     p.add_argument("--profile", help="YAML latency and fault profile")
     p.set_defaults(func=simulate)
+
+    p = commands.add_parser("db", help="the capture database: upgrade, current, prune")
+    db = p.add_subparsers(dest="db_command", required=True)
+    q = db.add_parser("upgrade", help="migrate the capture database to this version's schema")
+    q.add_argument("--config", required=True)
+    q.set_defaults(func=db_upgrade)
+    q = db.add_parser("current", help="print the capture database's schema revision")
+    q.add_argument("--config", required=True)
+    q.set_defaults(func=db_current)
+    q = db.add_parser("prune", help="delete captured calls older than a duration")
+    q.add_argument("--config", required=True)
+    q.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
+    q.set_defaults(func=db_prune)
 
     p = commands.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config")

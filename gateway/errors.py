@@ -6,6 +6,7 @@
     ├── PermissionDenied      403     a key asking for what it may not (e.g. a forced variant)
     ├── NotFound              404     unknown model (model_not_found) or path
     ├── MethodNotAllowed      405
+    ├── Conflict              409     the gateway's state does not allow it (e.g. capture off)
     ├── PayloadTooLarge       413     body over server.max_body_bytes
     ├── BadGateway            502     upstream unreachable or cut off
     ├── GatewayTimeout        504     upstream too slow
@@ -69,6 +70,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(GatewayError):

@@ -21,9 +21,10 @@ from gateway.errors import (
     from_upstream,
 )
 from gateway.payload import UpstreamPayload
+from gateway.recording import Recorder
 from gateway.relay import JSON, Call, relay_stream, send_error, send_full, upstream_headers
 from gateway.runtime import Runtime, RuntimeManager
-from gateway.shadow import ShadowRunner
+from gateway.shadow import ShadowResult, ShadowRunner
 from gateway.types import Receive, Scope, Send
 from gateway.wire import ROUTED_ENDPOINTS, Endpoint, parse_request
 from router.errors import UpstreamError
@@ -58,13 +59,15 @@ _REQUEST_HEADERS_KEPT_BACK = frozenset(
 class _Request:
     """The parts of the request headers the gateway reads, sorted out in one pass."""
 
-    __slots__ = ("authorization", "content_length", "forward", "user", "variant")
+    __slots__ = ("authorization", "capture", "content_length", "forward", "tags", "user", "variant")
 
     def __init__(self, scope: Scope) -> None:
         self.authorization: bytes | None = None
         self.content_length: bytes | None = None
         self.user: str | None = None
         self.variant: str | None = None
+        self.tags: str | None = None
+        self.capture = True
         self.forward: dict[str, str] = {}
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -76,14 +79,19 @@ class _Request:
                     self.user = value.decode("latin-1")
                 elif name == b"x-gateway-variant":
                     self.variant = value.decode("latin-1")
+                elif name == b"x-gateway-tags":
+                    self.tags = value.decode("latin-1")
+                elif name == b"x-gateway-capture":
+                    self.capture = value.strip().lower() not in (b"off", b"false", b"0", b"no")
             elif name not in _REQUEST_HEADERS_KEPT_BACK:
                 self.forward[name.decode("latin-1")] = value.decode("latin-1")
 
 
 class Proxy:
-    def __init__(self, manager: RuntimeManager, shadows: ShadowRunner) -> None:
+    def __init__(self, manager: RuntimeManager, shadows: ShadowRunner, recorder: Recorder) -> None:
         self.manager = manager
         self.shadows = shadows
+        self.recorder = recorder
         self.models_created = int(time.time())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,14 +100,17 @@ class Proxy:
         try:
             await self._handle(runtime, scope, receive, send, call)
         except GatewayError as exc:
+            call.error = call.error or exc.message
             if not call.responded:
                 await send_error(send, exc, call)
         except UpstreamError as exc:
             log.warning("request %s: %s", call.request_id, exc)
+            call.error = call.error or str(exc)
             if not call.responded:
                 await send_error(send, from_upstream(exc), call)
-        except Exception:
+        except Exception as exc:
             log.exception("unexpected error in request %s", call.request_id)
+            call.error = call.error or f"internal error: {type(exc).__name__}"
             if not call.responded:
                 error = InternalError(
                     f"The gateway failed to handle this request (request id {call.request_id})."
@@ -107,6 +118,8 @@ class Proxy:
                 await send_error(send, error, call)
         finally:
             self.manager.release(runtime)
+            if call.endpoint is not None:
+                self.recorder.finish(call, call.capture)
 
     async def _handle(
         self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, call: Call
@@ -148,18 +161,35 @@ class Proxy:
             ) from None
         payload = UpstreamPayload(endpoint, body, raw, model)
         request.forward["content-type"] = "application/json"
-        call.decision = plan.primary
+        call.decision = call.first_decision = plan.primary
+        call.endpoint = endpoint.kind
+        call.requested_model = model
+        call.request_body = raw
+        call.stream = payload.stream
+        call.user = user
+        call.tags = request.tags
+        call.capture = request.capture and self.recorder.wants(route.capture)
+        call.redact = route.redact
 
         if plan.shadow is not None:
             shadow = plan.shadow
             self.shadows.launch(
                 runtime.upstreams[shadow.provider],
-                shadow,
-                path,
                 dict(request.forward),
-                payload.for_model(shadow.upstream_model),
-                stream=payload.stream,
-                shadow_of=call.request_id,
+                ShadowResult(
+                    shadow_of=call.request_id,
+                    decision=shadow,
+                    path=path,
+                    endpoint=endpoint.kind,
+                    requested_model=model,
+                    request_body=payload.for_model(shadow.upstream_model),
+                    started_at=time.time(),
+                    stream=payload.stream,
+                    record=call.capture,
+                    user=user,
+                    tags=request.tags,
+                    redact=route.redact,
+                ),
             )
 
         async def attempt(decision: Decision) -> UpstreamResponse:
@@ -181,6 +211,7 @@ class Proxy:
             retry=route.retry,
             breaker=route.breaker,
             breakers=self.manager.breakers,
+            attempts=call.attempts,
         )
         response = outcome.response
         call.decision = outcome.decision
@@ -198,6 +229,7 @@ class Proxy:
         if payload.stream and response.status == 200:
             call.upstream_seconds = time.perf_counter() - sent
             if response.headers.get("content-type", "").startswith("text/event-stream"):
+                call.chunks = []
                 await relay_stream(
                     response,
                     send,
@@ -205,9 +237,11 @@ class Proxy:
                     payload.stripper(),
                     sse=True,
                     expect_done=endpoint.stream_usage_option,
+                    sink=call.chunks,
                 )
                 return
         data = await response.read()
+        call.response_body = data
         call.upstream_seconds = time.perf_counter() - sent
         await send_full(send, response.status, upstream_headers(response), data, call)
 

@@ -10,6 +10,7 @@ from gateway.ids import new_request_id
 from gateway.streaming import UsageStripper, error_event
 from gateway.types import RawHeaders, Send
 from router.errors import UpstreamError
+from router.fallback import Attempt
 from router.table import Decision
 from router.upstream import UpstreamResponse
 
@@ -40,24 +41,58 @@ _RESPONSE_HEADERS_KEPT_BACK = frozenset(
 
 
 class Call:
-    """What one call has learned so far; the error path reads it to answer correctly."""
+    """What one call has learned so far: the error path reads it to answer correctly, and the
+    recorder turns it into metrics and a capture record once the answer has been sent."""
 
     __slots__ = (
+        "attempts",
+        "capture",
+        "chunks",
         "decision",
+        "endpoint",
+        "error",
         "first_byte_at",
+        "first_decision",
+        "overhead_ms",
+        "redact",
+        "request_body",
         "request_id",
+        "requested_model",
         "responded",
+        "response_body",
         "started",
+        "started_wall",
+        "status",
+        "stream",
+        "tags",
         "upstream_seconds",
+        "user",
     )
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
+        self.started_wall = time.time()
         self.request_id = new_request_id()
         self.decision: Decision | None = None
+        self.first_decision: Decision | None = None
         self.upstream_seconds = 0.0
+        self.overhead_ms = 0.0
         self.responded = False
         self.first_byte_at: float | None = None
+        # Filled in for routed calls only (``endpoint`` set): what the recorder needs.
+        self.endpoint: str | None = None
+        self.requested_model: str | None = None
+        self.request_body = b""
+        self.stream = False
+        self.status = 0
+        self.error: str | None = None
+        self.response_body: bytes | None = None
+        self.chunks: list[bytes] | None = None
+        self.attempts: list[Attempt] = []
+        self.user: str | None = None
+        self.tags: str | None = None
+        self.capture = True
+        self.redact: tuple[str, ...] | None = None
 
     def headers(self) -> RawHeaders:
         out: RawHeaders = [(b"x-request-id", self.request_id.encode())]
@@ -66,8 +101,8 @@ class Call:
             out.append((b"x-gateway-route", decision.route.encode()))
             out.append((b"x-gateway-variant", decision.variant.encode()))
             out.append((b"x-gateway-upstream-model", decision.upstream_model.encode()))
-        overhead_ms = (time.perf_counter() - self.started - self.upstream_seconds) * 1000.0
-        out.append((b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()))
+        self.overhead_ms = (time.perf_counter() - self.started - self.upstream_seconds) * 1000.0
+        out.append((b"x-gateway-overhead-ms", f"{self.overhead_ms:.3f}".encode()))
         return out
 
 
@@ -91,6 +126,7 @@ async def send_full(send: Send, status: int, headers: RawHeaders, body: bytes, c
     headers.extend(call.headers())
     headers.append((b"content-length", str(len(body)).encode()))
     call.responded = True
+    call.status = status
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -120,6 +156,7 @@ async def relay_stream(
         headers = [h for h in headers if h[0] not in _SSE_HEADER_NAMES] + _SSE_HEADERS
     headers.extend(call.headers())
     call.responded = True
+    call.status = response.status
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     tail = b""
     try:
@@ -140,6 +177,7 @@ async def relay_stream(
         if expect_done and b"[DONE]" not in tail:
             raise _Truncated()
     except (UpstreamError, _Truncated) as exc:
+        call.error = f"stream interrupted: {exc.detail}"
         if not sse:
             raise  # not a stream the client can read an error event from: the connection drops
         log.warning("stream %s cut off: %s", call.request_id, exc.detail)

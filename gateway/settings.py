@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from capture.config import CaptureSettings
 from router.config import ProviderConfig, RouteConfig, check_references
 
 
@@ -83,6 +84,8 @@ class Settings(_Strict):
     default_provider: str | None = None
     """Answers /v1 paths that are not routed by model; the first provider when unset."""
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    capture: CaptureSettings = CaptureSettings()
+    """Recording of calls (the store, sampling, redaction, the writer's queue)."""
 
     @model_validator(mode="after")
     def _references(self) -> Settings:

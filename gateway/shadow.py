@@ -27,9 +27,15 @@ class ShadowResult:
     shadow_of: str
     decision: Decision
     path: str
+    endpoint: str
+    requested_model: str
     request_body: bytes
     started_at: float
     stream: bool
+    record: bool
+    user: str | None = None
+    tags: str | None = None
+    redact: tuple[str, ...] | None = None
     status: int | None = None
     error: str | None = None
     body: bytes | None = None
@@ -39,6 +45,7 @@ class ShadowResult:
 
 
 ShadowReporter = Callable[[ShadowResult], None]
+"""Told of every finished shadow call (metrics, and the capture when ``record``)."""
 
 
 class ShadowRunner:
@@ -46,6 +53,7 @@ class ShadowRunner:
         self._limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
         self.report = report
+        self.on_skip: ShadowReporter | None = None
         self.launched = 0
         self.skipped = 0
         self.failed = 0
@@ -54,22 +62,13 @@ class ShadowRunner:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def launch(
-        self,
-        upstream: Upstream,
-        decision: Decision,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-        *,
-        stream: bool,
-        shadow_of: str,
-    ) -> None:
+    def launch(self, upstream: Upstream, headers: dict[str, str], result: ShadowResult) -> None:
         if len(self._tasks) >= self._limit:
             self.skipped += 1
+            if self.on_skip is not None:
+                self.on_skip(result)
             return
         self.launched += 1
-        result = ShadowResult(shadow_of, decision, path, body, time.time(), stream)
         task = asyncio.get_running_loop().create_task(self._run(upstream, headers, result))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -99,6 +99,9 @@ class RouteConfig(_Strict):
     breaker: BreakerConfig = BreakerConfig()
     capture: bool = True
     """Record this route's calls (the capture store)."""
+    redact: list[Literal["email", "phone", "card", "secret"]] | None = None
+    """What is redacted before this route's calls are stored; the capture setting when unset,
+    ``[]`` for nothing."""
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteConfig:

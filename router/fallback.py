@@ -15,16 +15,33 @@ from dataclasses import dataclass, field
 
 from router.breaker import Breakers, BreakerState
 from router.config import BreakerConfig, RetryConfig
-from router.errors import UpstreamError
+from router.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from router.table import Decision
 from router.upstream import BufferedResponse, UpstreamResponse
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    """A failed try (the successful one is the outcome itself)."""
+
     variant: str
+    provider: str
     status: int | None
     error: str | None
+    kind: str
+    """timeout, unreachable, disconnected, status_429, status_5xx or skipped (circuit open)."""
+
+
+def _kind(exc: UpstreamError) -> str:
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamUnreachable):
+        return "unreachable"
+    return "disconnected"
+
+
+def _status_kind(status: int) -> str:
+    return "status_429" if status == 429 else "status_5xx"
 
 
 @dataclass(slots=True)
@@ -68,8 +85,11 @@ async def send_with_fallbacks(
     breaker: BreakerConfig,
     breakers: Breakers,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    attempts: list[Attempt] | None = None,
 ) -> Outcome:
-    attempts: list[Attempt] = []
+    """Try the chain; failed tries are appended to ``attempts`` (also when this raises)."""
+    if attempts is None:
+        attempts = []
     last_response: tuple[BufferedResponse, Decision] | None = None
     last_error: UpstreamError | None = None
     tried = False
@@ -79,7 +99,9 @@ async def send_with_fallbacks(
         )
         last_resort = index == len(chain) - 1 and not tried
         if not gate.allow() and not last_resort:
-            attempts.append(Attempt(decision.variant, None, "skipped: circuit open"))
+            attempts.append(
+                Attempt(decision.variant, decision.provider, None, "circuit open", "skipped")
+            )
             continue
         tried = True
         for number in range(retry.attempts):
@@ -88,7 +110,9 @@ async def send_with_fallbacks(
                 response = await send(decision)
             except UpstreamError as exc:
                 gate.failure()
-                attempts.append(Attempt(decision.variant, None, exc.detail))
+                attempts.append(
+                    Attempt(decision.variant, decision.provider, None, exc.detail, _kind(exc))
+                )
                 last_error, last_response = exc, None
             else:
                 if not retryable(response.status):
@@ -98,10 +122,26 @@ async def send_with_fallbacks(
                 try:
                     body = await response.read()
                 except UpstreamError as exc:
-                    attempts.append(Attempt(decision.variant, response.status, exc.detail))
+                    attempts.append(
+                        Attempt(
+                            decision.variant,
+                            decision.provider,
+                            response.status,
+                            exc.detail,
+                            _kind(exc),
+                        )
+                    )
                     last_error, last_response = exc, None
                 else:
-                    attempts.append(Attempt(decision.variant, response.status, None))
+                    attempts.append(
+                        Attempt(
+                            decision.variant,
+                            decision.provider,
+                            response.status,
+                            None,
+                            _status_kind(response.status),
+                        )
+                    )
                     buffered = BufferedResponse(response.status, dict(response.headers), body)
                     last_response, last_error = (buffered, decision), None
                     asked = retry_after_seconds(response.headers)

@@ -51,6 +51,7 @@ class Route:
         "config",
         "decisions",
         "name",
+        "redact",
         "retry",
         "shadow",
         "sticky",
@@ -85,6 +86,7 @@ class Route:
         self.retry: RetryConfig = config.retry
         self.breaker: BreakerConfig = config.breaker
         self.capture = config.capture
+        self.redact = tuple(config.redact) if config.redact is not None else None
 
     def choose(self, user: str | None = None, rng: random.Random | None = None) -> Decision:
         """The variant for this call: by the user's hash when sticky, else drawn by weight."""

@@ -92,8 +92,13 @@ def start_gateway(
     extra_args: list[str] | None = None,
 ) -> Running:
     port = free_port()
+    config = dict(config)
+    # Never the default gateway.db in the working directory: a store of the test's own.
+    config.setdefault(
+        "capture", {"database_url": f"sqlite+aiosqlite:///{workdir}/capture-{port}.db"}
+    )
     config_path = workdir / f"gateway-{port}.yaml"
-    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = workdir / f"gateway-{port}.log"
     args = ["serve", "--config", str(config_path), "--port", str(port), *(extra_args or [])]
     process = _spawn(args, log, env)

@@ -113,7 +113,7 @@ def test_open_breaker_skips_the_variant_until_it_probes() -> None:
     assert failing.calls.count("teacher") == 3
     outcome = run(failing, (TEACHER, STUDENT), breakers)
     assert outcome.decision is STUDENT
-    assert outcome.attempts[0].error == "skipped: circuit open"
+    assert outcome.attempts[0].kind == "skipped"
     assert failing.calls.count("teacher") == 3
 
 

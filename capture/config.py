@@ -1,0 +1,40 @@
+"""The ``capture:`` section of the gateway's configuration."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from capture.redaction import ALL_KINDS, RedactionKind
+
+
+class ModelPrice(BaseModel):
+    """A model's price in USD per 1M tokens; overrides the built-in table for that model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    """Price of prompt tokens served from the provider's prompt cache; ``input`` when unset."""
+    output: float = Field(ge=0)
+
+
+class CaptureSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    database_url: str = "sqlite+aiosqlite:///gateway.db"
+    """``sqlite+aiosqlite:///path.db`` (created on first run) or
+    ``postgresql+asyncpg://user@host:5432/db``."""
+    sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of calls recorded (decided per call by ``CaptureWriter.should_capture``)."""
+    redact: list[RedactionKind] = Field(default_factory=lambda: list(ALL_KINDS))
+    """What is replaced by a placeholder before storage; ``[]`` stores text as it came."""
+    queue_size: int = Field(default=10_000, ge=1)
+    """Records waiting to be written; when full, new records are dropped and counted."""
+    batch_size: int = Field(default=256, ge=1)
+    flush_interval_ms: int = Field(default=200, ge=1)
+    """Longest wait for a batch to fill before what is queued is written anyway."""
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    """Cap of the exponential backoff between retries of a batch the database refused."""
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Per-model price overrides, keyed by model name (dated names match their family)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the capture schema (run through ``capture.migrate``)."""

@@ -1,0 +1,1 @@
+"""Revisions of the capture schema, oldest first by ``down_revision``."""

@@ -1,0 +1,247 @@
+"""From a raw ``CallRecord`` to a ``calls`` row: parse, assemble, price, redact.
+
+Runs in the writer's background task, never on the hot path, and never raises for bad input:
+a body that is not JSON is stored as ``{"_raw": text}``; a record that cannot be prepared at all
+is stored with its identifying fields, no bodies, and an ``error`` saying why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from capture.assemble import Assembled, assemble_stream, summarize
+from capture.config import CaptureSettings
+from capture.pricing import PriceTable
+from capture.record import CallRecord
+from capture.redaction import Redactor
+from capture.schema import ID_LENGTH, NAME_LENGTH
+
+RAW_TEXT_LIMIT = 64 * 1024
+"""A body that is not JSON keeps at most this many characters of its text."""
+MAX_TAGS = 64
+TAG_KEY_LENGTH = 64
+TAG_VALUE_LENGTH = 512
+
+Row = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Prepared:
+    row: Row
+    unpriced_model: str | None = None
+    """The model whose usage is known but whose price is not (for the writer's counter)."""
+
+
+def _clip(value: Any, length: int) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    text = text.replace("\x00", "")
+    return text[:length]
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_body(body: bytes) -> Any:
+    """The parsed JSON of a body, or ``{"_raw": text}`` when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = bytes(body[: RAW_TEXT_LIMIT * 4]).decode("utf-8", "replace")[:RAW_TEXT_LIMIT]
+        return {"_raw": text.replace("\x00", ""), "_bytes": len(body)}
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with NUL characters removed from every string (PostgreSQL rejects them)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
+def _may_hold_nul(parts: Iterable[bytes]) -> bool:
+    return any(b"\\u0000" in part for part in parts)
+
+
+def merge_tags(header_tags: Mapping[str, str], request: Any) -> dict[str, str]:
+    """``x-gateway-tags`` plus the body's OpenAI ``metadata``; the header wins a conflict."""
+    tags: dict[str, str] = {}
+    metadata = request.get("metadata") if isinstance(request, dict) else None
+    sources: list[Mapping[Any, Any]] = [header_tags]
+    if isinstance(metadata, dict):
+        sources.append(metadata)
+    for source in sources:
+        for key, value in source.items():
+            if len(tags) >= MAX_TAGS:
+                break
+            if not isinstance(key, str):
+                continue
+            if not isinstance(value, str):
+                value = orjson.dumps(value, default=str).decode()
+            key = key.replace("\x00", "")[:TAG_KEY_LENGTH]
+            tags.setdefault(key, value.replace("\x00", "")[:TAG_VALUE_LENGTH])
+    return tags
+
+
+def _join_errors(*errors: str | None) -> str | None:
+    present = [e for e in errors if e]
+    return "; ".join(present) if present else None
+
+
+class Preparer:
+    def __init__(self, settings: CaptureSettings) -> None:
+        self.prices = PriceTable(settings.prices)
+        self._default_redactor = Redactor(settings.redact)
+        self._redactors: dict[tuple[str, ...], Redactor] = {}
+
+    def redactor_for(self, kinds: tuple[str, ...] | None) -> Redactor:
+        if kinds is None:
+            return self._default_redactor
+        redactor = self._redactors.get(kinds)
+        if redactor is None:
+            redactor = self._redactors[kinds] = Redactor(kinds)
+        return redactor
+
+    def prepare(self, record: CallRecord) -> Prepared:
+        """The row for ``record``; never raises for a record with a usable id."""
+        try:
+            return self._prepare(record)
+        except Exception as exc:
+            row = fallback_row(record, exc)
+        try:
+            error = _clip(record.error, 2000)
+            if error:
+                redactor = self.redactor_for(record.redact)
+                row["error"] = _join_errors(redactor.redact_text(error), row["error"])
+        except Exception:
+            pass  # the gateway's error text is left out rather than stored unredacted
+        return Prepared(row)
+
+    def _prepare(self, record: CallRecord) -> Prepared:
+        redactor = self.redactor_for(record.redact)
+        request = parse_body(record.request_body)
+        tags = merge_tags(record.tags, request)
+        assembled = self._assemble(record)
+        response = assembled.response
+        error = _join_errors(record.error, assembled.note)
+        if _may_hold_nul([record.request_body]):
+            request = _without_nul(request)
+        if _may_hold_nul([record.response_body or b"", *(record.stream_chunks or ())]):
+            response = _without_nul(response)
+        if redactor:
+            request = redactor.redact(request)
+            response = redactor.redact(response)
+            tags = {key: redactor.redact_text(value) for key, value in tags.items()}
+            if error is not None:
+                error = redactor.redact_text(error)
+        usage = assembled.usage
+        cost, unpriced = self._cost(record, assembled)
+        row: Row = {
+            "id": record.id[:ID_LENGTH],
+            "created_at": dt.datetime.fromtimestamp(record.started_at, dt.UTC),
+            "endpoint": _clip(record.endpoint, 16),
+            "route": _clip(record.route, NAME_LENGTH),
+            "variant": _clip(record.variant, NAME_LENGTH),
+            "provider": _clip(record.provider, NAME_LENGTH),
+            "requested_model": _clip(record.requested_model, NAME_LENGTH),
+            "upstream_model": _clip(record.upstream_model, NAME_LENGTH),
+            "request": request,
+            "response": response,
+            "status": int(record.status),
+            "error": error.replace("\x00", "") if error is not None else None,
+            "finish_reason": _clip(assembled.finish_reason, 40),
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "cost_usd": cost,
+            "total_ms": float(record.total_ms),
+            "ttft_ms": _float(record.ttft_ms),
+            "upstream_ms": _float(record.upstream_ms),
+            "overhead_ms": float(record.overhead_ms),
+            "user_key": _clip(record.user_key, NAME_LENGTH),
+            "tags": tags,
+            "stream": bool(record.stream),
+            "shadow_of": _clip(record.shadow_of, ID_LENGTH),
+            "cache_hit": bool(record.cache_hit),
+        }
+        return Prepared(row, unpriced)
+
+    def _assemble(self, record: CallRecord) -> Assembled:
+        if record.stream_chunks is not None:
+            return assemble_stream(str(record.endpoint), record.stream_chunks)
+        if record.response_body is not None:
+            return summarize(str(record.endpoint), parse_body(record.response_body))
+        return Assembled(None)
+
+    def _cost(self, record: CallRecord, assembled: Assembled) -> tuple[float | None, str | None]:
+        """The call's cost and, when its usage is known but its model has no price, the model.
+
+        The upstream model is priced (its name is the one in the configuration's overrides);
+        the response's own model name (often a dated snapshot) is the fallback.
+        """
+        usage = assembled.usage
+        if usage.prompt_tokens is None:
+            return None, None
+        if record.cache_hit:
+            return 0.0, None  # answered from the gateway's cache: nobody was billed
+        candidates = (record.upstream_model, assembled.model, record.requested_model)
+        for model in candidates:
+            if model:
+                cost = self.prices.cost_usd(
+                    model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+                )
+                if cost is not None:
+                    return cost, None
+        unpriced = next((m for m in candidates if m), "(unknown)")
+        return None, unpriced
+
+
+def fallback_row(record: CallRecord, exc: BaseException) -> Row:
+    """What is known of a record that could not be prepared, with the reason in ``error``."""
+    try:
+        created = dt.datetime.fromtimestamp(float(record.started_at), dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        created = dt.datetime.now(dt.UTC)
+    status = record.status if isinstance(record.status, int) else 0
+    note = f"capture could not prepare this record: {type(exc).__name__}: {exc}"[:2000]
+    return {
+        "id": str(record.id)[:ID_LENGTH],
+        "created_at": created,
+        "endpoint": _clip(record.endpoint, 16) or "unknown",
+        "route": _clip(record.route, NAME_LENGTH),
+        "variant": _clip(record.variant, NAME_LENGTH),
+        "provider": _clip(record.provider, NAME_LENGTH),
+        "requested_model": _clip(record.requested_model, NAME_LENGTH),
+        "upstream_model": _clip(record.upstream_model, NAME_LENGTH),
+        "request": None,
+        "response": None,
+        "status": status,
+        "error": note.replace("\x00", ""),
+        "finish_reason": None,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "cached_tokens": None,
+        "cost_usd": None,
+        "total_ms": _float(record.total_ms) or 0.0,
+        "ttft_ms": _float(record.ttft_ms),
+        "upstream_ms": _float(record.upstream_ms),
+        "overhead_ms": _float(record.overhead_ms) or 0.0,
+        "user_key": _clip(record.user_key, NAME_LENGTH),
+        "tags": {},
+        "stream": bool(record.stream),
+        "shadow_of": _clip(record.shadow_of, ID_LENGTH),
+        "cache_hit": bool(record.cache_hit),
+    }

@@ -1,0 +1,137 @@
+"""The capture tables: ``calls`` (one row per call) and ``feedback`` (any number per call).
+
+SQLAlchemy Core, so the writer's batched inserts and the exporter's queries stay plain SQL.
+JSON columns are JSONB on PostgreSQL and JSON text on SQLite. Times are timezone-aware UTC on
+both (SQLite stores them as ISO text, ``UTCDateTime`` puts the zone back on read).
+
+The Alembic migrations in ``capture/migrations`` create and change these tables; the revision
+that matches this module is ``capture.migrate.head()``. Change both together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+ID_LENGTH = 32
+NAME_LENGTH = 200
+"""Route, variant, provider, model and user key names are cut to this length."""
+LABEL_LENGTH = 100
+COMMENT_LENGTH = 4000
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def json_type() -> TypeEngine[Any]:
+    """JSONB on PostgreSQL, JSON elsewhere; Python None is SQL NULL, not JSON ``null``."""
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("endpoint", String(16), nullable=False),
+    Column("route", String(NAME_LENGTH)),
+    Column("variant", String(NAME_LENGTH)),
+    Column("provider", String(NAME_LENGTH)),
+    Column("requested_model", String(NAME_LENGTH)),
+    Column("upstream_model", String(NAME_LENGTH)),
+    Column("request", json_type()),
+    Column("response", json_type()),
+    Column("status", Integer, nullable=False),
+    Column("error", Text),
+    Column("finish_reason", String(40)),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("cached_tokens", Integer),
+    Column("cost_usd", Float),
+    Column("total_ms", Float, nullable=False),
+    Column("ttft_ms", Float),
+    Column("upstream_ms", Float),
+    Column("overhead_ms", Float, nullable=False),
+    Column("user_key", String(NAME_LENGTH)),
+    Column("tags", json_type(), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("shadow_of", String(ID_LENGTH)),
+    Column("cache_hit", Boolean, nullable=False),
+    Index("ix_calls_created_at", "created_at"),
+    Index("ix_calls_route_variant_created_at", "route", "variant", "created_at"),
+    Index("ix_calls_upstream_model_created_at", "upstream_model", "created_at"),
+    Index("ix_calls_shadow_of", "shadow_of"),
+)
+"""One row per captured call. ``shadow_of`` has no foreign key: a shadow call may be written
+before the call it copied, and either may have been sampled out."""
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column(
+        "request_id",
+        String(ID_LENGTH),
+        ForeignKey("calls.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("label", String(LABEL_LENGTH)),
+    Column("comment", Text),
+    Index("ix_feedback_request_id", "request_id"),
+)
+"""Scores attached to calls by the app (``POST /v1/feedback``); several per call allowed."""

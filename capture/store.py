@@ -1,0 +1,138 @@
+"""The capture store: calls and feedback in SQLite or PostgreSQL, over SQLAlchemy's async engine.
+
+The writer is its only hot user (``insert_calls``, one executemany INSERT per batch); the
+gateway's feedback endpoint, the CLI (``prune``) and tests use the rest. Every method opens and
+releases its own connection, so one ``Store`` serves a whole process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Insert, delete, exists, func, insert, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from capture.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
+from capture.errors import SchemaOutOfDate, SchemaTooNew, UnknownCall
+from capture.migrate import head, known_revisions, revision_of
+from capture.schema import calls, feedback
+
+Row = dict[str, Any]
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert_calls = self._idempotent_insert()
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    ) -> Store:
+        """A store for ``url``; connects lazily (an unreachable database fails on first use)."""
+        return cls(create_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _idempotent_insert(self) -> Insert:
+        """INSERT ... ON CONFLICT (id) DO NOTHING: a batch retried after a commit whose
+        acknowledgement was lost (the connection died) does not fail on its own rows."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(calls).on_conflict_do_nothing(index_elements=["id"])
+        if self.dialect == "sqlite":
+            return sqlite.insert(calls).on_conflict_do_nothing(index_elements=["id"])
+        return insert(calls)
+
+    async def check_schema(self, config_path: str = "FILE") -> None:
+        """Raise ``SchemaOutOfDate`` unless the database is at this code's revision.
+
+        ``config_path`` goes into the message's ``gateway db upgrade --config FILE``.
+        """
+        async with self.engine.connect() as connection:
+            current = await revision_of(connection)
+        needed = head()
+        if current == needed:
+            return
+        if current is not None and current not in known_revisions():
+            raise SchemaTooNew(current, needed, config_path)
+        raise SchemaOutOfDate(current, needed, config_path)
+
+    async def insert_calls(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert prepared rows (``capture.prepare``) in one transaction; ids already stored are
+        skipped."""
+        if not rows:
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(self._insert_calls, list(rows))
+
+    async def add_feedback(
+        self,
+        request_id: str,
+        score: float,
+        label: str | None = None,
+        comment: str | None = None,
+        *,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """Attach feedback to a stored call and return its id; ``UnknownCall`` if there is none.
+
+        One statement: ``INSERT INTO feedback SELECT ... WHERE EXISTS (the call)``.
+        """
+        created = now or dt.datetime.now(dt.UTC)
+        values = select(
+            literal(request_id, calls.c.id.type),
+            literal(created, feedback.c.created_at.type),
+            literal(float(score), feedback.c.score.type),
+            literal(label, feedback.c.label.type),
+            literal(comment, feedback.c.comment.type),
+        ).where(exists().where(calls.c.id == request_id))
+        statement = (
+            insert(feedback)
+            .from_select(["request_id", "created_at", "score", "label", "comment"], values)
+            .returning(feedback.c.id)
+        )
+        async with self.engine.begin() as connection:
+            new_id = (await connection.execute(statement)).scalar()
+        if new_id is None:
+            raise UnknownCall(request_id)
+        return int(new_id)
+
+    async def get_call(self, request_id: str) -> Row | None:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(select(calls).where(calls.c.id == request_id))
+            row = result.mappings().first()
+        return dict(row) if row is not None else None
+
+    async def feedback_for(self, request_id: str) -> list[Row]:
+        """The call's feedback, oldest first."""
+        query = (
+            select(feedback)
+            .where(feedback.c.request_id == request_id)
+            .order_by(feedback.c.created_at, feedback.c.id)
+        )
+        async with self.engine.connect() as connection:
+            result = await connection.execute(query)
+            return [dict(row) for row in result.mappings()]
+
+    async def count_calls(self) -> int:
+        async with self.engine.connect() as connection:
+            count = await connection.scalar(select(func.count()).select_from(calls))
+        return int(count or 0)
+
+    async def prune(self, older_than: dt.timedelta, *, now: dt.datetime | None = None) -> int:
+        """Delete calls created more than ``older_than`` ago, and their feedback; the number of
+        calls deleted."""
+        cutoff = (now or dt.datetime.now(dt.UTC)) - older_than
+        old = select(calls.c.id).where(calls.c.created_at < cutoff)
+        async with self.engine.begin() as connection:
+            await connection.execute(delete(feedback).where(feedback.c.request_id.in_(old)))
+            result = await connection.execute(delete(calls).where(calls.c.created_at < cutoff))
+        return int(result.rowcount)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

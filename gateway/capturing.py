@@ -1,0 +1,58 @@
+"""Opening and closing the capture store and its writer with the gateway."""
+
+from __future__ import annotations
+
+import logging
+
+from capture.config import CaptureSettings
+from capture.errors import SchemaOutOfDate, SchemaTooNew
+from capture.migrate import upgrade_async
+from capture.store import Store
+from capture.writer import CaptureWriter
+
+log = logging.getLogger("gateway.capture")
+
+
+class CaptureUnavailable(Exception):
+    """The gateway cannot start with this capture configuration; the message says why."""
+
+
+def describe_url(url: str) -> str:
+    """The database URL without its password, for log lines."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"
+
+
+async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Store, CaptureWriter]:
+    """The store (schema checked) and a started writer.
+
+    A database without capture tables is initialised on first start; one at another revision
+    is left alone and the gateway refuses to start, naming the command that fixes it.
+    """
+    store = await Store.connect(settings.database_url)
+    try:
+        try:
+            await store.check_schema(config_path)
+        except SchemaTooNew:
+            raise
+        except SchemaOutOfDate as exc:
+            if exc.current is not None:
+                raise
+            log.info("initialising the capture database %s", describe_url(settings.database_url))
+            await upgrade_async(settings.database_url)
+            await store.check_schema(config_path)
+    except SchemaOutOfDate as exc:
+        await store.close()
+        raise CaptureUnavailable(str(exc)) from None
+    except Exception as exc:
+        await store.close()
+        raise CaptureUnavailable(
+            f"cannot open the capture database {describe_url(settings.database_url)}: {exc}"
+        ) from None
+    writer = CaptureWriter(store, settings)
+    await writer.start()
+    return store, writer

@@ -1,0 +1,139 @@
+"""Prometheus metrics: cheap to update on the hot path, correct with several workers.
+
+With more than one uvicorn worker, ``PROMETHEUS_MULTIPROC_DIR`` is set by ``gateway serve``
+before the workers start, and a scrape merges every worker's values (prometheus-client's
+multiprocess mode). Labels are bounded by the configuration: routes, variants, upstream models,
+providers, status codes; never users or request ids.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# LLM calls take from tens of milliseconds to minutes.
+_CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+# The gateway's own time is sub-millisecond when all is well.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = None if self.multiprocess else self.registry
+        route_variant = ("route", "variant")
+        self.requests = Counter(
+            "gateway_requests",
+            "Calls answered, by route, variant, upstream model and HTTP status.",
+            ("route", "variant", "upstream_model", "status"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Total time of a call at the gateway, to the last byte.",
+            route_variant,
+            buckets=_CALL_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time from the call's arrival to the first byte of a streamed answer.",
+            route_variant,
+            buckets=_CALL_BUCKETS,
+            registry=registry,
+        )
+        self.upstream = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time spent waiting on the upstream (all attempts).",
+            route_variant,
+            buckets=_CALL_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "The gateway's own time per call: total minus time waiting on the upstream.",
+            ("route",),
+            buckets=_OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "gateway_tokens",
+            "Tokens by kind (prompt, completion, cached) as the upstream reported them.",
+            ("route", "variant", "kind"),
+            registry=registry,
+        )
+        self.cost = Counter(
+            "gateway_cost_usd",
+            "Cost in US dollars from the price table (calls of unpriced models excluded).",
+            route_variant,
+            registry=registry,
+        )
+        self.unpriced = Counter(
+            "gateway_unpriced_calls",
+            "Calls to models with no known price (their cost is unknown, not zero).",
+            ("upstream_model",),
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors",
+            "Failed upstream attempts, by provider and kind (timeout, unreachable, "
+            "disconnected, status_429, status_5xx, stream_interrupted).",
+            ("provider", "kind"),
+            registry=registry,
+        )
+        self.retries = Counter(
+            "gateway_retries",
+            "Attempts beyond the first on the same variant.",
+            route_variant,
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "gateway_fallbacks",
+            "Calls answered by a variant other than the one first chosen.",
+            ("route", "from_variant", "to_variant"),
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state",
+            "Circuit breaker per upstream model: 0 closed, 1 half-open, 2 open.",
+            ("provider", "upstream_model"),
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.shadow_calls = Counter(
+            "gateway_shadow_calls",
+            "Shadow calls by outcome (ok, error, skipped).",
+            ("route", "variant", "outcome"),
+            registry=registry,
+        )
+        self.capture_queue_depth = Gauge(
+            "gateway_capture_queue_depth",
+            "Capture records waiting to be written.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.capture_records = Counter(
+            "gateway_capture_records",
+            "Capture records by outcome (written, dropped, retried, failed).",
+            ("outcome",),
+            registry=registry,
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,180 @@
+"""After the answer has gone out: metrics for every routed call, and a capture record for the
+calls that are recorded. Nothing here runs before the client has its answer, and nothing here
+may fail a call: errors are logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from capture.pricing import PriceTable
+from capture.record import CallRecord
+from gateway.ids import new_request_id
+from gateway.metrics import Metrics
+from gateway.relay import Call
+from gateway.shadow import ShadowResult
+from gateway.usage import Usage, usage_from_body, usage_from_chunks
+
+log = logging.getLogger("gateway.recording")
+
+
+class Writer(Protocol):
+    def should_capture(self) -> bool: ...
+
+    def submit(self, record: CallRecord) -> bool: ...
+
+
+def parse_tags(header: str | None) -> dict[str, str]:
+    """``x-gateway-tags: k=v,k2=v2`` as a dict; malformed pairs are skipped."""
+    tags: dict[str, str] = {}
+    if header:
+        for pair in header.split(","):
+            key, sep, value = pair.partition("=")
+            if sep and key.strip():
+                tags[key.strip()] = value.strip()
+    return tags
+
+
+class Recorder:
+    def __init__(
+        self,
+        metrics: Metrics,
+        prices: PriceTable,
+        writer: Writer | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.prices = prices
+        self.writer = writer
+
+    def wants(self, route_capture: bool) -> bool:
+        """Whether a call of this route is recorded (capture on, route on, sampled in)."""
+        return self.writer is not None and route_capture and self.writer.should_capture()
+
+    def finish(self, call: Call, record: bool) -> None:
+        try:
+            self._finish(call, record)
+        except Exception:
+            log.exception("recording call %s failed", call.request_id)
+
+    def _finish(self, call: Call, record: bool) -> None:
+        decision = call.decision
+        if decision is None:
+            return
+        m = self.metrics
+        route, variant, model = decision.route, decision.variant, decision.upstream_model
+        total = (time.perf_counter() - call.started) if call.responded else 0.0
+        m.requests.labels(route, variant, model, str(call.status)).inc()
+        m.duration.labels(route, variant).observe(total)
+        m.upstream.labels(route, variant).observe(call.upstream_seconds)
+        m.overhead.labels(route).observe(call.overhead_ms / 1000.0)
+        if call.first_byte_at is not None:
+            m.ttft.labels(route, variant).observe(call.first_byte_at - call.started)
+        self._count_attempts(call)
+
+        usage: Usage | None = None
+        if call.status == 200:
+            if call.response_body is not None:
+                usage = usage_from_body(call.response_body)
+            elif call.chunks:
+                usage = usage_from_chunks(call.chunks)
+        if usage is not None:
+            m.tokens.labels(route, variant, "prompt").inc(usage.prompt_tokens)
+            m.tokens.labels(route, variant, "completion").inc(usage.completion_tokens)
+            if usage.cached_tokens:
+                m.tokens.labels(route, variant, "cached").inc(usage.cached_tokens)
+            cost = self.prices.cost_usd(
+                model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+            )
+            if cost is None:
+                m.unpriced.labels(model).inc()
+            else:
+                m.cost.labels(route, variant).inc(cost)
+
+        if record and self.writer is not None:
+            total_ms = total * 1000.0
+            self.writer.submit(
+                CallRecord(
+                    id=call.request_id,
+                    started_at=call.started_wall,
+                    endpoint=call.endpoint or "passthrough",
+                    route=route,
+                    variant=variant,
+                    provider=decision.provider,
+                    requested_model=call.requested_model,
+                    upstream_model=model,
+                    request_body=call.request_body,
+                    status=call.status,
+                    stream=call.stream,
+                    total_ms=total_ms,
+                    overhead_ms=call.overhead_ms,
+                    response_body=call.response_body,
+                    stream_chunks=call.chunks,
+                    error=call.error,
+                    ttft_ms=(call.first_byte_at - call.started) * 1000.0
+                    if call.first_byte_at is not None
+                    else None,
+                    upstream_ms=max(0.0, total_ms - call.overhead_ms),
+                    user_key=call.user,
+                    tags=parse_tags(call.tags),
+                    redact=call.redact,
+                )
+            )
+
+    def _count_attempts(self, call: Call) -> None:
+        decision, first = call.decision, call.first_decision
+        assert decision is not None
+        m = self.metrics
+        seen: set[str] = set()
+        for attempt in call.attempts:
+            if attempt.variant in seen:
+                m.retries.labels(decision.route, attempt.variant).inc()
+            seen.add(attempt.variant)
+            if attempt.kind != "skipped":
+                m.upstream_errors.labels(attempt.provider, attempt.kind).inc()
+        if call.error is not None and call.error.startswith("stream interrupted"):
+            m.upstream_errors.labels(decision.provider, "stream_interrupted").inc()
+        if first is not None and first.variant != decision.variant:
+            m.fallbacks.labels(decision.route, first.variant, decision.variant).inc()
+
+    def finish_shadow(self, result: ShadowResult, record: bool) -> None:
+        try:
+            self._finish_shadow(result, record)
+        except Exception:
+            log.exception("recording shadow call of %s failed", result.shadow_of)
+
+    def _finish_shadow(self, result: ShadowResult, record: bool) -> None:
+        decision = result.decision
+        ok = result.error is None and (result.status or 0) < 400
+        self.metrics.shadow_calls.labels(
+            decision.route, decision.variant, "ok" if ok else "error"
+        ).inc()
+        if not record or self.writer is None:
+            return
+        self.writer.submit(
+            CallRecord(
+                id=new_request_id(),
+                started_at=result.started_at,
+                endpoint=result.endpoint,
+                route=decision.route,
+                variant=decision.variant,
+                provider=decision.provider,
+                requested_model=result.requested_model,
+                upstream_model=decision.upstream_model,
+                request_body=result.request_body,
+                status=result.status or 0,
+                stream=result.stream,
+                total_ms=result.total_ms,
+                overhead_ms=0.0,
+                response_body=result.body,
+                stream_chunks=result.chunks or None,
+                error=result.error,
+                ttft_ms=result.ttft_ms,
+                upstream_ms=result.total_ms,
+                user_key=result.user,
+                tags=parse_tags(result.tags),
+                shadow_of=result.shadow_of,
+                redact=result.redact,
+            )
+        )
