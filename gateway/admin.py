@@ -38,6 +38,18 @@ class RouteChange(BaseModel):
     """A shadow to set; send ``"shadow": null`` to remove it."""
 
 
+class NewVariant(BaseModel):
+    """Body of POST /admin/routes/{route}/variants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    provider: str
+    model: str = Field(min_length=1)
+    weight: int = Field(default=0, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+
+
 def describe(manager: RuntimeManager) -> dict[str, Any]:
     runtime = manager.current
     assert runtime is not None
@@ -104,15 +116,53 @@ def build_admin(
                 update["variants"][vname]["weight"] = weight
         if "shadow" in given:
             update["shadow"] = change.shadow.model_dump() if change.shadow else None
+        _apply(route, update)
+        return describe(manager)["routes"][route]
+
+    @router.post("/routes/{route}/variants", status_code=201)
+    async def add_variant(route: str, new: NewVariant) -> Any:
+        """Add a variant (e.g. a new fine-tune) to a route, at a weight (0: idle)."""
+        settings = manager.settings
+        current = settings.routes.get(route)
+        if current is None:
+            raise AdminDenied(404, f"No route named `{route}`.", "route_not_found")
+        if new.name in current.variants:
+            raise AdminDenied(
+                409, f"Route `{route}` already has a variant `{new.name}`.", "variant_exists"
+            )
+        if new.provider not in settings.providers:
+            known = ", ".join(settings.providers)
+            raise AdminDenied(
+                400, f"Unknown provider `{new.provider}` (configured: {known}).", "unknown_provider"
+            )
+        update = current.model_dump()
+        update["variants"][new.name] = new.model_dump(exclude={"name"})
+        _apply(route, update)
+        return describe(manager)["routes"][route]
+
+    @router.delete("/routes/{route}/variants/{variant}")
+    async def remove_variant(route: str, variant: str) -> Any:
+        """Remove a variant that is neither the shadow nor a fallback of its route."""
+        current = manager.settings.routes.get(route)
+        if current is None or variant not in current.variants:
+            raise AdminDenied(
+                404, f"Route `{route}` has no variant `{variant}`.", "variant_not_found"
+            )
+        update = current.model_dump()
+        del update["variants"][variant]
+        _apply(route, update)
+        return describe(manager)["routes"][route]
+
+    def _apply(route: str, update: dict[str, Any]) -> None:
         try:
             new_route = RouteConfig.model_validate(update)
         except ValidationError as exc:
             message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
             raise AdminDenied(400, message, "invalid_route") from None
+        settings = manager.settings
         manager.replace(
             settings.model_copy(update={"routes": {**settings.routes, route: new_route}})
         )
-        return describe(manager)["routes"][route]
 
     @router.post("/reload")
     async def reload() -> Any:

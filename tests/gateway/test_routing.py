@@ -344,3 +344,48 @@ def test_reload_under_load_fails_no_request(gw: Running, workdir: Path) -> None:
             admin(client, "POST", "/admin/reload")
     assert failures == []
     assert answered.total() > 50
+
+
+def test_a_new_variant_is_added_forced_shadowed_and_removed(gw: Running, sim: Running) -> None:
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        added = admin(
+            client,
+            "POST",
+            "/admin/routes/unshadowed/variants",
+            json={"name": "candidate", "provider": "sim", "model": "ft:gpt-4o-mini:acme::new"},
+        )
+        assert added.status_code == 201, added.text
+        assert added.json()["variants"]["candidate"]["weight"] == 0
+        again = admin(
+            client,
+            "POST",
+            "/admin/routes/unshadowed/variants",
+            json={"name": "candidate", "provider": "sim", "model": "x"},
+        )
+        assert again.status_code == 409
+        nowhere = admin(
+            client,
+            "POST",
+            "/admin/routes/unshadowed/variants",
+            json={"name": "other", "provider": "ghost", "model": "x"},
+        )
+        assert nowhere.status_code == 400
+        # Idle: no live traffic, but it can be forced and shadowed.
+        assert chat(client, "unshadowed").headers["x-gateway-variant"] == "teacher"
+        forced = chat(client, "unshadowed", **{"x-gateway-variant": "candidate"})
+        assert forced.headers["x-gateway-upstream-model"] == "ft:gpt-4o-mini:acme::new"
+        shadow = admin(
+            client,
+            "PUT",
+            "/admin/routes/unshadowed",
+            json={"shadow": {"variant": "candidate", "sample": 1.0}},
+        )
+        assert shadow.status_code == 200, shadow.text
+        removed_while_shadow = admin(
+            client, "DELETE", "/admin/routes/unshadowed/variants/candidate"
+        )
+        assert removed_while_shadow.status_code == 400
+        admin(client, "PUT", "/admin/routes/unshadowed", json={"shadow": None})
+        removed = admin(client, "DELETE", "/admin/routes/unshadowed/variants/candidate")
+        assert removed.status_code == 200
+        assert "candidate" not in removed.json()["variants"]
