@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from capture.pricing import PriceTable
 from capture.store import Store
@@ -21,11 +22,12 @@ from capture.writer import CaptureWriter
 from gateway.admin import build_admin
 from gateway.api import build_api
 from gateway.capturing import open_capture
+from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.recording import Recorder
 from gateway.runtime import RuntimeManager, UpstreamFactory
-from gateway.settings import Settings, load_settings, with_upstream_override
+from gateway.settings import RedisSettings, Settings, load_settings, with_upstream_override
 from gateway.shadow import ShadowResult, ShadowRunner
 from gateway.types import Receive, Scope, Send
 from router.breaker import BreakerState
@@ -58,7 +60,10 @@ class GatewayApp:
         self.shadows = ShadowRunner()
         self.shadows.report = self._shadow_done
         self.shadows.on_skip = self._shadow_skipped
-        self.proxy = Proxy(self.manager, self.shadows, self.recorder)
+        self.limiter: Limiter = LocalLimiter()
+        self.recorder.limiter = self.limiter
+        self.proxy = Proxy(self.manager, self.shadows, self.recorder, self.limiter)
+        self._redis: Any = None
         self.store: Store | None = None
         self.writer: CaptureWriter | None = None
         self.ready = False
@@ -84,6 +89,14 @@ class GatewayApp:
 
     async def startup(self) -> None:
         settings = self.manager.settings
+        if settings.redis is not None:
+            self._redis = connect_redis(settings.redis)
+            self.limiter = RedisLimiter(
+                self._redis,
+                prefix=settings.redis.prefix,
+                fail_open=settings.redis.on_failure == "open",
+            )
+            self.recorder.limiter = self.proxy.limiter = self.limiter
         if settings.capture.enabled:
             self.store, self.writer = await open_capture(
                 settings.capture, str(self.config_path or "FILE")
@@ -108,6 +121,8 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
         await self.manager.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     def _shadow_done(self, result: ShadowResult) -> None:
         self.recorder.finish_shadow(result, result.record)
@@ -154,6 +169,16 @@ class GatewayApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def connect_redis(settings: RedisSettings) -> Any:
+    """A Redis client that gives up fast: a dead Redis must not stall calls."""
+    import redis.asyncio as aioredis
+
+    timeout = settings.timeout_ms / 1000.0
+    return aioredis.Redis.from_url(
+        settings.url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def create_app(settings: Settings, upstreams: Mapping[str, Upstream] | None = None) -> GatewayApp:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.errors import AuthenticationFailed
-from gateway.settings import KeyAuth
+from gateway.limits import Limits
+from gateway.settings import GatewayKey, KeyAuth
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,9 +18,27 @@ class Principal:
     name: str
     key_digest: str | None
     allow_variant_override: bool
+    routes: frozenset[str] | None = None
+    """The model names this key may call; None: all."""
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def key_id(self) -> str:
+        """A stable, non-secret id for the key's counters (a prefix of the digest)."""
+        return self.key_digest[:24] if self.key_digest else "anonymous"
 
 
 ANONYMOUS = Principal(name="anonymous", key_digest=None, allow_variant_override=True)
+
+
+def principal_for(key: GatewayKey) -> Principal:
+    return Principal(
+        key.name,
+        key.digest(),
+        key.allow_variant_override,
+        frozenset(key.routes) if key.routes is not None else None,
+        Limits(key.rpm, key.tpm, key.daily_budget_usd, key.monthly_budget_usd),
+    )
 
 
 class Authenticator:
@@ -28,8 +47,8 @@ class Authenticator:
         self._by_digest: dict[str, Principal] = {}
         if isinstance(auth, KeyAuth):
             for key in auth.keys:
-                digest = key.digest()
-                self._by_digest[digest] = Principal(key.name, digest, key.allow_variant_override)
+                principal = principal_for(key)
+                self._by_digest[principal.key_digest or ""] = principal
 
     def authenticate(self, authorization: bytes | None) -> Principal:
         """The caller behind an ``Authorization`` header value, or AuthenticationFailed."""

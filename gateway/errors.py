@@ -8,6 +8,7 @@
     ├── MethodNotAllowed      405
     ├── Conflict              409     the gateway's state does not allow it (e.g. capture off)
     ├── PayloadTooLarge       413     body over server.max_body_bytes
+    ├── RateLimited           429     a key over its requests/tokens per minute or its budget
     ├── BadGateway            502     upstream unreachable or cut off
     ├── GatewayTimeout        504     upstream too slow
     └── InternalError         500     a bug of ours; the details go to the log, not the client
@@ -34,6 +35,7 @@ class GatewayError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+        self.headers: list[tuple[bytes, bytes]] = []
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.param, self.code)
@@ -82,6 +84,17 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(RateLimited):
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class BadGateway(GatewayError):

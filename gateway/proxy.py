@@ -20,7 +20,9 @@ from gateway.errors import (
     PermissionDenied,
     from_upstream,
 )
+from gateway.limits import Limiter, LocalLimiter
 from gateway.payload import UpstreamPayload
+from gateway.ratelimits import ratelimit_headers, refusal
 from gateway.recording import Recorder
 from gateway.relay import JSON, Call, relay_stream, send_error, send_full, upstream_headers
 from gateway.runtime import Runtime, RuntimeManager
@@ -88,10 +90,17 @@ class _Request:
 
 
 class Proxy:
-    def __init__(self, manager: RuntimeManager, shadows: ShadowRunner, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        manager: RuntimeManager,
+        shadows: ShadowRunner,
+        recorder: Recorder,
+        limiter: Limiter | None = None,
+    ) -> None:
         self.manager = manager
         self.shadows = shadows
         self.recorder = recorder
+        self.limiter: Limiter = limiter or LocalLimiter()
         self.models_created = int(time.time())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -145,6 +154,17 @@ class Proxy:
                 f"The model `{model}` does not exist or you do not have access to it.",
                 param="model",
             )
+        if principal.routes is not None and route.name not in principal.routes:
+            raise PermissionDenied(
+                f"This gateway key may not call the model `{model}`.", param="model"
+            )
+        if principal.limits:
+            verdict = await self.limiter.admit(principal.key_id, principal.limits)
+            if not verdict.allowed:
+                raise refusal(verdict, principal.limits)
+            call.limits = principal.limits
+            call.key_id = principal.key_id
+            call.extra_headers = ratelimit_headers(verdict, principal.limits)
         if request.variant is not None and not principal.allow_variant_override:
             raise PermissionDenied("This gateway key may not choose a variant (x-gateway-variant).")
         user = request.user
@@ -243,7 +263,7 @@ class Proxy:
         data = await response.read()
         call.response_body = data
         call.upstream_seconds = time.perf_counter() - sent
-        await send_full(send, response.status, upstream_headers(response), data, call)
+        await send_full(send, response.status, upstream_headers(response, call), data, call)
 
     async def _passthrough(
         self,

@@ -5,13 +5,16 @@ may fail a call: errors are logged and counted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from capture.pricing import PriceTable
 from capture.record import CallRecord
 from gateway.ids import new_request_id
+from gateway.limits import Limiter
 from gateway.metrics import Metrics
 from gateway.relay import Call
 from gateway.shadow import ShadowResult
@@ -43,10 +46,13 @@ class Recorder:
         metrics: Metrics,
         prices: PriceTable,
         writer: Writer | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.metrics = metrics
         self.prices = prices
         self.writer = writer
+        self.limiter = limiter
+        self._pending: set[asyncio.Task[None]] = set()
 
     def wants(self, route_capture: bool) -> bool:
         """Whether a call of this route is recorded (capture on, route on, sampled in)."""
@@ -74,6 +80,7 @@ class Recorder:
         self._count_attempts(call)
 
         usage: Usage | None = None
+        cost: float | None = None
         if call.status == 200:
             if call.response_body is not None:
                 usage = usage_from_body(call.response_body)
@@ -91,6 +98,9 @@ class Recorder:
                 m.unpriced.labels(model).inc()
             else:
                 m.cost.labels(route, variant).inc(cost)
+        if call.limits is not None and self.limiter is not None and usage is not None:
+            tokens = usage.prompt_tokens + usage.completion_tokens
+            self._spawn(self.limiter.record(call.key_id, call.limits, tokens, cost))
 
         if record and self.writer is not None:
             total_ms = total * 1000.0
@@ -121,6 +131,11 @@ class Recorder:
                     redact=call.redact,
                 )
             )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _count_attempts(self, call: Call) -> None:
         decision, first = call.decision, call.first_decision

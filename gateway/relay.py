@@ -7,6 +7,7 @@ import time
 
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id
+from gateway.limits import Limits
 from gateway.streaming import UsageStripper, error_event
 from gateway.types import RawHeaders, Send
 from router.errors import UpstreamError
@@ -51,8 +52,11 @@ class Call:
         "decision",
         "endpoint",
         "error",
+        "extra_headers",
         "first_byte_at",
         "first_decision",
+        "key_id",
+        "limits",
         "overhead_ms",
         "redact",
         "request_body",
@@ -93,6 +97,10 @@ class Call:
         self.tags: str | None = None
         self.capture = True
         self.redact: tuple[str, ...] | None = None
+        # Set for keys with limits: counted again after the call, announced in the headers.
+        self.limits: Limits | None = None
+        self.key_id = ""
+        self.extra_headers: RawHeaders | None = None
 
     def headers(self) -> RawHeaders:
         out: RawHeaders = [(b"x-request-id", self.request_id.encode())]
@@ -101,6 +109,8 @@ class Call:
             out.append((b"x-gateway-route", decision.route.encode()))
             out.append((b"x-gateway-variant", decision.variant.encode()))
             out.append((b"x-gateway-upstream-model", decision.upstream_model.encode()))
+        if self.extra_headers:
+            out.extend(self.extra_headers)
         self.overhead_ms = (time.perf_counter() - self.started - self.upstream_seconds) * 1000.0
         out.append((b"x-gateway-overhead-ms", f"{self.overhead_ms:.3f}".encode()))
         return out
@@ -110,10 +120,14 @@ class _Truncated(Exception):
     detail = "the stream ended before its end marker"
 
 
-def upstream_headers(response: UpstreamResponse) -> RawHeaders:
+def upstream_headers(response: UpstreamResponse, call: Call) -> RawHeaders:
+    """The upstream's headers worth passing on (its rate limits only when the key has none)."""
+    own_limits = call.extra_headers is not None
     out: RawHeaders = []
     for name, value in response.headers.items():
         lower = name.lower()
+        if own_limits and lower.startswith("x-ratelimit-"):
+            continue
         if lower in _RESPONSE_HEADERS_KEPT_BACK:
             if lower == "x-request-id":
                 out.append((b"x-upstream-request-id", value.encode("latin-1")))
@@ -132,7 +146,7 @@ async def send_full(send: Send, status: int, headers: RawHeaders, body: bytes, c
 
 
 async def send_error(send: Send, exc: GatewayError, call: Call) -> None:
-    await send_full(send, exc.status, [(b"content-type", JSON)], exc.body(), call)
+    await send_full(send, exc.status, [(b"content-type", JSON), *exc.headers], exc.body(), call)
 
 
 async def relay_stream(
@@ -151,7 +165,7 @@ async def relay_stream(
     ``expect_done`` (chat, completions) so does one that ends without ``data: [DONE]``.
     ``sink`` collects the upstream's bytes for the capture.
     """
-    headers = upstream_headers(response)
+    headers = upstream_headers(response, call)
     if sse:
         headers = [h for h in headers if h[0] not in _SSE_HEADER_NAMES] + _SSE_HEADERS
     headers.extend(call.headers())

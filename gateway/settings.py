@@ -49,6 +49,14 @@ class GatewayKey(_Strict):
     key: SecretStr | None = None
     allow_variant_override: bool = False
     """May force a variant with ``x-gateway-variant`` (for tests and evaluations)."""
+    routes: list[str] | None = None
+    """Model names (routes) this key may call; all when unset."""
+    rpm: int | None = Field(default=None, ge=1)
+    """Requests per minute (sliding window)."""
+    tpm: int | None = Field(default=None, ge=1)
+    """Tokens (prompt + completion) per minute."""
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _one_secret(self) -> GatewayKey:
@@ -75,6 +83,17 @@ class AdminSettings(_Strict):
     keys: list[GatewayKey] = Field(min_length=1)
 
 
+class RedisSettings(_Strict):
+    """Shared state for several replicas: rate limits and budgets (more with scale-out)."""
+
+    url: str
+    """``redis://host:6379/0``; ``rediss://`` for TLS."""
+    on_failure: Literal["open", "closed"] = "open"
+    """When Redis cannot be reached: admit calls (counted and logged) or refuse them."""
+    prefix: str = "gateway"
+    timeout_ms: int = Field(default=250, ge=10)
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     auth: Literal["none"] | KeyAuth
@@ -84,6 +103,8 @@ class Settings(_Strict):
     default_provider: str | None = None
     """Answers /v1 paths that are not routed by model; the first provider when unset."""
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    redis: RedisSettings | None = None
+    """Without it, limits and budgets hold per process."""
     capture: CaptureSettings = CaptureSettings()
     """Recording of calls (the store, sampling, redaction, the writer's queue)."""
 
