@@ -21,6 +21,7 @@ from capture.store import Store
 from capture.writer import CaptureWriter
 from gateway.admin import build_admin
 from gateway.api import build_api
+from gateway.cache import RedisCache
 from gateway.capturing import open_capture
 from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import Metrics
@@ -97,6 +98,7 @@ class GatewayApp:
                 fail_open=settings.redis.on_failure == "open",
             )
             self.recorder.limiter = self.proxy.limiter = self.limiter
+            self.proxy.cache = RedisCache(self._redis, prefix=settings.redis.prefix)
         if settings.capture.enabled:
             self.store, self.writer = await open_capture(
                 settings.capture, str(self.config_path or "FILE")

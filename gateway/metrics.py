@@ -118,6 +118,12 @@ class Metrics:
             ("route", "variant", "outcome"),
             registry=registry,
         )
+        self.cache = Counter(
+            "gateway_cache",
+            "Response cache lookups by outcome (hit, miss), on routes with a cache.",
+            ("route", "outcome"),
+            registry=registry,
+        )
         self.capture_queue_depth = Gauge(
             "gateway_capture_queue_depth",
             "Capture records waiting to be written.",

@@ -5,12 +5,14 @@ A plain ASGI callable, no framework: every microsecond here is added to every ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import orjson
 
+from gateway.cache import CachedAnswer, MemoryCache, ResponseCache, cache_key, cacheable
 from gateway.errors import (
     GatewayError,
     InternalError,
@@ -32,7 +34,7 @@ from gateway.wire import ROUTED_ENDPOINTS, Endpoint, parse_request
 from router.errors import UpstreamError
 from router.fallback import send_with_fallbacks
 from router.table import Decision, UnknownVariant
-from router.upstream import UpstreamResponse
+from router.upstream import BufferedResponse, UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
 
@@ -96,11 +98,14 @@ class Proxy:
         shadows: ShadowRunner,
         recorder: Recorder,
         limiter: Limiter | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.manager = manager
         self.shadows = shadows
         self.recorder = recorder
         self.limiter: Limiter = limiter or LocalLimiter()
+        self.cache: ResponseCache = cache or MemoryCache()
+        self._background: set[asyncio.Task[None]] = set()
         self.models_created = int(time.time())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,6 +134,24 @@ class Proxy:
             self.manager.release(runtime)
             if call.endpoint is not None:
                 self.recorder.finish(call, call.capture)
+                if call.cache_key is not None and not call.cache_hit:
+                    self._keep_answer(call)
+
+    def _keep_answer(self, call: Call) -> None:
+        """Store a complete 200 answer in the cache, in the background."""
+        if call.status != 200 or call.error is not None or call.cache_key is None:
+            return
+        if call.response_body is not None:
+            answer = CachedAnswer(False, call.response_body)
+        elif call.chunks:
+            answer = CachedAnswer(True, b"".join(call.chunks))
+        else:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.cache.put(call.cache_key, answer, call.cache_ttl)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _handle(
         self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, call: Call
@@ -190,6 +213,16 @@ class Proxy:
         call.tags = request.tags
         call.capture = request.capture and self.recorder.wants(route.capture)
         call.redact = route.redact
+
+        if route.cache is not None and cacheable(body, route.cache.deterministic_only):
+            key = cache_key(path, plan.primary.upstream_model, body)
+            hit = await self.cache.get(key)
+            call.cache_key, call.cache_ttl = key, route.cache.ttl_s
+            call.add_header(b"x-gateway-cache", b"hit" if hit is not None else b"miss")
+            if hit is not None:
+                call.cache_hit = True
+                await self._replay(hit, payload, send, call)
+                return
 
         if plan.shadow is not None:
             shadow = plan.shadow
@@ -264,6 +297,24 @@ class Proxy:
         call.response_body = data
         call.upstream_seconds = time.perf_counter() - sent
         await send_full(send, response.status, upstream_headers(response, call), data, call)
+
+    async def _replay(
+        self, hit: CachedAnswer, payload: UpstreamPayload, send: Send, call: Call
+    ) -> None:
+        """Answer from the cache: a stream as a stream, usage removed if not asked for."""
+        if not hit.stream:
+            call.response_body = hit.body
+            await send_full(send, 200, [(b"content-type", JSON)], hit.body, call)
+            return
+        call.chunks = [hit.body]
+        await relay_stream(
+            BufferedResponse(200, {}, hit.body),
+            send,
+            call,
+            payload.stripper(),
+            sse=True,
+            expect_done=False,
+        )
 
     async def _passthrough(
         self,

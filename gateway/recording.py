@@ -81,7 +81,9 @@ class Recorder:
 
         usage: Usage | None = None
         cost: float | None = None
-        if call.status == 200:
+        if call.cache_key is not None:
+            m.cache.labels(route, "hit" if call.cache_hit else "miss").inc()
+        if call.status == 200 and not call.cache_hit:  # a cached answer costs nothing
             if call.response_body is not None:
                 usage = usage_from_body(call.response_body)
             elif call.chunks:
@@ -129,6 +131,7 @@ class Recorder:
                     user_key=call.user,
                     tags=parse_tags(call.tags),
                     redact=call.redact,
+                    cache_hit=call.cache_hit,
                 )
             )
 

@@ -47,6 +47,9 @@ class Call:
 
     __slots__ = (
         "attempts",
+        "cache_hit",
+        "cache_key",
+        "cache_ttl",
         "capture",
         "chunks",
         "decision",
@@ -101,6 +104,14 @@ class Call:
         self.limits: Limits | None = None
         self.key_id = ""
         self.extra_headers: RawHeaders | None = None
+        self.cache_key: str | None = None
+        self.cache_ttl = 0.0
+        self.cache_hit = False
+
+    def add_header(self, name: bytes, value: bytes) -> None:
+        if self.extra_headers is None:
+            self.extra_headers = []
+        self.extra_headers.append((name, value))
 
     def headers(self) -> RawHeaders:
         out: RawHeaders = [(b"x-request-id", self.request_id.encode())]
@@ -122,7 +133,7 @@ class _Truncated(Exception):
 
 def upstream_headers(response: UpstreamResponse, call: Call) -> RawHeaders:
     """The upstream's headers worth passing on (its rate limits only when the key has none)."""
-    own_limits = call.extra_headers is not None
+    own_limits = call.limits is not None
     out: RawHeaders = []
     for name, value in response.headers.items():
         lower = name.lower()

@@ -84,6 +84,14 @@ class ShadowConfig(_Strict):
     sample: float = Field(default=1.0, ge=0, le=1)
 
 
+class CacheConfig(_Strict):
+    """The response cache of a route (off unless the route has this section)."""
+
+    ttl_s: float = Field(default=3600.0, gt=0)
+    deterministic_only: bool = True
+    """Cache only calls with ``temperature: 0`` or a ``seed``."""
+
+
 class RouteConfig(_Strict):
     """A model name the app sends, and the variants that may answer it."""
 
@@ -99,6 +107,8 @@ class RouteConfig(_Strict):
     breaker: BreakerConfig = BreakerConfig()
     capture: bool = True
     """Record this route's calls (the capture store)."""
+    cache: CacheConfig | None = None
+    """Answer repeated identical calls from the response cache."""
     redact: list[Literal["email", "phone", "card", "secret"]] | None = None
     """What is redacted before this route's calls are stored; the capture setting when unset,
     ``[]`` for nothing."""

@@ -47,6 +47,7 @@ class Route:
         "_single",
         "_total",
         "breaker",
+        "cache",
         "capture",
         "config",
         "decisions",
@@ -86,6 +87,7 @@ class Route:
         self.retry: RetryConfig = config.retry
         self.breaker: BreakerConfig = config.breaker
         self.capture = config.capture
+        self.cache = config.cache
         self.redact = tuple(config.redact) if config.redact is not None else None
 
     def choose(self, user: str | None = None, rng: random.Random | None = None) -> Decision:
