@@ -135,3 +135,23 @@ feedback = Table(
     Index("ix_feedback_request_id", "request_id"),
 )
 """Scores attached to calls by the app (``POST /v1/feedback``); several per call allowed."""
+
+gateway_keys = Table(
+    "gateway_keys",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("routes", json_type()),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("daily_budget_usd", Float),
+    Column("monthly_budget_usd", Float),
+    Column("allow_variant_override", Boolean, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+)
+"""Virtual keys made with ``gateway keys create`` or the admin API: only the sha256 of a key is
+stored, and its first characters (``prefix``) so people can tell keys apart. Kept in the same
+database as the captures so that one migration chain covers it."""

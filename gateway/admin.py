@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.keys import KeySpec, VirtualKeys
 from gateway.runtime import RuntimeManager
 from gateway.settings import ConfigError, Settings
 from router.breaker import BreakerState
@@ -36,6 +37,20 @@ class RouteChange(BaseModel):
     """Variant -> weight; variants not named keep theirs."""
     shadow: ShadowConfig | None = Field(default=None)
     """A shadow to set; send ``"shadow": null`` to remove it."""
+
+
+class NewKey(BaseModel):
+    """Body of POST /admin/keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    routes: list[str] | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    allow_variant_override: bool = False
 
 
 class NewVariant(BaseModel):
@@ -77,6 +92,7 @@ def build_admin(
     manager: RuntimeManager,
     config_path: Callable[[], Path | None],
     load: Callable[[Path], Settings],
+    keys: Callable[[], VirtualKeys | None] = lambda: None,
 ) -> APIRouter:
     def require_admin(request: Request) -> None:
         admin = manager.settings.admin
@@ -163,6 +179,40 @@ def build_admin(
         manager.replace(
             settings.model_copy(update={"routes": {**settings.routes, route: new_route}})
         )
+
+    def key_store() -> VirtualKeys:
+        current = keys()
+        if current is None:
+            raise AdminDenied(
+                409, "Virtual keys need the capture database (capture is disabled).", "no_database"
+            )
+        return current
+
+    @router.post("/keys", status_code=201)
+    async def create_key(spec: NewKey) -> Any:
+        """Make a virtual key; the answer holds the key itself, shown this once."""
+        virtual = key_store()
+        known = set(manager.settings.routes)
+        unknown = sorted(set(spec.routes or []) - known)
+        if unknown:
+            raise AdminDenied(400, f"Unknown route(s): {', '.join(unknown)}.", "unknown_route")
+        key, described = await virtual.store.create(KeySpec(**spec.model_dump()))
+        await virtual.changed()
+        return {**described, "key": key}
+
+    @router.get("/keys")
+    async def list_keys(include_revoked: bool = False) -> Any:
+        return {"keys": await key_store().store.list(include_revoked)}
+
+    @router.delete("/keys/{key}")
+    async def revoke_key(key: str) -> Any:
+        """Revoke by id or by name; every replica stops accepting it within a second (Redis)."""
+        virtual = key_store()
+        revoked = await virtual.store.revoke(key)
+        if not revoked:
+            raise AdminDenied(404, f"No active key with id or name `{key}`.", "key_not_found")
+        await virtual.changed()
+        return {"revoked": revoked}
 
     @router.post("/reload")
     async def reload() -> Any:

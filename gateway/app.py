@@ -23,6 +23,7 @@ from gateway.admin import build_admin
 from gateway.api import build_api
 from gateway.cache import RedisCache
 from gateway.capturing import open_capture
+from gateway.keys import KeyStore, VirtualKeys
 from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
@@ -66,11 +67,15 @@ class GatewayApp:
         self.proxy = Proxy(self.manager, self.shadows, self.recorder, self.limiter)
         self._redis: Any = None
         self.store: Store | None = None
+        self.keys: VirtualKeys | None = None
         self.writer: CaptureWriter | None = None
         self.ready = False
         self._sync_task: asyncio.Task[None] | None = None
         self._reported = {"written": 0, "dropped": 0, "retried": 0, "failed": 0}
-        self.api = build_api(self, build_admin(self.manager, lambda: self.config_path, self.load))
+        self.api = build_api(
+            self,
+            build_admin(self.manager, lambda: self.config_path, self.load, lambda: self.keys),
+        )
 
     def load(self, path: Path) -> Settings:
         """Read the config file as at startup (with the simulator override, if any)."""
@@ -104,6 +109,11 @@ class GatewayApp:
                 settings.capture, str(self.config_path or "FILE")
             )
             self.recorder.writer = self.writer
+            channel = f"{settings.redis.prefix}:keys" if settings.redis else "gateway:keys"
+            self.keys = VirtualKeys(KeyStore(self.store.engine), self._redis, channel)
+            await self.keys.start()
+            keys = self.keys
+            self.manager.extra_keys = lambda: keys.by_digest
         self.manager.start()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_metrics())
         self.ready = True
@@ -111,6 +121,8 @@ class GatewayApp:
     async def shutdown(self) -> None:
         """Stop answering as ready, let shadows finish, write what the capture queue holds."""
         self.ready = False
+        if self.keys is not None:
+            await self.keys.stop()
         await self.shadows.drain(SHADOW_GRACE_SECONDS)
         if self.writer is not None:
             drained = await self.writer.drain(CAPTURE_DRAIN_SECONDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,8 +43,15 @@ def principal_for(key: GatewayKey) -> Principal:
 
 
 class Authenticator:
-    def __init__(self, auth: Literal["none"] | KeyAuth) -> None:
+    """Keys from the config file, and virtual keys (``extra``: the current ones, by sha256)."""
+
+    def __init__(
+        self,
+        auth: Literal["none"] | KeyAuth,
+        extra: Callable[[], Mapping[str, Principal]] | None = None,
+    ) -> None:
         self.required = auth != "none"
+        self._extra = extra
         self._by_digest: dict[str, Principal] = {}
         if isinstance(auth, KeyAuth):
             for key in auth.keys:
@@ -53,6 +61,11 @@ class Authenticator:
     def authenticate(self, authorization: bytes | None) -> Principal:
         """The caller behind an ``Authorization`` header value, or AuthenticationFailed."""
         if not self.required:
+            if authorization and self._extra is not None:  # a virtual key brings its limits
+                _, _, token = authorization.partition(b" ")
+                known = self._extra().get(hashlib.sha256(token.strip()).hexdigest())
+                if known is not None:
+                    return known
             return ANONYMOUS
         if not authorization:
             raise AuthenticationFailed(
@@ -62,7 +75,10 @@ class Authenticator:
         scheme, _, token = authorization.partition(b" ")
         if scheme.lower() != b"bearer" or not token.strip():
             raise AuthenticationFailed("Malformed Authorization header: expected 'Bearer <key>'.")
-        principal = self._by_digest.get(hashlib.sha256(token.strip()).hexdigest())
+        digest = hashlib.sha256(token.strip()).hexdigest()
+        principal = self._by_digest.get(digest)
+        if principal is None and self._extra is not None:
+            principal = self._extra().get(digest)
         if principal is None:
             # The key itself is never echoed or logged.
             raise AuthenticationFailed("Incorrect gateway key provided.")

@@ -203,6 +203,70 @@ def db_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def keys_command(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from capture.engine import create_engine
+    from gateway.keys import KeySpec, KeyStore, notify
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+
+    async def run() -> int:
+        engine = create_engine(settings.capture.database_url)
+        redis = None
+        if settings.redis is not None:
+            from gateway.app import connect_redis
+
+            redis = connect_redis(settings.redis)
+        store = KeyStore(engine)
+        channel = f"{settings.redis.prefix if settings.redis else 'gateway'}:keys"
+        try:
+            if args.keys_command == "create":
+                routes = [r for r in (args.routes or "").split(",") if r] or None
+                unknown = sorted(set(routes or []) - set(settings.routes))
+                if unknown:
+                    return _fail(f"unknown route(s): {', '.join(unknown)}")
+                spec = KeySpec(
+                    args.name,
+                    routes,
+                    args.rpm,
+                    args.tpm,
+                    args.daily_budget,
+                    args.monthly_budget,
+                    args.allow_variant_override,
+                )
+                key, described = await store.create(spec)
+                await notify(redis, channel)
+                print(json.dumps({**described, "key": key}, indent=2))
+                print(
+                    "Keep the key now: it is not stored and cannot be shown again.", file=sys.stderr
+                )
+            elif args.keys_command == "list":
+                for item in await store.list(args.all):
+                    state = f"revoked {item['revoked_at']}" if item["revoked_at"] else "active"
+                    print(f"{item['id']}  {item['prefix']}...  {item['name']}  {state}")
+            else:
+                count = await store.revoke(args.key)
+                if not count:
+                    return _fail(f"no active key with id or name {args.key!r}")
+                await notify(redis, channel)
+                print(f"revoked {count} key(s)")
+            return 0
+        finally:
+            await engine.dispose()
+            if redis is not None:
+                await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except Exception as exc:
+        return _fail(f"keys {args.keys_command} failed: {exc}")
+
+
 def simulate(args: argparse.Namespace) -> int:
     from gateway.simulator.server import run
 
@@ -273,6 +337,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--config", required=True)
     q.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
     q.set_defaults(func=db_prune)
+
+    p = commands.add_parser("keys", help="virtual keys: create, list, revoke")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    q = keys.add_parser("create", help="make a key (printed once)")
+    q.add_argument("--config", required=True)
+    q.add_argument("--name", required=True)
+    q.add_argument("--routes", help="comma-separated model names it may call (default: all)")
+    q.add_argument("--rpm", type=int)
+    q.add_argument("--tpm", type=int)
+    q.add_argument("--daily-budget", type=float, help="USD per UTC day")
+    q.add_argument("--monthly-budget", type=float, help="USD per UTC month")
+    q.add_argument("--allow-variant-override", action="store_true")
+    q.set_defaults(func=keys_command)
+    q = keys.add_parser("list", help="list keys (never the keys themselves)")
+    q.add_argument("--config", required=True)
+    q.add_argument("--all", action="store_true", help="include revoked keys")
+    q.set_defaults(func=keys_command)
+    q = keys.add_parser("revoke", help="revoke a key by id or name")
+    q.add_argument("--config", required=True)
+    q.add_argument("key")
+    q.set_defaults(func=keys_command)
 
     p = commands.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config")

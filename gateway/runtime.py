@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Principal
 from gateway.settings import Settings
 from router.breaker import Breakers
 from router.config import ProviderConfig
@@ -27,10 +27,15 @@ UpstreamFactory = Callable[[str, ProviderConfig], Upstream]
 class Runtime:
     __slots__ = ("_retired", "authenticator", "in_flight", "routes", "settings", "upstreams")
 
-    def __init__(self, settings: Settings, upstreams: Mapping[str, Upstream]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        upstreams: Mapping[str, Upstream],
+        extra_keys: Callable[[], Mapping[str, Principal]] | None = None,
+    ) -> None:
         self.settings = settings
         self.routes = RouteTable.from_config(settings.routes)
-        self.authenticator = Authenticator(settings.auth)
+        self.authenticator = Authenticator(settings.auth, extra_keys)
         self.upstreams = upstreams
         self.in_flight = 0
         self._retired: Callable[[], None] | None = None
@@ -50,6 +55,8 @@ class RuntimeManager:
         self.breakers = Breakers()
         self._initial = settings
         self.current: Runtime | None = None
+        self.extra_keys: Callable[[], Mapping[str, Principal]] | None = None
+        """Virtual keys, by sha256, consulted after the config's keys."""
 
     @property
     def settings(self) -> Settings:
@@ -108,7 +115,7 @@ class RuntimeManager:
             if client is None:
                 client = self._clients[key] = self._factory(name, config)
             upstreams[name] = client
-        return Runtime(settings, upstreams)
+        return Runtime(settings, upstreams, self.extra_keys)
 
 
 async def _close_all(clients: list[Upstream]) -> None:
