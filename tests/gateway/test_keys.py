@@ -151,3 +151,58 @@ def test_no_key_is_written_to_the_config_or_logs(
     admin(first, "DELETE", "/admin/keys/log-check")
     for gateway in (first, second):
         assert key not in gateway.log.read_text()
+
+
+def test_captures_from_both_replicas_land_in_one_store(
+    replicas: tuple[Running, Running, Path],
+) -> None:
+    from tests.capture_support import rows_of
+
+    first, second, config_file = replicas
+    ids = []
+    for gateway in (first, second, first, second):
+        response = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json=BODY,
+            headers={"authorization": "Bearer sk-config-key"},
+            timeout=10,
+        )
+        ids.append(response.headers["x-request-id"])
+    url = yaml.safe_load(config_file.read_text())["capture"]["database_url"]
+    with rows_of(url) as rows:
+        rows.wait_for_ids(ids)
+        assert rows.ids(ids) == set(ids)
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_redis_stopped_and_restarted_under_a_gateway(
+    policy: str, tmp_path: Path, simulator: Running
+) -> None:
+    from tests.gateway.test_limits import start_redis
+    from tests.processes import free_port
+
+    port = free_port()
+    redis = [start_redis(port)]
+    settings = {
+        "auth": {"keys": [{"name": "limited", "key": "sk-redis-policy", "rpm": 2}]},
+        "redis": {"url": f"redis://127.0.0.1:{port}/0", "on_failure": policy},
+        "providers": {"sim": {"base_url": f"{simulator.url}/v1"}},
+        "routes": {"gpt-4o": {"variants": {"t": {"provider": "sim", "model": "gpt-4o"}}}},
+        "capture": {"enabled": False},
+    }
+    gateway = start_gateway(tmp_path, settings)
+    try:
+        assert [call(gateway, "sk-redis-policy") for _ in range(3)] == [200, 200, 429]
+        redis[0].terminate()
+        redis[0].wait(timeout=10)
+        down = [call(gateway, "sk-redis-policy") for _ in range(3)]
+        assert down == ([200] * 3 if policy == "open" else [429] * 3)
+        redis.append(start_redis(port))  # empty: the window starts again
+        time.sleep(1.1)
+        assert [call(gateway, "sk-redis-policy") for _ in range(3)] == [200, 200, 429]
+        assert "Redis is unreachable" in gateway.log.read_text()
+    finally:
+        gateway.stop()
+        for process in redis:
+            process.terminate()
+            process.wait(timeout=10)
