@@ -259,6 +259,18 @@ def test_the_config_is_one_the_gateway_accepts(
     assert settings.routes
 
 
+def test_redis_enabled_puts_it_in_the_config(rendered: dict[str, list[Manifest]]) -> None:
+    """With redis.enabled (production), the replicas share limits, keys and the cache."""
+    import yaml
+
+    for case, manifests in rendered.items():
+        config = yaml.safe_load(config_of(manifests, "gateway"))
+        enabled = any(
+            e["name"] == "GATEWAY_REDIS_URL" for e in container(deployment(manifests))["env"]
+        )
+        assert (config.get("redis") == {"url": "${GATEWAY_REDIS_URL}"}) is enabled, case
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_secrets_come_from_secrets_only(case: str, rendered: dict[str, list[Manifest]]) -> None:
     manifests = rendered[case]

@@ -226,6 +226,9 @@ defaults there instead of replacing them.
 {{- $_ := set $server "host" "0.0.0.0" }}
 {{- $_ := set $server "port" (int .Values.containerPort) }}
 {{- $_ := set $config "server" $server }}
+{{- if and .Values.redis.enabled (not (get $config "redis")) }}
+{{- $_ := set $config "redis" (dict "url" "${GATEWAY_REDIS_URL}") }}
+{{- end }}
 {{- include "gateway.validateConfig" (dict "config" $config "values" .Values) }}
 {{- toYaml $config }}
 {{- end }}
