@@ -27,6 +27,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy helm/lint.py helm/gateway/dashboards/generate.py
+	$(BIN)/python helm/lint.py
+	$(BIN)/python helm/gateway/dashboards/generate.py --check
+	$(BIN)/hadolint Dockerfile
 
 # wrk comes from Debian's packages; installed on first use.
 bench: venv

@@ -5,6 +5,7 @@ Everything not on the hot path. Every error it answers with has OpenAI's shape, 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -90,7 +91,10 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
     @api.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         state.sync_metrics()
-        body, content_type = state.metrics.render()
+        if state.metrics.multiprocess:  # merging every worker's files: not on the event loop
+            body, content_type = await asyncio.to_thread(state.metrics.render)
+        else:
+            body, content_type = state.metrics.render()
         return Response(body, media_type=content_type)
 
     def authenticated(request: Request) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from capture.pricing import PriceTable
 from capture.store import Store
 from capture.writer import CaptureWriter
@@ -137,6 +139,9 @@ class GatewayApp:
         await self.manager.stop()
         if self._redis is not None:
             await self._redis.aclose()
+        if self.metrics.multiprocess:
+            # This worker's live gauges leave the merged view (its counters stay).
+            mark_process_dead(os.getpid())
 
     def _shadow_done(self, result: ShadowResult) -> None:
         self.recorder.finish_shadow(result, result.record)

@@ -16,9 +16,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway.exposition import FastExposition
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -30,6 +34,8 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 class Metrics:
     def __init__(self) -> None:
+        # No `_created` series: a sixth fewer samples, and one worker renders like several.
+        disable_created_metrics()
         self.multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
         self.registry = CollectorRegistry(auto_describe=True)
         registry = None if self.multiprocess else self.registry
@@ -42,21 +48,23 @@ class Metrics:
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
-            "Total time of a call at the gateway, to the last byte.",
+            "Total time of a call at the gateway, from its arrival to the last byte sent.",
             route_variant,
             buckets=_CALL_BUCKETS,
             registry=registry,
         )
         self.ttft = Histogram(
             "gateway_time_to_first_token_seconds",
-            "Time from the call's arrival to the first byte of a streamed answer.",
+            "Time from the call's arrival to the upstream's first chunk of a streamed answer "
+            "(the role chunk, usually just before the first token).",
             route_variant,
             buckets=_CALL_BUCKETS,
             registry=registry,
         )
         self.upstream = Histogram(
             "gateway_upstream_duration_seconds",
-            "Time spent waiting on the upstream (all attempts).",
+            "Time waiting on the upstream, all attempts: to the whole body for plain calls, "
+            "to the response headers for streams.",
             route_variant,
             buckets=_CALL_BUCKETS,
             registry=registry,
@@ -124,6 +132,25 @@ class Metrics:
             ("route", "outcome"),
             registry=registry,
         )
+        self.rejected = Counter(
+            "gateway_rejected_requests",
+            "Calls refused before reaching an upstream (bad body, key, model, size, limits), "
+            "by status and error code.",
+            ("status", "code"),
+            registry=registry,
+        )
+        self.shadow_tokens = Counter(
+            "gateway_shadow_tokens",
+            "Tokens spent by shadow calls, by kind.",
+            ("route", "variant", "kind"),
+            registry=registry,
+        )
+        self.shadow_cost = Counter(
+            "gateway_shadow_cost_usd",
+            "Cost in US dollars of shadow calls (unpriced models excluded).",
+            ("route", "variant"),
+            registry=registry,
+        )
         self.capture_queue_depth = Gauge(
             "gateway_capture_queue_depth",
             "Capture records waiting to be written.",
@@ -137,9 +164,18 @@ class Metrics:
             registry=registry,
         )
 
+        self._fast = FastExposition(
+            [value for value in vars(self).values() if isinstance(value, MetricWrapperBase)],
+            self.registry,
+        )
+
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return self._fast.render(), CONTENT_TYPE_LATEST
+
+    def render_reference(self) -> bytes:
+        """prometheus-client's own rendering (tests compare it with the fast one)."""
+        return generate_latest(self.registry)

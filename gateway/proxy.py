@@ -117,6 +117,8 @@ class Proxy:
             call.error = call.error or exc.message
             if not call.responded:
                 await send_error(send, exc, call)
+            if call.endpoint is None:
+                self.recorder.rejected(exc.status, exc.code)
         except UpstreamError as exc:
             log.warning("request %s: %s", call.request_id, exc)
             call.error = call.error or str(exc)

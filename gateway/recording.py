@@ -70,9 +70,10 @@ class Recorder:
             return
         m = self.metrics
         route, variant, model = decision.route, decision.variant, decision.upstream_model
-        total = (time.perf_counter() - call.started) if call.responded else 0.0
+        total = time.perf_counter() - call.started
         m.requests.labels(route, variant, model, str(call.status)).inc()
-        m.duration.labels(route, variant).observe(total)
+        if call.responded:
+            m.duration.labels(route, variant).observe(total)
         m.upstream.labels(route, variant).observe(call.upstream_seconds)
         m.overhead.labels(route).observe(call.overhead_ms / 1000.0)
         if call.first_byte_at is not None:
@@ -144,13 +145,18 @@ class Recorder:
         decision, first = call.decision, call.first_decision
         assert decision is not None
         m = self.metrics
-        seen: set[str] = set()
-        for attempt in call.attempts:
-            if attempt.variant in seen:
-                m.retries.labels(decision.route, attempt.variant).inc()
-            seen.add(attempt.variant)
-            if attempt.kind != "skipped":
-                m.upstream_errors.labels(attempt.provider, attempt.kind).inc()
+        tries: dict[str, int] = {}
+        for attempt in call.attempts:  # the failed tries
+            if attempt.kind == "skipped":
+                continue
+            tries[attempt.variant] = tries.get(attempt.variant, 0) + 1
+            m.upstream_errors.labels(attempt.provider, attempt.kind).inc()
+        answered = 0 < call.status < 500 and call.status != 429 and not call.cache_hit
+        if answered and call.attempts:  # the try that answered
+            tries[decision.variant] = tries.get(decision.variant, 0) + 1
+        for variant, count in tries.items():
+            if count > 1:
+                m.retries.labels(decision.route, variant).inc(count - 1)
         if call.error is not None and call.error.startswith("stream interrupted"):
             m.upstream_errors.labels(decision.provider, "stream_interrupted").inc()
         if first is not None and first.variant != decision.variant:
@@ -162,12 +168,36 @@ class Recorder:
         except Exception:
             log.exception("recording shadow call of %s failed", result.shadow_of)
 
+    def rejected(self, status: int, code: str | None) -> None:
+        """A call refused before routing (its labels: status and our own error codes only)."""
+        try:
+            self.metrics.rejected.labels(str(status), code or "none").inc()
+        except Exception:
+            log.exception("counting a rejected call failed")
+
     def _finish_shadow(self, result: ShadowResult, record: bool) -> None:
         decision = result.decision
+        m = self.metrics
         ok = result.error is None and (result.status or 0) < 400
-        self.metrics.shadow_calls.labels(
-            decision.route, decision.variant, "ok" if ok else "error"
-        ).inc()
+        m.shadow_calls.labels(decision.route, decision.variant, "ok" if ok else "error").inc()
+        usage = None
+        if result.status == 200:
+            if result.body is not None:
+                usage = usage_from_body(result.body)
+            elif result.chunks:
+                usage = usage_from_chunks(result.chunks)
+        if usage is not None:
+            route, variant = decision.route, decision.variant
+            m.shadow_tokens.labels(route, variant, "prompt").inc(usage.prompt_tokens)
+            m.shadow_tokens.labels(route, variant, "completion").inc(usage.completion_tokens)
+            cost = self.prices.cost_usd(
+                decision.upstream_model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+            )
+            if cost is not None:
+                m.shadow_cost.labels(route, variant).inc(cost)
         if not record or self.writer is None:
             return
         self.writer.submit(
