@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.keys import KeySpec, VirtualKeys
 from gateway.runtime import RuntimeManager
 from gateway.settings import ConfigError, Settings
+from gateway.sync import RouteSync
 from router.breaker import BreakerState
 from router.config import RouteConfig, ShadowConfig
 
@@ -93,6 +94,7 @@ def build_admin(
     config_path: Callable[[], Path | None],
     load: Callable[[Path], Settings],
     keys: Callable[[], VirtualKeys | None] = lambda: None,
+    sync: Callable[[], RouteSync | None] = lambda: None,
 ) -> APIRouter:
     def require_admin(request: Request) -> None:
         admin = manager.settings.admin
@@ -132,7 +134,7 @@ def build_admin(
                 update["variants"][vname]["weight"] = weight
         if "shadow" in given:
             update["shadow"] = change.shadow.model_dump() if change.shadow else None
-        _apply(route, update)
+        await _apply(route, update)
         return describe(manager)["routes"][route]
 
     @router.post("/routes/{route}/variants", status_code=201)
@@ -153,7 +155,7 @@ def build_admin(
             )
         update = current.model_dump()
         update["variants"][new.name] = new.model_dump(exclude={"name"})
-        _apply(route, update)
+        await _apply(route, update)
         return describe(manager)["routes"][route]
 
     @router.delete("/routes/{route}/variants/{variant}")
@@ -166,10 +168,11 @@ def build_admin(
             )
         update = current.model_dump()
         del update["variants"][variant]
-        _apply(route, update)
+        await _apply(route, update)
         return describe(manager)["routes"][route]
 
-    def _apply(route: str, update: dict[str, Any]) -> None:
+    async def _apply(route: str, update: dict[str, Any]) -> None:
+        """Make the change here, and on every other replica when they share a Redis."""
         try:
             new_route = RouteConfig.model_validate(update)
         except ValidationError as exc:
@@ -179,6 +182,9 @@ def build_admin(
         manager.replace(
             settings.model_copy(update={"routes": {**settings.routes, route: new_route}})
         )
+        shared = sync()
+        if shared is not None:
+            await shared.share_route(route, new_route)
 
     def key_store() -> VirtualKeys:
         current = keys()
@@ -230,6 +236,9 @@ def build_admin(
         previous = manager.settings
         ignored = [key for key in ("server",) if getattr(settings, key) != getattr(previous, key)]
         manager.replace(settings)
+        shared = sync()
+        if shared is not None:
+            await shared.share_reload()
         return {"reloaded": str(path), "routes": list(settings.routes), "needs_restart": ignored}
 
     return router

@@ -33,6 +33,7 @@ from gateway.recording import Recorder
 from gateway.runtime import RuntimeManager, UpstreamFactory
 from gateway.settings import RedisSettings, Settings, load_settings, with_upstream_override
 from gateway.shadow import ShadowResult, ShadowRunner
+from gateway.sync import RouteSync
 from gateway.types import Receive, Scope, Send
 from router.breaker import BreakerState
 from router.config import ProviderConfig
@@ -70,13 +71,20 @@ class GatewayApp:
         self._redis: Any = None
         self.store: Store | None = None
         self.keys: VirtualKeys | None = None
+        self.sync: RouteSync | None = None
         self.writer: CaptureWriter | None = None
         self.ready = False
         self._sync_task: asyncio.Task[None] | None = None
         self._reported = {"written": 0, "dropped": 0, "retried": 0, "failed": 0}
         self.api = build_api(
             self,
-            build_admin(self.manager, lambda: self.config_path, self.load, lambda: self.keys),
+            build_admin(
+                self.manager,
+                lambda: self.config_path,
+                self.load,
+                lambda: self.keys,
+                lambda: self.sync,
+            ),
         )
 
     def load(self, path: Path) -> Settings:
@@ -85,6 +93,11 @@ class GatewayApp:
         if self.upstream_override:
             settings = with_upstream_override(settings, self.upstream_override)
         return settings
+
+    def reload(self) -> None:
+        """Re-read the config file (asked by another replica); ConfigError if it is bad."""
+        if self.config_path is not None:
+            self.manager.replace(self.load(self.config_path))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -117,6 +130,9 @@ class GatewayApp:
             keys = self.keys
             self.manager.extra_keys = lambda: keys.by_digest
         self.manager.start()
+        if self._redis is not None and settings.redis is not None:
+            self.sync = RouteSync(self._redis, settings.redis.prefix, self.manager, self.reload)
+            await self.sync.start()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_metrics())
         self.ready = True
 
@@ -125,6 +141,8 @@ class GatewayApp:
         self.ready = False
         if self.keys is not None:
             await self.keys.stop()
+        if self.sync is not None:
+            await self.sync.stop()
         await self.shadows.drain(SHADOW_GRACE_SECONDS)
         if self.writer is not None:
             drained = await self.writer.drain(CAPTURE_DRAIN_SECONDS)
