@@ -14,7 +14,7 @@ choice; no ``response.completed``) still yields what arrived, with ``complete=Fa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,15 +54,13 @@ class Event:
 # --- server-sent events ---------------------------------------------------------------------
 
 
-def parse_events(chunks: Iterable[bytes]) -> list[Event]:
-    """The events of an SSE byte stream. A final event without its blank line is included."""
-    raw = b"".join(chunks)
+def _frame(raw: bytes) -> Iterator[tuple[str | None, bytes]]:
+    """(event name, data) of each event in ``raw``; the last may lack its blank line."""
     if b"\r" in raw:
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    events: list[Event] = []
     for block in raw.split(b"\n\n"):
         if block.startswith(b"data: ") and b"\n" not in block:
-            events.append(Event(None, block[6:]))  # the common case: one data line
+            yield None, block[6:]  # the common case: one data line
             continue
         name: str | None = None
         data: list[bytes] = []
@@ -77,17 +75,31 @@ def parse_events(chunks: Iterable[bytes]) -> list[Event]:
             elif key == b"event":
                 name = value.decode("utf-8", "replace")
         if data:
-            events.append(Event(name, b"\n".join(data)))
-    return events
+            yield name, b"\n".join(data)
 
 
-def _decode(events: list[Event]) -> tuple[list[Any], bool]:
+def parse_events(chunks: Iterable[bytes]) -> list[Event]:
+    """The events of an SSE byte stream, split anywhere into ``chunks``."""
+    return [Event(name, data) for name, data in _frame(b"".join(chunks))]
+
+
+def _datas(chunks: Iterable[bytes]) -> list[bytes]:
+    """The data of each event, for streams whose event names do not matter (chat)."""
+    raw = b"".join(chunks)
+    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and b"\r" not in raw:
+        # The usual stream, nothing but "data: ...\n\n" events: split it in C.
+        datas = raw[6:-2].split(b"\n\ndata: ")
+        if raw.count(b"\n") == 2 * len(datas):
+            return datas
+    return [data for _, data in _frame(raw)]
+
+
+def _decode(datas: list[bytes]) -> tuple[list[Any], bool]:
     """The JSON payloads of ``events`` (None for one that is not JSON) and whether [DONE] came.
 
     One ``orjson.loads`` over all of them as an array is much cheaper than one per event; a
     stream cut inside an event makes that fail, and then they are decoded one by one.
     """
-    datas = [event.data for event in events]
     done = False
     while datas and datas[-1] == b"[DONE]":
         datas.pop()
@@ -261,10 +273,15 @@ def _merge_logprobs(choice: _Choice, logprobs: Any) -> None:
 _HEAD = ("id", "created", "model", "system_fingerprint", "service_tier")
 
 
+def _fill_head(head: dict[str, Any], payload: dict[str, Any]) -> None:
+    for key in _HEAD:
+        if key not in head and payload.get(key) is not None:
+            head[key] = payload[key]
+
+
 def _assemble_choices(chunks: Iterable[bytes], *, chat: bool) -> Assembled:
     """The chunks of a chat (``chat=True``) or legacy completions stream, merged by choice."""
-    events = parse_events(chunks)
-    payloads, done = _decode(events)
+    payloads, done = _decode(_datas(chunks))
     head: dict[str, Any] = {}
     usage: Any = None
     error: Any = None
@@ -278,10 +295,8 @@ def _assemble_choices(chunks: Iterable[bytes], *, chat: bool) -> Assembled:
         if items is None and payload.get("error") is not None:
             error = payload["error"]
             continue
-        if len(head) < len(_HEAD) or payload.get("usage") is not None:
-            for key in _HEAD:
-                if key not in head and payload.get(key) is not None:
-                    head[key] = payload[key]
+        if not head or payload.get("usage") is not None:
+            _fill_head(head, payload)
             if isinstance(payload.get("usage"), dict):
                 usage = payload["usage"]
         if type(items) is not list:
@@ -315,6 +330,8 @@ def _assemble_choices(chunks: Iterable[bytes], *, chat: bool) -> Assembled:
                 choice.finish_reason = reason
             if item.get("logprobs") and chat:
                 _merge_logprobs(choice, item["logprobs"])
+    if payloads and type(payloads[-1]) is dict:
+        _fill_head(head, payloads[-1])
     response: dict[str, Any] = dict(head)
     if chat:
         response["object"] = "chat.completion"

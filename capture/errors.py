@@ -1,9 +1,10 @@
 """Errors raised by the capture package.
 
-CaptureError               base class
-├── SchemaOutOfDate        the database's migration revision is not the code's; the
-│                          message names the command that fixes it
-└── UnknownCall            feedback for a request id that is not in the store
+CaptureError                   base class
+├── SchemaOutOfDate            the database's schema revision is older than the code's;
+│   │                          the message names the command that fixes it
+│   └── SchemaTooNew           ... or one this code does not know (a newer gateway's)
+└── UnknownCall                feedback for a request id that is not in the store
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ class CaptureError(Exception):
 
 
 class SchemaOutOfDate(CaptureError):
+    """The database is not at the revision this code needs (``capture.migrate.head()``)."""
+
     def __init__(self, current: str | None, needed: str, config_path: str = "FILE") -> None:
         self.current = current
         self.needed = needed
+        super().__init__(self.explain(current, needed, config_path))
+
+    @staticmethod
+    def explain(current: str | None, needed: str, config_path: str) -> str:
         at = current if current is not None else "none (no capture tables yet)"
-        super().__init__(
+        return (
             f"the capture database is at revision {at}, this code needs {needed}: "
             f"run `gateway db upgrade --config {config_path}`"
         )
@@ -27,11 +34,11 @@ class SchemaOutOfDate(CaptureError):
 class SchemaTooNew(SchemaOutOfDate):
     """The database was migrated by a newer version of the code than this one."""
 
-    def __init__(self, current: str | None, needed: str, config_path: str = "FILE") -> None:
-        super().__init__(current, needed, config_path)
-        self.args = (
+    @staticmethod
+    def explain(current: str | None, needed: str, config_path: str) -> str:
+        return (
             f"the capture database is at revision {current}, which this code does not know "
-            f"(it needs {needed}); it was upgraded by a newer gateway: deploy that version",
+            f"(it needs {needed}): it was upgraded by a newer gateway; run that version"
         )
 
 

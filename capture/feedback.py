@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -68,8 +67,3 @@ async def record_feedback(
         async with asyncio.timeout(PENDING_WAIT_S):
             await writer.flush()
     return await store.add_feedback(body.request_id, body.score, body.label, body.comment)
-
-
-def feedback_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored feedback row as JSON for the API (times as ISO 8601)."""
-    return {**row, "created_at": row["created_at"].isoformat()}

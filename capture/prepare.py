@@ -76,6 +76,23 @@ def _may_hold_nul(parts: Iterable[bytes]) -> bool:
     return any(b"\\u0000" in part for part in parts)
 
 
+def without_vectors(body: Any) -> Any:
+    """An embeddings response without its vectors, each replaced by its dimension count.
+
+    Vectors are large (a 1536-float vector is ~30 KB of JSON), can be recomputed from the
+    stored input, and are of no use to the dashboards or to fine-tuning data.
+    """
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict) and "embedding" in item:
+                vector = item.pop("embedding")
+                size = len(vector) if isinstance(vector, list | str) else None
+                key = "dimensions" if isinstance(vector, list) else "embedding_chars"
+                item[key] = size
+    return body
+
+
 def merge_tags(header_tags: Mapping[str, str], request: Any) -> dict[str, str]:
     """``x-gateway-tags`` plus the body's OpenAI ``metadata``; the header wins a conflict."""
     tags: dict[str, str] = {}
@@ -139,7 +156,7 @@ class Preparer:
         error = _join_errors(record.error, assembled.note)
         if _may_hold_nul([record.request_body]):
             request = _without_nul(request)
-        if _may_hold_nul([record.response_body or b"", *(record.stream_chunks or ())]):
+        if _may_hold_nul([record.response_body or b"", b"".join(record.stream_chunks or ())]):
             response = _without_nul(response)
         if redactor:
             request = redactor.redact(request)
@@ -183,21 +200,25 @@ class Preparer:
         if record.stream_chunks is not None:
             return assemble_stream(str(record.endpoint), record.stream_chunks)
         if record.response_body is not None:
-            return summarize(str(record.endpoint), parse_body(record.response_body))
+            body = parse_body(record.response_body)
+            if record.endpoint == "embeddings":
+                body = without_vectors(body)
+            return summarize(str(record.endpoint), body)
         return Assembled(None)
 
     def _cost(self, record: CallRecord, assembled: Assembled) -> tuple[float | None, str | None]:
         """The call's cost and, when its usage is known but its model has no price, the model.
 
         The upstream model is priced (its name is the one in the configuration's overrides);
-        the response's own model name (often a dated snapshot) is the fallback.
+        the response's own model name is the fallback (e.g. an Azure deployment name answers
+        as ``gpt-4o-2024-08-06``). Never the requested model: that is a route alias.
         """
         usage = assembled.usage
         if usage.prompt_tokens is None:
             return None, None
         if record.cache_hit:
             return 0.0, None  # answered from the gateway's cache: nobody was billed
-        candidates = (record.upstream_model, assembled.model, record.requested_model)
+        candidates = (record.upstream_model, assembled.model)
         for model in candidates:
             if model:
                 cost = self.prices.cost_usd(
@@ -205,7 +226,7 @@ class Preparer:
                 )
                 if cost is not None:
                     return cost, None
-        unpriced = next((m for m in candidates if m), "(unknown)")
+        unpriced = next((m for m in candidates if m), None) or "(unknown)"
         return None, unpriced
 
 

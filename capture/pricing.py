@@ -142,9 +142,13 @@ class PriceTable:
     """The built-in prices with the configuration's overrides on top; lookups are cached."""
 
     def __init__(self, overrides: Mapping[str, PriceLike] | None = None) -> None:
-        self._overrides = {
+        prices = {
             name: Price(p.input, p.cached_input, p.output) for name, p in (overrides or {}).items()
         }
+        # One namespace for the built-in names and the overrides, so that the longest name
+        # still wins: an override for gpt-4o reprices gpt-4o-2024-08-06, not gpt-4o-mini.
+        self._base = {**BASE_PRICES, **{k: v for k, v in prices.items() if not k.startswith("ft:")}}
+        self._fine_tuned_overrides = {k: v for k, v in prices.items() if k.startswith("ft:")}
         self._cache: dict[str, Price | None] = {}
 
     def price(self, model: str) -> Price | None:
@@ -153,13 +157,13 @@ class PriceTable:
             return self._cache[model]
         except KeyError:
             pass
-        price = _longest_prefix(self._overrides, model)
-        if price is None:
-            base = _fine_tuned_base(model)
-            if base is not None:
+        base = _fine_tuned_base(model)
+        if base is None:
+            price = _longest_prefix(self._base, model)
+        else:
+            price = _longest_prefix(self._fine_tuned_overrides, model)
+            if price is None:
                 price = _longest_prefix(FINE_TUNED_PRICES, base)
-            else:
-                price = _longest_prefix(BASE_PRICES, model)
         if len(self._cache) < 10_000:
             self._cache[model] = price
         return price

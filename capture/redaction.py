@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
@@ -43,7 +43,6 @@ PLACEHOLDERS: Final[dict[RedactionKind, str]] = {
 }
 
 Span = tuple[int, int]
-Finder = Callable[[str], Iterator[Span]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +142,12 @@ def _shape(text: str) -> bytes:
     return text.encode("utf-8", "replace").translate(_SHAPE)
 
 
-def _may_hold_numbers(text: str) -> bool:
-    """Could ``text`` hold a phone or card number? (Both need 4 digits in a row or ``+#``.)"""
-    shape = _shape(text)
+def _may_hold_numbers(shape: bytes) -> bool:
+    """Could the text of ``shape`` hold a phone or card number (4 digits in a row or ``+#``)?"""
     return b"####" in shape or b"+#" in shape
 
 
-def _phones(text: str) -> Iterator[Span]:
-    shape = _shape(text)
+def _phones(text: str, shape: bytes) -> Iterator[Span]:
     if not any(candidate in shape for candidate in _PHONE_SHAPES):
         return
     for match in _PHONE.finditer(text):
@@ -158,8 +155,7 @@ def _phones(text: str) -> Iterator[Span]:
             yield match.span()
 
 
-def _cards(text: str) -> Iterator[Span]:
-    shape = _shape(text)
+def _cards(text: str, shape: bytes) -> Iterator[Span]:
     if not any(candidate in shape for candidate in _CARD_SHAPES):
         return
     for match in _CARD.finditer(text):
@@ -223,22 +219,14 @@ def _secrets(text: str) -> Iterator[Span]:
 
 # --- the redactor ---------------------------------------------------------------------------
 
-_FINDERS: Final[dict[RedactionKind, Finder]] = {
-    "secret": _secrets,
-    "email": _emails,
-    "card": _cards,
-    "phone": _phones,
-}
-_ORDER: Final[tuple[RedactionKind, ...]] = ("secret", "email", "card", "phone")
-"""Secrets first (keys hold digit runs and may hold an '@'), cards before phones."""
+_MEMO_LENGTH = 64
+_MEMO_SIZE = 8192
+"""Short strings repeat across calls (roles, model names, object types, tool names): their
+redaction is remembered, up to this many, then the memo starts over."""
 
+_TEXT_OR_CONTAINER: Final = frozenset((str, dict, list))
 _MIN_LENGTH = 6
 """Nothing redactable is shorter (``a@b.io``)."""
-
-
-def _may_hold_data(key: str) -> bool:
-    """Object keys are mostly names like ``max_tokens``: skip those cheaply."""
-    return len(key) >= _MIN_LENGTH and (len(key) >= 16 or not key.replace("_", "").isalpha())
 
 
 def _replace(text: str, spans: list[Span], placeholder: str) -> str:
@@ -256,39 +244,68 @@ def _replace(text: str, spans: list[Span], placeholder: str) -> str:
 
 
 class Redactor:
-    """Replaces the chosen kinds of personal data and secrets by placeholders."""
+    """Replaces the chosen kinds of personal data and secrets by placeholders.
+
+    Not for use from several threads at once (it keeps a memo of short strings).
+    """
 
     def __init__(self, kinds: Iterable[str] = ALL_KINDS) -> None:
         wanted = set(kinds)
         unknown = wanted - set(ALL_KINDS)
         if unknown:
             raise ValueError(f"unknown redaction kinds: {sorted(unknown)}")
-        self.kinds: tuple[RedactionKind, ...] = tuple(k for k in _ORDER if k in wanted)
-        self._steps = tuple(
-            (_FINDERS[k], PLACEHOLDERS[k], k in ("card", "phone")) for k in self.kinds
-        )
+        self.kinds: tuple[RedactionKind, ...] = tuple(k for k in ALL_KINDS if k in wanted)
+        self._secret = "secret" in wanted
+        self._email = "email" in wanted
+        self._card = "card" in wanted
+        self._phone = "phone" in wanted
+        self._memo: dict[str, str] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._steps)
+        return bool(self.kinds)
 
     def redact_text(self, text: str) -> str:
-        if len(text) < _MIN_LENGTH:
+        size = len(text)
+        if size < _MIN_LENGTH:
             return text
-        numbers: bool | None = None
-        for finder, placeholder, is_number in self._steps:
-            if is_number:
-                if numbers is None:
-                    numbers = _may_hold_numbers(text)
-                if not numbers:
-                    continue
-            spans = list(finder(text))
+        if size > _MEMO_LENGTH:
+            return self._redact(text)
+        memo = self._memo
+        redacted = memo.get(text)
+        if redacted is None:
+            redacted = self._redact(text)
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[text] = redacted
+        return redacted
+
+    def _redact(self, text: str) -> str:
+        # Secrets first (keys hold digit runs and may hold an '@'), cards before phones.
+        if self._secret:
+            spans = list(_secrets(text))
             if spans:
-                text = _replace(text, spans, placeholder)
+                text = _replace(text, spans, "[SECRET]")
+        if self._email and "@" in text:
+            spans = list(_emails(text))
+            if spans:
+                text = _replace(text, spans, "[EMAIL]")
+        if self._card or self._phone:
+            shape = _shape(text)
+            if _may_hold_numbers(shape):
+                if self._card:
+                    spans = list(_cards(text, shape))
+                    if spans:
+                        text = _replace(text, spans, "[CARD]")
+                        shape = _shape(text)
+                if self._phone:
+                    spans = list(_phones(text, shape))
+                    if spans:
+                        text = _replace(text, spans, "[PHONE]")
         return text
 
     def redact(self, value: Any) -> Any:
         """``value`` with every string redacted. Lists and dicts are changed in place."""
-        if not self._steps:
+        if not self.kinds:
             return value
         if isinstance(value, str):
             return self.redact_text(value)
@@ -301,23 +318,28 @@ class Redactor:
             if isinstance(node, dict):
                 renamed = False
                 for key, item in node.items():
-                    if isinstance(item, str):
+                    kind = type(item)
+                    if kind is str:
                         if len(item) >= _MIN_LENGTH:
                             node[key] = redact_text(item)
-                    elif isinstance(item, dict | list):
+                    elif kind is dict or kind is list:
                         stack.append(item)
-                    if not renamed and _may_hold_data(key):
+                    # keys repeat (role, content, ...): after the first time, a memo lookup
+                    if len(key) >= _MIN_LENGTH and not renamed:
                         renamed = redact_text(key) != key
                 if renamed:
                     items = [(redact_text(k), v) for k, v in node.items()]
                     node.clear()
                     node.update(items)
             else:
+                if len(node) > 8 and not _TEXT_OR_CONTAINER.intersection(map(type, node)):
+                    continue  # e.g. token ids, numbers only
                 for index, item in enumerate(node):
-                    if isinstance(item, str):
+                    kind = type(item)
+                    if kind is str:
                         if len(item) >= _MIN_LENGTH:
                             node[index] = redact_text(item)
-                    elif isinstance(item, dict | list):
+                    elif kind is dict or kind is list:
                         stack.append(item)
         return value
 
@@ -325,9 +347,16 @@ class Redactor:
         """What this redactor would replace in ``text``, by position."""
         if len(text) < _MIN_LENGTH:
             return []
-        found = [
-            Finding(kind, start, end) for kind in self.kinds for start, end in _FINDERS[kind](text)
-        ]
+        found: list[Finding] = []
+        if self._secret:
+            found.extend(Finding("secret", *span) for span in _secrets(text))
+        if self._email and "@" in text:
+            found.extend(Finding("email", *span) for span in _emails(text))
+        shape = _shape(text) if self._card or self._phone else b""
+        if self._card:
+            found.extend(Finding("card", *span) for span in _cards(text, shape))
+        if self._phone:
+            found.extend(Finding("phone", *span) for span in _phones(text, shape))
         found.sort(key=lambda f: (f.start, f.end))
         return found
 

@@ -1,10 +1,12 @@
 """The capture writer: a bounded in-memory queue written to the store in batches, off the hot path.
 
 ``submit(record)`` is synchronous, O(1), and never blocks or raises: the record is queued, or,
-when ``queue_size`` records are already waiting (or the writer has stopped), dropped and
-counted. A background task (``await start()``) takes up to ``batch_size`` records at a time,
-waiting at most ``flush_interval_ms`` for a batch to fill, prepares them (``capture.prepare``:
-parse, assemble, price, redact) and inserts them with one executemany INSERT.
+when ``queue_size`` records are already held (waiting, or taken for a batch and not yet
+stored), or the writer has stopped, dropped and counted. A background task
+(``await start()``) takes up to ``batch_size`` records at a time, waiting at most
+``flush_interval_ms`` for a batch to fill, prepares them (``capture.prepare``: parse,
+assemble, price, redact) and inserts them in one transaction (executemany INSERTs, see
+``Store.insert_calls``). The next batch is prepared while the last one is being inserted.
 
 When the database fails (unreachable, restarting, locked), the batch is kept and retried with
 exponential backoff capped at ``retry_max_backoff_s`` while new records keep queueing; nothing
@@ -12,16 +14,17 @@ that fits in the queue is lost. A batch the database rejects for its content is 
 row and only the rows it refuses are given up (``failed``).
 
 Shutdown (SIGTERM): the gateway stops taking calls, finishes those in flight (which may still
-submit), then ``await drain(timeout)``: everything queued is written, retrying until the
-timeout, and the writer stops. ``stop()`` stops at once and gives up what is queued.
+submit), then ``await drain(deadline_s)``: everything queued is written, retrying until the
+deadline, and the writer stops. ``stop()`` stops at once and gives up what is queued.
 
 Where the CPU work of preparation runs. ``prepare="loop"`` (the default) prepares on the event
 loop in slices, yielding to it whenever a slice has run for ``SLICE_S``; ``prepare="thread"``
-hands each batch to a worker thread. Measured with ``python -m bench.capture_write`` (loop lag
-of a 1 ms ticker while writing flat out, see README/the bench docstring), the loop slices keep
-the lag lower: a thread holds the GIL for up to the interpreter's 5 ms switch interval at a
-time, and orjson and ``re`` do not release it, so the event loop waits longer, and more
-unpredictably, than for a 1 ms slice.
+hands each batch to a worker thread. ``python -m bench.capture_write --prepare loop,thread``
+measures both (how late a 1 ms ticker wakes up while the writer works): with the writer flat
+out, a thread gives a lower median lag but a p99 about twice the slices' (it holds the GIL for
+up to the interpreter's 5 ms switch interval at a time, and orjson and ``re`` do not release
+it), and no more throughput, since the work is CPU-bound either way; at a gateway's pace
+(``--rate 500``) both add nothing measurable to the median. Hence slices.
 """
 
 from __future__ import annotations
@@ -38,17 +41,20 @@ from typing import Any, Literal
 from sqlalchemy import exc as sa_exc
 
 from capture.config import CaptureSettings
-from capture.prepare import Preparer, Row
+from capture.prepare import Prepared, Preparer, Row
 from capture.record import CallRecord
 from capture.store import Store
 
 log = logging.getLogger("capture.writer")
 
-SLICE_S = 0.001
+SLICE_S = 0.0005
 """Longest stretch of preparation on the event loop before it yields."""
 FIRST_BACKOFF_S = 0.05
 DROP_LOG_INTERVAL_S = 60.0
 DRAIN_MARGIN_S = 5.0
+
+Batch = tuple[list[CallRecord], list[Row]]
+"""Records taken from the queue, and their prepared rows."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -91,7 +97,9 @@ class CaptureWriter:
         self._accepting = True
         self._closing = False
         self._deadline: float | None = None
-        self._in_flight: list[CallRecord] = []
+        self._in_flight: list[list[CallRecord]] = []
+        """Batches taken from the queue and not yet stored or given up (at most three)."""
+        self._in_flight_count = 0
         self._submitted = 0
         self._finished = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -131,11 +139,11 @@ class CaptureWriter:
         """
         try:
             queue = self._queue
-            if not self._accepting or len(queue) >= self._capacity:
+            if not self._accepting or len(queue) + self._in_flight_count >= self._capacity:
                 self._drop()
                 return False
-            queue.append(record)
             self._pending_ids.add(record.id)
+            queue.append(record)
             self._submitted += 1
             depth = len(queue)
             if depth == 1 or depth == self._batch_size:
@@ -166,7 +174,7 @@ class CaptureWriter:
     @property
     def queue_depth(self) -> int:
         """Records accepted and not yet stored or given up (the batch in flight included)."""
-        return len(self._queue) + len(self._in_flight)
+        return len(self._queue) + self._in_flight_count
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -234,9 +242,11 @@ class CaptureWriter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        left = self._in_flight + list(self._queue)
+        left = [record for batch in self._in_flight for record in batch]
+        left.extend(self._queue)
         self._queue.clear()
         self._in_flight = []
+        self._in_flight_count = 0
         if left:
             log.error("capture writer stopped with %d records not written", len(left))
             self.failed += len(left)
@@ -248,17 +258,45 @@ class CaptureWriter:
         return self._deadline is not None and self._clock() >= self._deadline
 
     async def _run(self) -> None:
+        """Two stages, so that the next batch is prepared while the last one is inserted."""
+        prepared: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        inserting = asyncio.create_task(self._insert_stage(prepared), name="capture-insert")
+        try:
+            await self._prepare_stage(prepared)
+            await inserting
+        finally:
+            if not inserting.done():
+                inserting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await inserting
+
+    async def _prepare_stage(self, prepared: asyncio.Queue[Batch | None]) -> None:
         while True:
             batch = await self._next_batch()
-            if not batch:
+            if not batch or self._expired():
+                self._queue.extendleft(reversed(batch))  # drain's deadline: stop() counts them
+                await prepared.put(None)
                 return
-            if self._expired():
-                self._queue.extendleft(reversed(batch))
-                return  # drain's deadline: stop() gives up the rest
-            self._in_flight = batch
-            rows = await self._prepare(batch)
-            await self._write(rows)
-            self._in_flight = []
+            self._in_flight.append(batch)
+            self._in_flight_count += len(batch)
+            try:
+                rows = await self._prepare(batch)
+            except Exception:  # a bug of ours: lose this batch, not the writer
+                log.exception("capture writer failed to prepare %d records", len(batch))
+                rows = []
+                self.failed += len(batch)
+            await prepared.put((batch, rows))
+
+    async def _insert_stage(self, prepared: asyncio.Queue[Batch | None]) -> None:
+        while (item := await prepared.get()) is not None:
+            batch, rows = item
+            try:
+                await self._write(rows)
+            except Exception:
+                log.exception("capture writer failed to insert %d records", len(rows))
+                self.failed += len(rows)
+            self._in_flight.remove(batch)
+            self._in_flight_count -= len(batch)
             self._finish(batch)
 
     async def _next_batch(self) -> list[CallRecord]:
@@ -287,22 +325,33 @@ class CaptureWriter:
                     future.set_result(None)
 
     async def _prepare(self, batch: list[CallRecord]) -> list[Row]:
-        preparer = self._preparer
         if self._prepare_in_thread:
-            prepared = await asyncio.to_thread(lambda: [preparer.prepare(r) for r in batch])
+            prepared = await asyncio.to_thread(lambda: [self._prepare_one(r) for r in batch])
         else:
             prepared = []
             clock = time.perf_counter
             started = clock()
             for record in batch:
-                prepared.append(preparer.prepare(record))
+                prepared.append(self._prepare_one(record))
                 if clock() - started >= SLICE_S:
                     await asyncio.sleep(0)
                     started = clock()
+        rows = []
         for item in prepared:
+            if item is None:
+                self.failed += 1
+                continue
             if item.unpriced_model is not None:
                 self.unpriced[item.unpriced_model] += 1
-        return [item.row for item in prepared]
+            rows.append(item.row)
+        return rows
+
+    def _prepare_one(self, record: CallRecord) -> Prepared | None:
+        try:
+            return self._preparer.prepare(record)
+        except Exception:  # not even an id to store it under: not a CallRecord
+            log.exception("capture record could not be prepared: %r", record)
+            return None
 
     async def _write(self, rows: list[Row]) -> None:
         """Store ``rows``, retrying database failures until they succeed or drain's deadline."""

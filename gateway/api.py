@@ -6,6 +6,7 @@ Everything not on the hot path. Every error it answers with has OpenAI's shape, 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -16,11 +17,13 @@ from starlette.exceptions import HTTPException
 from capture.errors import UnknownCall
 from capture.feedback import FeedbackIn, record_feedback
 from capture.store import Store
-from capture.writer import CaptureWriter
+from capture.writer import CaptureWriter, is_transient
 from gateway.admin import AdminDenied
-from gateway.errors import Conflict, GatewayError, NotFound, error_body
+from gateway.errors import Conflict, GatewayError, NotFound, Unavailable, error_body
 from gateway.metrics import Metrics
 from gateway.runtime import RuntimeManager
+
+log = logging.getLogger("gateway.api")
 
 
 class GatewayState(Protocol):
@@ -62,10 +65,28 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
     async def _admin_denied(request: Request, exc: AdminDenied) -> Response:
         return _openai_error(exc.status, exc.message, code=exc.code)
 
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return Response(
+            error_body(
+                "The gateway failed to handle this request.", "server_error", None, "internal_error"
+            ),
+            status_code=500,
+            media_type="application/json",
+        )
+
     @api.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        if first.get("type") == "json_invalid" or tuple(first["loc"]) == ("body",):
+            message = (
+                "We could not parse the JSON body of your request."
+                if first.get("type") == "json_invalid" or first.get("type") == "missing"
+                else "The request body must be a JSON object."
+            )
+            return _openai_error(400, message, code="invalid_json")
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         message = str(first["msg"]).removeprefix("Value error, ")
         if first.get("type") == "extra_forbidden":
@@ -117,6 +138,14 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
                 f"No recorded call has the request id `{body.request_id}`.",
                 param="request_id",
                 code="request_not_found",
+            ) from None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("feedback not stored, the capture database is unreachable: %s", exc)
+            raise Unavailable(
+                "The capture database is unreachable right now; send the feedback again later.",
+                code="capture_unavailable",
             ) from None
         return {"id": feedback_id, "object": "feedback", "request_id": body.request_id}
 

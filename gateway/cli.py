@@ -167,7 +167,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
 
 def db_current(args: argparse.Namespace) -> int:
-    from capture.migrate import current, head
+    from capture.migrate import current, head, known_revisions
     from gateway.capturing import describe_url
 
     url, status = _capture_url(args)
@@ -177,7 +177,12 @@ def db_current(args: argparse.Namespace) -> int:
         revision = current(url)
     except Exception as exc:
         return _fail(f"cannot read {describe_url(url)}: {exc}")
-    state = "up to date" if revision == head() else f"needs `gateway db upgrade` (head {head()})"
+    if revision == head():
+        state = "up to date"
+    elif revision is not None and revision not in known_revisions():
+        state = f"unknown to this version (head {head()}): upgraded by a newer gateway"
+    else:
+        state = f"needs `gateway db upgrade` (head {head()})"
     print(f"{describe_url(url)}: {revision or 'empty'}, {state}")
     return 0
 

@@ -10,6 +10,7 @@
     ├── PayloadTooLarge       413     body over server.max_body_bytes
     ├── RateLimited           429     a key over its requests/tokens per minute or its budget
     ├── BadGateway            502     upstream unreachable or cut off
+    ├── Unavailable           503     a dependency of the gateway's own is down (e.g. its database)
     ├── GatewayTimeout        504     upstream too slow
     └── InternalError         500     a bug of ours; the details go to the log, not the client
 
@@ -101,6 +102,12 @@ class BadGateway(GatewayError):
     status = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
 
 
 class GatewayTimeout(GatewayError):

@@ -195,9 +195,10 @@ class Proxy:
         user = request.user
         if user is None:
             body_user = body.get("user")
-            user = body_user if isinstance(body_user, str) and body_user else principal.key_digest
+            user = body_user if isinstance(body_user, str) and body_user else None
         try:
-            plan = route.plan(user, request.variant)
+            # Without a user, stickiness falls back to the key (its digest is never stored).
+            plan = route.plan(user or principal.key_digest, request.variant)
         except UnknownVariant:
             raise InvalidRequest(
                 f"Route `{route.name}` has no variant `{request.variant}` "
@@ -238,6 +239,7 @@ class Proxy:
                     endpoint=endpoint.kind,
                     requested_model=model,
                     request_body=payload.for_model(shadow.upstream_model),
+                    client_body=raw,
                     started_at=time.time(),
                     stream=payload.stream,
                     record=call.capture,

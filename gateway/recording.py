@@ -210,7 +210,7 @@ class Recorder:
                 provider=decision.provider,
                 requested_model=result.requested_model,
                 upstream_model=decision.upstream_model,
-                request_body=result.request_body,
+                request_body=result.client_body,
                 status=result.status or 0,
                 stream=result.stream,
                 total_ms=result.total_ms,

@@ -30,6 +30,9 @@ class ShadowResult:
     endpoint: str
     requested_model: str
     request_body: bytes
+    """What is sent to the shadow variant (its model, the usage option)."""
+    client_body: bytes
+    """The client's request as it came, which the capture stores."""
     started_at: float
     stream: bool
     record: bool

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from capture.config import CaptureSettings, ModelPrice
+
+
+def test_defaults() -> None:
+    settings = CaptureSettings()
+    assert settings.enabled and settings.sample == 1.0
+    assert settings.database_url == "sqlite+aiosqlite:///gateway.db"
+    assert settings.redact == ["email", "phone", "card", "secret"]
+    assert (settings.queue_size, settings.batch_size, settings.flush_interval_ms) == (
+        10_000,
+        256,
+        200,
+    )
+    assert settings.retry_max_backoff_s == 30 and settings.prices == {}
+
+
+def test_the_section_as_it_appears_in_the_yaml_file() -> None:
+    settings = CaptureSettings.model_validate(
+        {
+            "database_url": "postgresql+asyncpg://gw@db:5432/gateway",
+            "sample": 0.25,
+            "redact": ["email", "secret"],
+            "prices": {"ft:gpt-4o-mini:acme::s1": {"input": 0.3, "output": 1.2}},
+        }
+    )
+    assert settings.prices["ft:gpt-4o-mini:acme::s1"] == ModelPrice(input=0.3, output=1.2)
+    assert settings.prices["ft:gpt-4o-mini:acme::s1"].cached_input is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sampel": 0.5},
+        {"sample": 1.5},
+        {"redact": ["ssn"]},
+        {"queue_size": 0},
+        {"prices": {"m": {"input": 1}}},
+        {"prices": {"m": {"input": 1, "output": 1, "extra": 2}}},
+        {"prices": {"m": {"input": -1, "output": 1}}},
+    ],
+)
+def test_bad_values_and_unknown_keys_are_rejected(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        CaptureSettings.model_validate(bad)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(ValidationError):
+        settings = CaptureSettings()
+        settings.sample = 0.5
