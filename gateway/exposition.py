@@ -22,6 +22,9 @@ log = logging.getLogger("gateway.metrics")
 
 
 def _number(value: float) -> str:
+    # Counts are whole numbers: formatted as repr would, without its cost.
+    if value.is_integer() and -1e15 < value < 1e15:
+        return f"{int(value)}.0"
     return str(floatToGoString(value))
 
 
