@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config/gateway.yaml
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench demo venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: venv
 bench: venv
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The whole distillation loop against the simulator: traffic, feedback, export, fine-tune,
+# register in shadow, more traffic, eval. Writes to demo-output/.
+demo: venv
+	$(BIN)/python -m exporter.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

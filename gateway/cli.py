@@ -303,7 +303,7 @@ def hash_key_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_exporter: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -364,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("key")
     q.set_defaults(func=keys_command)
 
+    if with_exporter:
+        from exporter.cli import add_commands as add_exporter_commands
+
+        add_exporter_commands(commands)
+
     p = commands.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config")
     p.set_defaults(func=check_config)
@@ -375,5 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    # The exporter's commands import numpy and friends: not worth a second of every start.
+    fast = bool(words) and words[0] in ("serve", "simulate", "hash-key", "check-config")
+    args = build_parser(with_exporter=not fast).parse_args(argv)
     sys.exit(args.func(args))

@@ -4,7 +4,9 @@ POST /v1/chat/completions     chat.py
 POST /v1/completions          completions.py
 POST /v1/embeddings           embeddings.py
 POST /v1/responses            responses.py
-GET  /v1/models[/{id}]        a fixed list; any id is answered as existing
+GET  /v1/models[/{id}]        a fixed list plus succeeded fine-tunes; any id is answered
+*    /v1/files[/...]           files.py (upload, list, get, content, delete)
+*    /v1/fine_tuning/jobs[/...] finetune.py (create, list, get, events, cancel)
 *    /v1/{anything else}      200 {"object": "list", "data": [], "path", "method"}
 GET  /_sim/health             {"ok": true}
 GET  /_sim/requests           the last 200 /v1 requests, oldest first
@@ -19,6 +21,8 @@ from gateway.simulator.chat import chat_completions
 from gateway.simulator.completions import completions
 from gateway.simulator.embeddings import embeddings
 from gateway.simulator.exchange import STATE, Simulator, begin, respond
+from gateway.simulator.files import add_file_routes
+from gateway.simulator.finetune import add_finetune_routes, fine_tuned_models
 from gateway.simulator.profile import BUILTIN_PROFILE, Profile
 from gateway.simulator.responses import responses
 from gateway.simulator.wire import json_response
@@ -45,7 +49,8 @@ def model_object(model_id: str) -> dict[str, object]:
 
 async def list_models(request: web.Request) -> web.StreamResponse:
     call = await begin(request, require_json=False)
-    payload = {"object": "list", "data": [model_object(model) for model in MODELS]}
+    models = [*MODELS, *fine_tuned_models(request.app)]
+    payload = {"object": "list", "data": [model_object(model) for model in models]}
     return await respond(request, call, payload, 0.0)
 
 
@@ -86,6 +91,8 @@ def create_app(profile: Profile | None = None) -> web.Application:
     router.add_post("/v1/responses", responses)
     router.add_get("/v1/models", list_models, allow_head=False)
     router.add_get("/v1/models/{model_id:.+}", get_model, allow_head=False)
+    add_file_routes(app)
+    add_finetune_routes(app)
     router.add_route("*", "/v1/{tail:.*}", passthrough)
     router.add_get("/_sim/health", health, allow_head=False)
     router.add_get("/_sim/requests", recorded_requests, allow_head=False)

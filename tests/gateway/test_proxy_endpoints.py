@@ -58,12 +58,12 @@ def test_models_are_the_configured_routes(client: openai.OpenAI) -> None:
 def test_other_v1_paths_pass_through_to_the_default_provider(
     http: httpx.Client, simulator: Running
 ) -> None:
-    response = http.get("/v1/files", params={"purpose": "fine-tune"})
+    response = http.get("/v1/batches", params={"limit": "5"})
     assert response.status_code == 200
-    assert response.json()["path"] == "/v1/files"
+    assert response.json()["path"] == "/v1/batches"
     upstream = last_upstream_request(simulator)
-    assert upstream["path"] == "/v1/files"
-    assert "purpose=fine-tune" in upstream["query"]
+    assert upstream["path"] == "/v1/batches"
+    assert "limit=5" in upstream["query"]
 
 
 def test_health_and_readiness(gateway: Running) -> None:

@@ -1,0 +1,209 @@
+"""Export throughput and memory: N captured rows in PostgreSQL through ``gateway export``.
+
+Usage::
+
+    python -m bench.export_rows                        # 1,000,000 rows, the issue's target
+    python -m bench.export_rows --rows 100000 --keep   # smaller; keep the scratch database
+    python -m bench.export_rows --reuse                # export again from a kept database
+
+Method. A scratch database (``export_bench``) is created on the server (``--server``, by default
+the local PostgreSQL), migrated with the capture schema, and filled by ``INSERT ... SELECT``
+over ``generate_series`` in batches of 100,000 (not timed): chat calls of route ``support``,
+variant ``teacher``, a fixed ~60-word system prompt, a 12-30 word question and a 30-60 word
+answer drawn from a 2,000-word vocabulary by ``hashint4`` of the row number, so texts are
+distinct; every 10th row repeats the one before it (an exact duplicate) and every 10th + 5 repeats
+it with one word of the answer changed (a near duplicate). Then the export runs as its own
+process, exactly as a user runs it::
+
+    python -m exporter export --database-url URL --route support --variant teacher --out DIR --json
+
+with exact dedup, near-dup (MinHash LSH, defaults), the leak check, validation, o200k_base
+token counts and the train/valid split all on. The figure is the wall time of that process and
+its peak RSS (``ru_maxrss`` of the child); targets: under 10 minutes and under 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from capture.migrate import upgrade
+
+SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+DATABASE = "export_bench"
+BATCH = 100_000
+TARGET_S = 600.0
+TARGET_RSS_MB = 1024.0
+
+SYSTEM_PROMPT = (
+    "You are Acme's support assistant. Answer in two or three short sentences, name the "
+    "settings page the customer needs, never promise refunds, and hand over to a human when the "
+    "customer is angry or asks for a manager. Our products are Acme Cloud, Acme Sync and the "
+    "Acme mobile app; plans are Free, Team and Enterprise. Keep answers friendly and exact."
+)
+
+FILL = """
+INSERT INTO calls (id, created_at, endpoint, route, variant, provider, requested_model,
+    upstream_model, request, response, status, error, finish_reason, prompt_tokens,
+    completion_tokens, cached_tokens, cost_usd, total_ms, ttft_ms, upstream_ms, overhead_ms,
+    user_key, tags, stream, shadow_of, cache_hit)
+SELECT lpad(to_hex(g), 32, '0'),
+       timestamptz '2026-11-01 00:00:00+00' + g * interval '10 ms',
+       'chat', 'support', 'teacher', 'openai', 'support', 'gpt-4o',
+       jsonb_build_object('model', 'support', 'messages', jsonb_build_array(
+           jsonb_build_object('role', 'system', 'content', CAST(:system AS text)),
+           jsonb_build_object('role', 'user', 'content', q.words || '?'))),
+       jsonb_build_object('object', 'chat.completion', 'model', 'gpt-4o', 'choices',
+           jsonb_build_array(jsonb_build_object('index', 0, 'finish_reason', 'stop',
+               'message', jsonb_build_object('role', 'assistant', 'content', a.words || '.')))),
+       200, NULL, 'stop', 120, 60, 0, 0.0012, 800.0, NULL, 790.0, 0.4, NULL, '{}'::jsonb,
+       false, NULL, false
+FROM (
+    SELECT g, CASE WHEN g % 10 IN (0, 5) THEN g - 1 ELSE g END AS seed
+    FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
+) AS rows_
+CROSS JOIN LATERAL (
+    SELECT string_agg(
+        (CAST(:vocabulary AS text[]))[1 + abs(hashint8(rows_.seed * 64 + k)) % 2000], ' ') AS words
+    FROM generate_series(1, 12 + abs(hashint8(rows_.seed)) % 19) AS k
+) AS q
+CROSS JOIN LATERAL (
+    SELECT string_agg(
+        CASE WHEN rows_.g % 10 = 5 AND k = 7 THEN 'changed'
+             ELSE (CAST(:vocabulary AS text[]))[1 + abs(hashint8(rows_.seed * 64 + 32 + k)) % 2000]
+        END, ' ') AS words
+    FROM generate_series(1, 30 + abs(hashint8(rows_.seed + 7)) % 31) AS k
+) AS a
+"""
+
+
+def vocabulary(size: int = 2000) -> list[str]:
+    rng = random.Random(42)
+    consonants, vowels = "bcdfghjklmnprstvwz", "aeiou"
+    words: set[str] = set()
+    while len(words) < size:
+        length = rng.randint(1, 4)
+        words.add("".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(length)))
+    return sorted(words)
+
+
+async def _admin(server: str, statement: str) -> None:
+    engine = create_async_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _fill(url: str, rows: int) -> None:
+    engine = create_async_engine(url)
+    words = vocabulary()
+    try:
+        for first in range(1, rows + 1, BATCH):
+            last = min(rows, first + BATCH - 1)
+            started = time.monotonic()
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(FILL),
+                    {"system": SYSTEM_PROMPT, "first": first, "last": last, "vocabulary": words},
+                )
+            print(f"  rows {first:,}-{last:,} in {time.monotonic() - started:.1f} s", flush=True)
+        async with engine.begin() as connection:  # committed: ANALYZE is transactional
+            await connection.execute(text("ANALYZE calls"))
+    finally:
+        await engine.dispose()
+
+
+def prepare(server: str, rows: int) -> str:
+    url = f"{server}/{DATABASE}"
+    asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+    asyncio.run(_admin(server, f"CREATE DATABASE {DATABASE}"))
+    upgrade(url)
+    print(f"filling {url} with {rows:,} rows (not timed)")
+    asyncio.run(_fill(url, rows))
+    return url
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    peak_rss_mb: float
+    report: dict[str, Any]
+    """The export's --json report."""
+
+
+def measure(url: str, out: Path, extra: list[str]) -> Measured:
+    command = [
+        sys.executable, "-m", "exporter", "export", "--database-url", url,
+        "--route", "support", "--variant", "teacher", "--out", str(out), "--json", *extra,
+    ]  # fmt: skip
+    print("$ " + " ".join(command[1:]), flush=True)
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if done.returncode != 0:
+        raise SystemExit(f"the export failed ({done.returncode}): {done.stderr.strip()}")
+    return Measured(round(elapsed, 1), round(peak_mb, 1), json.loads(done.stdout))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.export_rows",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--server", default=SERVER, help="PostgreSQL server URL, no database")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--reuse", action="store_true", help="export from the kept database")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("export_args", nargs="*", help="more `gateway export` options, after --")
+    args = parser.parse_args(argv)
+    url = f"{args.server}/{DATABASE}" if args.reuse else prepare(args.server, args.rows)
+    try:
+        with tempfile.TemporaryDirectory(prefix="export-bench-") as out:
+            result = measure(url, Path(out), args.export_args)
+    finally:
+        if not args.keep and not args.reuse:
+            asyncio.run(_admin(args.server, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+    report = result.report
+    selected = int(report["selected"])
+    rate = selected / result.seconds
+    print(
+        f"exported {selected:,} rows in {result.seconds:.1f} s ({rate:,.0f} rows/s), "
+        f"peak RSS {result.peak_rss_mb:,.0f} MB"
+    )
+    print(f"  kept {report['kept']:,}, dropped {report['dropped']}")
+    fast, small = result.seconds < TARGET_S, result.peak_rss_mb < TARGET_RSS_MB
+    print(
+        f"  target < {TARGET_S:.0f} s: {'met' if fast else 'MISSED'}; "
+        f"< {TARGET_RSS_MB:.0f} MB: {'met' if small else 'MISSED'}"
+    )
+    if args.json is not None:
+        summary = {
+            "rows": selected,
+            "seconds": result.seconds,
+            "peak_rss_mb": result.peak_rss_mb,
+            "kept": report["kept"],
+            "dropped": report["dropped"],
+        }
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""``gateway finetune``: start a job from an export and follow it; ``status``, ``list``, ``cancel``.
+
+    gateway finetune DATA_DIR --base gpt-4o-mini [--epochs N ...] [--no-follow]
+    gateway finetune status JOB [--dir DATA_DIR]
+    gateway finetune list
+    gateway finetune cancel JOB
+
+The service: ``--api-base`` (else ``$OPENAI_BASE_URL``, else OpenAI) and ``--api-key`` (else
+``$OPENAI_API_KEY``). ``--backend`` picks the implementation: ``openai`` (the files +
+fine_tuning API) or ``package.module:Class`` for your own ``FineTuneBackend``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any
+
+from exporter.commands.common import FAILED, OK, fail, guarded, print_json
+from exporter.errors import BadFilter
+from exporter.finetune.backend import FineTuneBackend, Hyperparameters, Job
+from exporter.finetune.loop import follow, job_dir, save, start
+from exporter.finetune.openai_api import OpenAIBackend
+from exporter.finetune.plot import READING_GUIDE
+
+ACTIONS = ("status", "list", "cancel")
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fine-tuning service")
+    g.add_argument("--backend", default="openai", help="openai, or package.module:Class")
+    g.add_argument("--api-base", help="e.g. http://127.0.0.1:9000/v1 (else $OPENAI_BASE_URL)")
+    g.add_argument("--api-key", help="else $OPENAI_API_KEY")
+    g.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="extra header on every call to the service (repeat for several)",
+    )
+
+
+def backend_from(args: argparse.Namespace) -> FineTuneBackend:
+    headers: dict[str, str] = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise BadFilter(f"--header {item!r}: give NAME:VALUE")
+        headers[name.strip()] = value.strip()
+    if args.backend == "openai":
+        return OpenAIBackend(args.api_base, args.api_key, headers=headers)
+    module_name, _, class_name = args.backend.partition(":")
+    try:
+        factory: Any = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise BadFilter(
+            f"--backend {args.backend}: no such class (give package.module:Class)"
+        ) from None
+    backend: FineTuneBackend = factory(
+        base_url=args.api_base, api_key=args.api_key, headers=headers
+    )
+    return backend
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "finetune",
+        help="fine-tune on an export and follow the job; also: status JOB, list, cancel JOB",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="DATA_DIR|status|list|cancel")
+    p.add_argument("job", nargs="?", metavar="JOB", help="the job id, for status and cancel")
+    p.add_argument("--base", default="gpt-4o-mini", help="the base model to fine-tune")
+    p.add_argument("--epochs", type=int, help="else the export's suggestion")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr-multiplier", type=float)
+    p.add_argument(
+        "--auto", action="store_true", help="let the service choose every hyperparameter"
+    )
+    p.add_argument("--suffix", help="up to 64 characters in the model's name")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-follow", action="store_true", help="start the job and return")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the job")
+    p.add_argument("--timeout", type=float, help="stop following after this many seconds")
+    p.add_argument(
+        "--dir", type=Path, default=Path("."), help="the export (status: where jobs/ is)"
+    )
+    p.add_argument("--json", action="store_true")
+    add_backend_arguments(p)
+    p.set_defaults(func=lambda args: guarded(lambda: finetune(args)))
+
+
+def _hyperparameters(args: argparse.Namespace) -> Hyperparameters | None:
+    if args.auto:
+        return Hyperparameters()
+    if args.epochs is None and args.batch_size is None and args.lr_multiplier is None:
+        return None
+    from exporter.finetune.loop import suggested
+
+    base = suggested(Path(args.target))
+    return Hyperparameters(
+        args.epochs if args.epochs is not None else base.n_epochs,
+        args.batch_size if args.batch_size is not None else base.batch_size,
+        args.lr_multiplier if args.lr_multiplier is not None else base.learning_rate_multiplier,
+    )
+
+
+def _describe(job: Job) -> str:
+    line = f"{job.id}  {job.status:<16} {job.base_model}"
+    if job.fine_tuned_model:
+        line += f" -> {job.fine_tuned_model}"
+    if job.trained_tokens:
+        line += f"  ({job.trained_tokens:,} trained tokens)"
+    if job.error:
+        line += f"  error: {job.error}"
+    return line
+
+
+def _report(job: Job, summary: dict[str, Any], target: Path, as_json: bool) -> int:
+    if as_json:
+        print_json({"job": job.raw, "summary": summary, "records": str(target)})
+        return OK if job.status != "failed" else FAILED
+    print(_describe(job))
+    for key in ("train_loss_final", "valid_loss_final", "valid_loss_min", "train_accuracy_final"):
+        if key in summary:
+            print(f"  {key.replace('_', ' ')}: {summary[key]}")
+    for sign in summary.get("signs", []):
+        print(f"  reading: {sign}")
+    if "plot" in summary:
+        print(f"  loss curves: {summary['plot']} (how to read them: {target / 'READING.txt'})")
+    if job.fine_tuned_model:
+        print(f"next: gateway register {job.id} --route ROUTE --shadow 0.2 ...")
+    return OK if job.status != "failed" else FAILED
+
+
+def finetune(args: argparse.Namespace) -> int:
+    if args.target in ("status", "cancel") and not args.job:
+        raise BadFilter(f"give the job: gateway finetune {args.target} JOB")
+    backend = backend_from(args)
+    if args.target == "list":
+        jobs = backend.list_jobs()
+        if args.json:
+            print_json([job.raw for job in jobs])
+        for job in [] if args.json else jobs:
+            print(_describe(job))
+        return OK
+    if args.target == "cancel":
+        print(_describe(backend.cancel(args.job)))
+        return OK
+    if args.target == "status":
+        job = backend.get(args.job)
+        target = job_dir(args.dir, job.id)
+        summary = save(backend, job, target)
+        if not args.json and not job.done:
+            print("(still running: the curves so far)")
+        return _report(job, summary, target, args.json)
+    data_dir = Path(args.target)
+    if not data_dir.is_dir():
+        return fail(f"no export directory {data_dir} (or give status|list|cancel)")
+    say = (lambda _: None) if args.json else print
+    job = start(backend, data_dir, args.base, _hyperparameters(args), args.suffix, args.seed, say)
+    if args.no_follow:
+        print(
+            f"started {job.id}: follow it with `gateway finetune status {job.id} --dir {data_dir}`"
+        )
+        return OK
+    target = job_dir(data_dir, job.id)
+    job = follow(backend, job.id, poll_s=args.poll, timeout_s=args.timeout, say=say)
+    if not job.done:
+        return OK
+    summary = save(backend, job, target)
+    if not args.json:
+        print(READING_GUIDE.splitlines()[0] + f": see {target / 'READING.txt'}")
+    return _report(job, summary, target, args.json)

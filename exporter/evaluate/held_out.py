@@ -1,0 +1,73 @@
+"""The held-out prompts: captured calls of the baseline whose prompt hashes to the validation
+side of the export's split (so no candidate trained on them), one per distinct prompt.
+
+Of those, the ``sample`` with the lowest split hash are taken: a uniform sample that is the
+same on every run and grows by adding prompts, not by swapping them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exporter.examples import Dropped, Example, example_from_call
+from exporter.filters import Filters
+from exporter.normalize import prompt_key
+from exporter.selection import stream_pages
+from exporter.split import share_of
+
+
+@dataclass(slots=True)
+class HeldOut:
+    call_id: str
+    request: dict[str, Any]
+    """The body the app sent, as captured."""
+    example: Example
+    """Its prompt and the baseline's recorded answer."""
+    baseline_ms: float
+    baseline_cost: float | None
+    baseline_model: str | None
+
+
+async def held_out(
+    engine: AsyncEngine,
+    filters: Filters,
+    sample: int,
+    valid_share: float,
+    salt: str,
+    page_size: int = 1000,
+) -> tuple[list[HeldOut], int]:
+    """Up to ``sample`` held-out prompts, and how many validation-side prompts there were."""
+    chosen: list[tuple[float, str, HeldOut]] = []  # a max-heap by share (negated)
+    keys: set[bytes] = set()
+    eligible = 0
+    async for page in stream_pages(engine, filters, page_size):
+        for row in page:
+            try:
+                example = example_from_call(row)
+            except Dropped:
+                continue
+            key = prompt_key(example)
+            share = share_of(key, salt)
+            if share >= valid_share or key in keys:
+                continue
+            keys.add(key)
+            eligible += 1
+            item = HeldOut(
+                call_id=example.call_id,
+                request=row["request"],
+                example=example,
+                baseline_ms=float(row["total_ms"]),
+                baseline_cost=row["cost_usd"],
+                baseline_model=row["upstream_model"],
+            )
+            entry = (-share, example.call_id, item)
+            if len(chosen) < sample:
+                heapq.heappush(chosen, entry)
+            elif -chosen[0][0] > share:
+                heapq.heapreplace(chosen, entry)
+    ordered = sorted(chosen, key=lambda entry: -entry[0])
+    return [item for _, _, item in ordered], eligible

@@ -1,0 +1,113 @@
+"""The evaluation: held-out prompts -> replay to the candidate -> checks and judge -> report."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exporter.errors import EvalError
+from exporter.evaluate import report
+from exporter.evaluate.checks import check
+from exporter.evaluate.held_out import held_out
+from exporter.evaluate.judge import Verdict, judge
+from exporter.evaluate.replay import Replayed, replay
+from exporter.filters import Filters
+from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    route: str
+    candidate: str
+    gateway_url: str
+    gateway_key: str
+    baseline: str = "teacher"
+    """The variant whose recorded answers the candidate's are compared with."""
+    judge_model: str | None = None
+    """The route to judge with; None: the evaluated route itself (forced to the baseline)."""
+    sample: int = 200
+    valid_share: float = DEFAULT_VALID_SHARE
+    split_salt: str = DEFAULT_SALT
+    filters: Filters = field(default_factory=Filters)
+    concurrency: int = 8
+    seed: int = 0
+    timeout_s: float = 120.0
+
+
+async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
+    filters = Filters(
+        route=options.route,
+        variant=options.baseline,
+        since=options.filters.since,
+        until=options.filters.until,
+        tags=options.filters.tags,
+    )
+    items, eligible = await held_out(
+        engine, filters, options.sample, options.valid_share, options.split_salt
+    )
+    if not items:
+        raise EvalError(
+            f"no held-out prompts: no captured {options.baseline} calls of route "
+            f"{options.route!r} fall on the validation side of the split"
+        )
+    headers = {"authorization": f"Bearer {options.gateway_key}"}
+    timeout = httpx.Timeout(options.timeout_s, connect=5.0)
+    async with httpx.AsyncClient(
+        base_url=options.gateway_url, headers=headers, timeout=timeout
+    ) as client:
+        try:
+            await client.get("/readyz")
+        except httpx.HTTPError as exc:
+            raise EvalError(f"cannot reach the gateway at {options.gateway_url}: {exc}") from None
+        replayed = await replay(
+            client, items, options.route, options.candidate, options.concurrency
+        )
+        failures = [r for r in replayed if r.error is not None]
+        if len(failures) == len(replayed):
+            raise EvalError(
+                f"every call to {options.candidate!r} failed, e.g.: {failures[0].error}"
+            )
+        verdicts = await _judge_all(client, replayed, options)
+    checks: dict[str, Counter[bool]] = {}
+    for result in replayed:
+        if result.answer is None:
+            continue
+        for name, passed in check(
+            result.item.request, result.answer, result.item.example.answer
+        ).items():
+            checks.setdefault(name, Counter())[passed] += 1
+    return report.build(options, replayed, verdicts, checks, eligible)
+
+
+async def _judge_all(
+    client: httpx.AsyncClient, replayed: list[Replayed], options: EvalOptions
+) -> list[Verdict | None]:
+    rng = random.Random(options.seed)
+    judge_route = options.judge_model or options.route
+    headers = {"x-gateway-capture": "off"}
+    if options.judge_model is None:
+        headers["x-gateway-variant"] = options.baseline  # the teacher judges its own route
+    gate = asyncio.Semaphore(options.concurrency)
+    draws = [rng.random() for _ in replayed]  # one draw per pair, fixed before any call
+
+    async def one(result: Replayed, draw: float) -> Verdict | None:
+        if result.answer is None:
+            return None
+        async with gate:
+            return await judge(
+                client,
+                judge_route,
+                result.item.example.prompt,
+                result.answer,
+                result.item.example.answer,
+                random.Random(draw),
+                headers,
+            )
+
+    return list(await asyncio.gather(*(one(r, d) for r, d in zip(replayed, draws, strict=True))))

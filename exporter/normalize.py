@@ -1,0 +1,73 @@
+"""Canonical forms of an example, for its duplicate key, its split key and its near-dup text.
+
+Text is normalised by Unicode NFKC, case folding and collapsing whitespace, so examples that
+differ only in case, spacing or the Unicode form of a character count as the same. Tool-call
+arguments and tool definitions are compared as JSON with sorted keys, not as strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from typing import Any
+
+import orjson
+
+from exporter.examples import Example, Message
+
+_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def text(value: str) -> str:
+    if value.isascii():
+        return " ".join(value.lower().split())
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def _arguments(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return text(value)
+    return value
+
+
+def message(message: Message) -> list[Any]:
+    content = message.get("content")
+    calls = [
+        [call["function"].get("name"), _arguments(call["function"].get("arguments"))]
+        for call in message.get("tool_calls") or ()
+    ]
+    return [message["role"], text(content) if isinstance(content, str) else None, calls]
+
+
+def _digest(value: Any) -> bytes:
+    return hashlib.blake2b(orjson.dumps(value, option=_SORTED), digest_size=16).digest()
+
+
+def exact_key(example: Example) -> bytes:
+    """Equal for examples with the same normalised messages and the same tools."""
+    return _digest([[message(m) for m in example.messages], example.tools])
+
+
+def prompt_key(example: Example) -> bytes:
+    """Equal for the same prompt, system messages aside (so a re-export with another system
+    prompt treatment splits the same way)."""
+    return _digest([message(m) for m in example.prompt if m["role"] != "system"])
+
+
+def near_dup_text(example: Example) -> str:
+    """The words compared for near-duplicates: every message but the system prompt (shared by
+    most examples, it would make them all look alike), tool calls included."""
+    parts: list[str] = []
+    for m in example.messages:
+        if m["role"] == "system":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        for call in m.get("tool_calls") or ():
+            function = call["function"]
+            parts.append(f"{function.get('name')} {function.get('arguments')}")
+    return text(" ".join(parts))

@@ -1,0 +1,202 @@
+"""The export: selected calls -> examples -> curated -> split -> written, validated, reported.
+
+Per page of calls: each becomes an example (or is dropped with a reason), gets its system
+prompt treatment and weights, is validated, checked for exact duplicates and leaks; the
+page's survivors go through the near-duplicate index together; what is left is counted in
+tokens, dropped if over the base model's limit, and written to the side of the split its
+prompt hashes to. Memory holds one page, the duplicate keys (8 bytes per example), the
+near-duplicate index and one token count per example.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exporter import hyperparams, report
+from exporter.errors import InvalidDataset
+from exporter.examples import Dropped, Example, example_from_call, weight_last_answer
+from exporter.filters import Filters
+from exporter.leaks import LeakCheck, LeakMode
+from exporter.neardup import NearDuplicateIndex, NearDupOptions
+from exporter.normalize import exact_key, near_dup_text, prompt_key
+from exporter.output import AtomicJsonl, prepare_directory, write_json
+from exporter.selection import DEFAULT_PAGE_SIZE, stream_pages
+from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE, side_of
+from exporter.system_prompt import SystemPrompt
+from exporter.tokens import TokenCounter, encoding_for
+from exporter.validate import check_chat_row
+
+Weighting = Literal["none", "last"]
+MANIFEST = "manifest.json"
+REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    filters: Filters = field(default_factory=Filters)
+    out_dir: Path | None = None
+    """None: a dry run, nothing written."""
+    base_model: str = "gpt-4o-mini"
+    system_prompt: SystemPrompt = field(default_factory=SystemPrompt)
+    exact_dedup: bool = True
+    near_dup: NearDupOptions | None = field(default_factory=NearDupOptions)
+    leak_check: LeakMode = "drop"
+    valid_share: float = DEFAULT_VALID_SHARE
+    split_salt: str = DEFAULT_SALT
+    weight: Weighting = "none"
+    token_limit: int | None = None
+    """Tokens per example; the base model's training context when None."""
+    training_price: float | None = None
+    """USD per 1M training tokens; the base model's list price when None."""
+    page_size: int = DEFAULT_PAGE_SIZE
+    limit: int | None = None
+
+    @property
+    def limit_tokens(self) -> int:
+        return self.token_limit or hyperparams.token_limit(self.base_model)
+
+    @property
+    def price(self) -> float | None:
+        if self.training_price is not None:
+            return self.training_price
+        return hyperparams.training_price(self.base_model)
+
+
+@dataclass
+class ExportResult:
+    report: dict[str, Any]
+    files: dict[str, Path]
+
+
+class _Curator:
+    """The per-row steps, with the state they keep across pages."""
+
+    def __init__(self, options: ExportOptions, tally: report.Tally) -> None:
+        self.options = options
+        self.tally = tally
+        self.leaks = LeakCheck() if options.leak_check != "off" else None
+        self.seen: set[int] = set()
+        self.near = NearDuplicateIndex(options.near_dup) if options.near_dup else None
+
+    def example(self, row: dict[str, Any]) -> tuple[Example, dict[str, Any]] | None:
+        tally = self.tally
+        try:
+            example = example_from_call(row)
+        except Dropped as dropped:
+            tally.drop(dropped.reason)
+            return None
+        self.options.system_prompt.apply(example)
+        if self.options.weight == "last":
+            weight_last_answer(example)
+        out = example.row()
+        problems = check_chat_row(out)
+        if problems:
+            tally.problem(problems, example.call_id)
+            tally.drop("invalid row")
+            return None
+        if self.options.exact_dedup:
+            key = int.from_bytes(exact_key(example)[:8], "big")
+            if key in self.seen:
+                tally.drop("duplicate (exact)")
+                return None
+            self.seen.add(key)
+        if self.leaks is not None:
+            kinds = self.leaks.kinds_in(example)
+            if kinds:
+                if self.options.leak_check == "fail":
+                    raise InvalidDataset(
+                        f"call {example.call_id} holds what looks like {', '.join(kinds)}: "
+                        "fix the capture's redaction, or export with --leak-check drop"
+                    )
+                tally.drop(f"leak ({', '.join(kinds)})")
+                return None
+        return example, out
+
+    def distinct(
+        self, batch: list[tuple[Example, dict[str, Any]]]
+    ) -> list[tuple[Example, dict[str, Any]]]:
+        if self.near is None or not batch:
+            return batch
+        keep = self.near.keep([near_dup_text(example) for example, _ in batch])
+        survivors = [item for item, kept in zip(batch, keep, strict=True) if kept]
+        for _ in range(len(batch) - len(survivors)):
+            self.tally.drop("near-duplicate")
+        return survivors
+
+
+async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResult:
+    out_dir = prepare_directory(options.out_dir) if options.out_dir is not None else None
+    tally = report.Tally()
+    curator = _Curator(options, tally)
+    counter = TokenCounter(encoding_for(options.base_model))
+    limit = options.limit_tokens
+    writers: dict[str, AtomicJsonl] = {}
+    if out_dir is not None:
+        writers = {side: AtomicJsonl(out_dir / f"{side}.jsonl") for side in ("train", "valid")}
+    selected = 0
+    try:
+        async for page in stream_pages(engine, options.filters, options.page_size, options.limit):
+            selected += len(page)
+            batch = [item for row in page if (item := curator.example(row)) is not None]
+            for example, out in curator.distinct(batch):
+                counted = counter.example(out["messages"], out.get("tools"))
+                if counted.total > limit:
+                    tally.too_long(example.call_id)
+                    tally.problem({"too_many_tokens"}, example.call_id)
+                    tally.drop("over the token limit")
+                    continue
+                side = side_of(prompt_key(example), options.valid_share, options.split_salt)
+                tally.count(side, counted.total, counted.assistant, limit)
+                if writers:
+                    writers[side].write(out)
+        built = report.build(
+            tally,
+            base_model=options.base_model,
+            encoding=counter.encoding,
+            token_limit=limit,
+            training_price=options.price,
+            selected=selected,
+        )
+        if curator.leaks is not None and curator.leaks.found:
+            built["leaks_found"] = dict(curator.leaks.found)
+        files: dict[str, Path] = {}
+        if out_dir is not None:
+            for name, writer in writers.items():
+                writer.commit()
+                files[name] = writer.target
+            write_json(out_dir / REPORT, built)
+            write_json(out_dir / MANIFEST, manifest(options, built))
+            files["report"] = out_dir / REPORT
+            files["manifest"] = out_dir / MANIFEST
+        return ExportResult(built, files)
+    finally:
+        for writer in writers.values():
+            writer.discard()
+
+
+def manifest(options: ExportOptions, built: dict[str, Any]) -> dict[str, Any]:
+    """What made the files: enough to make them again, and for ``eval`` to find the held-out
+    prompts (the split's share and salt)."""
+    filters = asdict(options.filters)
+    for key in ("since", "until"):
+        if filters[key] is not None:
+            filters[key] = filters[key].isoformat()
+    return {
+        "format": "chat",
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "filters": filters,
+        "base_model": options.base_model,
+        "system_prompt": {"mode": options.system_prompt.mode, "text": options.system_prompt.text},
+        "exact_dedup": options.exact_dedup,
+        "near_dup": asdict(options.near_dup) if options.near_dup else None,
+        "leak_check": options.leak_check,
+        "weight": options.weight,
+        "split": {"valid_share": options.valid_share, "salt": options.split_salt},
+        "hyperparameters": built["hyperparameters"],
+        "counts": {"selected": built["selected"], **built["splits"]},
+    }

@@ -1,0 +1,110 @@
+"""Reading the selected calls in pages, so memory stays flat whatever the store holds.
+
+Keyset pagination on ``(created_at, id)``: each page is its own short query, ordered by the
+key and starting after the last row of the page before. No OFFSET (which rereads everything
+before the page), no server-side cursor held open for the whole export (which would pin a
+connection and, on SQLite, a read snapshot), and a row written while the export runs is
+either in a later page or after the end, never read twice. The next page is requested before
+the current one is handed out, so the database works while the caller does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from capture.schema import calls
+from exporter.filters import Filters, after, conditions, feedback_score
+
+Row = dict[str, Any]
+DEFAULT_PAGE_SIZE = 1000
+
+COLUMNS = (
+    calls.c.id,
+    calls.c.created_at,
+    calls.c.route,
+    calls.c.variant,
+    calls.c.upstream_model,
+    calls.c.request,
+    calls.c.response,
+    calls.c.finish_reason,
+    calls.c.prompt_tokens,
+    calls.c.completion_tokens,
+    calls.c.cost_usd,
+    calls.c.total_ms,
+    calls.c.shadow_of,
+)
+
+
+def page_query(filters: Filters, cursor: tuple[dt.datetime, str] | None, size: int) -> Select[Any]:
+    query = select(*COLUMNS, feedback_score().label("feedback_score")).where(conditions(filters))
+    if cursor is not None:
+        query = query.where(after(*cursor))
+    return query.order_by(calls.c.created_at, calls.c.id).limit(size)
+
+
+async def _fetch(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
+    async with engine.connect() as connection:
+        result = await connection.execute(query)
+        return [dict(row) for row in result.mappings()]
+
+
+async def stream_pages(
+    engine: AsyncEngine,
+    filters: Filters,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    limit: int | None = None,
+) -> AsyncIterator[list[Row]]:
+    """The selected calls, oldest first, ``page_size`` at a time, at most ``limit`` in all."""
+    remaining = limit
+
+    def size() -> int:
+        return page_size if remaining is None else min(page_size, remaining)
+
+    requested = size()
+    if requested <= 0:
+        return
+    pending = asyncio.ensure_future(_fetch(engine, page_query(filters, None, requested)))
+    try:
+        while True:
+            page = await pending
+            if remaining is not None:
+                remaining -= len(page)
+            more = len(page) == requested and size() > 0
+            if more:
+                cursor = (page[-1]["created_at"], page[-1]["id"])
+                requested = size()
+                query = page_query(filters, cursor, requested)
+                pending = asyncio.ensure_future(_fetch(engine, query))
+                await asyncio.sleep(0)  # let the next query go out before the caller computes
+            if page:
+                yield page
+            if not more:
+                return
+    finally:
+        if not pending.done():
+            pending.cancel()
+
+
+async def count(engine: AsyncEngine, filters: Filters) -> int:
+    query = select(func.count()).select_from(calls).where(conditions(filters))
+    async with engine.connect() as connection:
+        return int(await connection.scalar(query) or 0)
+
+
+async def fetch_by_ids(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Row]:
+    """Calls by id (any filter aside), for pairs found in an earlier pass."""
+    found: dict[str, Row] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        query = select(*COLUMNS, feedback_score().label("feedback_score")).where(
+            calls.c.id.in_(chunk)
+        )
+        for row in await _fetch(engine, query):
+            found[row["id"]] = row
+    return found
