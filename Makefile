@@ -20,7 +20,9 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/gateway serve --config $(CONFIG) --simulator auto
 
+# The dashboard's browser test drives Debian's chromium (Playwright never downloads a browser).
 test: venv
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(BIN)/pytest -q
 
 lint: venv

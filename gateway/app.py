@@ -25,6 +25,8 @@ from gateway.admin import build_admin
 from gateway.api import build_api
 from gateway.cache import RedisCache
 from gateway.capturing import open_capture
+from gateway.dashboard import build_dashboard
+from gateway.dashboard.rollup import fold_pending
 from gateway.keys import KeyStore, VirtualKeys
 from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import Metrics
@@ -85,6 +87,7 @@ class GatewayApp:
                 lambda: self.keys,
                 lambda: self.sync,
             ),
+            build_dashboard(self),
         )
 
     def load(self, path: Path) -> Settings:
@@ -169,12 +172,17 @@ class GatewayApp:
         self.metrics.shadow_calls.labels(decision.route, decision.variant, "skipped").inc()
 
     async def _sync_metrics(self) -> None:
-        """Copy the capture writer's counters and the breakers' states into the metrics."""
+        """Copy the capture writer's counters and the breakers' states into the metrics each
+        second; each minute, fold the dashboard's pending rows into its hourly rollup."""
+        ticks = 0
         while True:
             try:
                 self.sync_metrics()
+                ticks += 1
+                if ticks % 60 == 0 and self.store is not None:
+                    await fold_pending(self.store.engine)
             except Exception:
-                log.exception("updating metrics failed")
+                log.exception("periodic metrics or rollup work failed")
             await asyncio.sleep(1.0)
 
     def sync_metrics(self) -> None:

@@ -66,9 +66,20 @@ def test_a_database_migrated_by_a_newer_gateway_says_so(database_url: str) -> No
         _check(database_url)
 
 
+DASHBOARD_INDEXES = {"ix_calls_dashboard", "ix_calls_errors"}
+
+
 def test_migrations_create_exactly_the_tables_of_schema_py(database_url: str) -> None:
+    def outside_schema_py(obj: object, name: str | None, kind: str, *_: object) -> bool:
+        # PostgreSQL-only objects of migration 0003 (the dashboard's), not in schema.py.
+        if kind == "table" and (name or "").startswith("dashboard_"):
+            return False
+        return not (kind == "index" and name in DASHBOARD_INDEXES)
+
     def compare(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": outside_schema_py}
+        )
         diff: list[object] = compare_metadata(context, metadata)
         return diff
 
@@ -86,13 +97,16 @@ def test_migrations_create_exactly_the_tables_of_schema_py(database_url: str) ->
 
     diff, indexes = asyncio.run(run())
     assert diff == []
-    assert indexes == {
+    expected = {
         "ix_calls_created_at",
         "ix_calls_route_variant_created_at",
         "ix_calls_upstream_model_created_at",
         "ix_calls_shadow_of",
         "ix_feedback_request_id",
     }
+    if database_url.startswith("postgresql"):
+        expected |= DASHBOARD_INDEXES
+    assert indexes == expected
 
 
 def test_sqlite_file_and_directory_are_created_and_use_wal(tmp_path: Path) -> None:
