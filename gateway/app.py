@@ -158,6 +158,7 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
         await self.manager.stop()
+        await self.limiter.flush()
         if self._redis is not None:
             await self._redis.aclose()
         if self.metrics.multiprocess:

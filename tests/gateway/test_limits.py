@@ -86,6 +86,7 @@ def test_tokens_and_budgets_count_after_the_call(backend: str) -> None:
         tpm = Limits(tpm=100)
         assert (await limiter.admit("t", tpm)).allowed
         await limiter.record("t", tpm, 120, None)
+        await limiter.flush()
         refused = await limiter.admit("t", tpm)
         assert not refused.allowed and refused.reason == "tpm" and refused.used_tokens == 120
         clock.now += 61
@@ -94,14 +95,17 @@ def test_tokens_and_budgets_count_after_the_call(backend: str) -> None:
         budget = Limits(daily_usd=0.01, monthly_usd=1.0)
         assert (await limiter.admit("b", budget)).allowed
         await limiter.record("b", budget, 10, 0.004)
+        await limiter.flush()
         assert (await limiter.admit("b", budget)).allowed
         await limiter.record("b", budget, 10, 0.007)
+        await limiter.flush()
         refused = await limiter.admit("b", budget)
         assert not refused.allowed and refused.reason == "daily_budget"
         assert 0 < refused.retry_after <= 86400
         clock.now += 86400  # a new day; the month's budget still has room
         assert (await limiter.admit("b", budget)).allowed
         await limiter.record("b", budget, 0, 2.0)
+        await limiter.flush()
         refused = await limiter.admit("b", Limits(monthly_usd=1.0))
         assert not refused.allowed and refused.reason == "monthly_budget"
 
