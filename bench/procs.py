@@ -65,6 +65,9 @@ def gateway_config(upstream_port: int, port: int) -> dict[str, Any]:
         "routes": {
             ROUTE: {"variants": {"only": {"provider": "sim", "model": UPSTREAM_MODEL}}},
         },
+        # The core matrix measures the proxy as the core issue defines it; what capture, limits,
+        # shadows and the cache add is measured beside it (bench/features.py).
+        "capture": {"enabled": False},
     }
 
 
@@ -131,12 +134,13 @@ class Service:
                 continue
 
 
-def spawn(name: str, argv: list[str], port: int, workdir: Path) -> Service:
+def spawn(name: str, argv: list[str], port: int, workdir: Path, cwd: Path | None = None) -> Service:
     log = workdir / f"{name}.log"
     started = time.perf_counter()
     with log.open("wb") as out:
         process = subprocess.Popen(
             argv,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -213,7 +217,9 @@ def start_gateway(workdir: Path, upstream_port: int) -> tuple[Service, float]:
         "--log-level",
         "warning",
     ]
-    service = spawn("gateway", argv, port, workdir)
+    # Run in the temp directory: the config leaves `capture` at its default (on, SQLite at
+    # ./gateway.db), which must not be the repository's own, stale, growing gateway.db.
+    service = spawn("gateway", argv, port, workdir, cwd=workdir)
     try:
         seconds = wait_until(service, chat_request(service.url), 60.0)
     except BaseException:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench import features_report
+from bench.features_report import FeatureResults
 from bench.wrk import WrkResult
 
 MIB = 1024 * 1024
@@ -68,6 +70,8 @@ class Results:
     reported_overhead_ms: dict[str, float] = field(default_factory=dict)
     client_errors: dict[str, int] = field(default_factory=dict)
     memory: list[MemoryPoint] = field(default_factory=list)
+    features: FeatureResults | None = None
+    """What each gateway feature adds (bench/features.py), when that part ran."""
 
     def cell(self, cell_id: str) -> Cell | None:
         return next((c for c in self.cells if c.id == cell_id and c.gateway is not None), None)
@@ -330,6 +334,8 @@ def render(results: Results) -> str:
         "answered chat call.",
         "",
     ]
+    if results.features is not None:
+        lines += [features_report.render(results.features)]
     return "\n".join(lines)
 
 
@@ -351,4 +357,7 @@ def to_json(results: Results) -> dict[str, Any]:
     ]
     data["memory_ratio"] = results.memory_ratio()
     data["targets"] = [asdict(check) for check in checks(results)]
+    data["features"] = (
+        features_report.to_json(results.features) if results.features is not None else None
+    )
     return data

@@ -28,6 +28,10 @@ and rewrites ``model``. Each call sets the simulator's delay itself (``x-sim-ttf
    machine's cores are shared by wrk, the simulator and the gateway. The Lua ``done()`` prints
    one JSON line (requests, duration, errors, latency percentiles), so nothing is scraped from
    wrk's text. Overhead is gateway minus direct at the same percentile.
+5. Features (bench/features.py; ``--only features``): what capture (SQLite, PostgreSQL), an A/B
+   route with a shadow, limits in Redis and cache hits each add at c=1, one gateway process per
+   configuration against the same simulator, in interleaved rounds; and capture at a fixed
+   500 calls/s, every answered call counted in the store.
 
 The report (markdown, for the README's "Benchmarks" section) goes to stdout with the issue's
 targets marked met or not, and with the JSON to bench/results/latest.{md,json}. Progress goes to
@@ -51,7 +55,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from types import FrameType
 
-from bench import client, procs, wrk
+from bench import client, features, procs, wrk
 from bench.report import Cell, MemoryPoint, Results, machine, render, to_json
 from bench.stats import summarize
 
@@ -71,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated globs over the parts to run: the matrix cells "
-        "(plain/c1/d0 ... stream/c50/d50), 'ttfb' and 'memory'; e.g. 'plain/c1/*,ttfb'",
+        "(plain/c1/d0 ... stream/c50/d50), 'ttfb', 'memory' and 'features' (or one half: "
+        "'features/overhead', 'features/sustain'); e.g. 'plain/c1/*,ttfb'",
     )
     parser.add_argument(
         "--memory-calls",
@@ -92,7 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "({port} and {profile} are filled in)",
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    features.add_arguments(parser)
     args = parser.parse_args(argv)
+    features.finish_arguments(args)
     quick = args.quick
     args.duration = args.duration or (1 if quick else 10)
     args.warmup = 1 if args.warmup is None else args.warmup
@@ -224,6 +231,12 @@ class Bench:
         self.matrix(simulator, gateway)
         if len(self.results.memory) > 1:
             self.results.memory.append(MemoryPoint("end", self.gateway_calls, gateway.rss_bytes()))
+        # What each feature adds (bench/features.py): gateways of its own, the same simulator.
+        overhead, sustained = features.parts(lambda name: _selected(self.args, name))
+        if overhead or sustained:
+            self.results.features = features.run(
+                self.args, self.wrk, simulator, workdir, _progress, overhead, sustained
+            )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Mapping
@@ -137,6 +138,11 @@ class GatewayApp:
             self.sync = RouteSync(self._redis, settings.redis.prefix, self.manager, self.reload)
             await self.sync.start()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_metrics())
+        # Everything made so far (imported modules, the app, the clients) lives as long as the
+        # process: out of the collector's sight, a full collection scans only what calls make.
+        # Without this a full collection took ~50 ms under load: the p99 of every call near it.
+        gc.collect()
+        gc.freeze()
         self.ready = True
 
     async def shutdown(self) -> None:

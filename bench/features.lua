@@ -1,0 +1,57 @@
+-- wrk script of bench/features.py: bench/post.lua's call, plus an optional deterministic body.
+--
+--   wrk -t1 -c1 -d4s --latency -s bench/features.lua URL -- model=bench-model det=1 key=sk-bench
+--
+-- Arguments after `--` (key=value): model, stream (1: "stream": true), ttft and token (sent as
+-- x-sim-ttft-ms and x-sim-token-ms), key (Authorization: Bearer), det (1: the body also has
+-- "temperature": 0 and "seed": 1, a call the response cache may answer). The messages and
+-- max_tokens are post.lua's, so the figures compare with the matrix's; done() prints the same
+-- `BENCH_JSON {...}` line.
+
+local function options(args)
+  local out = {}
+  for _, arg in ipairs(args) do
+    local name, value = arg:match("^([%w_]+)=(.*)$")
+    if name then
+      out[name] = value
+    end
+  end
+  return out
+end
+
+function init(args)
+  local opts = options(args)
+  local extra = ""
+  if opts.stream == "1" then
+    extra = extra .. ',"stream":true'
+  end
+  if opts.det == "1" then
+    extra = extra .. ',"temperature":0,"seed":1'
+  end
+  wrk.method = "POST"
+  wrk.body = '{"model":"' .. (opts.model or "gpt-4o-mini") .. '","messages":['
+    .. '{"role":"system","content":"You are a terse assistant. Answer in one short sentence."},'
+    .. '{"role":"user","content":"What does a gateway in front of a model API do?"}'
+    .. '],"max_tokens":16' .. extra .. '}'
+  wrk.headers["Authorization"] = "Bearer " .. (opts.key or "sk-bench")
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["x-sim-ttft-ms"] = opts.ttft or "0"
+  wrk.headers["x-sim-token-ms"] = opts.token or "0"
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local p = function(q)
+    return latency:percentile(q)
+  end
+  io.write(string.format(
+    'BENCH_JSON {"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,'
+      .. '"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f},'
+      .. '"latency_us":{"mean":%.1f,"stdev":%.1f,"max":%.0f,'
+      .. '"p50":%.0f,"p90":%.0f,"p99":%.0f,"p99.9":%.0f}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.stdev, latency.max,
+    p(50), p(90), p(99), p(99.9)
+  ))
+end
