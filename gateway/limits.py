@@ -117,7 +117,7 @@ class LocalLimiter:
                 window.popleft()
             if len(window) >= limits.rpm:
                 retry = window[0] + WINDOW_S - now
-                return Verdict(False, "rpm", max(0.001, retry), 0, used)
+                return Verdict(False, "rpm", min(WINDOW_S, max(0.001, retry)), 0, used)
             window.append(now)
             remaining = limits.rpm - len(window)
         return Verdict(True, None, 0.0, remaining, used)
@@ -278,7 +278,7 @@ class RedisLimiter:
             return Verdict(True, None, 0.0, remaining, used)
         if status == "rpm":
             retry = float(extra) / 1000.0 + WINDOW_S - now
-            return Verdict(False, "rpm", max(0.001, retry), 0, used)
+            return Verdict(False, "rpm", min(WINDOW_S, max(0.001, retry)), 0, used)
         if status == "tpm":
             return Verdict(False, "tpm", max(1.0, float(extra) + WINDOW_S - now), None, used)
         if status == "daily_budget":
