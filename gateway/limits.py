@@ -109,7 +109,9 @@ class LocalLimiter:
             used = sum(buckets.values())
             if used >= limits.tpm:
                 oldest = min(buckets) if buckets else int(now)
-                return Verdict(False, "tpm", max(1.0, oldest + WINDOW_S - now), used_tokens=used)
+                return Verdict(
+                    False, "tpm", min(WINDOW_S, max(1.0, oldest + WINDOW_S - now)), used_tokens=used
+                )
         remaining: int | None = None
         if limits.rpm is not None:
             window = self._requests.setdefault(key_id, deque())
@@ -280,7 +282,9 @@ class RedisLimiter:
             retry = float(extra) / 1000.0 + WINDOW_S - now
             return Verdict(False, "rpm", min(WINDOW_S, max(0.001, retry)), 0, used)
         if status == "tpm":
-            return Verdict(False, "tpm", max(1.0, float(extra) + WINDOW_S - now), None, used)
+            return Verdict(
+                False, "tpm", min(WINDOW_S, max(1.0, float(extra) + WINDOW_S - now)), None, used
+            )
         if status == "daily_budget":
             return Verdict(False, "daily_budget", _until_next_day(now))
         return Verdict(False, "monthly_budget", _until_next_month(now))
