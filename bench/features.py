@@ -20,7 +20,7 @@ Overhead. Beside the matrix's simulator, one gateway process per configuration i
   f1/f2. a route with ``cache: {ttl_s: 600}`` called with ``temperature: 0, seed: 1``: every call
      after the first is a hit; in memory (f1) and in Redis (f2).
 
-wrk (``-t1 -c1``, bench/features.lua: the matrix's call, plus the deterministic fields for f)
+wrk (``-t1 -c1``, bench/post.lua: the matrix's call, plus the deterministic fields for f)
 runs against the simulator direct (both bodies) and each gateway, upstream delay 0, in
 interleaved rounds: every round runs each target once (a warm-up run, then the measured one),
 the order rotating from round to round, so that drift in the machine's load reaches all alike.
@@ -73,7 +73,7 @@ from bench.features_report import (
 )
 from bench.stats import summarize
 
-SCRIPT = Path(__file__).with_name("features.lua")
+SCRIPT = Path(__file__).with_name("post.lua")
 ROUTE = procs.ROUTE
 KEY = procs.GATEWAY_KEY
 UPSTREAM_MODEL = procs.UPSTREAM_MODEL
@@ -89,7 +89,7 @@ MESSAGES = [
     {"role": "system", "content": "You are a terse assistant. Answer in one short sentence."},
     {"role": "user", "content": "What does a gateway in front of a model API do?"},
 ]
-"""bench/features.lua's (and bench/post.lua's) messages."""
+"""bench/post.lua's messages."""
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 Progress = Callable[[str], None]
@@ -196,7 +196,7 @@ def config_for(config: ConfigSpec, upstream_port: int, port: int, stores: Stores
 
 
 def chat_body(model: str, deterministic: bool, stream: bool = False) -> bytes:
-    """The call bench/features.lua sends, as bytes."""
+    """The call bench/post.lua sends, as bytes."""
     data: dict[str, Any] = {"model": model, "messages": MESSAGES, "max_tokens": 16}
     if stream:
         data["stream"] = True

@@ -501,7 +501,7 @@ def render(results: FeatureResults) -> str:
         "",
         f"Method: one gateway process per configuration, each started once (one worker, key "
         f"auth on, `model` rewritten), all against the same zero-latency simulator; wrk "
-        f"`-t1 -c1` with bench/features.lua (the matrix's call; the cache configurations add "
+        f"`-t1 -c1` with bench/post.lua (the matrix's call; the cache configurations add "
         f"`temperature: 0, seed: 1`, so every call after the first is a hit, and are compared "
         f"with that body direct). {results.rounds} interleaved rounds: in each, every target "
         f"runs {results.seconds} s after a {results.warmup_s} s warm-up, the order rotating "

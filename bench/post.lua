@@ -1,10 +1,11 @@
--- wrk script: POST one small chat completion per request.
+-- wrk script: POST one small chat completion per request (the matrix's and the feature runs').
 --
---   wrk -t1 -c10 -d8s --latency -s bench/post.lua URL -- model=gpt-4o-mini stream=1 ttft=0 token=0
+--   wrk -t1 -c1 -d4s --latency -s bench/post.lua URL -- model=bench-model det=1 key=sk-bench
 --
--- Arguments after `--` (key=value): model (the body's model), stream (1: "stream": true),
--- ttft and token (sent as x-sim-ttft-ms and x-sim-token-ms, the simulator's per-request latency),
--- key (the gateway key sent as Authorization: Bearer). done() prints one line,
+-- Arguments after `--` (key=value): model, stream (1: "stream": true), ttft and token (sent as
+-- x-sim-ttft-ms and x-sim-token-ms), key (Authorization: Bearer), det (1: the body also has
+-- "temperature": 0 and "seed": 1, a call the response cache may answer). The messages and
+-- max_tokens are the same for every run, so the figures compare; done() prints one line,
 -- `BENCH_JSON {...}`, with the summary and latency in microseconds, so the runner reads numbers,
 -- never wrk's human text. errors.status is wrk's count of responses with a status >= 400.
 
@@ -21,15 +22,18 @@ end
 
 function init(args)
   local opts = options(args)
-  local stream = ""
+  local extra = ""
   if opts.stream == "1" then
-    stream = ',"stream":true'
+    extra = extra .. ',"stream":true'
+  end
+  if opts.det == "1" then
+    extra = extra .. ',"temperature":0,"seed":1'
   end
   wrk.method = "POST"
   wrk.body = '{"model":"' .. (opts.model or "gpt-4o-mini") .. '","messages":['
     .. '{"role":"system","content":"You are a terse assistant. Answer in one short sentence."},'
     .. '{"role":"user","content":"What does a gateway in front of a model API do?"}'
-    .. '],"max_tokens":16' .. stream .. '}'
+    .. '],"max_tokens":16' .. extra .. '}'
   wrk.headers["Authorization"] = "Bearer " .. (opts.key or "sk-bench")
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["x-sim-ttft-ms"] = opts.ttft or "0"
