@@ -11,6 +11,7 @@ near-duplicate index and one token count per example.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -166,17 +167,29 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
             built["leaks_found"] = dict(curator.leaks.found)
         files: dict[str, Path] = {}
         if out_dir is not None:
-            for name, writer in writers.items():
-                writer.commit()
-                files[name] = writer.target
-            write_json(out_dir / REPORT, built)
-            write_json(out_dir / MANIFEST, manifest(options, built))
-            files["report"] = out_dir / REPORT
-            files["manifest"] = out_dir / MANIFEST
+            files = commit_outputs(out_dir, writers, built, manifest(options, built))
         return ExportResult(built, files)
     finally:
         for writer in writers.values():
             writer.discard()
+
+
+def commit_outputs(
+    out_dir: Path,
+    writers: Mapping[str, AtomicJsonl],
+    built: dict[str, Any],
+    described: dict[str, Any],
+) -> dict[str, Path]:
+    """Move the written files into place, then the report and the manifest; their paths."""
+    files: dict[str, Path] = {}
+    for name, writer in writers.items():
+        writer.commit()
+        files[name] = writer.target
+    write_json(out_dir / REPORT, built)
+    write_json(out_dir / MANIFEST, described)
+    files["report"] = out_dir / REPORT
+    files["manifest"] = out_dir / MANIFEST
+    return files
 
 
 def manifest(options: ExportOptions, built: dict[str, Any]) -> dict[str, Any]:

@@ -34,9 +34,9 @@ from exporter.errors import InvalidDataset
 from exporter.examples import Dropped, Example, example_from_call
 from exporter.leaks import LeakCheck
 from exporter.normalize import exact_key, prompt_key
-from exporter.output import AtomicJsonl, prepare_directory, write_json
+from exporter.output import AtomicJsonl, prepare_directory
 from exporter.pair_judge import PairJudge
-from exporter.pipeline import MANIFEST, REPORT, ExportOptions, ExportResult, manifest
+from exporter.pipeline import ExportOptions, ExportResult, commit_outputs, manifest
 from exporter.selection import fetch_by_ids, stream_pages
 from exporter.split import side_of
 from exporter.tokens import TokenCounter, encoding_for
@@ -236,14 +236,8 @@ async def run_preference_export(
         built["pairs_found"] = len(pairs)
         files: dict[str, Path] = {}
         if out_dir is not None:
-            for name, writer in writers.items():
-                writer.commit()
-                files[name] = writer.target
-            write_json(out_dir / REPORT, built)
             described = manifest(options, built) | {"format": "preference", "pairs": source}
-            write_json(out_dir / MANIFEST, described)
-            files["report"] = out_dir / REPORT
-            files["manifest"] = out_dir / MANIFEST
+            files = commit_outputs(out_dir, writers, built, described)
         return ExportResult(built, files)
     finally:
         for writer in writers.values():
