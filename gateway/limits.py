@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import hashlib
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from gateway.resp import PipelinedRedis, ReplyError
 
 log = logging.getLogger("gateway.limits")
 
@@ -81,6 +85,20 @@ def _until_next_month(now: float) -> float:
     return max(1.0, calendar.timegm((year, month, 1, 0, 0, 0)) - now)
 
 
+class _Periods:
+    """The UTC day and month names of a time, remembered for the current day."""
+
+    def __init__(self) -> None:
+        self._day_number = -1
+        self._names = ("", "")
+
+    def names(self, now: float) -> tuple[str, str]:
+        day_number = int(now // 86400)
+        if day_number != self._day_number:
+            self._day_number, self._names = day_number, (_day(now), _month(now))
+        return self._names
+
+
 class LocalLimiter:
     """The limits of one process."""
 
@@ -89,13 +107,15 @@ class LocalLimiter:
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, dict[int, int]] = {}
         self._spend: dict[tuple[str, str], float] = {}
+        self._periods = _Periods()
 
     async def admit(self, key_id: str, limits: Limits) -> Verdict:
         return self.admit_now(key_id, limits)
 
     def admit_now(self, key_id: str, limits: Limits) -> Verdict:
         now = self._clock()
-        day, month = (key_id, "d" + _day(now)), (key_id, "m" + _month(now))
+        day_name, month_name = self._periods.names(now)
+        day, month = (key_id, "d" + day_name), (key_id, "m" + month_name)
         if limits.daily_usd is not None and self._spend.get(day, 0.0) >= limits.daily_usd:
             return Verdict(False, "daily_budget", _until_next_day(now))
         if limits.monthly_usd is not None and self._spend.get(month, 0.0) >= limits.monthly_usd:
@@ -133,10 +153,16 @@ class LocalLimiter:
             buckets = self._tokens.setdefault(key_id, {})
             buckets[int(now)] = buckets.get(int(now), 0) + tokens
         if cost and (limits.daily_usd is not None or limits.monthly_usd is not None):
-            for period in ((key_id, "d" + _day(now)), (key_id, "m" + _month(now))):
+            day_name, month_name = self._periods.names(now)
+            for period in ((key_id, "d" + day_name), (key_id, "m" + month_name)):
                 self._spend[period] = self._spend.get(period, 0.0) + cost
 
 
+# The tokens of the last 60 s live in one hash per key: a field per second that received tokens,
+# "sum" (the tokens of every second field >= "low") and "low" (every older field is gone). The
+# admit reads the two counters; a second that leaves the window is subtracted once, by the first
+# call that sees it go, so a call costs O(1) however many seconds hold tokens.
+#
 # KEYS: requests zset, tokens hash, day spend, month spend.
 # ARGV: now (ms), rpm, tpm, daily budget, monthly budget (-1: none), member for the zset.
 _ADMIT = """
@@ -151,20 +177,45 @@ if month_budget >= 0 and tonumber(redis.call('GET', KEYS[4]) or '0') >= month_bu
 end
 local used = -1
 if tpm >= 0 then
-  used = 0
   local cutoff = math.floor(now / 1000) - 59
-  local oldest = -1
-  local fields = redis.call('HGETALL', KEYS[2])
-  for i = 1, #fields, 2 do
-    local second = tonumber(fields[i])
-    if second < cutoff then
-      redis.call('HDEL', KEYS[2], fields[i])
+  local state = redis.call('HMGET', KEYS[2], 'sum', 'low')
+  used = tonumber(state[1]) or 0
+  local low = tonumber(state[2])
+  if low and low < cutoff then
+    if cutoff - low > 60 then
+      used = 0
+      local fields = redis.call('HGETALL', KEYS[2])
+      for i = 1, #fields, 2 do
+        local second = tonumber(fields[i])
+        if second then
+          if second < cutoff then
+            redis.call('HDEL', KEYS[2], fields[i])
+          else
+            used = used + tonumber(fields[i + 1])
+          end
+        end
+      end
     else
-      used = used + tonumber(fields[i + 1])
-      if oldest < 0 or second < oldest then oldest = second end
+      local gone = {}
+      for second = low, cutoff - 1 do gone[#gone + 1] = tostring(second) end
+      local values = redis.call('HMGET', KEYS[2], unpack(gone))
+      for i = 1, #gone do
+        if values[i] then used = used - tonumber(values[i]) end
+      end
+      redis.call('HDEL', KEYS[2], unpack(gone))
     end
+    redis.call('HSET', KEYS[2], 'sum', used, 'low', cutoff)
   end
-  if used >= tpm then return {'tpm', tostring(used), tostring(oldest)} end
+  if used >= tpm then
+    local oldest = math.floor(now / 1000)
+    local probe = {}
+    for second = math.max(low or cutoff, cutoff), oldest do probe[#probe + 1] = tostring(second) end
+    local values = redis.call('HMGET', KEYS[2], unpack(probe))
+    for i = 1, #probe do
+      if values[i] then oldest = tonumber(probe[i]); break end
+    end
+    return {'tpm', tostring(used), tostring(oldest)}
+  end
 end
 if rpm >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
@@ -181,10 +232,18 @@ return {'ok', tostring(used), '-1'}
 """
 
 # KEYS: tokens hash, day spend, month spend. ARGV: second, tokens, cost.
+# Tokens of a second older than "low" (a late update) count in the oldest second kept.
 _RECORD = """
 local tokens, cost = tonumber(ARGV[2]), tonumber(ARGV[3])
 if tokens > 0 then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], tokens)
+  local second = tonumber(ARGV[1])
+  local low = tonumber(redis.call('HGET', KEYS[1], 'low'))
+  if not low then
+    low = second
+    redis.call('HSET', KEYS[1], 'low', low)
+  end
+  redis.call('HINCRBY', KEYS[1], tostring(math.max(second, low)), tokens)
+  redis.call('HINCRBY', KEYS[1], 'sum', tokens)
   redis.call('EXPIRE', KEYS[1], 120)
 end
 if cost > 0 then
@@ -219,10 +278,14 @@ class RedisLimiter:
         retry_s: float = 1.0,
         flush_s: float = 0.1,
         clock: Callable[[], float] = time.time,
+        connection: PipelinedRedis | None = None,
     ) -> None:
         self._redis = client
+        # The admit goes over a lean pipelined connection to the same server (gateway/resp.py);
+        # the batched updates go through redis-py.
+        self._connection = connection or PipelinedRedis.like(client)
         self._prefix = prefix
-        self._admit_script = client.register_script(_ADMIT)
+        self._admit_sha = hashlib.sha1(_ADMIT.encode()).hexdigest()
         self._record_script = client.register_script(_RECORD)
         self.fail_open = fail_open
         self._retry_s = retry_s
@@ -230,14 +293,22 @@ class RedisLimiter:
         self._down_until = 0.0
         self._last_log = 0.0
         self.failures = 0
+        self._member_prefix = f"{uuid.uuid4().hex[:12]}:"
         self._sequence = 0
         self._flush_s = flush_s
         self._pending: dict[tuple[str, int, str, str], tuple[int, float]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._periods = _Periods()
+        self._bases: dict[str, str] = {}
 
-    def _keys(self, key_id: str, now: float) -> list[str]:
-        base = f"{self._prefix}:limits:{{{key_id}}}"  # one hash slot per key (Redis Cluster)
-        return [f"{base}:rpm", f"{base}:tpm", f"{base}:d:{_day(now)}", f"{base}:m:{_month(now)}"]
+    def _base(self, key_id: str) -> str:
+        base = self._bases.get(key_id)
+        if base is None:
+            if len(self._bases) > 100_000:
+                self._bases.clear()
+            # one hash slot per key (Redis Cluster)
+            base = self._bases[key_id] = f"{self._prefix}:limits:{{{key_id}}}"
+        return base
 
     def _unavailable(self, exc: BaseException | None) -> Verdict:
         self.failures += 1
@@ -255,29 +326,39 @@ class RedisLimiter:
         return Verdict(False, None, self._retry_s)
 
     async def admit(self, key_id: str, limits: Limits) -> Verdict:
-        if time.monotonic() < self._down_until:
+        if self._down_until and time.monotonic() < self._down_until:
             return self._unavailable(None)
         now = self._clock()
+        day, month = self._periods.names(now)
+        base = self._base(key_id)
         self._sequence += 1
-        member = f"{now:.6f}:{id(self)}:{self._sequence}"
-        args = [
+        args: tuple[str | int | float, ...] = (
+            4,
+            base + ":rpm",
+            base + ":tpm",
+            f"{base}:d:{day}",
+            f"{base}:m:{month}",
             int(now * 1000),
             -1 if limits.rpm is None else limits.rpm,
             -1 if limits.tpm is None else limits.tpm,
             -1 if limits.daily_usd is None else limits.daily_usd,
             -1 if limits.monthly_usd is None else limits.monthly_usd,
-            member,
-        ]
+            self._member_prefix + str(self._sequence),
+        )
         try:
-            result = await self._admit_script(keys=self._keys(key_id, now), args=args)
+            try:
+                result = await self._connection.execute("EVALSHA", self._admit_sha, *args)
+            except ReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                result = await self._connection.execute("EVAL", _ADMIT, *args)  # caches it
         except Exception as exc:  # connection refused, timeout, Redis restarting
             return self._unavailable(exc)
         self._down_until = 0.0
         status, used_text, extra = (_text(v) for v in result)
-        used = int(float(used_text)) if float(used_text) >= 0 else None
+        used = int(float(used_text)) if used_text[0] != "-" else None
         if status == "ok":
-            remaining = int(extra) if int(extra) >= 0 else None
-            return Verdict(True, None, 0.0, remaining, used)
+            return Verdict(True, None, 0.0, int(extra) if extra[0] != "-" else None, used)
         if status == "rpm":
             retry = float(extra) / 1000.0 + WINDOW_S - now
             return Verdict(False, "rpm", min(WINDOW_S, max(0.001, retry)), 0, used)
@@ -297,7 +378,7 @@ class RedisLimiter:
         spend = float(cost) if cost and (limits.daily_usd or limits.monthly_usd) else 0.0
         if not tokens and not spend:
             return
-        slot = (key_id, int(now), _day(now), _month(now))
+        slot = (key_id, int(now), *self._periods.names(now))
         held = self._pending.get(slot)
         self._pending[slot] = (
             (tokens, spend) if held is None else (held[0] + tokens, held[1] + spend)
@@ -316,7 +397,7 @@ class RedisLimiter:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for (key_id, second, day, month), (tokens, spend) in pending.items():
-                    base = f"{self._prefix}:limits:{{{key_id}}}"
+                    base = self._base(key_id)
                     keys = [f"{base}:tpm", f"{base}:d:{day}", f"{base}:m:{month}"]
                     await self._record_script(
                         keys=keys, args=[second, tokens, repr(spend) if spend else "0"], client=pipe
