@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -55,7 +55,37 @@ class Verdict:
 ADMITTED = Verdict(True)
 
 
+class Admission(Protocol):
+    """An admit under way: await it for the verdict, or ``discard`` it when the call ends
+    before (the call still counts against the key's requests)."""
+
+    def __await__(self) -> Generator[Any, None, Verdict]: ...
+
+    def discard(self) -> None: ...
+
+
+class Decided:
+    """An admission whose verdict is known at once."""
+
+    __slots__ = ("_verdict",)
+
+    def __init__(self, verdict: Verdict) -> None:
+        self._verdict = verdict
+
+    def __await__(self) -> Generator[Any, None, Verdict]:
+        return self._verdict
+        yield  # a generator that returns at once
+
+    def discard(self) -> None:
+        pass
+
+
 class Limiter(Protocol):
+    def begin(self, key_id: str, limits: Limits) -> Admission:
+        """Start admitting a call now (with Redis the script is sent at once), so the caller
+        can do its own work while the answer travels; the request counts from here."""
+        ...
+
     async def admit(self, key_id: str, limits: Limits) -> Verdict: ...
 
     async def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
@@ -111,6 +141,9 @@ class LocalLimiter:
 
     async def admit(self, key_id: str, limits: Limits) -> Verdict:
         return self.admit_now(key_id, limits)
+
+    def begin(self, key_id: str, limits: Limits) -> Admission:
+        return Decided(self.admit_now(key_id, limits))
 
     def admit_now(self, key_id: str, limits: Limits) -> Verdict:
         now = self._clock()
@@ -207,12 +240,17 @@ if tpm >= 0 then
     redis.call('HSET', KEYS[2], 'sum', used, 'low', cutoff)
   end
   if used >= tpm then
-    local oldest = math.floor(now / 1000)
-    local probe = {}
-    for second = math.max(low or cutoff, cutoff), oldest do probe[#probe + 1] = tostring(second) end
-    local values = redis.call('HMGET', KEYS[2], unpack(probe))
-    for i = 1, #probe do
-      if values[i] then oldest = tonumber(probe[i]); break end
+    -- the oldest second counted (another replica's clock may be a little ahead of this one's)
+    local current = math.floor(now / 1000)
+    local oldest = math.max(low or cutoff, cutoff)
+    if oldest <= current then
+      local probe = {}
+      for second = oldest, current do probe[#probe + 1] = tostring(second) end
+      oldest = current
+      local values = redis.call('HMGET', KEYS[2], unpack(probe))
+      for i = 1, #probe do
+        if values[i] then oldest = tonumber(probe[i]); break end
+      end
     end
     return {'tpm', tostring(used), tostring(oldest)}
   end
@@ -326,8 +364,11 @@ class RedisLimiter:
         return Verdict(False, None, self._retry_s)
 
     async def admit(self, key_id: str, limits: Limits) -> Verdict:
+        return await self.begin(key_id, limits)
+
+    def begin(self, key_id: str, limits: Limits) -> Admission:
         if self._down_until and time.monotonic() < self._down_until:
-            return self._unavailable(None)
+            return Decided(self._unavailable(None))
         now = self._clock()
         day, month = self._periods.names(now)
         base = self._base(key_id)
@@ -345,12 +386,24 @@ class RedisLimiter:
             -1 if limits.monthly_usd is None else limits.monthly_usd,
             self._member_prefix + str(self._sequence),
         )
+        reply = self._connection.send("EVALSHA", self._admit_sha, *args)
+        if reply is None:  # not connected yet: the task connects and sends
+            reply = asyncio.ensure_future(
+                self._connection.execute("EVALSHA", self._admit_sha, *args)
+            )
+        return _RedisAdmission(self, reply, args, now)
+
+    async def _settle(
+        self, reply: asyncio.Future[Any], args: tuple[Any, ...], now: float
+    ) -> Verdict:
         try:
             try:
-                result = await self._connection.execute("EVALSHA", self._admit_sha, *args)
-            except ReplyError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
+                result = await reply
+            except ReplyError as exc:  # raised by execute; send returns it
+                result = exc
+            if isinstance(result, ReplyError):
+                if not str(result).startswith("NOSCRIPT"):
+                    raise result
                 result = await self._connection.execute("EVAL", _ADMIT, *args)  # caches it
         except Exception as exc:  # connection refused, timeout, Redis restarting
             return self._unavailable(exc)
@@ -405,6 +458,27 @@ class RedisLimiter:
                 await pipe.execute()
         except Exception as exc:
             self._unavailable(exc)
+
+
+class _RedisAdmission:
+    __slots__ = ("_args", "_limiter", "_now", "_reply")
+
+    def __init__(
+        self, limiter: RedisLimiter, reply: asyncio.Future[Any], args: tuple[Any, ...], now: float
+    ) -> None:
+        self._limiter, self._reply, self._args, self._now = limiter, reply, args, now
+
+    def __await__(self) -> Generator[Any, None, Verdict]:
+        return self._limiter._settle(self._reply, self._args, self._now).__await__()
+
+    def discard(self) -> None:
+        # The reply is still read (and a failure retrieved), so nothing is left dangling.
+        self._reply.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _text(value: Any) -> str:

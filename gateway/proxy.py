@@ -170,21 +170,30 @@ class Proxy:
                 await self._passthrough(runtime, scope, receive, send, call, request)
             return
 
-        limit = runtime.settings.server.max_body_bytes
-        raw = await _read_body(receive, request.content_length, limit)
-        body, model = parse_request(endpoint, raw)
-        route = runtime.routes.get(model)
-        if route is None:
-            raise ModelNotFound(
-                f"The model `{model}` does not exist or you do not have access to it.",
-                param="model",
-            )
-        if principal.routes is not None and route.name not in principal.routes:
-            raise PermissionDenied(
-                f"This gateway key may not call the model `{model}`.", param="model"
-            )
-        if principal.limits:
-            verdict = await self.limiter.admit(principal.key_id, principal.limits)
+        # The limits' answer (a Redis round trip) travels while the body is read and checked.
+        admission = (
+            self.limiter.begin(principal.key_id, principal.limits) if principal.limits else None
+        )
+        try:
+            limit = runtime.settings.server.max_body_bytes
+            raw = await _read_body(receive, request.content_length, limit)
+            body, model = parse_request(endpoint, raw)
+            route = runtime.routes.get(model)
+            if route is None:
+                raise ModelNotFound(
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    param="model",
+                )
+            if principal.routes is not None and route.name not in principal.routes:
+                raise PermissionDenied(
+                    f"This gateway key may not call the model `{model}`.", param="model"
+                )
+        except BaseException:
+            if admission is not None:
+                admission.discard()
+            raise
+        if admission is not None and principal.limits:
+            verdict = await admission
             if not verdict.allowed:
                 raise refusal(verdict, principal.limits)
             call.limits = principal.limits

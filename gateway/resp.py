@@ -154,6 +154,14 @@ class PipelinedRedis:
             raise reply
         return reply
 
+    def send(self, *args: Arg) -> asyncio.Future[Any] | None:
+        """Write the command now and return its reply to come (a ``ReplyError`` is returned,
+        not raised), or None when there is no open connection (``execute`` opens one)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return None
+        return protocol.send(_pack(args))
+
     async def _connect(self) -> _Protocol:
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.get_running_loop().create_task(self._open())

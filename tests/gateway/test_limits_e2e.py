@@ -18,7 +18,8 @@ from tests.processes import Running, start_gateway
 LIMITED = "sk-limited-key"
 BUDGET = "sk-budget-key"
 NARROW = "sk-narrow-key"
-ENV = {"LIM_KEY": LIMITED, "BUDGET_KEY": BUDGET, "NARROW_KEY": NARROW}
+STRICT = "sk-strict-key"
+ENV = {"LIM_KEY": LIMITED, "BUDGET_KEY": BUDGET, "NARROW_KEY": NARROW, "STRICT_KEY": STRICT}
 
 
 def config(sim_url: str, prefix: str) -> dict[str, Any]:
@@ -29,6 +30,7 @@ def config(sim_url: str, prefix: str) -> dict[str, Any]:
                 # gpt-4o: the simulator's usage makes each call cost a fraction of a cent
                 {"name": "budget", "key": "${BUDGET_KEY}", "daily_budget_usd": 0.0005},
                 {"name": "narrow", "key": "${NARROW_KEY}", "routes": ["gpt-4o"]},
+                {"name": "strict", "key": "${STRICT_KEY}", "rpm": 4, "routes": ["gpt-4o"]},
             ]
         },
         "redis": {"url": "redis://127.0.0.1:6379/0", "prefix": prefix},
@@ -128,3 +130,32 @@ def test_a_key_limited_to_some_routes(pair: tuple[Running, Running], tmp_path: P
     denied = httpx.post(f"{pair[0].url}/v1/chat/completions", content=other, headers=headers)
     assert denied.status_code == 403
     assert denied.json()["error"]["param"] == "model"
+
+
+@needs_redis
+def test_every_routed_request_counts_and_errors_keep_their_own_status(
+    pair: tuple[Running, Running],
+) -> None:
+    """The limits' answer is asked for before the body is read (it travels meanwhile), so a
+    request refused as invalid counts against the key's requests too, while its answer is still
+    the error it deserves; nothing is left unawaited in the gateway when that happens."""
+    headers = {"authorization": f"Bearer {STRICT}", "content-type": "application/json"}
+    url = f"{pair[0].url}/v1/chat/completions"
+    with httpx.Client(timeout=10) as client:
+        unknown = client.post(url, content=BODY.replace(b'"gpt-4o"', b'"nope"'), headers=headers)
+        assert unknown.status_code == 404
+        malformed = client.post(url, content=b'{"model": "gpt-4o", "messages": [', headers=headers)
+        assert malformed.status_code == 400
+        denied = client.post(url, content=BODY.replace(b'"gpt-4o"', b'"other"'), headers=headers)
+        assert denied.status_code == 403
+        admitted = client.post(url, content=BODY, headers=headers)
+        assert admitted.status_code == 200
+        assert admitted.headers["x-ratelimit-remaining-requests"] == "0"
+        refused = client.post(f"{pair[1].url}/v1/chat/completions", content=BODY, headers=headers)
+        assert refused.status_code == 429
+        # over the limit, an invalid request still gets its own error first
+        late = client.post(url, content=BODY.replace(b'"gpt-4o"', b'"nope"'), headers=headers)
+        assert late.status_code == 404
+    log = pair[0].log.read_text()
+    for trouble in ("never retrieved", "never awaited", "Traceback", "unreachable"):
+        assert trouble not in log
