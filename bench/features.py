@@ -17,6 +17,8 @@ Overhead. Beside the matrix's simulator, one gateway process per configuration i
   d. a route of two variants 50/50 and a shadow at 20% on a third, capture off;
   e. a key with RPM, TPM and a daily budget, limits in Redis (``redis:`` with a prefix of this
      run's own, whose keys are deleted at the end); the RPM is 10,000,000, so nothing is refused;
+     the key is busy, so after its first second its calls are admitted from credits;
+  e2. the same with ``redis: {credits: false}``: every call waits for the admit script;
   f1/f2. a route with ``cache: {ttl_s: 600}`` called with ``temperature: 0, seed: 1``: every call
      after the first is a hit; in memory (f1) and in Redis (f2).
 
@@ -92,6 +94,7 @@ MESSAGES = [
 """bench/post.lua's messages."""
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_CONFIGS = ("limits-redis", "limits-redis-percall", "cache-redis")
 Progress = Callable[[str], None]
 
 
@@ -159,7 +162,7 @@ class Stores:
     def unavailable(self, config: ConfigSpec) -> str | None:
         if config.capture == "postgres" and self.postgres_url is None:
             return self.postgres_reason or "no PostgreSQL"
-        if config.name in ("limits-redis", "cache-redis") and self.redis_reason is not None:
+        if config.name in REDIS_CONFIGS and self.redis_reason is not None:
             return self.redis_reason
         return None
 
@@ -183,9 +186,11 @@ def config_for(config: ConfigSpec, upstream_port: int, port: int, stores: Stores
             },
             "shadow": {"variant": "next", "sample": 0.2},
         }
-    elif config.name == "limits-redis":
+    elif config.name.startswith("limits-redis"):
         key.update(LIMITS)
-        data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-limits"}
+        data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-{config.name}"}
+        if config.name == "limits-redis-percall":
+            data["redis"]["credits"] = False
     elif config.name.startswith("cache-"):
         route["cache"] = {"ttl_s": CACHE_TTL_S}
         if config.name == "cache-redis":
@@ -494,7 +499,7 @@ async def check(probe: Probe, config: ConfigSpec) -> str | None:
         return f"x-gateway-upstream-model is {last.get('x-gateway-upstream-model')!r}"
     if config.deterministic and last.get("x-gateway-cache") != "hit":
         return f"the second identical call was not a cache hit ({last.get('x-gateway-cache')})"
-    if config.name == "limits-redis" and last.get("x-ratelimit-limit-requests") != str(
+    if config.name.startswith("limits-redis") and last.get("x-ratelimit-limit-requests") != str(
         LIMITS["rpm"]
     ):
         return f"x-ratelimit-limit-requests is {last.get('x-ratelimit-limit-requests')!r}"

@@ -94,6 +94,11 @@ SPECS: tuple[ConfigSpec, ...] = (
         target=Target("delta_p50", 0.3, 7),
     ),
     ConfigSpec(
+        "e2",
+        "limits-redis-percall",
+        "the same key, credits off (`redis.credits: false`): every call waits for Redis",
+    ),
+    ConfigSpec(
         "f1",
         "cache-memory",
         "cache hits, in memory",
@@ -477,7 +482,7 @@ def _notes(results: FeatureResults) -> list[str]:
                 f"{_n(calls)} calls answered by {split or '-'}; {_n(shadows)} shadow calls "
                 f"({share} of calls), {_n(skipped)} skipped"
             )
-        if config.spec.name == "limits-redis":
+        if config.spec.name.startswith("limits-redis"):
             parts.append(
                 f"{series.error_count} refused or failed calls (status ≥ 400) in "
                 f"{series.requests:,}"

@@ -120,6 +120,7 @@ class GatewayApp:
                 self._redis,
                 prefix=settings.redis.prefix,
                 fail_open=settings.redis.on_failure == "open",
+                credits=settings.redis.credits,
             )
             self.recorder.limiter = self.proxy.limiter = self.limiter
             self.proxy.cache = RedisCache(self._redis, prefix=settings.redis.prefix)
@@ -164,7 +165,7 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
         await self.manager.stop()
-        await self.limiter.flush()
+        await self.limiter.close()
         if self._redis is not None:
             await self._redis.aclose()
         if self.metrics.multiprocess:

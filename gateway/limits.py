@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from gateway.resp import PipelinedRedis, ReplyError
@@ -93,7 +93,11 @@ class Limiter(Protocol):
         ...
 
     async def flush(self) -> None:
-        """Send what ``record`` holds back, if anything (at shutdown; tests)."""
+        """Send what ``record`` holds back, if anything (tests)."""
+        ...
+
+    async def close(self) -> None:
+        """Send what is held back and let go of what this replica holds (at shutdown)."""
         ...
 
 
@@ -180,6 +184,9 @@ class LocalLimiter:
     async def flush(self) -> None:
         pass
 
+    async def close(self) -> None:
+        pass
+
     async def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
         now = self._clock()
         if limits.tpm is not None and tokens > 0:
@@ -196,17 +203,32 @@ class LocalLimiter:
 # admit reads the two counters; a second that leaves the window is subtracted once, by the first
 # call that sees it go, so a call costs O(1) however many seconds hold tokens.
 #
+# Credits: a replica whose key is busy asks ahead for a few calls' worth of admissions (ARGV[8]),
+# which the script grants only while the key is far from every limit: at most a quarter of the
+# requests left and never the last half of the window, tokens and spend under half their limits.
+# Granted credits are members of the requests zset like admitted calls, so the calls admitted
+# and the credits held by every replica never exceed the limit together.
+#
 # KEYS: requests zset, tokens hash, day spend, month spend.
-# ARGV: now (ms), rpm, tpm, daily budget, monthly budget (-1: none), member for the zset.
+# ARGV: now (ms), rpm, tpm, daily budget, monthly budget (-1: none), member for the zset (and
+# the prefix of the credits' members), calls to admit now (1, or 0 to ask for credits only),
+# credits wanted.
+# Returns {status, tokens used (-1: not limited), requests left or the oldest call's ms (rpm
+# refusal) or the oldest second (tpm refusal), credits granted}.
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
 local day_budget, month_budget = tonumber(ARGV[4]), tonumber(ARGV[5])
-if day_budget >= 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= day_budget then
-  return {'daily_budget', '0', '0'}
+local calls, want = tonumber(ARGV[7]), tonumber(ARGV[8])
+if day_budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if spent >= day_budget then return {'daily_budget', '0', '0', '0'} end
+  if spent * 2 >= day_budget then want = 0 end
 end
-if month_budget >= 0 and tonumber(redis.call('GET', KEYS[4]) or '0') >= month_budget then
-  return {'monthly_budget', '0', '0'}
+if month_budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if spent >= month_budget then return {'monthly_budget', '0', '0', '0'} end
+  if spent * 2 >= month_budget then want = 0 end
 end
 local used = -1
 if tpm >= 0 then
@@ -252,21 +274,39 @@ if tpm >= 0 then
         if values[i] then oldest = tonumber(probe[i]); break end
       end
     end
-    return {'tpm', tostring(used), tostring(oldest)}
+    return {'tpm', tostring(used), tostring(oldest), '0'}
   end
+  if used * 2 >= tpm then want = 0 end
 end
+local left = -1
 if rpm >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-  local count = redis.call('ZCARD', KEYS[1])
-  if count >= rpm then
+  left = rpm - redis.call('ZCARD', KEYS[1])
+  if left < calls or left <= 0 then
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {'rpm', tostring(used), first[2]}
+    return {'rpm', tostring(used), first[2] or tostring(now), '0'}
   end
-  redis.call('ZADD', KEYS[1], now, ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], 61000)
-  return {'ok', tostring(used), tostring(rpm - count - 1)}
+  if calls > 0 then
+    redis.call('ZADD', KEYS[1], now, ARGV[6])
+    left = left - 1
+  end
+  want = math.min(want, math.floor(left / 4), left - math.ceil(rpm / 2))
 end
-return {'ok', tostring(used), '-1'}
+local granted = 0
+if want > 0 then
+  granted = want
+  if rpm >= 0 then
+    local members = {}
+    for i = 1, granted do
+      members[#members + 1] = now
+      members[#members + 1] = ARGV[6] .. ':' .. i
+    end
+    redis.call('ZADD', KEYS[1], unpack(members))
+    left = left - granted
+  end
+end
+if rpm >= 0 then redis.call('PEXPIRE', KEYS[1], 61000) end
+return {'ok', tostring(used), tostring(left), tostring(granted)}
 """
 
 # KEYS: tokens hash, day spend, month spend. ARGV: second, tokens, cost.
@@ -294,12 +334,53 @@ return 1
 """
 
 
-class RedisUnavailable(Exception):
-    pass
+HOT_CALLS = 10
+"""Calls of one key in the previous second on this replica from which it asks for credits."""
+CREDIT_LEASE_S = 1.0
+"""How long credits may be used; what is left then is given back."""
+MAX_CREDITS = 256
+
+
+@dataclass(slots=True)
+class _Credits:
+    """A key's admissions granted ahead to this replica, and its recent call rate."""
+
+    limits: Limits
+    zset: str
+    members: list[str] = field(default_factory=list)
+    expires: float = 0.0
+    left: int | None = None
+    """Requests left in the window when the credits were granted (beyond them)."""
+    used: int | None = None
+    refilling: bool = False
+    second: int = 0
+    calls: int = 0
+    last_calls: int = 0
+
+    def count_call(self, mono: float) -> None:
+        second = int(mono)
+        if second != self.second:
+            self.last_calls = self.calls if second == self.second + 1 else 0
+            self.second, self.calls = second, 0
+        self.calls += 1
+
+    def wanted(self) -> int:
+        """Credits to ask for: about a quarter second of this key's calls, 0 when not busy."""
+        if self.last_calls < HOT_CALLS or self.refilling:
+            return 0
+        want = min(MAX_CREDITS, max(2, self.last_calls // 4))
+        return want if len(self.members) <= want // 2 else 0
 
 
 class RedisLimiter:
-    """Limits shared by every replica through Redis; one script call per admitted call.
+    """Limits shared by every replica through Redis; one script call per call at most.
+
+    A call waits for one script round trip, unless its key is busy on this replica: then the
+    replica holds credits granted ahead by the same script (admissions counted in Redis like
+    calls, see ``_ADMIT``) and admits from them at once, asking for more in the background
+    before they run out. Credits are only granted while the key is far from its limits, last a
+    second, are re-timed to the moment each is used, and are given back when unused; near a
+    limit every call asks Redis, so the sum of admitted calls never exceeds it.
 
     When Redis cannot be reached, ``fail_open`` admits the call (counted in ``failures`` and
     logged at most every 10 s) and the alternative refuses it; either way Redis is not asked
@@ -316,7 +397,9 @@ class RedisLimiter:
         retry_s: float = 1.0,
         flush_s: float = 0.1,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         connection: PipelinedRedis | None = None,
+        credits: bool = True,
     ) -> None:
         self._redis = client
         # The admit goes over a lean pipelined connection to the same server (gateway/resp.py);
@@ -328,6 +411,7 @@ class RedisLimiter:
         self.fail_open = fail_open
         self._retry_s = retry_s
         self._clock = clock
+        self._monotonic = monotonic
         self._down_until = 0.0
         self._last_log = 0.0
         self.failures = 0
@@ -338,6 +422,15 @@ class RedisLimiter:
         self._flusher: asyncio.Task[None] | None = None
         self._periods = _Periods()
         self._bases: dict[str, str] = {}
+        self._use_credits = credits
+        self._credits: dict[str, _Credits] = {}
+        self._used_credits: list[tuple[str, int, str]] = []
+        """(zset, ms, member): credits used, re-timed in Redis at the next flush."""
+        self._unused_credits: list[tuple[str, list[str]]] = []
+        """(zset, members): credits given back at the next flush."""
+        self._refills: set[asyncio.Task[None]] = set()
+        self._held: set[str] = set()
+        """Keys for which this replica holds credits."""
 
     def _base(self, key_id: str) -> str:
         base = self._bases.get(key_id)
@@ -350,7 +443,7 @@ class RedisLimiter:
 
     def _unavailable(self, exc: BaseException | None) -> Verdict:
         self.failures += 1
-        now = time.monotonic()
+        now = self._monotonic()
         if exc is not None:
             self._down_until = now + self._retry_s
         if now - self._last_log >= 10.0:
@@ -367,13 +460,28 @@ class RedisLimiter:
         return await self.begin(key_id, limits)
 
     def begin(self, key_id: str, limits: Limits) -> Admission:
-        if self._down_until and time.monotonic() < self._down_until:
+        if self._use_credits:
+            credit = self._take_credit(key_id, limits)
+            if credit is not None:
+                return credit
+        if self._down_until and self._monotonic() < self._down_until:
             return Decided(self._unavailable(None))
         now = self._clock()
+        args = self._args(key_id, limits, now, 1, 0)
+        reply = self._connection.send("EVALSHA", self._admit_sha, *args)
+        if reply is None:  # not connected yet: the task connects and sends
+            reply = asyncio.ensure_future(
+                self._connection.execute("EVALSHA", self._admit_sha, *args)
+            )
+        return _RedisAdmission(self, reply, args, now)
+
+    def _args(
+        self, key_id: str, limits: Limits, now: float, calls: int, want: int
+    ) -> tuple[str | int | float, ...]:
         day, month = self._periods.names(now)
         base = self._base(key_id)
         self._sequence += 1
-        args: tuple[str | int | float, ...] = (
+        return (
             4,
             base + ":rpm",
             base + ":tpm",
@@ -385,13 +493,84 @@ class RedisLimiter:
             -1 if limits.daily_usd is None else limits.daily_usd,
             -1 if limits.monthly_usd is None else limits.monthly_usd,
             self._member_prefix + str(self._sequence),
+            calls,
+            want,
         )
-        reply = self._connection.send("EVALSHA", self._admit_sha, *args)
-        if reply is None:  # not connected yet: the task connects and sends
-            reply = asyncio.ensure_future(
-                self._connection.execute("EVALSHA", self._admit_sha, *args)
-            )
-        return _RedisAdmission(self, reply, args, now)
+
+    def _take_credit(self, key_id: str, limits: Limits) -> Decided | None:
+        """Admit from this replica's credits for the key, if it holds any; ask for more."""
+        mono = self._monotonic()
+        credits = self._credits.get(key_id)
+        if credits is None or (credits.limits is not limits and credits.limits != limits):
+            if credits is not None:
+                self._give_back(credits)
+            elif len(self._credits) > 100_000:
+                self._forget_idle(mono)
+            credits = self._credits[key_id] = _Credits(limits, self._base(key_id) + ":rpm")
+        credits.count_call(mono)
+        verdict: Decided | None = None
+        if credits.members:
+            if mono < credits.expires:
+                member = credits.members.pop()
+                if limits.rpm is not None:
+                    self._used_credits.append((credits.zset, int(self._clock() * 1000), member))
+                    self._flush_later()
+                left = None if credits.left is None else credits.left + len(credits.members)
+                verdict = Decided(Verdict(True, None, 0.0, left, credits.used))
+            else:
+                self._give_back(credits)
+        want = credits.wanted()
+        if want and not (self._down_until and mono < self._down_until):
+            credits.refilling = True
+            task = asyncio.get_running_loop().create_task(self._refill(key_id, credits, want))
+            self._refills.add(task)
+            task.add_done_callback(self._refills.discard)
+        return verdict
+
+    async def _refill(self, key_id: str, credits: _Credits, want: int) -> None:
+        try:
+            now = self._clock()
+            args = self._args(key_id, credits.limits, now, 0, want)
+            try:
+                result = await self._connection.execute("EVALSHA", self._admit_sha, *args)
+            except ReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                result = await self._connection.execute("EVAL", _ADMIT, *args)
+            status, used_text, left_text, granted_text = (_text(v) for v in result)
+            granted = int(granted_text)
+            if status != "ok" or not granted:
+                return
+            if self._credits.get(key_id) is not credits:  # the key changed meanwhile
+                if credits.limits.rpm is not None:
+                    self._unused_credits.append((credits.zset, _members(args, granted)))
+                    self._flush_later()
+                return
+            # What is left of the last credits goes back: no credit is ever older than a lease.
+            self._give_back(credits)
+            credits.members = _members(args, granted) if credits.limits.rpm else [""] * granted
+            self._held.add(key_id)
+            credits.expires = self._monotonic() + CREDIT_LEASE_S
+            credits.left = int(left_text) if left_text[0] != "-" else None
+            credits.used = int(float(used_text)) if used_text[0] != "-" else None
+            self._flush_later()  # to give back what is left when they expire
+        except Exception:  # Redis unreachable: the calls find out for themselves
+            log.debug("credits for a key could not be fetched", exc_info=True)
+        finally:
+            credits.refilling = False
+
+    def _give_back(self, credits: _Credits) -> None:
+        if credits.members:
+            if credits.limits.rpm is not None:
+                self._unused_credits.append((credits.zset, credits.members))
+                self._flush_later()
+            credits.members = []
+
+    def _forget_idle(self, mono: float) -> None:
+        for key_id, credits in list(self._credits.items()):
+            if not credits.members or mono >= credits.expires:
+                self._give_back(credits)
+                del self._credits[key_id]
 
     async def _settle(
         self, reply: asyncio.Future[Any], args: tuple[Any, ...], now: float
@@ -408,7 +587,7 @@ class RedisLimiter:
         except Exception as exc:  # connection refused, timeout, Redis restarting
             return self._unavailable(exc)
         self._down_until = 0.0
-        status, used_text, extra = (_text(v) for v in result)
+        status, used_text, extra, _ = (_text(v) for v in result)
         used = int(float(used_text)) if used_text[0] != "-" else None
         if status == "ok":
             return Verdict(True, None, 0.0, int(extra) if extra[0] != "-" else None, used)
@@ -436,16 +615,32 @@ class RedisLimiter:
         self._pending[slot] = (
             (tokens, spend) if held is None else (held[0] + tokens, held[1] + spend)
         )
+        self._flush_later()
+
+    def _flush_later(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self._flush_s)
         await self.flush()
+        if self._pending or self._used_credits or self._unused_credits or self._held:
+            self._flusher = None
+            self._flush_later()  # more came meanwhile, or credits to give back when they expire
 
     async def flush(self) -> None:
+        mono = self._monotonic()
+        for key_id in list(self._held):
+            credits = self._credits.get(key_id)
+            if credits is None or not credits.members:
+                self._held.discard(key_id)
+            elif mono >= credits.expires:
+                self._give_back(credits)
+                self._held.discard(key_id)
         pending, self._pending = self._pending, {}
-        if not pending or time.monotonic() < self._down_until:
+        used, self._used_credits = self._used_credits, []
+        unused, self._unused_credits = self._unused_credits, []
+        if not (pending or used or unused) or mono < self._down_until:
             return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -455,9 +650,25 @@ class RedisLimiter:
                     await self._record_script(
                         keys=keys, args=[second, tokens, repr(spend) if spend else "0"], client=pipe
                     )
+                for zset, ms, member in used:  # the credit counts from the call's own time
+                    pipe.zadd(zset, {member: ms})
+                for zset, members in unused:
+                    pipe.zrem(zset, *members)
                 await pipe.execute()
         except Exception as exc:
             self._unavailable(exc)
+
+    async def close(self) -> None:
+        """Give back every credit held (at shutdown) and send what is pending."""
+        for credits in self._credits.values():
+            self._give_back(credits)
+        await self.flush()
+        await self._connection.aclose()
+
+
+def _members(args: tuple[Any, ...], granted: int) -> list[str]:
+    """The credits' members the script added (see ``_ADMIT``)."""
+    return [f"{args[10]}:{i}" for i in range(1, granted + 1)]
 
 
 class _RedisAdmission:

@@ -92,6 +92,9 @@ class RedisSettings(_Strict):
     """When Redis cannot be reached: admit calls (counted and logged) or refuse them."""
     prefix: str = "gateway"
     timeout_ms: int = Field(default=250, ge=10)
+    credits: bool = True
+    """A busy key's calls are admitted from credits granted ahead (no round trip per call);
+    false: every call waits for Redis's answer."""
 
 
 class Settings(_Strict):

@@ -56,13 +56,16 @@ def test_every_configuration_is_a_valid_gateway_config(config: features_report.C
         assert route.shadow is not None and route.shadow.sample == 0.2
     else:
         assert list(route.variants) == ["only"] and route.shadow is None
-    if config.name == "limits-redis":
+    if config.name.startswith("limits-redis"):
         assert (key.rpm, key.tpm, key.daily_budget_usd) == (10_000_000, 1_000_000_000, 1e6)
     else:
         assert key.rpm is None and key.tpm is None and key.daily_budget_usd is None
     assert (route.cache is not None) == config.deterministic
-    uses_redis = config.name in ("limits-redis", "cache-redis")
+    uses_redis = config.name in features.REDIS_CONFIGS
     assert (settings.redis is not None) == uses_redis
+    if config.name.startswith("limits-redis"):
+        assert settings.redis is not None
+        assert settings.redis.credits is (config.name == "limits-redis")
     if settings.redis is not None:
         assert settings.redis.prefix.startswith(STORES.redis_prefix)
 
@@ -78,6 +81,7 @@ def test_unreachable_stores_skip_only_their_configurations() -> None:
         "capture-postgres": "down",
         "ab-shadow": None,
         "limits-redis": "no redis",
+        "limits-redis-percall": "no redis",
         "cache-memory": None,
         "cache-redis": "no redis",
     }
@@ -170,6 +174,7 @@ def sample() -> FeatureResults:
         "capture-postgres": (0.80, 0.82, 0.80),  # +0.35
         "ab-shadow": (0.47, 0.49, 0.47),  # +0.02 = +8%
         "limits-redis": (0.90, 0.92, 0.90),  # +0.45
+        "limits-redis-percall": (0.95, 0.97, 0.95),
         "cache-memory": (0.30, 0.30, 0.30),
     }
     for config in SPECS:

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from tests.gateway.test_limits import needs_redis
 from tests.processes import Running, start_gateway
@@ -19,7 +20,16 @@ LIMITED = "sk-limited-key"
 BUDGET = "sk-budget-key"
 NARROW = "sk-narrow-key"
 STRICT = "sk-strict-key"
-ENV = {"LIM_KEY": LIMITED, "BUDGET_KEY": BUDGET, "NARROW_KEY": NARROW, "STRICT_KEY": STRICT}
+BUSY = "sk-busy-key"
+BUSY_SMALL = "sk-busy-small-key"
+ENV = {
+    "LIM_KEY": LIMITED,
+    "BUDGET_KEY": BUDGET,
+    "NARROW_KEY": NARROW,
+    "STRICT_KEY": STRICT,
+    "BUSY_KEY": BUSY,
+    "BUSY_SMALL_KEY": BUSY_SMALL,
+}
 
 
 def config(sim_url: str, prefix: str) -> dict[str, Any]:
@@ -31,6 +41,8 @@ def config(sim_url: str, prefix: str) -> dict[str, Any]:
                 {"name": "budget", "key": "${BUDGET_KEY}", "daily_budget_usd": 0.0005},
                 {"name": "narrow", "key": "${NARROW_KEY}", "routes": ["gpt-4o"]},
                 {"name": "strict", "key": "${STRICT_KEY}", "rpm": 4, "routes": ["gpt-4o"]},
+                {"name": "busy", "key": "${BUSY_KEY}", "rpm": 100_000, "tpm": 10_000_000},
+                {"name": "busy-small", "key": "${BUSY_SMALL_KEY}", "rpm": 120},
             ]
         },
         "redis": {"url": "redis://127.0.0.1:6379/0", "prefix": prefix},
@@ -159,3 +171,57 @@ def test_every_routed_request_counts_and_errors_keep_their_own_status(
     log = pair[0].log.read_text()
     for trouble in ("never retrieved", "never awaited", "Traceback", "unreachable"):
         assert trouble not in log
+
+
+async def hammer(urls: list[str], key: str, seconds: float) -> list[int]:
+    """Calls one after another for ``seconds``, alternating the replicas, on two connections."""
+    statuses: list[int] = []
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    body = BODY.replace(b'"max_tokens": 30', b'"max_tokens": 2')
+    async with aiohttp.ClientSession() as session:
+
+        async def caller(offset: int) -> None:
+            i = offset
+            deadline = asyncio.get_running_loop().time() + seconds
+            while asyncio.get_running_loop().time() < deadline:
+                url = f"{urls[i % len(urls)]}/v1/chat/completions"
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    statuses.append(response.status)
+                i += 1
+
+        await asyncio.gather(caller(0), caller(1))
+    return statuses
+
+
+def evalsha_calls() -> int:
+    async def read() -> int:
+        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        try:
+            stats = await client.info("commandstats")
+            return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+@needs_redis
+def test_a_busy_key_is_admitted_from_credits(pair: tuple[Running, Running]) -> None:
+    """Past its first second a busy key's calls are admitted without a Redis round trip each:
+    far fewer admit scripts reach Redis than calls are answered."""
+    before = evalsha_calls()
+    statuses = asyncio.run(hammer([pair[0].url, pair[1].url], BUSY, 3.0))
+    scripts = evalsha_calls() - before
+    assert statuses.count(200) == len(statuses) > 60
+    assert scripts < len(statuses) / 2, (scripts, len(statuses))
+
+
+@needs_redis
+def test_two_busy_replicas_hold_a_small_limit(pair: tuple[Running, Running]) -> None:
+    statuses = asyncio.run(hammer([pair[0].url, pair[1].url], BUSY_SMALL, 3.0))
+    assert set(statuses) <= {200, 429}
+    assert len(statuses) > 120
+    # credits never take the last half of the window, so all of it but what another replica
+    # holds is admitted
+    assert 100 <= statuses.count(200) <= 120
