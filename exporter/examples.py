@@ -1,11 +1,19 @@
-"""A captured chat call as a fine-tuning example: the prompt's messages plus the answer.
+"""A captured call as a fine-tuning example: the prompt's messages plus the answer.
 
-The request's ``messages`` are kept with only the keys OpenAI's fine-tuning format knows
-(role, content, name, tool_calls, tool_call_id); ``developer`` messages become ``system``
-ones (the format has no developer role); content given as text parts is joined into one
-string. The answer is the first choice's message: its text, or its tool calls with ``content``
-null. The request's ``tools`` and ``parallel_tool_calls`` go along. A call that cannot make a
-sound example is dropped with a reason the export reports.
+Chat Completions calls: the request's ``messages`` are kept with only the keys OpenAI's
+fine-tuning format knows (role, content, name, tool_calls, tool_call_id); ``developer``
+messages become ``system`` ones (the format has no developer role); content given as text
+parts is joined into one string. The answer is the first choice's message: its text, or its
+tool calls with ``content`` null. The request's ``tools`` and ``parallel_tool_calls`` go along.
+
+Responses API calls (``endpoint`` "responses") become the same chat example: ``instructions``
+a leading system message, ``input`` (a string, or message, ``function_call`` and
+``function_call_output`` items) the messages, function tools reshaped to the chat format, and
+the answer the response's ``output`` (its text, its function calls as tool calls). A prompt
+that lives partly at the provider (``previous_response_id``, a stored ``prompt`` or a
+``conversation``) or that uses built-in tools cannot be rebuilt, and is dropped.
+
+A call that cannot make a sound example is dropped with a reason the export reports.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ Message = dict[str, Any]
 
 KEPT_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 ROLES = {"system", "user", "assistant", "tool"}
+CHAT_TEXT_PARTS = ("text", "input_text")
+RESPONSES_TEXT_PARTS = ("text", "input_text", "output_text")
+RESPONSES_ROLES = {"user", "system", "developer", "assistant"}
 
 
 @dataclass(slots=True)
@@ -54,8 +65,11 @@ class Dropped(Exception):
         self.reason = reason
 
 
-def _text(content: Any) -> str | None:
-    """A message content as one string; None when it is absent; Dropped for non-text parts."""
+def _text(content: Any, kinds: tuple[str, ...] = CHAT_TEXT_PARTS) -> str | None:
+    """A message content as one string; None when it is absent; Dropped for non-text parts.
+
+    ``kinds``: the part types that are text.
+    """
     if content is None or isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -63,7 +77,7 @@ def _text(content: Any) -> str | None:
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, dict) and part.get("type") in ("text", "input_text"):
+            elif isinstance(part, dict) and part.get("type") in kinds:
                 texts.append(str(part.get("text", "")))
             else:
                 raise Dropped("non-text content")
@@ -122,6 +136,13 @@ def answer_of(response: Any) -> Message:
 
 def example_from_call(row: dict[str, Any]) -> Example:
     """The example a stored call makes; Dropped when it makes none."""
+    if row.get("endpoint") == "responses":
+        return example_from_responses_call(row)
+    return example_from_chat_call(row)
+
+
+def example_from_chat_call(row: dict[str, Any]) -> Example:
+    """The example a stored Chat Completions call makes."""
     request = row.get("request")
     if not isinstance(request, dict):
         raise Dropped("request not recorded")
@@ -137,6 +158,155 @@ def example_from_call(row: dict[str, Any]) -> Example:
         call_id=str(row.get("id")),
         messages=[*prompt, answer_of(row.get("response"))],
         tools=tools if isinstance(tools, list) and tools else None,
+        parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
+        feedback=row.get("feedback_score"),
+    )
+
+
+# --- the Responses API ------------------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    """An item or part type for a drop reason (short, whatever was sent)."""
+    return str(value)[:40]
+
+
+def _responses_tool_call(item: dict[str, Any]) -> dict[str, Any]:
+    """A ``function_call`` item as a chat tool call."""
+    return {
+        "id": item.get("call_id"),
+        "type": "function",
+        "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+    }
+
+
+def _responses_tools(tools: Any) -> list[Any] | None:
+    """Function tools in the chat format (Responses' are flat); Dropped for built-in tools."""
+    if not isinstance(tools, list) or not tools:
+        return None
+    converted: list[Any] = []
+    for tool in tools:
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise Dropped("built-in tools")
+        function = {
+            key: tool[key]
+            for key in ("name", "description", "parameters", "strict")
+            if tool.get(key) is not None
+        }
+        converted.append({"type": "function", "function": function})
+    return converted
+
+
+def responses_messages(request: dict[str, Any]) -> list[Message]:
+    """The chat messages of a Responses API request's ``instructions`` and ``input``."""
+    messages: list[Message] = []
+    instructions = request.get("instructions")
+    if isinstance(instructions, str):
+        if instructions:
+            messages.append({"role": "system", "content": instructions})
+    elif instructions is not None:
+        raise Dropped("malformed instructions")
+    given = request.get("input")
+    if isinstance(given, str):
+        if not given:
+            raise Dropped("no messages")
+        messages.append({"role": "user", "content": given})
+        return messages
+    if not isinstance(given, list) or not given:
+        raise Dropped("no messages")
+    for item in given:
+        if not isinstance(item, dict):
+            raise Dropped("malformed message")
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in RESPONSES_ROLES:
+                raise Dropped("unsupported role")
+            messages.append(
+                {
+                    "role": "system" if role == "developer" else role,
+                    "content": _text(item.get("content"), RESPONSES_TEXT_PARTS),
+                }
+            )
+        elif kind == "function_call":
+            last = messages[-1] if messages else None
+            call = _responses_tool_call(item)
+            if last is not None and last["role"] == "assistant":
+                # one assistant turn: its text and its calls, or several calls in a row
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": _text(item.get("output"), RESPONSES_TEXT_PARTS),
+                }
+            )
+        elif kind != "reasoning":
+            raise Dropped(f"unsupported input item ({_kind(kind)})")
+    return messages
+
+
+def responses_answer_of(response: Any) -> Message:
+    """The assistant message of a Responses API ``response`` object's ``output``."""
+    if not isinstance(response, dict):
+        raise Dropped("no answer recorded")
+    if response.get("status", "completed") != "completed":
+        raise Dropped("incomplete response")
+    output = response.get("output")
+    if not isinstance(output, list) or not output:
+        raise Dropped("no answer recorded")
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for item in output:
+        if not isinstance(item, dict):
+            raise Dropped("no answer recorded")
+        kind = item.get("type")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+                continue
+            for part in content if isinstance(content, list) else ():
+                part_kind = part.get("type") if isinstance(part, dict) else None
+                if part_kind == "refusal":
+                    raise Dropped("refusal")
+                if part_kind != "output_text":
+                    raise Dropped("non-text content")
+                texts.append(str(part.get("text") or ""))
+        elif kind == "function_call":
+            tool_calls.append(_responses_tool_call(item))
+        elif kind != "reasoning":
+            raise Dropped(f"unsupported output item ({_kind(kind)})")
+    text = "".join(texts)  # as the SDK's ``response.output_text``
+    answer: Message = {"role": "assistant", "content": text or None}
+    if tool_calls:
+        answer["tool_calls"] = tool_calls
+    elif not text:
+        raise Dropped("empty answer")
+    return answer
+
+
+def example_from_responses_call(row: dict[str, Any]) -> Example:
+    """The example a stored Responses API call makes."""
+    request = row.get("request")
+    if not isinstance(request, dict):
+        raise Dropped("request not recorded")
+    if request.get("previous_response_id"):
+        raise Dropped("previous_response_id")
+    if request.get("conversation"):
+        raise Dropped("conversation")
+    if request.get("prompt"):
+        raise Dropped("stored prompt")
+    tools = _responses_tools(request.get("tools"))
+    prompt = responses_messages(request)
+    parallel = request.get("parallel_tool_calls")
+    return Example(
+        call_id=str(row.get("id")),
+        messages=[*prompt, responses_answer_of(row.get("response"))],
+        tools=tools,
         parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
         feedback=row.get("feedback_score"),
     )

@@ -1,8 +1,9 @@
 """What to select from the capture store, and its SQL.
 
 Every filter becomes a WHERE condition, so the database does the selecting and only rows that
-may be kept cross the wire. Defaults pick what a fine-tuning set wants: chat calls answered
-with status 200 and finish reason ``stop`` or ``tool_calls``, no shadow copies.
+may be kept cross the wire. Defaults pick what a fine-tuning set wants: Chat Completions and
+Responses API calls answered with status 200 and finish reason ``stop`` or ``tool_calls`` (the
+capture gives Responses calls a chat-style one), no shadow copies.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from capture.schema import calls, feedback
 from exporter.errors import BadFilter
 
 DEFAULT_FINISH_REASONS = ("stop", "tool_calls")
+ENDPOINTS = ("chat", "responses")
+"""The capture's endpoints whose calls make chat examples (``exporter.examples``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,8 @@ class Filters:
     min_tokens: int | None = None
     max_tokens: int | None = None
     """Bounds on the stored usage (prompt + completion tokens)."""
-    endpoint: str = "chat"
+    endpoints: tuple[str, ...] = ENDPOINTS
+    """The captured endpoints to read: ``chat`` (Chat Completions), ``responses``."""
 
     def describe(self) -> str:
         parts = [f"{name}={value}" for name, value in self._named() if value is not None]
@@ -54,6 +58,7 @@ class Filters:
             ("until", self.until.isoformat(timespec="seconds") if self.until else None),
             *((f"tag {key}", value) for key, value in sorted(self.tags.items())),
             ("min_feedback", self.min_feedback),
+            ("endpoint", "|".join(self.endpoints)),
             ("finish_reason", "|".join(self.finish_reasons) or None),
             ("shadow", None if self.shadow == "exclude" else self.shadow),
             ("min_tokens", self.min_tokens),
@@ -91,6 +96,11 @@ def parse_tags(items: Sequence[str]) -> dict[str, str]:
 
 def check(filters: Filters) -> Filters:
     """``filters`` if they can match anything; BadFilter saying why not otherwise."""
+    if not filters.endpoints or any(e not in ENDPOINTS for e in filters.endpoints):
+        raise BadFilter(
+            f"endpoints must be some of {', '.join(ENDPOINTS)}, "
+            f"not {', '.join(filters.endpoints) or 'none'}"
+        )
     if filters.shadow not in ("exclude", "include", "only"):
         raise BadFilter(f"shadow must be exclude, include or only, not {filters.shadow!r}")
     if filters.since and filters.until and filters.since >= filters.until:
@@ -120,7 +130,12 @@ def feedback_score() -> ScalarSelect[float]:
 
 def conditions(filters: Filters) -> ColumnElement[bool]:
     c = calls.c
-    where: list[ColumnElement[bool]] = [c.endpoint == filters.endpoint, c.status == filters.status]
+    endpoint = (
+        c.endpoint == filters.endpoints[0]
+        if len(filters.endpoints) == 1
+        else c.endpoint.in_(filters.endpoints)
+    )
+    where: list[ColumnElement[bool]] = [endpoint, c.status == filters.status]
     if filters.route is not None:
         where.append(c.route == filters.route)
     if filters.variant is not None:

@@ -27,6 +27,7 @@ DEFAULT_PAGE_SIZE = 1000
 COLUMNS = (
     calls.c.id,
     calls.c.created_at,
+    calls.c.endpoint,
     calls.c.route,
     calls.c.variant,
     calls.c.upstream_model,

@@ -13,7 +13,14 @@ from exporter.check_file import validate_file
 from exporter.commands.common import FAILED, OK, USAGE, fail, guarded, print_json, run_async
 from exporter.database import database_url, describe_url, first_line, open_store
 from exporter.errors import BadFilter, DatabaseUnavailable
-from exporter.filters import DEFAULT_FINISH_REASONS, Filters, check, parse_tags, parse_time
+from exporter.filters import (
+    DEFAULT_FINISH_REASONS,
+    ENDPOINTS,
+    Filters,
+    check,
+    parse_tags,
+    parse_time,
+)
 from exporter.neardup import DEFAULT_NGRAM, DEFAULT_NUM_PERM, DEFAULT_THRESHOLD, NearDupOptions
 from exporter.pair_judge import JudgeSettings, PairJudge
 from exporter.pipeline import ExportOptions, ExportResult, run_export
@@ -48,6 +55,13 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated; 'any' for all (default: stop,tool_calls)",
     )
     g.add_argument("--include-shadow", action="store_true", help="include shadow copies")
+    g.add_argument(
+        "--endpoint",
+        choices=[*ENDPOINTS, "all"],
+        default="all",
+        help="calls captured from /v1/chat/completions (chat), /v1/responses (responses; "
+        "converted to chat examples) or both (all, the default)",
+    )
     g.add_argument("--min-tokens", type=int, help="stored prompt+completion tokens at least")
     g.add_argument("--max-tokens", type=int, help="stored prompt+completion tokens at most")
 
@@ -69,6 +83,7 @@ def filters_from(args: argparse.Namespace) -> Filters:
             min_feedback=args.min_feedback,
             finish_reasons=reasons,
             shadow="include" if args.include_shadow else "exclude",
+            endpoints=ENDPOINTS if args.endpoint == "all" else (args.endpoint,),
             min_tokens=args.min_tokens,
             max_tokens=args.max_tokens,
         )

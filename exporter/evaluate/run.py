@@ -42,6 +42,7 @@ class EvalOptions:
 
 async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
     filters = Filters(
+        endpoints=("chat",),  # replayed to /v1/chat/completions as the app sent them
         route=options.route,
         variant=options.baseline,
         since=options.filters.since,

@@ -41,6 +41,7 @@ def loop_config(simulator_url: str, database: Path) -> dict[str, Any]:
         "routes": {
             "support": {"variants": {"teacher": {"provider": "sim", "model": "gpt-4o"}}},
             "judge": {"variants": {"teacher": {"provider": "sim", "model": "gpt-4o"}}},
+            "assistant": {"variants": {"teacher": {"provider": "sim", "model": "gpt-4o"}}},
             "raw": {
                 "variants": {"teacher": {"provider": "sim", "model": "gpt-4o"}},
                 "redact": [],

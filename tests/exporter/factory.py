@@ -88,6 +88,62 @@ def chat_call(
     }
 
 
+def responses_call(
+    given: str | list[dict[str, Any]],
+    answer: str | None = "Sure, here is the answer.",
+    *,
+    instructions: str | None = "You are a helpful support agent.",
+    function_calls: list[dict[str, Any]] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    status: str = "completed",
+    minutes: float | None = None,
+    response: Any = None,
+    **fields: Any,
+) -> Row:
+    """One ``calls`` row for a Responses API call (``/v1/responses``), as capture stores it.
+
+    ``function_calls``: ``function_call`` output items (``call_id``, ``name``, ``arguments``).
+    """
+    row = chat_call("", minutes=minutes, **fields)
+    request: dict[str, Any] = {"model": row["route"], "input": given}
+    if instructions is not None:
+        request["instructions"] = instructions
+    if tools:
+        request["tools"] = tools
+    output: list[dict[str, Any]] = []
+    if answer is not None:
+        part = {"type": "output_text", "text": answer, "annotations": []}
+        output.append(
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": status,
+                "role": "assistant",
+                "content": [part],
+            }
+        )
+    for call in function_calls or ():
+        output.append({"type": "function_call", "id": "fc_1", "status": status, **call})
+    if response is None:
+        response = {
+            "id": f"resp_{row['id']}",
+            "object": "response",
+            "model": row["upstream_model"],
+            "status": status,
+            "output": output,
+        }
+    finish = "tool_calls" if function_calls else "stop"
+    if status != "completed":
+        finish = "length"
+    row.update(
+        endpoint="responses",
+        request=request,
+        response=response,
+        finish_reason=fields.get("finish_reason") or finish,
+    )
+    return row
+
+
 def store_calls(path: Path, rows: Sequence[Row], feedback: Sequence[tuple[str, float]] = ()) -> str:
     """A capture database at ``path`` holding ``rows`` and ``feedback``; its URL."""
     url = f"sqlite+aiosqlite:///{path}"
