@@ -236,28 +236,6 @@ class Proxy:
                 await self._replay(hit, payload, send, call)
                 return
 
-        if plan.shadow is not None:
-            shadow = plan.shadow
-            self.shadows.launch(
-                runtime.upstreams[shadow.provider],
-                dict(request.forward),
-                ShadowResult(
-                    shadow_of=call.request_id,
-                    decision=shadow,
-                    path=path,
-                    endpoint=endpoint.kind,
-                    requested_model=model,
-                    request_body=payload.for_model(shadow.upstream_model),
-                    client_body=raw,
-                    started_at=time.time(),
-                    stream=payload.stream,
-                    record=call.capture,
-                    user=user,
-                    tags=request.tags,
-                    redact=route.redact,
-                ),
-            )
-
         async def attempt(decision: Decision) -> UpstreamResponse:
             call.decision = decision
             upstream = runtime.upstreams[decision.provider]
@@ -271,17 +249,41 @@ class Proxy:
             )
 
         sent = time.perf_counter()
-        outcome = await send_with_fallbacks(
-            plan.chain(),
-            attempt,
-            retry=route.retry,
-            breaker=route.breaker,
-            breakers=self.manager.breakers,
-            attempts=call.attempts,
-        )
-        response = outcome.response
-        call.decision = outcome.decision
-        await self._answer(endpoint, payload, response, send, call, sent)
+        try:
+            outcome = await send_with_fallbacks(
+                plan.chain(),
+                attempt,
+                retry=route.retry,
+                breaker=route.breaker,
+                breakers=self.manager.breakers,
+                attempts=call.attempts,
+            )
+            response = outcome.response
+            call.decision = outcome.decision
+            await self._answer(endpoint, payload, response, send, call, sent)
+        finally:
+            # The shadow copy starts once the answer is out, so its work never delays it.
+            if plan.shadow is not None:
+                shadow = plan.shadow
+                self.shadows.launch(
+                    runtime.upstreams[shadow.provider],
+                    dict(request.forward),
+                    ShadowResult(
+                        shadow_of=call.request_id,
+                        decision=shadow,
+                        path=path,
+                        endpoint=endpoint.kind,
+                        requested_model=model,
+                        request_body=payload.for_model(shadow.upstream_model),
+                        client_body=raw,
+                        started_at=time.time(),
+                        stream=payload.stream,
+                        record=call.capture,
+                        user=user,
+                        tags=request.tags,
+                        redact=route.redact,
+                    ),
+                )
 
     async def _answer(
         self,
