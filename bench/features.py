@@ -17,7 +17,7 @@ Overhead. Beside the matrix's simulator, one gateway process per configuration i
   d. a route of two variants 50/50 and a shadow at 20% on a third, capture off;
   e. a key with RPM, TPM and a daily budget, limits in Redis (``redis:`` with a prefix of this
      run's own, whose keys are deleted at the end); the RPM is 10,000,000, so nothing is refused;
-     the key is busy, so after its first second its calls are admitted from credits;
+     the key is busy, so after its first two seconds its calls are admitted from credits;
   e2. the same with ``redis: {credits: false}``: every call waits for the admit script;
   f1/f2. a route with ``cache: {ttl_s: 600}`` called with ``temperature: 0, seed: 1``: every call
      after the first is a hit; in memory (f1) and in Redis (f2).

@@ -335,7 +335,8 @@ return 1
 
 
 HOT_CALLS = 10
-"""Calls of one key in the previous second on this replica from which it asks for credits."""
+"""Calls of one key on this replica in each of the two previous seconds from which it asks for
+credits (two seconds running: a short burst never gets credits it might leave unused)."""
 CREDIT_LEASE_S = 1.0
 """How long credits may be used; what is left then is given back."""
 MAX_CREDITS = 256
@@ -356,17 +357,24 @@ class _Credits:
     second: int = 0
     calls: int = 0
     last_calls: int = 0
+    calls_before: int = 0
+    """Calls in the current second, the previous one and the one before."""
 
     def count_call(self, mono: float) -> None:
         second = int(mono)
         if second != self.second:
-            self.last_calls = self.calls if second == self.second + 1 else 0
+            if second == self.second + 1:
+                self.calls_before, self.last_calls = self.last_calls, self.calls
+            elif second == self.second + 2:
+                self.calls_before, self.last_calls = self.calls, 0
+            else:
+                self.calls_before = self.last_calls = 0
             self.second, self.calls = second, 0
         self.calls += 1
 
     def wanted(self) -> int:
         """Credits to ask for: about a quarter second of this key's calls, 0 when not busy."""
-        if self.last_calls < HOT_CALLS or self.refilling:
+        if min(self.last_calls, self.calls_before) < HOT_CALLS or self.refilling:
             return 0
         want = min(MAX_CREDITS, max(2, self.last_calls // 4))
         return want if len(self.members) <= want // 2 else 0
@@ -375,12 +383,13 @@ class _Credits:
 class RedisLimiter:
     """Limits shared by every replica through Redis; one script call per call at most.
 
-    A call waits for one script round trip, unless its key is busy on this replica: then the
-    replica holds credits granted ahead by the same script (admissions counted in Redis like
-    calls, see ``_ADMIT``) and admits from them at once, asking for more in the background
-    before they run out. Credits are only granted while the key is far from its limits, last a
-    second, are re-timed to the moment each is used, and are given back when unused; near a
-    limit every call asks Redis, so the sum of admitted calls never exceeds it.
+    A call waits for one script round trip, unless its key has been busy on this replica for two
+    seconds running: then the replica holds credits granted ahead by the same script
+    (admissions counted in Redis like calls, see ``_ADMIT``) and admits from them at once,
+    asking for more in the background before they run out. Credits are only granted while the
+    key is far from its limits, last a second, are re-timed to the moment each is used, and are
+    given back when unused; near a limit every call asks Redis, so the sum of admitted calls
+    never exceeds it.
 
     When Redis cannot be reached, ``fail_open`` admits the call (counted in ``failures`` and
     logged at most every 10 s) and the alternative refuses it; either way Redis is not asked

@@ -27,8 +27,16 @@ class Clock:
 
 
 def redis_limiter(clock: Clock, url: str = REDIS_URL, fail_open: bool = True) -> RedisLimiter:
+    """Every call asks the script (credits off: these tests check its answers call by call;
+    tests/gateway/test_limits_credits.py checks the credits)."""
     client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return RedisLimiter(client, prefix=f"test-{uuid.uuid4().hex}", clock=clock, fail_open=fail_open)
+    return RedisLimiter(
+        client,
+        prefix=f"test-{uuid.uuid4().hex}",
+        clock=clock,
+        fail_open=fail_open,
+        credits=False,
+    )
 
 
 def redis_is_up() -> bool:
@@ -121,7 +129,7 @@ def test_two_limiters_share_one_window() -> None:
 
     async def scenario() -> int:
         clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(2)]
-        limiters = [RedisLimiter(c, prefix=prefix, clock=clock) for c in clients]
+        limiters = [RedisLimiter(c, prefix=prefix, clock=clock, credits=False) for c in clients]
         limits = Limits(rpm=25)
         verdicts = await asyncio.gather(
             *(limiters[i % 2].admit("shared", limits) for i in range(80))

@@ -60,10 +60,16 @@ async def settle(*replicas: Replica) -> None:
         await asyncio.gather(*replica.limiter._refills)
 
 
+WARM_CALLS = 2 * HOT_CALLS + 1
+
+
 async def warm(replica: Replica, key: str, limits: Limits, ticks: Ticks) -> list[Verdict]:
-    """One second with HOT_CALLS calls, then the next second: the key is busy."""
-    verdicts = [await replica.limiter.admit(key, limits) for _ in range(HOT_CALLS)]
-    ticks.now += 1.0
+    """Two seconds with HOT_CALLS calls each, then the next second: the key is busy (the
+    WARM_CALLS-th call asks for credits)."""
+    verdicts: list[Verdict] = []
+    for _ in range(2):
+        verdicts += [await replica.limiter.admit(key, limits) for _ in range(HOT_CALLS)]
+        ticks.now += 1.0
     verdicts.append(await replica.limiter.admit(key, limits))  # asks for credits
     await settle(replica)
     return verdicts
@@ -93,7 +99,7 @@ def test_a_busy_key_is_admitted_from_credits_without_a_round_trip() -> None:
             # What Redis counts: every call admitted so far plus the credits still held.
             held = len(replica.limiter._credits["k"].members)
             assert held > 0
-            admitted = HOT_CALLS + 1 + 2
+            admitted = WARM_CALLS + 2
             assert await zcard(replica.client, prefix, "k") == admitted + held
         finally:
             await replica.close()
@@ -137,10 +143,10 @@ def test_unused_credits_are_given_back_when_they_expire() -> None:
         replica = Replica(prefix, clock, ticks)
         try:
             await warm(replica, "k", limits, ticks)
-            assert await zcard(replica.client, prefix, "k") > HOT_CALLS + 1
+            assert await zcard(replica.client, prefix, "k") > WARM_CALLS
             ticks.now += CREDIT_LEASE_S + 0.1
             await replica.limiter.flush()
-            assert await zcard(replica.client, prefix, "k") == HOT_CALLS + 1
+            assert await zcard(replica.client, prefix, "k") == WARM_CALLS
             # an expired credit is not used: the next call asks Redis
             sent = replica.connection.sent
             assert (await replica.limiter.admit("k", limits)).allowed
@@ -163,7 +169,7 @@ def test_credits_never_take_the_last_half_of_the_window() -> None:
         try:
             verdicts = await warm(replica, "k", limits, ticks)
             credits = replica.limiter._credits["k"]
-            assert 0 < len(credits.members) <= (80 - HOT_CALLS - 1) // 4
+            assert 0 < len(credits.members) <= (80 - WARM_CALLS) // 4
             for _ in range(100):
                 verdicts.append(await replica.limiter.admit("k", limits))
                 await settle(replica)
@@ -257,22 +263,26 @@ def test_changed_limits_give_the_credits_back() -> None:
             assert (await replica.limiter.admit("k", tighter)).allowed
             assert replica.connection.sent > sent  # the old credits were not used
             await replica.limiter.flush()
-            assert await zcard(replica.client, prefix, "k") == HOT_CALLS + 2
+            assert await zcard(replica.client, prefix, "k") == WARM_CALLS + 1
         finally:
             await replica.close()
 
     asyncio.run(run())
 
 
-def test_a_quiet_key_asks_for_no_credits() -> None:
+def test_only_a_key_busy_two_seconds_running_asks_for_credits() -> None:
     credits = limits_module._Credits(Limits(rpm=100), "z")
-    for second in range(5):
+    for second in range(5):  # steady, but under HOT_CALLS a second
         for _ in range(HOT_CALLS - 1):
             credits.count_call(1000.0 + second)
         assert credits.wanted() == 0
-    for _ in range(HOT_CALLS * 8):
+    for _ in range(HOT_CALLS * 8):  # a burst within one second
         credits.count_call(2000.0)
     credits.count_call(2001.0)
-    assert credits.wanted() == HOT_CALLS * 2
-    credits.count_call(2003.5)  # a second without calls in between
+    assert credits.wanted() == 0
+    for _ in range(HOT_CALLS * 8):  # and the next second too
+        credits.count_call(2001.5)
+    credits.count_call(2002.0)
+    assert credits.wanted() == HOT_CALLS * 2  # a quarter of the last second's calls
+    credits.count_call(2004.5)  # a second without calls in between
     assert credits.wanted() == 0
