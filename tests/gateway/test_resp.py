@@ -547,3 +547,65 @@ def test_send_writes_at_once_and_returns_reply_errors() -> None:
         await redis.aclose()
 
     asyncio.run(scenario())
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own and a server certificate for 127.0.0.1 signed by it."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    ca_key, ca, key, request, cert = (
+        directory / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
+    extensions = directory / "san.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", str(ca_key), "-out", str(ca),
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(key), "-out", str(request),
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "1", "-out", str(cert), "-extfile", str(extensions),
+    )  # fmt: skip
+    return ca, cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
+def test_like_speaks_tls_as_a_rediss_client_asks(
+    servers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A TLS-only Redis of the test's own: verified against the test's CA, refused when the
+    certificate cannot be verified, and accepted unverified when the URL says so."""
+    ca, cert, key = make_certificates(tmp_path)
+    port, tls_port = free_port(), free_port()
+    tls = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    tls += ["--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+    servers.append(start_server(port, *tls))
+    name = unique("tls")
+
+    async def run() -> None:
+        verified = aioredis.Redis(host="127.0.0.1", port=tls_port, ssl=True, ssl_ca_certs=str(ca))
+        connection = PipelinedRedis.like(verified)
+        assert await connection.execute("SET", name, "over tls") == b"OK"
+        assert await connection.execute("GET", name) == b"over tls"
+        await connection.aclose()
+        await verified.aclose()
+
+        unknown_ca = aioredis.Redis.from_url(f"rediss://127.0.0.1:{tls_port}/0")
+        with pytest.raises(RedisConnectionError):
+            await PipelinedRedis.like(unknown_ca).execute("PING")
+        await unknown_ca.aclose()
+
+        unverified = aioredis.Redis.from_url(f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=none")
+        connection = PipelinedRedis.like(unverified)
+        assert await connection.execute("GET", name) == b"over tls"
+        await connection.aclose()
+        await unverified.aclose()
+
+    asyncio.run(run())
+    assert cli(port, "get", name) == "over tls"
