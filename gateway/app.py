@@ -33,6 +33,7 @@ from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.recording import Recorder
+from gateway.resp import PipelinedRedis
 from gateway.runtime import RuntimeManager, UpstreamFactory
 from gateway.settings import RedisSettings, Settings, load_settings, with_upstream_override
 from gateway.shadow import ShadowResult, ShadowRunner
@@ -116,14 +117,20 @@ class GatewayApp:
         settings = self.manager.settings
         if settings.redis is not None:
             self._redis = connect_redis(settings.redis)
+            # The one lean connection for what calls wait on (admits, cache lookups); closed
+            # with the limiter.
+            connection = PipelinedRedis.like(self._redis)
             self.limiter = RedisLimiter(
                 self._redis,
                 prefix=settings.redis.prefix,
                 fail_open=settings.redis.on_failure == "open",
                 credits=settings.redis.credits,
+                connection=connection,
             )
             self.recorder.limiter = self.proxy.limiter = self.limiter
-            self.proxy.cache = RedisCache(self._redis, prefix=settings.redis.prefix)
+            self.proxy.cache = RedisCache(
+                self._redis, prefix=settings.redis.prefix, connection=connection
+            )
         if settings.capture.enabled:
             self.store, self.writer = await open_capture(
                 settings.capture, str(self.config_path or "FILE")

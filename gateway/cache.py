@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.resp import PipelinedRedis
+
 log = logging.getLogger("gateway.cache")
 
 _IGNORED = frozenset({"model", "user", "metadata", "stream_options"})
@@ -99,8 +101,17 @@ class RedisCache:
     """Answers shared by every replica. Errors are misses, and Redis is left alone for
     ``retry_s`` seconds after one, so a dead Redis costs the calls nothing."""
 
-    def __init__(self, client: Any, prefix: str = "gateway", retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "gateway",
+        retry_s: float = 1.0,
+        connection: PipelinedRedis | None = None,
+    ) -> None:
         self._redis = client
+        # With a lean connection (gateway/resp.py) lookups and stores share it, in order: an
+        # answer stored is found by the very next call; otherwise redis-py.
+        self._connection = connection
         self._prefix = f"{prefix}:cache:"
         self._retry_s = retry_s
         self._down_until = 0.0
@@ -116,7 +127,10 @@ class RedisCache:
         if time.monotonic() < self._down_until:
             return None
         try:
-            data = await self._redis.get(self._prefix + key)
+            if self._connection is not None:
+                data = await self._connection.execute("GET", self._prefix + key)
+            else:
+                data = await self._redis.get(self._prefix + key)
         except Exception as exc:
             self._failed(exc)
             return None
@@ -126,6 +140,12 @@ class RedisCache:
         if time.monotonic() < self._down_until:
             return
         try:
-            await self._redis.set(self._prefix + key, answer.encode(), px=int(ttl_s * 1000))
+            if self._connection is not None:
+                ttl_ms = max(1, int(ttl_s * 1000))
+                await self._connection.execute(
+                    "SET", self._prefix + key, answer.encode(), "PX", ttl_ms
+                )
+            else:
+                await self._redis.set(self._prefix + key, answer.encode(), px=int(ttl_s * 1000))
         except Exception as exc:
             self._failed(exc)

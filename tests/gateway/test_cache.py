@@ -12,11 +12,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gateway.cache import CachedAnswer, RedisCache
+from gateway.resp import PipelinedRedis
 from tests.gateway.test_limits import needs_redis
-from tests.processes import Running, start_gateway
+from tests.processes import Running, free_port, start_gateway
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -176,3 +179,40 @@ def test_replicas_share_the_cache_through_redis(tmp_path: Path, simulator: Runni
     finally:
         first.stop()
         second.stop()
+
+
+@needs_redis
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-connection", "redis-py"])
+def test_the_redis_backend_stores_answers_and_treats_a_dead_redis_as_a_miss(lean: bool) -> None:
+    async def run() -> None:
+        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        connection = PipelinedRedis.like(client) if lean else None
+        cache = RedisCache(client, prefix=f"test-{uuid.uuid4().hex}", connection=connection)
+        answer = CachedAnswer(True, b"data: {}\n\ndata: [DONE]\n\n")
+        assert await cache.get("k") is None
+        await cache.put("k", answer, 5)
+        assert await cache.get("k") == answer
+        if connection is not None:
+            # a store started in the background is found by the very next lookup (one socket)
+            stored = asyncio.get_running_loop().create_task(cache.put("next", answer, 5))
+            await asyncio.sleep(0)
+            assert await cache.get("next") == answer
+            await stored
+        await cache.put("short", CachedAnswer(False, b"{}"), 0.05)
+        await asyncio.sleep(0.1)
+        assert await cache.get("short") is None  # the TTL holds
+        if connection is not None:
+            await connection.aclose()
+        await client.aclose()
+
+        dead = aioredis.Redis.from_url(
+            f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2, socket_connect_timeout=0.2
+        )
+        cache = RedisCache(dead, connection=PipelinedRedis.like(dead) if lean else None)
+        assert await cache.get("k") is None
+        assert cache.errors == 1
+        assert await cache.get("k") is None  # not asked again for a while
+        assert cache.errors == 1
+        await dead.aclose()
+
+    asyncio.run(run())
