@@ -477,12 +477,29 @@ class RedisLimiter:
             return Decided(self._unavailable(None))
         now = self._clock()
         args = self._args(key_id, limits, now, 1, 0)
+        return _RedisAdmission(self, self._send(args), args, now)
+
+    def _send(self, args: tuple[str | int | float, ...]) -> asyncio.Future[Any]:
+        """The admit script, written now; its reply to come."""
         reply = self._connection.send("EVALSHA", self._admit_sha, *args)
         if reply is None:  # not connected yet: the task connects and sends
             reply = asyncio.ensure_future(
                 self._connection.execute("EVALSHA", self._admit_sha, *args)
             )
-        return _RedisAdmission(self, reply, args, now)
+        return reply
+
+    async def _answer(self, reply: asyncio.Future[Any], args: tuple[Any, ...]) -> Any:
+        """The script's answer; when Redis has forgotten the script (a restart), it is sent
+        again whole, which caches it."""
+        try:
+            result = await reply
+        except ReplyError as exc:  # raised by execute; send returns it
+            result = exc
+        if isinstance(result, ReplyError):
+            if not str(result).startswith("NOSCRIPT"):
+                raise result
+            result = await self._connection.execute("EVAL", _ADMIT, *args)
+        return result
 
     def _args(
         self, key_id: str, limits: Limits, now: float, calls: int, want: int
@@ -540,12 +557,7 @@ class RedisLimiter:
         try:
             now = self._clock()
             args = self._args(key_id, credits.limits, now, 0, want)
-            try:
-                result = await self._connection.execute("EVALSHA", self._admit_sha, *args)
-            except ReplyError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                result = await self._connection.execute("EVAL", _ADMIT, *args)
+            result = await self._answer(self._send(args), args)
             status, used_text, left_text, granted_text = (_text(v) for v in result)
             granted = int(granted_text)
             if status != "ok" or not granted:
@@ -585,14 +597,7 @@ class RedisLimiter:
         self, reply: asyncio.Future[Any], args: tuple[Any, ...], now: float
     ) -> Verdict:
         try:
-            try:
-                result = await reply
-            except ReplyError as exc:  # raised by execute; send returns it
-                result = exc
-            if isinstance(result, ReplyError):
-                if not str(result).startswith("NOSCRIPT"):
-                    raise result
-                result = await self._connection.execute("EVAL", _ADMIT, *args)  # caches it
+            result = await self._answer(reply, args)
         except Exception as exc:  # connection refused, timeout, Redis restarting
             return self._unavailable(exc)
         self._down_until = 0.0

@@ -192,7 +192,7 @@ class Proxy:
             if admission is not None:
                 admission.discard()
             raise
-        if admission is not None and principal.limits:
+        if admission is not None:
             verdict = await admission
             if not verdict.allowed:
                 raise refusal(verdict, principal.limits)
