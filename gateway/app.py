@@ -120,12 +120,14 @@ class GatewayApp:
             # The one lean connection for what calls wait on (admits, cache lookups); closed
             # with the limiter.
             connection = PipelinedRedis.like(self._redis)
+            errors = self.metrics.limiter_errors
             self.limiter = RedisLimiter(
                 self._redis,
                 prefix=settings.redis.prefix,
                 fail_open=settings.redis.on_failure == "open",
                 credits=settings.redis.credits,
                 connection=connection,
+                on_error=lambda outcome: errors.labels("redis", outcome).inc(),
             )
             self.recorder.limiter = self.proxy.limiter = self.limiter
             self.proxy.cache = RedisCache(

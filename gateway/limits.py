@@ -28,6 +28,9 @@ from gateway.resp import PipelinedRedis, ReplyError
 log = logging.getLogger("gateway.limits")
 
 Reason = Literal["rpm", "tpm", "daily_budget", "monthly_budget"]
+LimiterOutcome = Literal["admitted", "refused", "unrecorded"]
+"""What became of a limiter failure: a call admitted unchecked (fail open), a call refused
+(fail closed), or a finished call's tokens and spend not counted."""
 WINDOW_S = 60.0
 
 
@@ -49,7 +52,9 @@ class Verdict:
     retry_after: float = 0.0
     """Seconds until a refused call could be admitted."""
     remaining_requests: int | None = None
+    """None: not known (no requests limit, or the limits could not be checked)."""
     used_tokens: int | None = None
+    """None: not known (no tokens limit, or the limits could not be checked)."""
 
 
 ADMITTED = Verdict(True)
@@ -394,7 +399,9 @@ class RedisLimiter:
     When Redis cannot be reached, ``fail_open`` admits the call (counted in ``failures`` and
     logged at most every 10 s) and the alternative refuses it; either way Redis is not asked
     again for ``retry_s`` seconds, so a dead Redis costs the calls nothing, and it is used again
-    as soon as it answers: no restart needed.
+    as soon as it answers: no restart needed. A call admitted so has no known figures (its
+    verdict leaves them None). ``on_error`` hears of each failure with what became of it
+    (``LimiterOutcome``), for the metrics.
     """
 
     def __init__(
@@ -409,6 +416,7 @@ class RedisLimiter:
         monotonic: Callable[[], float] = time.monotonic,
         connection: PipelinedRedis | None = None,
         credits: bool = True,
+        on_error: Callable[[LimiterOutcome], None] | None = None,
     ) -> None:
         self._redis = client
         # The admit goes over a lean pipelined connection to the same server (gateway/resp.py);
@@ -424,6 +432,7 @@ class RedisLimiter:
         self._down_until = 0.0
         self._last_log = 0.0
         self.failures = 0
+        self._on_error = on_error
         self._member_prefix = f"{uuid.uuid4().hex[:12]}:"
         self._sequence = 0
         self._flush_s = flush_s
@@ -450,8 +459,18 @@ class RedisLimiter:
             base = self._bases[key_id] = f"{self._prefix}:limits:{{{key_id}}}"
         return base
 
-    def _unavailable(self, exc: BaseException | None) -> Verdict:
+    def _unavailable(
+        self, exc: BaseException | None, outcome: LimiterOutcome | None = None
+    ) -> Verdict:
+        """The verdict without Redis (``fail_open``), and the failure counted and reported."""
         self.failures += 1
+        if outcome is None:
+            outcome = "admitted" if self.fail_open else "refused"
+        if self._on_error is not None:
+            try:
+                self._on_error(outcome)
+            except Exception:  # the metrics must never fail a call
+                log.debug("the limiter's error hook failed", exc_info=True)
         now = self._monotonic()
         if exc is not None:
             self._down_until = now + self._retry_s
@@ -654,7 +673,11 @@ class RedisLimiter:
         pending, self._pending = self._pending, {}
         used, self._used_credits = self._used_credits, []
         unused, self._unused_credits = self._unused_credits, []
-        if not (pending or used or unused) or mono < self._down_until:
+        if not (pending or used or unused):
+            return
+        if mono < self._down_until:
+            if pending:  # tokens and spend lost while Redis is down
+                self._unavailable(None, "unrecorded")
             return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -670,7 +693,7 @@ class RedisLimiter:
                     pipe.zrem(zset, *members)
                 await pipe.execute()
         except Exception as exc:
-            self._unavailable(exc)
+            self._unavailable(exc, "unrecorded")
 
     async def close(self) -> None:
         """Give back every credit held (at shutdown) and send what is pending."""

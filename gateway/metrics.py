@@ -139,6 +139,14 @@ class Metrics:
             ("status", "code"),
             registry=registry,
         )
+        self.limiter_errors = Counter(
+            "gateway_limiter_errors",
+            "Rate-limit checks and updates that failed to reach the limits' backend, by backend "
+            "and outcome (admitted: a call let through unchecked, fail open; refused: a call "
+            "refused, fail closed; unrecorded: finished calls' tokens and spend not counted).",
+            ("backend", "outcome"),
+            registry=registry,
+        )
         self.shadow_tokens = Counter(
             "gateway_shadow_tokens",
             "Tokens spent by shadow calls, by kind.",

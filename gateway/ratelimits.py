@@ -13,13 +13,16 @@ _WHAT = {
 
 
 def ratelimit_headers(verdict: Verdict, limits: Limits) -> RawHeaders:
+    """The key's limits and what is left of them, for each figure the verdict knows: a call
+    admitted while the limits could not be checked (fail open) gets none, rather than a
+    made-up 0 that would send clients into backing off."""
     headers: RawHeaders = []
-    if limits.rpm is not None:
-        remaining = verdict.remaining_requests if verdict.remaining_requests is not None else 0
+    remaining = verdict.remaining_requests
+    if limits.rpm is not None and remaining is not None:
         headers.append((b"x-ratelimit-limit-requests", str(limits.rpm).encode()))
         headers.append((b"x-ratelimit-remaining-requests", str(max(0, remaining)).encode()))
-    if limits.tpm is not None:
-        used = verdict.used_tokens or 0
+    used = verdict.used_tokens
+    if limits.tpm is not None and used is not None:
         headers.append((b"x-ratelimit-limit-tokens", str(limits.tpm).encode()))
         headers.append((b"x-ratelimit-remaining-tokens", str(max(0, limits.tpm - used)).encode()))
     if not verdict.allowed:

@@ -7,12 +7,12 @@ import random
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.limits import Limiter, Limits, LocalLimiter, RedisLimiter, Verdict
+from gateway.limits import Limiter, LimiterOutcome, Limits, LocalLimiter, RedisLimiter, Verdict
 from tests.processes import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -26,7 +26,12 @@ class Clock:
         return self.now
 
 
-def redis_limiter(clock: Clock, url: str = REDIS_URL, fail_open: bool = True) -> RedisLimiter:
+def redis_limiter(
+    clock: Clock,
+    url: str = REDIS_URL,
+    fail_open: bool = True,
+    on_error: Callable[[LimiterOutcome], None] | None = None,
+) -> RedisLimiter:
     """Every call asks the script (credits off: these tests check its answers call by call;
     tests/gateway/test_limits_credits.py checks the credits)."""
     client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
@@ -36,6 +41,7 @@ def redis_limiter(clock: Clock, url: str = REDIS_URL, fail_open: bool = True) ->
         clock=clock,
         fail_open=fail_open,
         credits=False,
+        on_error=on_error,
     )
 
 
@@ -190,7 +196,9 @@ def test_redis_down_follows_the_policy_and_recovers(
     port, processes = own_redis
     processes.append(start_redis(port))
     clock = Clock()
-    limiter = redis_limiter(clock, f"redis://127.0.0.1:{port}/0", fail_open=fail_open)
+    reported: list[str] = []
+    url = f"redis://127.0.0.1:{port}/0"
+    limiter = redis_limiter(clock, url, fail_open=fail_open, on_error=reported.append)
     limits = Limits(rpm=1)
 
     async def scenario() -> None:
@@ -200,7 +208,9 @@ def test_redis_down_follows_the_policy_and_recovers(
         processes[0].wait(timeout=10)
         down = await limiter.admit("k", limits)
         assert down.allowed is fail_open
+        assert down.remaining_requests is None  # not known: no header will claim a figure
         assert limiter.failures >= 1
+        assert reported == ["admitted" if fail_open else "refused"]
         processes.append(start_redis(port))  # a new, empty Redis on the same port
         await asyncio.sleep(1.1)  # the limiter waits a second before asking Redis again
         assert (await limiter.admit("k", limits)).allowed
@@ -546,3 +556,19 @@ def test_tpm_refusal_when_another_replica_recorded_a_second_ahead() -> None:
             await second._redis.aclose()
 
     asyncio.run(run())
+
+
+def test_headers_carry_only_the_figures_the_verdict_knows() -> None:
+    from gateway.ratelimits import ratelimit_headers
+
+    limits = Limits(rpm=10, tpm=1000)
+    known = dict(ratelimit_headers(Verdict(True, None, 0.0, 7, 100), limits))
+    assert known[b"x-ratelimit-remaining-requests"] == b"7"
+    assert known[b"x-ratelimit-remaining-tokens"] == b"900"
+    # admitted while the limits could not be checked (fail open): nothing made up
+    assert ratelimit_headers(Verdict(True), limits) == []
+    # refused for tokens: the requests left are not known
+    tokens = dict(ratelimit_headers(Verdict(False, "tpm", 5.0, None, 1200), limits))
+    assert b"x-ratelimit-remaining-requests" not in tokens
+    assert tokens[b"x-ratelimit-remaining-tokens"] == b"0"
+    assert tokens[b"x-ratelimit-reset-tokens"] == b"5.000s"
