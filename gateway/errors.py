@@ -6,6 +6,7 @@
     ├── PermissionDenied      403     a key asking for what it may not (e.g. a forced variant)
     ├── NotFound              404     unknown model (model_not_found) or path
     ├── MethodNotAllowed      405
+    ├── RequestTimeout        408     the client did not send its body in time
     ├── Conflict              409     the gateway's state does not allow it (e.g. capture off)
     ├── PayloadTooLarge       413     body over server.max_body_bytes
     ├── RateLimited           429     a key over its requests/tokens per minute or its budget
@@ -73,6 +74,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class Conflict(GatewayError):

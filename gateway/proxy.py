@@ -8,21 +8,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
 
+from gateway.bodyread import BodyReader
 from gateway.cache import CachedAnswer, MemoryCache, ResponseCache, cache_key, cacheable
 from gateway.errors import (
     GatewayError,
     InternalError,
     InvalidRequest,
     ModelNotFound,
-    PayloadTooLarge,
     PermissionDenied,
     from_upstream,
 )
 from gateway.limits import Limiter, LocalLimiter
+from gateway.passthrough import upstream_target
 from gateway.payload import UpstreamPayload
 from gateway.ratelimits import ratelimit_headers, refusal
 from gateway.recording import Recorder
@@ -45,6 +47,8 @@ _REQUEST_HEADERS_KEPT_BACK = frozenset(
         b"authorization",
         b"proxy-authorization",
         b"api-key",
+        b"x-api-key",
+        b"x-goog-api-key",
         b"cookie",
         b"content-length",
         b"connection",
@@ -105,6 +109,7 @@ class Proxy:
         self.recorder = recorder
         self.limiter: Limiter = limiter or LocalLimiter()
         self.cache: ResponseCache = cache or MemoryCache()
+        self.bodies = BodyReader()
         self._background: set[asyncio.Task[None]] = set()
         self.models_created = int(time.time())
 
@@ -138,6 +143,12 @@ class Proxy:
                 self.recorder.finish(call, call.capture)
                 if call.cache_key is not None and not call.cache_hit:
                     self._keep_answer(call)
+
+    def _read_body(self, runtime: Runtime, receive: Receive, request: _Request) -> Awaitable[bytes]:
+        server = runtime.settings.server
+        return self.bodies.read(
+            receive, request.content_length, server.max_body_bytes, server.body_read_timeout_s
+        )
 
     def _keep_answer(self, call: Call) -> None:
         """Store a complete 200 answer in the cache, in the background."""
@@ -175,8 +186,7 @@ class Proxy:
             self.limiter.begin(principal.key_id, principal.limits) if principal.limits else None
         )
         try:
-            limit = runtime.settings.server.max_body_bytes
-            raw = await _read_body(receive, request.content_length, limit)
+            raw = await self._read_body(runtime, receive, request)
             body, model = parse_request(endpoint, raw)
             route = runtime.routes.get(model)
             if route is None:
@@ -340,15 +350,11 @@ class Proxy:
         call: Call,
         request: _Request,
     ) -> None:
-        raw = await _read_body(
-            receive, request.content_length, runtime.settings.server.max_body_bytes
-        )
+        path, query = upstream_target(scope)
+        raw = await self._read_body(runtime, receive, request)
         upstream = runtime.upstreams[runtime.settings.passthrough_provider]
-        query = scope["query_string"].decode("latin-1")
         sent = time.perf_counter()
-        response = await upstream.send(
-            scope["method"], scope["path"][3:], query, request.forward, raw
-        )
+        response = await upstream.send(scope["method"], path, query, request.forward, raw)
         call.upstream_seconds = time.perf_counter() - sent
         is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
         await relay_stream(response, send, call, None, sse=is_sse, expect_done=False)
@@ -370,31 +376,3 @@ class Proxy:
                 raise ModelNotFound(f"The model `{name}` does not exist.", param="model")
             body = card(name)
         await send_full(send, 200, [(b"content-type", JSON)], orjson.dumps(body), call)
-
-
-async def _read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
-    if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError:
-            raise InvalidRequest("Invalid Content-Length header.") from None
-        if declared > limit:
-            raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        return body
-    parts = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidRequest("The client disconnected before sending the whole body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        parts.append(chunk)
-    return b"".join(parts)

@@ -33,8 +33,17 @@ class ServerSettings(_Strict):
     workers: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     """Larger request bodies are refused with 413."""
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
+    """A client that has not sent its whole body within this many seconds gets 408, so slow
+    clients cannot hold the gateway's connections forever."""
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_delay_s: float = Field(default=0.0, ge=0, le=3600)
+    """After SIGTERM, how long calls are still accepted (while /readyz answers 503), so that a
+    load balancer polling /readyz stops sending first."""
+    shutdown_timeout_s: float = Field(default=120.0, ge=0, le=86400)
+    """Then, how long the calls in flight may take; streams still open at the end get an error
+    event (``gateway_shutting_down``) and are closed."""
 
 
 class GatewayKey(_Strict):

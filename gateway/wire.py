@@ -11,6 +11,12 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequest
+from gateway.jsonbytes import nesting_depth_exceeds
+
+MAX_NESTING = 128
+"""How deep arrays and objects may nest in a request body. The gateway must be able to
+re-serialise and store what it acknowledges (orjson writes at most 254 levels, capture wraps the
+body in a few more); no provider's API needs a tenth of this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +41,9 @@ ROUTED_ENDPOINTS: dict[str, Endpoint] = {
 def parse_request(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], str]:
     """The body as a dict and its model name, or InvalidRequest saying what is wrong."""
     if not raw:
-        raise InvalidRequest("The request body is empty; expected a JSON object.")
+        raise InvalidRequest(
+            "The request body is empty; expected a JSON object.", code="invalid_json"
+        )
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -44,6 +52,11 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], str]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if nesting_depth_exceeds(raw, MAX_NESTING):
+        raise InvalidRequest(
+            f"The request body nests arrays and objects more than {MAX_NESTING} levels deep.",
+            code="nesting_too_deep",
+        )
     model = body.get("model")
     if model is None:
         raise InvalidRequest(

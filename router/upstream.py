@@ -141,6 +141,10 @@ class AiohttpUpstream:
         self._fixed_headers: dict[str, str] = dict(config.headers)
         if config.api_key is not None:
             self._fixed_headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        # A client's header of the same name (in any case) must not ride beside the provider's.
+        self._own_header_names = tuple(
+            {name.lower() for name in self._fixed_headers} - set(self._fixed_headers)
+        )
         connector = aiohttp.TCPConnector(
             limit=config.pool_size, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
         )
@@ -185,6 +189,8 @@ class AiohttpUpstream:
 
         ``read_timeout`` replaces the provider's read timeout for this call (a variant's own).
         """
+        for name in self._own_header_names:
+            headers.pop(name, None)
         headers.update(self._fixed_headers)
         try:
             response = await self._session.request(
