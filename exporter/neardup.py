@@ -16,6 +16,9 @@ merged as they grow. An example whose bands meet a kept example's in any band is
 duplicate: as in most LSH deduplication at scale, candidates are not re-checked against the
 signatures, so a pair a little below the threshold is sometimes caught (the S-curve of b and
 r says how often: at 0.8, 128 permutations, a pair at Jaccard 0.7 about 8%, at 0.6 0.1%).
+
+The split's groups of similar prompts use the same index at a lower threshold: ``link`` says
+which indexed texts each new one is similar to, and indexes them all.
 """
 
 from __future__ import annotations
@@ -252,6 +255,39 @@ class NearDuplicateIndex:
             self._add(np.sort((keys[mask] | numbers[:, None]).ravel()))
             self._kept.add(small[mask])
         return kept
+
+    def link(self, texts: Sequence[str]) -> list[list[int]]:
+        """For each text in order: the numbers of the indexed texts (before this batch or
+        earlier in it) whose estimated Jaccard reaches the threshold, most similar first.
+        Every text is then indexed, numbered on from ``size`` in order."""
+        if not texts:
+            return []
+        signatures = self.signatures(texts)
+        small = signatures.astype(np.uint8)
+        keys = self.band_keys(signatures)
+        found: list[dict[int, float]] = [{} for _ in texts]
+        pair_text, pair_kept = self._candidates(keys)
+        if len(pair_text):
+            close = similarity(small[pair_text], self._kept.take(pair_kept))
+            hit = close >= self.options.threshold
+            for text, other, value in zip(
+                pair_text[hit].tolist(), pair_kept[hit].tolist(), close[hit].tolist(), strict=True
+            ):
+                found[text][other] = value
+        buckets: dict[int, list[int]] = {}
+        for index, row in enumerate(keys.tolist()):
+            others = sorted({o for key in row for o in buckets.get(key, ())})
+            if others:
+                close = similarity(small[others], small[[index] * len(others)])
+                for other, value in zip(others, close.tolist(), strict=True):
+                    if value >= self.options.threshold:
+                        found[index][self.size + other] = value
+            for key in row:
+                buckets.setdefault(key, []).append(index)
+        numbers = np.arange(self.size, self.size + len(texts), dtype=np.uint64)
+        self._add(np.sort((keys | numbers[:, None]).ravel()))
+        self._kept.add(small)
+        return [sorted(near, key=lambda other: (-near[other], other)) for near in found]
 
     def _add(self, run: U64) -> None:
         """Size-tiered merging: at most about log2(n) runs, each key copied log2(n) times."""

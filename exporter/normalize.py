@@ -1,4 +1,4 @@
-"""Canonical forms of an example, for its duplicate key, its split key and its near-dup text.
+"""Canonical forms of an example: its duplicate key, its split key, its near-dup and prompt texts.
 
 Text is normalised by Unicode NFKC, case folding and collapsing whitespace, so examples that
 differ only in case, spacing or the Unicode form of a character count as the same. Tool-call
@@ -60,8 +60,18 @@ def prompt_key(example: Example) -> bytes:
 def near_dup_text(example: Example) -> str:
     """The words compared for near-duplicates: every message but the system prompt (shared by
     most examples, it would make them all look alike), tool calls included."""
+    return _words(example.messages)
+
+
+def prompt_text(example: Example) -> str:
+    """The words compared for the split's groups of similar prompts: the prompt's messages
+    but the system prompt, tool calls included."""
+    return _words(example.prompt)
+
+
+def _words(messages: list[Message]) -> str:
     parts: list[str] = []
-    for m in example.messages:
+    for m in messages:
         if m["role"] == "system":
             continue
         content = m.get("content")

@@ -3,9 +3,11 @@
 Per page of calls: each becomes an example (or is dropped with a reason), gets its system
 prompt treatment and weights, is validated, checked for exact duplicates and leaks; the
 page's survivors go through the near-duplicate index together; what is left is counted in
-tokens, dropped if over the base model's limit, and written to the side of the split its
-prompt hashes to. Memory holds one page, the duplicate keys (8 bytes per example), the
-near-duplicate index and one token count per example.
+tokens, dropped if over the base model's limit, and written to the side of the split of its
+group of similar prompts (``split.GroupSplit``: the side its prompt hashes to, unless it is
+similar to an earlier prompt, whose side it then shares). Memory holds one page, the
+duplicate keys (8 bytes per example), the near-duplicate index, the split's group index and
+one token count per example.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from exporter.examples import Dropped, Example, example_from_call, weight_last_a
 from exporter.filters import Filters
 from exporter.leaks import LeakCheck, LeakMode
 from exporter.neardup import NearDuplicateIndex, NearDupOptions
-from exporter.normalize import exact_key, near_dup_text, prompt_key
+from exporter.normalize import exact_key, near_dup_text, prompt_key, prompt_text
 from exporter.output import AtomicJsonl, prepare_directory, write_json
 from exporter.selection import DEFAULT_PAGE_SIZE, stream_pages
-from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE, side_of
+from exporter.split import (
+    DEFAULT_GROUP_THRESHOLD,
+    DEFAULT_SALT,
+    DEFAULT_VALID_SHARE,
+    GroupSplit,
+    group_options,
+)
 from exporter.system_prompt import SystemPrompt
 from exporter.tokens import TokenCounter, encoding_for
 from exporter.validate import check_chat_row
@@ -49,6 +57,9 @@ class ExportOptions:
     leak_check: LeakMode = "drop"
     valid_share: float = DEFAULT_VALID_SHARE
     split_salt: str = DEFAULT_SALT
+    split_groups: float | None = DEFAULT_GROUP_THRESHOLD
+    """Prompts at least this similar (word 3-gram Jaccard) share a side; None: each row by its
+    own prompt's hash."""
     weight: Weighting = "none"
     token_limit: int | None = None
     """Tokens per example; the base model's training context when None."""
@@ -60,6 +71,10 @@ class ExportOptions:
     @property
     def limit_tokens(self) -> int:
         return self.token_limit or hyperparams.token_limit(self.base_model)
+
+    def splitter(self) -> GroupSplit:
+        groups = group_options(self.split_groups) if self.split_groups is not None else None
+        return GroupSplit(self.valid_share, self.split_salt, groups)
 
     @property
     def price(self) -> float | None:
@@ -139,11 +154,13 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
     writers: dict[str, AtomicJsonl] = {}
     if out_dir is not None:
         writers = {side: AtomicJsonl(out_dir / f"{side}.jsonl") for side in ("train", "valid")}
+    splitter = options.splitter()
     selected = 0
     try:
         async for page in stream_pages(engine, options.filters, options.page_size, options.limit):
             selected += len(page)
             batch = [item for row in page if (item := curator.example(row)) is not None]
+            fitting = []
             for example, out in curator.distinct(batch):
                 counted = counter.example(out["messages"], out.get("tools"))
                 if counted.total > limit:
@@ -151,7 +168,12 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
                     tally.problem({"too_many_tokens"}, example.call_id)
                     tally.drop("over the token limit")
                     continue
-                side = side_of(prompt_key(example), options.valid_share, options.split_salt)
+                fitting.append((example, out, counted))
+            sides = splitter.sides(
+                [prompt_key(example) for example, _, _ in fitting],
+                [prompt_text(example) for example, _, _ in fitting],
+            )
+            for (_, out, counted), side in zip(fitting, sides, strict=True):
                 tally.count(side, counted.total, counted.assistant, limit)
                 if writers:
                     writers[side].write(out)
@@ -162,6 +184,7 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
             token_limit=limit,
             training_price=options.price,
             selected=selected,
+            split=splitter.summary(options.split_groups),
         )
         if curator.leaks is not None and curator.leaks.found:
             built["leaks_found"] = dict(curator.leaks.found)
@@ -194,7 +217,7 @@ def commit_outputs(
 
 def manifest(options: ExportOptions, built: dict[str, Any]) -> dict[str, Any]:
     """What made the files: enough to make them again, and for ``eval`` to find the held-out
-    prompts (the split's share and salt)."""
+    prompts (the split's share and salt; its groups of similar prompts)."""
     filters = asdict(options.filters)
     for key in ("since", "until"):
         if filters[key] is not None:
@@ -209,7 +232,13 @@ def manifest(options: ExportOptions, built: dict[str, Any]) -> dict[str, Any]:
         "near_dup": asdict(options.near_dup) if options.near_dup else None,
         "leak_check": options.leak_check,
         "weight": options.weight,
-        "split": {"valid_share": options.valid_share, "salt": options.split_salt},
+        "split": {
+            "valid_share": options.valid_share,
+            "salt": options.split_salt,
+            "group_threshold": options.split_groups,
+            "groups_merged": built["split"]["groups_merged"],
+            "rows_moved": built["split"]["rows_moved"],
+        },
         "hyperparameters": built["hyperparameters"],
         "counts": {"selected": built["selected"], **built["splits"]},
     }

@@ -17,7 +17,8 @@ Two sources of pairs:
   margin; or, with a judge (``pair_judge``), judged by an LLM through the gateway.
 
 The leak check, validation, token limit and split apply as for chat rows; the split hashes the
-input, so a pair's prompt is on one side only.
+input (and groups similar inputs, as ``split.GroupSplit`` says), so a pair's prompt is on one
+side only.
 """
 
 from __future__ import annotations
@@ -33,12 +34,11 @@ from exporter import report
 from exporter.errors import InvalidDataset
 from exporter.examples import Dropped, Example, example_from_call
 from exporter.leaks import LeakCheck
-from exporter.normalize import exact_key, prompt_key
+from exporter.normalize import exact_key, prompt_key, prompt_text
 from exporter.output import AtomicJsonl, prepare_directory
 from exporter.pair_judge import PairJudge
 from exporter.pipeline import ExportOptions, ExportResult, commit_outputs, manifest
 from exporter.selection import fetch_by_ids, stream_pages
-from exporter.split import side_of
 from exporter.tokens import TokenCounter, encoding_for
 from exporter.validate import check_preference_row
 
@@ -187,8 +187,10 @@ async def run_preference_export(
     if out_dir is not None:
         writers = {side: AtomicJsonl(out_dir / f"{side}.jsonl") for side in ("train", "valid")}
     try:
+        splitter = options.splitter()
         for start in range(0, len(pairs), options.page_size):
             chunk = pairs[start : start + options.page_size]
+            fitting = []
             rows = await fetch_by_ids(engine, [call for pair in chunk for call in pair])
             for better_id, worse_id in chunk:
                 better = builder.example(rows.get(better_id))
@@ -220,7 +222,12 @@ async def run_preference_export(
                     tally.too_long(better_id)
                     tally.drop("over the token limit")
                     continue
-                side = side_of(prompt_key(better), options.valid_share, options.split_salt)
+                fitting.append((better, row, counted))
+            sides = splitter.sides(
+                [prompt_key(better) for better, _, _ in fitting],
+                [prompt_text(better) for better, _, _ in fitting],
+            )
+            for (_, row, counted), side in zip(fitting, sides, strict=True):
                 tally.count(side, counted.total, counted.assistant, limit)
                 if writers:
                     writers[side].write(row)
@@ -231,6 +238,7 @@ async def run_preference_export(
             token_limit=limit,
             training_price=options.price,
             selected=selected,
+            split=splitter.summary(options.split_groups),
         )
         built["format"] = "preference"
         built["pairs_found"] = len(pairs)

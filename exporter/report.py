@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from exporter import hyperparams
+from exporter.split import LARGE_GROUP_SHARE
 from exporter.validate import CATEGORIES
 
 SAMPLE_IDS = 3
@@ -81,7 +82,9 @@ def build(
     token_limit: int,
     training_price: float | None,
     selected: int | None = None,
+    split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``split``: how the rows were split (``split.GroupSplit.summary``), None for a file."""
     train = len(tally.tokens["train"])
     valid = len(tally.tokens["valid"])
     suggestion = hyperparams.suggest(train)
@@ -99,6 +102,8 @@ def build(
         )
     if valid == 0 and train:
         warnings.append("no validation examples: the valid loss cannot be followed")
+    if split is not None:
+        warnings += _split_warnings(split, train + valid)
     problems = {
         name: {
             "count": tally.problems[name],
@@ -115,6 +120,7 @@ def build(
         "dropped": dict(tally.dropped.most_common()),
         "kept": train + valid,
         "splits": {"train": train, "valid": valid},
+        **({"split": split} if split is not None else {}),
         "problems": problems,
         "tokens": {
             "train": distribution(tally.tokens["train"]),
@@ -134,6 +140,33 @@ def build(
         "warnings": warnings,
     }
     return report
+
+
+def _split_warnings(split: dict[str, Any], kept: int) -> list[str]:
+    warnings: list[str] = []
+    largest = split.get("largest_group", 0)
+    if kept >= 20 and largest > LARGE_GROUP_SHARE * kept:
+        warnings.append(
+            f"one group of similar prompts holds {largest:,} of the {kept:,} examples, all on "
+            "one side (a shared template?): raise --split-group-threshold, or "
+            "--no-split-groups"
+        )
+    if split.get("split_groups"):
+        warnings.append(
+            f"{split['split_groups']:,} group(s) of similar prompts have rows on both sides: a "
+            "later prompt was similar to a train group and a valid group"
+        )
+    return warnings
+
+
+def _split_line(split: dict[str, Any]) -> str | None:
+    if split.get("group_threshold") is None:
+        return None
+    return (
+        f"split by groups of similar prompts (word 3-gram Jaccard >= {split['group_threshold']}): "
+        f"{_number(split['groups_merged'])} group(s) of 2 or more merged onto one side, "
+        f"{_number(split['rows_moved'])} row(s) moved to their group's side"
+    )
 
 
 def _number(value: Any) -> str:
@@ -156,6 +189,8 @@ def render(report: dict[str, Any]) -> str:
         f"kept {_number(report['kept'])}: train {_number(splits['train'])}, "
         f"valid {_number(splits['valid'])}"
     )
+    if (grouped := _split_line(report.get("split") or {})) is not None:
+        lines.append(grouped)
     if report["problems"]:
         lines.append("validation problems (rows dropped or to fix):")
         for name, item in report["problems"].items():

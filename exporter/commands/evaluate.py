@@ -19,6 +19,7 @@ from exporter.commands.export import add_database_arguments
 from exporter.database import database_url, open_store
 from exporter.errors import BadFilter
 from exporter.evaluate import report
+from exporter.evaluate.held_out import trained_keys
 from exporter.evaluate.run import EvalOptions, run_eval
 from exporter.filters import Filters, parse_tags, parse_time
 from exporter.output import write_json
@@ -71,6 +72,18 @@ def _split(args: argparse.Namespace) -> tuple[float, str]:
     return share, salt
 
 
+def _trained(args: argparse.Namespace, share: float, salt: str) -> frozenset[bytes]:
+    """The export's training prompts that hash to the validation side (see ``held_out``)."""
+    if args.data is None or not (args.data / "train.jsonl").is_file():
+        return frozenset()
+    try:
+        return trained_keys(args.data / "train.jsonl", share, salt)
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BadFilter(
+            f"{args.data / 'train.jsonl'} is no export's training file: {exc}"
+        ) from None
+
+
 def evaluate(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get(KEY_ENV)
     if not key:
@@ -88,6 +101,7 @@ def evaluate(args: argparse.Namespace) -> int:
         sample=args.sample,
         valid_share=share,
         split_salt=salt,
+        trained=_trained(args, share, salt),
         filters=Filters(
             since=parse_time(args.since) if args.since else None,
             until=parse_time(args.until) if args.until else None,

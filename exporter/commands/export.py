@@ -26,7 +26,7 @@ from exporter.pair_judge import JudgeSettings, PairJudge
 from exporter.pipeline import ExportOptions, ExportResult, run_export
 from exporter.preference import DEFAULT_MARGIN, run_preference_export
 from exporter.selection import DEFAULT_PAGE_SIZE
-from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
+from exporter.split import DEFAULT_GROUP_THRESHOLD, DEFAULT_SALT, DEFAULT_VALID_SHARE
 from exporter.system_prompt import SystemPrompt
 
 
@@ -158,6 +158,18 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     g.add_argument("--valid-share", type=float, default=DEFAULT_VALID_SHARE)
     g.add_argument("--split-salt", default=DEFAULT_SALT)
+    g.add_argument(
+        "--split-group-threshold",
+        type=float,
+        default=DEFAULT_GROUP_THRESHOLD,
+        help="prompts at least this similar (word 3-gram Jaccard) share a side of the split "
+        f"(default {DEFAULT_GROUP_THRESHOLD})",
+    )
+    g.add_argument(
+        "--no-split-groups",
+        action="store_true",
+        help="split each row by its own prompt's hash only",
+    )
     g.add_argument("--base", default="gpt-4o-mini", help="base model: tokenizer, limit, price")
     g.add_argument("--max-example-tokens", type=int, help="per-example token limit override")
     g.add_argument("--training-price", type=float, help="USD per 1M training tokens")
@@ -197,6 +209,8 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         )
     except ValueError as exc:
         raise BadFilter(str(exc)) from None
+    if not args.no_split_groups and not 0.0 < args.split_group_threshold < 1.0:
+        raise BadFilter("--split-group-threshold must be between 0 and 1")
     return ExportOptions(
         filters=filters_from(args),
         out_dir=None if args.dry_run else args.out,
@@ -207,6 +221,7 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         leak_check=args.leak_check,
         valid_share=args.valid_share,
         split_salt=args.split_salt,
+        split_groups=None if args.no_split_groups else args.split_group_threshold,
         weight=args.weight,
         token_limit=args.max_example_tokens,
         training_price=args.training_price,

@@ -3,14 +3,20 @@ side of the export's split (so no candidate trained on them), one per distinct p
 
 Of those, the ``sample`` with the lowest split hash are taken: a uniform sample that is the
 same on every run and grows by adding prompts, not by swapping them.
+
+The export places a prompt similar to an earlier one on that one's side (``split``), so a
+prompt can hash to the validation side and still be in the training file: given the export's
+directory, ``trained_keys`` reads those prompts from its ``train.jsonl`` and they are skipped.
 """
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.examples import Dropped, Example, example_from_call
@@ -32,6 +38,23 @@ class HeldOut:
     baseline_model: str | None
 
 
+def trained_keys(train_file: Path, valid_share: float, salt: str) -> frozenset[bytes]:
+    """The prompt keys of the training file's rows (chat or preference) that hash to the
+    validation side: rows the export moved to their group's side."""
+    keys: set[bytes] = set()
+    with train_file.open("rb") as lines:
+        for line in lines:
+            row = orjson.loads(line)
+            if "input" in row:  # a preference row
+                messages = [*row["input"]["messages"], *row["preferred_output"]]
+            else:
+                messages = row["messages"]
+            key = prompt_key(Example("", messages))
+            if share_of(key, salt) < valid_share:
+                keys.add(key)
+    return frozenset(keys)
+
+
 async def held_out(
     engine: AsyncEngine,
     filters: Filters,
@@ -39,8 +62,10 @@ async def held_out(
     valid_share: float,
     salt: str,
     page_size: int = 1000,
+    trained: frozenset[bytes] = frozenset(),
 ) -> tuple[list[HeldOut], int]:
-    """Up to ``sample`` held-out prompts, and how many validation-side prompts there were."""
+    """Up to ``sample`` held-out prompts, and how many validation-side prompts there were;
+    none of ``trained`` (prompt keys)."""
     chosen: list[tuple[float, str, HeldOut]] = []  # a max-heap by share (negated)
     keys: set[bytes] = set()
     eligible = 0
@@ -52,7 +77,7 @@ async def held_out(
                 continue
             key = prompt_key(example)
             share = share_of(key, salt)
-            if share >= valid_share or key in keys:
+            if share >= valid_share or key in keys or key in trained:
                 continue
             keys.add(key)
             eligible += 1

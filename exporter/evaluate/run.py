@@ -34,6 +34,8 @@ class EvalOptions:
     sample: int = 200
     valid_share: float = DEFAULT_VALID_SHARE
     split_salt: str = DEFAULT_SALT
+    trained: frozenset[bytes] = frozenset()
+    """Prompt keys on the validation side of the hash that the export trained on."""
     filters: Filters = field(default_factory=Filters)
     concurrency: int = 8
     seed: int = 0
@@ -50,7 +52,12 @@ async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
         tags=options.filters.tags,
     )
     items, eligible = await held_out(
-        engine, filters, options.sample, options.valid_share, options.split_salt
+        engine,
+        filters,
+        options.sample,
+        options.valid_share,
+        options.split_salt,
+        trained=options.trained,
     )
     if not items:
         raise EvalError(
