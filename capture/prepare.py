@@ -3,6 +3,11 @@
 Runs in the writer's background task, never on the hot path, and never raises for bad input:
 a body that is not JSON is stored as ``{"_raw": text}``; a record that cannot be prepared at all
 is stored with its identifying fields, no bodies, and an ``error`` saying why.
+
+Every string stored goes through the call's redaction, not only the bodies: the user (a client
+may send its key as ``user``), the tags (keys and values), the error text, the model and the
+names of the row, in both paths. A string is redacted whole and cut to its column afterwards, so
+no piece of a secret survives at the cut.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from capture.assemble import Assembled, assemble_stream, summarize
 from capture.config import CaptureSettings
 from capture.pricing import PriceTable
 from capture.record import CallRecord
-from capture.redaction import Redactor
+from capture.redaction import ALL_KINDS, Redactor
 from capture.schema import ID_LENGTH, NAME_LENGTH
 
 RAW_TEXT_LIMIT = 64 * 1024
@@ -37,11 +42,17 @@ class Prepared:
     """The model whose usage is known but whose price is not (for the writer's counter)."""
 
 
-def _clip(value: Any, length: int) -> str | None:
+ERROR_LENGTH = 2000
+
+
+def _clip(value: Any, length: int, redactor: Redactor | None = None) -> str | None:
+    """``value`` as stored in a column: a string without NUL, redacted, cut to ``length``."""
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
     text = text.replace("\x00", "")
+    if redactor:
+        text = redactor.redact_text(text)
     return text[:length]
 
 
@@ -93,8 +104,11 @@ def without_vectors(body: Any) -> Any:
     return body
 
 
-def merge_tags(header_tags: Mapping[str, str], request: Any) -> dict[str, str]:
-    """``x-gateway-tags`` plus the body's OpenAI ``metadata``; the header wins a conflict."""
+def merge_tags(
+    header_tags: Mapping[str, str], request: Any, redactor: Redactor | None = None
+) -> dict[str, str]:
+    """``x-gateway-tags`` plus the body's OpenAI ``metadata``; the header wins a conflict. Keys
+    and values are redacted before they are cut to their length."""
     tags: dict[str, str] = {}
     metadata = request.get("metadata") if isinstance(request, dict) else None
     sources: list[Mapping[Any, Any]] = [header_tags]
@@ -108,8 +122,9 @@ def merge_tags(header_tags: Mapping[str, str], request: Any) -> dict[str, str]:
                 continue
             if not isinstance(value, str):
                 value = orjson.dumps(value, default=str).decode()
-            key = key.replace("\x00", "")[:TAG_KEY_LENGTH]
-            tags.setdefault(key, value.replace("\x00", "")[:TAG_VALUE_LENGTH])
+            stored_key = _clip(key, TAG_KEY_LENGTH, redactor)
+            if stored_key is not None and stored_key not in tags:
+                tags[stored_key] = _clip(value, TAG_VALUE_LENGTH, redactor) or ""
     return tags
 
 
@@ -123,6 +138,8 @@ class Preparer:
         self.prices = PriceTable(settings.prices)
         self._default_redactor = Redactor(settings.redact)
         self._redactors: dict[tuple[str, ...], Redactor] = {}
+        self._strictest = Redactor(ALL_KINDS)
+        """For a record whose own redaction cannot be built: more is hidden, never less."""
 
     def redactor_for(self, kinds: tuple[str, ...] | None) -> Redactor:
         if kinds is None:
@@ -137,20 +154,17 @@ class Preparer:
         try:
             return self._prepare(record)
         except Exception as exc:
-            row = fallback_row(record, exc)
+            failure = exc
         try:
-            error = _clip(record.error, 2000)
-            if error:
-                redactor = self.redactor_for(record.redact)
-                row["error"] = _join_errors(redactor.redact_text(error), row["error"])
+            redactor = self.redactor_for(record.redact)
         except Exception:
-            pass  # the gateway's error text is left out rather than stored unredacted
-        return Prepared(row)
+            redactor = self._strictest
+        return Prepared(fallback_row(record, failure, redactor))
 
     def _prepare(self, record: CallRecord) -> Prepared:
         redactor = self.redactor_for(record.redact)
         request = parse_body(record.request_body)
-        tags = merge_tags(record.tags, request)
+        tags = merge_tags(record.tags, request, redactor)
         assembled = self._assemble(record)
         response = assembled.response
         error = _join_errors(record.error, assembled.note)
@@ -161,25 +175,18 @@ class Preparer:
         if redactor:
             request = redactor.redact(request)
             response = redactor.redact(response)
-            tags = {key: redactor.redact_text(value) for key, value in tags.items()}
-            if error is not None:
-                error = redactor.redact_text(error)
         usage = assembled.usage
         cost, unpriced = self._cost(record, assembled)
         row: Row = {
             "id": record.id[:ID_LENGTH],
             "created_at": dt.datetime.fromtimestamp(record.started_at, dt.UTC),
             "endpoint": _clip(record.endpoint, 16),
-            "route": _clip(record.route, NAME_LENGTH),
-            "variant": _clip(record.variant, NAME_LENGTH),
-            "provider": _clip(record.provider, NAME_LENGTH),
-            "requested_model": _clip(record.requested_model, NAME_LENGTH),
-            "upstream_model": _clip(record.upstream_model, NAME_LENGTH),
+            **_names(record, redactor),
             "request": request,
             "response": response,
             "status": int(record.status),
-            "error": error.replace("\x00", "") if error is not None else None,
-            "finish_reason": _clip(assembled.finish_reason, 40),
+            "error": _clip(error, len(error), redactor) if error is not None else None,
+            "finish_reason": _clip(assembled.finish_reason, 40, redactor),
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "cached_tokens": usage.cached_tokens,
@@ -188,7 +195,7 @@ class Preparer:
             "ttft_ms": _float(record.ttft_ms),
             "upstream_ms": _float(record.upstream_ms),
             "overhead_ms": float(record.overhead_ms),
-            "user_key": _clip(record.user_key, NAME_LENGTH),
+            "user_key": _clip(record.user_key, NAME_LENGTH, redactor),
             "tags": tags,
             "stream": bool(record.stream),
             "shadow_of": _clip(record.shadow_of, ID_LENGTH),
@@ -230,27 +237,39 @@ class Preparer:
         return None, unpriced
 
 
-def fallback_row(record: CallRecord, exc: BaseException) -> Row:
-    """What is known of a record that could not be prepared, with the reason in ``error``."""
+def _names(record: CallRecord, redactor: Redactor | None) -> Row:
+    """The route, variant, provider and models of a record, as stored (redacted like the rest:
+    the requested model is the client's)."""
+    return {
+        "route": _clip(record.route, NAME_LENGTH, redactor),
+        "variant": _clip(record.variant, NAME_LENGTH, redactor),
+        "provider": _clip(record.provider, NAME_LENGTH, redactor),
+        "requested_model": _clip(record.requested_model, NAME_LENGTH, redactor),
+        "upstream_model": _clip(record.upstream_model, NAME_LENGTH, redactor),
+    }
+
+
+def fallback_row(record: CallRecord, exc: BaseException, redactor: Redactor | None = None) -> Row:
+    """What is known of a record that could not be prepared, with the reason in ``error`` after
+    the record's own error (both redacted: the reason may quote the record)."""
     try:
         created = dt.datetime.fromtimestamp(float(record.started_at), dt.UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         created = dt.datetime.now(dt.UTC)
     status = record.status if isinstance(record.status, int) else 0
-    note = f"capture could not prepare this record: {type(exc).__name__}: {exc}"[:2000]
+    note = f"capture could not prepare this record: {type(exc).__name__}: {exc}"
+    error = _join_errors(
+        _clip(record.error, ERROR_LENGTH, redactor), _clip(note, ERROR_LENGTH, redactor)
+    )
     return {
         "id": str(record.id)[:ID_LENGTH],
         "created_at": created,
         "endpoint": _clip(record.endpoint, 16) or "unknown",
-        "route": _clip(record.route, NAME_LENGTH),
-        "variant": _clip(record.variant, NAME_LENGTH),
-        "provider": _clip(record.provider, NAME_LENGTH),
-        "requested_model": _clip(record.requested_model, NAME_LENGTH),
-        "upstream_model": _clip(record.upstream_model, NAME_LENGTH),
+        **_names(record, redactor),
         "request": None,
         "response": None,
         "status": status,
-        "error": note.replace("\x00", ""),
+        "error": error,
         "finish_reason": None,
         "prompt_tokens": None,
         "completion_tokens": None,
@@ -260,7 +279,7 @@ def fallback_row(record: CallRecord, exc: BaseException) -> Row:
         "ttft_ms": _float(record.ttft_ms),
         "upstream_ms": _float(record.upstream_ms),
         "overhead_ms": _float(record.overhead_ms) or 0.0,
-        "user_key": _clip(record.user_key, NAME_LENGTH),
+        "user_key": _clip(record.user_key, NAME_LENGTH, redactor),
         "tags": {},
         "stream": bool(record.stream),
         "shadow_of": _clip(record.shadow_of, ID_LENGTH),

@@ -167,3 +167,60 @@ def test_a_record_that_cannot_be_prepared_is_stored_with_a_note() -> None:
     assert row["error"].startswith(
         "[EMAIL] failed; capture could not prepare this record: TypeError"
     )
+
+
+KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t"
+
+
+def test_the_user_is_redacted_like_the_request_that_carries_it() -> None:
+    body = chat_request(user=KEY)
+    row = PREPARER.prepare(make_record(request_body=body, user_key=KEY)).row
+    assert row["request"]["user"] == "[SECRET]"
+    assert row["user_key"] == "[SECRET]"
+    email = PREPARER.prepare(make_record(user_key="jane@example.com")).row
+    assert email["user_key"] == "[EMAIL]"
+    # a call whose route turns redaction off keeps both as they came
+    off = PREPARER.prepare(make_record(request_body=body, user_key=KEY, redact=())).row
+    assert off["request"]["user"] == KEY and off["user_key"] == KEY
+
+
+def test_every_stored_string_is_redacted() -> None:
+    body = chat_request(metadata={f"token: {KEY}": "jane@example.com"})
+    row = PREPARER.prepare(
+        make_record(
+            request_body=body,
+            requested_model=f"model {KEY}",
+            tags={KEY: "x", "owner": "call +44 20 7946 0958"},
+        )
+    ).row
+    assert row["requested_model"] == "model [SECRET]"
+    assert row["tags"] == {
+        "[SECRET]": "x",
+        "owner": "call [PHONE]",
+        "token: [SECRET]": "[EMAIL]",
+    }
+    assert KEY not in orjson.dumps(row, default=str).decode()
+
+
+def test_a_secret_at_the_end_of_a_column_leaves_no_piece_behind() -> None:
+    """Redacted whole before the cut: a key across the column's end is not half kept."""
+    user = "u" * 190 + " " + KEY  # the key starts before the 200th character and ends after
+    tag = "v" * 500 + " " + KEY
+    row = PREPARER.prepare(make_record(user_key=user, tags={"t": tag})).row
+    assert row["user_key"] == "u" * 190 + " [SECRET]"
+    assert row["tags"]["t"] == ("v" * 500 + " [SECRET]")[:512]
+    assert "sk-proj" not in row["user_key"] and "sk-" not in row["tags"]["t"]
+
+
+def test_a_record_that_cannot_be_prepared_is_redacted_too() -> None:
+    broken = make_record(
+        stream_chunks=["not bytes"], stream=True, user_key=KEY, requested_model=KEY
+    )
+    row = PREPARER.prepare(broken).row
+    assert row["error"].startswith("capture could not prepare this record")
+    assert row["user_key"] == "[SECRET]" and row["requested_model"] == "[SECRET]"
+    # redaction kinds that cannot be built: everything is redacted, nothing stored as it came
+    odd = make_record(user_key=f"jane@example.com {KEY}", redact=("no-such-kind",))
+    odd_row = PREPARER.prepare(odd).row
+    assert odd_row["user_key"] == "[EMAIL] [SECRET]"
+    assert odd_row["request"] is None
