@@ -34,7 +34,14 @@ class CaptureSettings(BaseModel):
     batch_size: int = Field(default=256, ge=1)
     flush_interval_ms: int = Field(default=200, ge=1)
     """Longest wait for a batch to fill before what is queued is written anyway."""
-    retry_max_backoff_s: float = Field(default=30.0, gt=0)
-    """Cap of the exponential backoff between retries of a batch the database refused."""
+    retry_max_backoff_s: float = Field(default=0.5, gt=0)
+    """While the database is down, the writer probes it (``SELECT 1`` on a fresh connection) at
+    intervals growing from 50 ms to this, and retries its batch as soon as a probe answers."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    """Longest wait for a new connection to the database (PostgreSQL)."""
+    statement_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest a statement of the gateway's may run: the server's ``statement_timeout`` and the
+    driver's own limit on PostgreSQL (a stalled network is seen, logged and retried like an
+    outage), the busy timeout on SQLite."""
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Per-model price overrides, keyed by model name (dated names match their family)."""

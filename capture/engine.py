@@ -5,18 +5,25 @@ every connection runs in WAL mode (readers such as the exporter do not block the
 a busy timeout, ``synchronous=NORMAL`` (safe with WAL) and foreign keys on.
 PostgreSQL (``postgresql+asyncpg://...``): a small pool checked before use, so the writer gets a
 fresh connection after the database was restarted, and a connect timeout, so an unreachable
-server fails fast and the batch is retried instead of hanging.
+server fails fast and the batch is retried instead of hanging. With ``statement_timeout_s``
+(the gateway sets it; migrations, exports and ``prune`` do not), every statement is bounded
+twice: by the server (``statement_timeout``: a slow or locked database answers with an error)
+and by the driver (``command_timeout``: a network that swallows packets raises
+``TimeoutError``), so a stalled database is seen as a failure instead of a hang.
+``pool="null"`` opens a fresh connection for each use (the writer's probe of a database that
+was down).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 CONNECT_TIMEOUT_S = 5.0
@@ -38,19 +45,29 @@ def create_engine(
     *,
     sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    statement_timeout_s: float | None = None,
+    pool: Literal["queue", "null"] = "queue",
 ) -> AsyncEngine:
     url = make_url(url)
     options: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
     path = sqlite_path(url)
     if path is not None:
         path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if pool == "null":
+        options["poolclass"] = NullPool
     if url.get_backend_name() == "postgresql":
-        options.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
+        if pool == "queue":
+            options.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
         if url.get_driver_name() == "asyncpg":
-            options["connect_args"] = {
+            server_settings = {"application_name": "gateway-capture"}
+            connect_args: dict[str, Any] = {
                 "timeout": connect_timeout_s,
-                "server_settings": {"application_name": "gateway-capture"},
+                "server_settings": server_settings,
             }
+            if statement_timeout_s is not None:
+                server_settings["statement_timeout"] = str(max(1, int(statement_timeout_s * 1000)))
+                connect_args["command_timeout"] = statement_timeout_s
+            options["connect_args"] = connect_args
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         timeout = int(sqlite_busy_timeout_ms)

@@ -1,21 +1,25 @@
 """The capture store: calls and feedback in SQLite or PostgreSQL, over SQLAlchemy's async engine.
 
-The writer is its only hot user (``insert_calls``, one executemany INSERT per batch); the
-gateway's feedback endpoint, the CLI (``prune``) and tests use the rest. Every method opens and
-releases its own connection, so one ``Store`` serves a whole process.
+The writer is its only hot user (``insert_calls``, one executemany INSERT per batch, and
+``ping`` while the database is down); the gateway's feedback endpoint, the CLI (``prune``) and
+tests use the rest. Every method opens and releases its own connection, so one ``Store`` serves
+a whole process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import sqlite3
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Insert, delete, exists, func, insert, literal, select
+from sqlalchemy import Insert, delete, exists, func, insert, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from capture.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
+from capture.engine import CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_MS, create_engine, sqlite_path
 from capture.errors import SchemaOutOfDate, SchemaTooNew, UnknownCall
 from capture.migrate import head, known_revisions, revision_of
 from capture.schema import calls, feedback
@@ -25,16 +29,40 @@ INSERT_CHUNK_ROWS = 64
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        statement_timeout_s: float | None = None,
+    ) -> None:
         self.engine = engine
         self._insert_calls = self._idempotent_insert()
+        self._timeouts = (connect_timeout_s, statement_timeout_s)
+        self._probe_engine: AsyncEngine | None = None
 
     @classmethod
     async def connect(
-        cls, url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+        cls,
+        url: str,
+        *,
+        sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        statement_timeout_s: float | None = None,
     ) -> Store:
-        """A store for ``url``; connects lazily (an unreachable database fails on first use)."""
-        return cls(create_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms))
+        """A store for ``url``; connects lazily (an unreachable database fails on first use).
+
+        ``statement_timeout_s`` bounds every statement (``capture.engine``); None: no bound.
+        """
+        engine = create_engine(
+            url,
+            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+            connect_timeout_s=connect_timeout_s,
+            statement_timeout_s=statement_timeout_s,
+        )
+        return cls(
+            engine, connect_timeout_s=connect_timeout_s, statement_timeout_s=statement_timeout_s
+        )
 
     @property
     def dialect(self) -> str:
@@ -77,6 +105,31 @@ class Store:
             for start in range(0, len(rows), INSERT_CHUNK_ROWS):
                 chunk = rows[start : start + INSERT_CHUNK_ROWS]
                 await connection.execute(self._insert_calls, list(chunk))
+
+    async def ping(self) -> None:
+        """Raise unless the database can be written now, asked on a fresh connection.
+
+        PostgreSQL: ``SELECT 1`` over a new connection (never a pooled one, which may be stuck
+        on a dead network), bounded by the connect and statement timeouts. SQLite: a new
+        connection takes the write lock and lets it go at once (``BEGIN IMMEDIATE``), without
+        waiting for it.
+        """
+        path = sqlite_path(self.engine.url)
+        if path is not None:
+            await asyncio.to_thread(_take_write_lock, path.expanduser())
+            return
+        if self.dialect == "sqlite":
+            return  # in memory: nothing to wait for
+        if self._probe_engine is None:
+            connect_timeout_s, statement_timeout_s = self._timeouts
+            self._probe_engine = create_engine(
+                self.engine.url,
+                connect_timeout_s=connect_timeout_s,
+                statement_timeout_s=statement_timeout_s or connect_timeout_s,
+                pool="null",
+            )
+        async with self._probe_engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
 
     async def add_feedback(
         self,
@@ -144,3 +197,18 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._probe_engine is not None:
+            await self._probe_engine.dispose()
+
+
+def _take_write_lock(path: Path) -> None:
+    """Take SQLite's write lock and release it; raise ``sqlite3.OperationalError`` ("database
+    is locked") at once when another connection holds it. Never creates the file."""
+    connection = sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None
+    )
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()

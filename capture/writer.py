@@ -8,10 +8,19 @@ stored), or the writer has stopped, dropped and counted. A background task
 assemble, price, redact) and inserts them in one transaction (executemany INSERTs, see
 ``Store.insert_calls``). The next batch is prepared while the last one is being inserted.
 
-When the database fails (unreachable, restarting, locked), the batch is kept and retried with
-exponential backoff capped at ``retry_max_backoff_s`` while new records keep queueing; nothing
-that fits in the queue is lost. A batch the database rejects for its content is written row by
-row and only the rows it refuses are given up (``failed``).
+When the database fails (unreachable, restarting, locked, or silent past the statement
+timeout), the batch is kept while new records keep queueing; nothing that fits in the queue is
+lost. The database is then probed (``Store.ping``: ``SELECT 1`` on a fresh connection) at
+intervals growing from 50 ms to ``retry_max_backoff_s`` (0.5 s), and the batch is retried as
+soon as a probe answers: the writer resumes within about that interval of the database's
+return, at the cost of one small query per interval while it is down. ``store_up`` (the
+``gateway_capture_store_up`` gauge) says which state it is in.
+
+A batch the database rejects for its content is split in halves until the rows it refuses are
+alone, and only those are given up (``failed``): one bad record (say, a body nested too deep to
+be serialised) costs only itself. Log lines name records by id and errors by type and a clipped
+message (``capture.errortext``), never a record's body: a deeply nested one cannot even be
+formatted.
 
 Shutdown (SIGTERM): the gateway stops taking calls, finishes those in flight (which may still
 submit), then ``await drain(deadline_s)``: everything queued is written, retrying until the
@@ -41,6 +50,7 @@ from typing import Any, Literal
 from sqlalchemy import exc as sa_exc
 
 from capture.config import CaptureSettings
+from capture.errortext import describe_error
 from capture.prepare import Prepared, Preparer, Row
 from capture.record import CallRecord
 from capture.store import Store
@@ -51,6 +61,10 @@ SLICE_S = 0.0005
 """Longest stretch of preparation on the event loop before it yields."""
 FIRST_BACKOFF_S = 0.05
 DROP_LOG_INTERVAL_S = 60.0
+DOWN_LOG_INTERVAL_S = 60.0
+"""While the database is down, how often a line says it still is."""
+REJECT_LOG_LIMIT = 20
+"""Rejected records logged one by one per ``DROP_LOG_INTERVAL_S``; the rest are summed up."""
 DRAIN_MARGIN_S = 5.0
 
 Batch = tuple[list[CallRecord], list[Row]]
@@ -88,6 +102,7 @@ class CaptureWriter:
         self._batch_size = settings.batch_size
         self._interval_s = settings.flush_interval_ms / 1000
         self._max_backoff_s = settings.retry_max_backoff_s
+        self._probe_timeout_s = settings.connect_timeout_s + settings.statement_timeout_s
 
         self._queue: deque[CallRecord] = deque()
         self._pending_ids: set[str] = set()
@@ -104,6 +119,12 @@ class CaptureWriter:
         self._finished = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._last_drop_log: float | None = None
+        self._settled = 0
+        """Rows of the batch being inserted that are stored or given up (for a bug's count)."""
+        self._down_since: float | None = None
+        self._rejects_logged = 0
+        self._rejects_unlogged = 0
+        self._reject_window: float | None = None
 
         self.written = 0
         """Records stored."""
@@ -118,6 +139,8 @@ class CaptureWriter:
         """Calls ``should_capture`` said not to record."""
         self.unpriced: Counter[str] = Counter()
         """Records with token usage whose model has no price, by model."""
+        self.store_up = True
+        """False from a failure of the database until a batch is stored again."""
 
     # --- the hot path ---------------------------------------------------------------------
 
@@ -186,6 +209,7 @@ class CaptureWriter:
             "unpriced": dict(self.unpriced),
             "queue_depth": self.queue_depth,
             "queue_size": self._capacity,
+            "store_up": self.store_up,
         }
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -279,22 +303,35 @@ class CaptureWriter:
                 return
             self._in_flight.append(batch)
             self._in_flight_count += len(batch)
+            failed_before = self.failed
             try:
                 rows = await self._prepare(batch)
-            except Exception:  # a bug of ours: lose this batch, not the writer
-                log.exception("capture writer failed to prepare %d records", len(batch))
+            except Exception as exc:  # a bug of ours: lose this batch, not the writer
                 rows = []
-                self.failed += len(batch)
+                self.failed = failed_before + len(batch)
+                log.error(
+                    "capture writer failed to prepare %d records: %s",
+                    len(batch),
+                    describe_error(exc),
+                    exc_info=not isinstance(exc, RecursionError),
+                )
             await prepared.put((batch, rows))
 
     async def _insert_stage(self, prepared: asyncio.Queue[Batch | None]) -> None:
         while (item := await prepared.get()) is not None:
             batch, rows = item
+            self._settled = 0
             try:
                 await self._write(rows)
-            except Exception:
-                log.exception("capture writer failed to insert %d records", len(rows))
-                self.failed += len(rows)
+            except Exception as exc:  # a bug of ours: lose what is left of this batch only
+                left = len(rows) - self._settled
+                self.failed += left
+                log.error(
+                    "capture writer failed to insert %d records: %s",
+                    left,
+                    describe_error(exc),
+                    exc_info=not isinstance(exc, RecursionError),
+                )
             self._in_flight.remove(batch)
             self._in_flight_count -= len(batch)
             self._finish(batch)
@@ -349,65 +386,150 @@ class CaptureWriter:
     def _prepare_one(self, record: CallRecord) -> Prepared | None:
         try:
             return self._preparer.prepare(record)
-        except Exception:  # not even an id to store it under: not a CallRecord
-            log.exception("capture record could not be prepared: %r", record)
+        except Exception as exc:  # not even an id to store it under: not a CallRecord
+            log.error(
+                "capture record %s could not be prepared: %s",
+                _record_id(record),
+                describe_error(exc),
+            )
             return None
 
+    def _stored(self, count: int) -> None:
+        self.written += count
+        self._settled += count
+        if not self.store_up:
+            self.store_up = True
+            since = self._down_since
+            self._down_since = None
+            took = f" after {self._clock() - since:.1f} s" if since is not None else ""
+            log.warning("capture database back%s: writing again", took)
+
+    def _given_up(self, count: int) -> None:
+        self.failed += count
+        self._settled += count
+
     async def _write(self, rows: list[Row]) -> None:
-        """Store ``rows``, retrying database failures until they succeed or drain's deadline."""
+        """Store ``rows``; through a failure of the database, wait for it to answer again and
+        retry, until they are stored or drain's deadline passes."""
         pending = rows
-        backoff = FIRST_BACKOFF_S
-        failures = 0
         while pending:
             try:
                 await self.store.insert_calls(pending)
             except Exception as exc:
-                if is_transient(exc):
-                    error: BaseException = exc
-                else:
+                if not is_transient(exc):
                     pending = await self._isolate(pending)
-                    if not pending:
-                        break
-                    error = exc
+                    continue
+                self.retried += 1
+                if not await self._wait_for_database(exc):
+                    log.error("capture drain deadline passed: %d records not written", len(pending))
+                    self._given_up(len(pending))
+                    return
             else:
-                self.written += len(pending)
-                break
-            failures += 1
-            self.retried += 1
-            if failures == 1:
-                log.warning("capture database unavailable, retrying with backoff: %s", error)
-            if self._expired():
-                log.error("capture drain deadline passed: %d records not written", len(pending))
-                self.failed += len(pending)
+                self._stored(len(pending))
                 return
-            delay = backoff
+
+    async def _wait_for_database(self, error: BaseException) -> bool:
+        """After ``error``, a failure of the database: probe it until it answers (True), or
+        until drain's deadline (False)."""
+        now = self._clock()
+        if self.store_up:
+            self.store_up = False
+            self._down_since = now
+            log.warning(
+                "capture database unavailable (%s): probing it every %.1f s at most; "
+                "%d records waiting",
+                describe_error(error),
+                self._max_backoff_s,
+                self.queue_depth,
+            )
+        last_log = now
+        interval = FIRST_BACKOFF_S
+        while True:
+            delay = interval
             if self._deadline is not None:
                 delay = max(0.0, min(delay, self._deadline - self._clock()))
             await self._pause(delay)
-            backoff = min(backoff * 2, self._max_backoff_s)
-        if failures:
-            log.warning("capture database back after %d retries", failures)
+            if self._expired():
+                return False
+            try:
+                await self._ping()
+            except Exception as exc:
+                now = self._clock()
+                if now - last_log >= DOWN_LOG_INTERVAL_S:
+                    last_log = now
+                    since = self._down_since if self._down_since is not None else now
+                    log.warning(
+                        "capture database still unavailable after %.0f s (%s); %d records waiting",
+                        now - since,
+                        describe_error(exc),
+                        self.queue_depth,
+                    )
+            else:
+                return True
+            interval = min(interval * 2, self._max_backoff_s)
+
+    async def _ping(self) -> None:
+        """``Store.ping``, bounded by its timeouts and by drain's deadline."""
+        limit = self._probe_timeout_s
+        if self._deadline is not None:
+            limit = max(0.0, min(limit, self._deadline - self._clock()))
+        async with asyncio.timeout(limit):
+            await self.store.ping()
 
     async def _pause(self, delay: float) -> None:
-        """Sleep between retries; ``drain`` cuts it short so the last attempts come sooner."""
+        """Sleep between probes; ``drain`` cuts it short so the last attempts come sooner."""
         self._interrupt.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._interrupt.wait()
 
     async def _isolate(self, rows: list[Row]) -> list[Row]:
-        """Write a rejected batch row by row, giving up only the rows the database refuses.
+        """Write a batch the database rejected in halves, and halves of those, until each row
+        it refuses is alone: only those are given up.
 
         Returns the rows not yet written when the database itself failed on the way.
         """
-        for index, row in enumerate(rows):
+        parts = [rows]
+        while parts:
+            part = parts.pop()
             try:
-                await self.store.insert_calls([row])
+                await self.store.insert_calls(part)
             except Exception as exc:
                 if is_transient(exc):
-                    return rows[index:]
-                self.failed += 1
-                log.error("capture record %s rejected by the database: %s", row.get("id"), exc)
+                    return [row for rest in (part, *reversed(parts)) for row in rest]
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]
+                    continue
+                self._given_up(1)
+                self._log_rejected(part[0], exc)
             else:
-                self.written += 1
+                self._stored(len(part))
         return []
+
+    def _log_rejected(self, row: Row, exc: BaseException) -> None:
+        """One line per rejected record, up to ``REJECT_LOG_LIMIT`` a minute, then a count."""
+        now = self._clock()
+        if self._reject_window is None or now - self._reject_window >= DROP_LOG_INTERVAL_S:
+            if self._rejects_unlogged:
+                log.error(
+                    "capture: %d more records rejected by the database (not logged one by one)",
+                    self._rejects_unlogged,
+                )
+            self._reject_window = now
+            self._rejects_logged = self._rejects_unlogged = 0
+        if self._rejects_logged >= REJECT_LOG_LIMIT:
+            self._rejects_unlogged += 1
+            return
+        self._rejects_logged += 1
+        log.error(
+            "capture record %s rejected by the database: %s",
+            _record_id(row),
+            describe_error(exc),
+        )
+
+
+def _record_id(item: object) -> str:
+    """A record's or a row's id for a log line, whatever it is (never its repr)."""
+    value = item.get("id") if isinstance(item, dict) else getattr(item, "id", None)
+    return value[:64] if isinstance(value, str) else f"(no id, {type(item).__name__})"

@@ -6,6 +6,7 @@ import logging
 
 from capture.config import CaptureSettings
 from capture.errors import SchemaOutOfDate, SchemaTooNew
+from capture.errortext import describe_error
 from capture.migrate import upgrade_async
 from capture.store import Store
 from capture.writer import CaptureWriter
@@ -32,8 +33,15 @@ async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Sto
 
     A database without capture tables is initialised on first start; one at another revision
     is left alone and the gateway refuses to start, naming the command that fixes it.
+    Every statement is bounded by ``statement_timeout_s`` (SQLite: its busy timeout), so a
+    database that stops answering is seen as a failure, not waited on.
     """
-    store = await Store.connect(settings.database_url)
+    store = await Store.connect(
+        settings.database_url,
+        sqlite_busy_timeout_ms=int(settings.statement_timeout_s * 1000),
+        connect_timeout_s=settings.connect_timeout_s,
+        statement_timeout_s=settings.statement_timeout_s,
+    )
     try:
         try:
             await store.check_schema(config_path)
@@ -51,7 +59,8 @@ async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Sto
     except Exception as exc:
         await store.close()
         raise CaptureUnavailable(
-            f"cannot open the capture database {describe_url(settings.database_url)}: {exc}"
+            f"cannot open the capture database {describe_url(settings.database_url)}: "
+            f"{describe_error(exc)}"
         ) from None
     writer = CaptureWriter(store, settings)
     await writer.start()

@@ -16,7 +16,8 @@ def test_defaults() -> None:
         256,
         200,
     )
-    assert settings.retry_max_backoff_s == 30 and settings.prices == {}
+    assert settings.retry_max_backoff_s == 0.5 and settings.prices == {}
+    assert (settings.connect_timeout_s, settings.statement_timeout_s) == (5.0, 10.0)
 
 
 def test_the_section_as_it_appears_in_the_yaml_file() -> None:

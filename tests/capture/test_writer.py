@@ -73,6 +73,7 @@ def test_batches_land(database_url: str, prepare: Literal["loop", "thread"]) -> 
             "unpriced": {},
             "queue_depth": 0,
             "queue_size": 10_000,
+            "store_up": True,
         }
 
     run(database_url, scenario)
