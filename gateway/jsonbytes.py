@@ -9,7 +9,7 @@ client's bytes at the spans of those keys' values, and every other byte goes ups
 Finding a top-level key is cheap in the common case: a key token can be written literally or
 with ``\\u`` escapes, and a ``"`` that is not preceded by a backslash is always a string
 delimiter in valid JSON, so a regex finds every key token spelled as that name at any depth. When
-exactly one exists it is the top-level one (the parsed body has the key). Otherwise (a nested
+exactly one exists and the parsed body has the key, that is the top-level one. Otherwise (a nested
 object with the same key, a duplicated top-level key) the top level is walked token by token.
 
 Only call these on bytes that ``orjson.loads`` accepted: they rely on the JSON being valid.
@@ -108,16 +108,16 @@ def _walk_top_level(raw: bytes, name: str) -> list[Span]:
 def top_level_value_spans(raw: bytes, name: str) -> list[Span]:
     """Where each value of the top-level key ``name`` lies in ``raw`` (a JSON object).
 
-    More than one span when the client repeated the key; empty when it is absent.
+    ``name`` must be a key of the top-level object (the parsed body says whether it is): a
+    single key of that name anywhere is then that one. More than one span when the client
+    repeated the key.
     """
     pattern = _KEY_PATTERNS.get(name)
     if pattern is None:
         pattern = _KEY_PATTERNS[name] = _key_pattern(name)
     # A '"' after a backslash is escaped, inside a string: not the start of a key.
     keys = [m for m in pattern.finditer(raw) if m.start() == 0 or raw[m.start() - 1] != 0x5C]
-    if not keys:
-        return []
-    if len(keys) > 1:
+    if len(keys) != 1:
         return _walk_top_level(raw, name)  # the name is a key more than once: find which
     start = _skip_whitespace(raw, keys[0].end())
     return [(start, _value_end(raw, start))]

@@ -41,16 +41,14 @@ class UpstreamPayload:
             if options is None or (isinstance(options, dict) and not options.get("include_usage")):
                 # Ask for the usage so the cost is known; the client gets the stream without it.
                 wanted = {**(options or {}), "include_usage": True}
+                value = orjson.dumps(wanted)
+                if "stream_options" in parsed:
+                    spans = top_level_value_spans(raw, "stream_options")
+                    self._usage_edits = [(span, value) for span in spans]
+                else:
+                    self._usage_edits = [first_member(raw, b'"stream_options":' + value)]
                 parsed["stream_options"] = wanted
                 self.client_wants_usage = False
-                self._usage_edits = self._stream_options_edits(wanted)
-
-    def _stream_options_edits(self, wanted: dict[str, Any]) -> list[tuple[Span, bytes]]:
-        value = orjson.dumps(wanted)
-        spans = top_level_value_spans(self._raw, "stream_options")
-        if not spans:
-            return [first_member(self._raw, b'"stream_options":' + value)]
-        return [(span, value) for span in spans]
 
     @property
     def parsed(self) -> dict[str, Any]:
