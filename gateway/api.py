@@ -104,7 +104,8 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
 
     @api.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        """Readiness: started, provider clients open, not shutting down."""
+        """Readiness: started, provider clients open, not shutting down (503 from SIGTERM on,
+        while calls are still served: a load balancer stops sending before the listener goes)."""
         if state.ready:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)

@@ -4,6 +4,8 @@
 app: health, metrics, feedback, admin. The app owns the lifespan: provider clients and the
 capture writer are opened at startup inside the event loop; at shutdown the shadows finish and
 the capture queue is drained before the process exits. Nothing is built at import time.
+Under uvicorn (``create_app_from_environment``) it also hooks SIGTERM: not ready at once, and
+streams still open at the shutdown deadline end with an error event (gateway/draining.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.cache import RedisCache
 from gateway.capturing import open_capture
 from gateway.dashboard import build_dashboard
 from gateway.dashboard.rollup import fold_pending
+from gateway.draining import DRAIN
 from gateway.keys import KeyStore, VirtualKeys
 from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import Metrics
@@ -60,8 +63,10 @@ class GatewayApp:
         config_path: Path | None = None,
         upstream_factory: UpstreamFactory | None = None,
         upstream_override: str | None = None,
+        handle_signals: bool = False,
     ) -> None:
         self.config_path = config_path
+        self.handle_signals = handle_signals
         self.upstream_override = upstream_override
         self.manager = RuntimeManager(settings, upstream_factory)
         self.metrics = Metrics()
@@ -154,10 +159,19 @@ class GatewayApp:
         gc.collect()
         gc.freeze()
         self.ready = True
+        if self.handle_signals:
+            server = settings.server
+            DRAIN.install(server.shutdown_delay_s, server.shutdown_timeout_s, self._draining)
+
+    def _draining(self) -> None:
+        """SIGTERM (called from the signal handler): not ready from now on."""
+        self.ready = False
 
     async def shutdown(self) -> None:
         """Stop answering as ready, let shadows finish, write what the capture queue holds."""
         self.ready = False
+        if self.handle_signals:
+            DRAIN.uninstall()
         if self.keys is not None:
             await self.keys.stop()
         if self.sync is not None:
@@ -262,4 +276,4 @@ def create_app_from_environment() -> GatewayApp:
     settings = load_settings(path)
     if override:
         settings = with_upstream_override(settings, override)
-    return GatewayApp(settings, config_path=path, upstream_override=override)
+    return GatewayApp(settings, config_path=path, upstream_override=override, handle_signals=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.config
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway.draining import STREAM_END_MARGIN_S
 from gateway.settings import ConfigError, Settings, hash_key, load_settings
 
 log = logging.getLogger("gateway")
@@ -131,7 +133,9 @@ def serve(args: argparse.Namespace) -> int:
             log_config=_logging_config(args.log_level or server.log_level),
             server_header=False,
             backlog=4096,
-            timeout_graceful_shutdown=30,
+            # The gateway ends its open streams itself at server.shutdown_timeout_s (with an
+            # error event, gateway/draining.py); uvicorn's limit only cancels what remains.
+            timeout_graceful_shutdown=math.ceil(server.shutdown_timeout_s + STREAM_END_MARGIN_S),
         )
     finally:
         if metrics_dir is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from gateway.draining import DRAIN
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id
 from gateway.limits import Limits
@@ -16,6 +18,9 @@ from router.table import Decision
 from router.upstream import UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
+
+SHUTTING_DOWN = "gateway_shutting_down"
+"""The code of the error event that ends a stream still open at the shutdown deadline."""
 
 JSON = b"application/json"
 _SSE_HEADERS: RawHeaders = [
@@ -184,6 +189,8 @@ async def relay_stream(
     call.status = response.status
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     tail = b""
+    last = b""
+    task = DRAIN.stream_opened()
     try:
         async for chunk in response.iter_chunks():
             if call.first_byte_at is None:
@@ -197,8 +204,10 @@ async def relay_stream(
                 if not chunk:
                     continue
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            last = chunk
         if stripper is not None and (rest := stripper.flush()):
             await send({"type": "http.response.body", "body": rest, "more_body": True})
+            last = rest
         if expect_done and b"[DONE]" not in tail:
             raise _Truncated()
     except (UpstreamError, _Truncated) as exc:
@@ -206,13 +215,32 @@ async def relay_stream(
         if not sse:
             raise  # not a stream the client can read an error event from: the connection drops
         log.warning("stream %s cut off: %s", call.request_id, exc.detail)
-        event = error_event(
-            f"The upstream stream was interrupted ({exc.detail}); the answer is incomplete.",
-            "upstream_error",
-            "upstream_stream_interrupted",
+        message = f"The upstream stream was interrupted ({exc.detail}); the answer is incomplete."
+        error = ("upstream_error", "upstream_stream_interrupted")
+    except asyncio.CancelledError:
+        if not DRAIN.was_ended(task):
+            raise
+        response.close()
+        call.error = "stream ended: the gateway is shutting down"
+        if not sse:
+            # A body without events: ending it would pass a truncated answer for a whole one.
+            raise
+        DRAIN.resume(task)
+        log.warning("stream %s ended: the gateway is shutting down", call.request_id)
+        message = (
+            "The gateway is shutting down and ended this stream before the answer was complete;"
+            " send the request again."
         )
-        await send({"type": "http.response.body", "body": event, "more_body": True})
+        error = ("server_error", SHUTTING_DOWN)
+    else:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return False
+        return True
+    finally:
+        DRAIN.stream_closed(task)
+    # An event cut in half by the upstream is closed first, so that the error is an event of
+    # its own for the client's parser.
+    gap = b"" if not last or last.endswith((b"\n\n", b"\r\n\r\n")) else b"\n\n"
+    event = gap + error_event(message, *error)
+    await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return True
+    return False
