@@ -39,11 +39,17 @@ def writer_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "capture.writer"]
 
 
-async def proxied_store(postgres_url: str, proxy: TcpProxy, **timeouts: float) -> Store:
+async def proxied_store(
+    postgres_url: str, proxy: TcpProxy, timeout_s: float | None = None
+) -> Store:
+    """A store reaching the database through ``proxy``; ``timeout_s``: its connect and
+    statement timeouts (else the defaults: 5 s to connect, statements unbounded)."""
     target = make_url(postgres_url)
     await proxy.on()
-    proxied = target.set(host="127.0.0.1", port=proxy.port)
-    return await Store.connect(proxied.render_as_string(hide_password=False), **timeouts)
+    url = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    if timeout_s is None:
+        return await Store.connect(url)
+    return await Store.connect(url, connect_timeout_s=timeout_s, statement_timeout_s=timeout_s)
 
 
 def new_proxy(postgres_url: str) -> TcpProxy:
@@ -103,9 +109,7 @@ def test_a_stalled_database_is_seen_logged_and_waited_out(
 
     async def scenario() -> None:
         proxy = new_proxy(postgres_url)
-        store = await proxied_store(
-            postgres_url, proxy, connect_timeout_s=1.0, statement_timeout_s=1.0
-        )
+        store = await proxied_store(postgres_url, proxy, timeout_s=1.0)
         settings = CaptureSettings(batch_size=50, flush_interval_ms=20)
         writer = CaptureWriter(store, settings)
         await writer.start()
