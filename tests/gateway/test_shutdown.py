@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +29,49 @@ from tests.processes import Running, start_gateway
 
 # Long enough to see /readyz answer 503 on a loaded machine, short enough for a quick test.
 DELAY_S = 4.0
-TIMEOUT_S = 3.0
+TIMEOUT_S = 2.0
 # Every reply has 12 tokens or more: at 2 s a token no stream can finish before the deadline.
 SLOW = {"x-sim-ttft-ms": "0", "x-sim-token-ms": "2000"}
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a long story"}]}
+WORKERS = pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
 
 
-@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+@contextmanager
 def draining_gateway(
-    request: pytest.FixtureRequest, workdir: Path, simulator: Running
+    workdir: Path, simulator: Running, workers: int, delay_s: float
 ) -> Iterator[tuple[Running, str]]:
+    """A gateway with a short drain; yields it and its capture database's URL."""
     config = gateway_config(simulator.url)
     config["server"] = {
         **config["server"],
-        "shutdown_delay_s": DELAY_S,
+        "shutdown_delay_s": delay_s,
         "shutdown_timeout_s": TIMEOUT_S,
     }
-    database = workdir / f"shutdown-{request.param}-{time.monotonic_ns()}.db"
-    config["capture"] = {"database_url": f"sqlite+aiosqlite:///{database}"}
+    url = f"sqlite+aiosqlite:///{workdir}/shutdown-{workers}-{time.monotonic_ns()}.db"
+    config["capture"] = {"database_url": url}
     running = start_gateway(
         workdir,
         config,
         env={"TEST_GATEWAY_KEY": GATEWAY_KEY, **PROVIDER_KEY_ENV},
-        extra_args=["--workers", str(request.param)],
+        extra_args=["--workers", str(workers)],
     )
     try:
-        yield running, f"sqlite+aiosqlite:///{database}"
+        yield running, url
     finally:
         running.stop()
+
+
+def _exited_cleanly(gateway: Running) -> str:
+    try:
+        returncode = gateway.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the gateway did not exit after SIGTERM:\n{gateway.log.read_text()}")
+    log = gateway.log.read_text()
+    # uvicorn re-raises the signal once it has shut down cleanly: exit by SIGTERM is normal.
+    assert returncode in (0, -signal.SIGTERM), log
+    assert "Application shutdown complete" in log
+    assert "timeout graceful shutdown exceeded" not in log, log  # nothing left for uvicorn
+    return log
 
 
 def _events(lines: Iterator[str]) -> Iterator[dict[str, Any] | str]:
@@ -72,39 +88,17 @@ def _readyz(url: str) -> int | None:
         return None  # the listener is closed
 
 
-def test_sigterm_ends_open_streams_with_an_error_event(
-    draining_gateway: tuple[Running, str],
+@WORKERS
+def test_readyz_answers_503_from_sigterm_while_calls_are_still_served(
+    workdir: Path, simulator: Running, workers: int
 ) -> None:
-    gateway, database_url = draining_gateway
-    assert _readyz(gateway.url) == 200
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}", **SLOW}
-    sdk = openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=60
-    )
-    with (
-        httpx.Client(base_url=gateway.url, timeout=60) as http,
-        http.stream(
-            "POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers
-        ) as raw,
-    ):
-        assert raw.status_code == 200
-        raw_request_id = raw.headers["x-request-id"]
-        raw_events = _events(raw.iter_lines())
-        first = next(raw_events)
-        assert isinstance(first, dict) and "choices" in first
-        sdk_stream = iter(
-            sdk.chat.completions.create(
-                model="gpt-4o",
-                messages=[{"role": "user", "content": "a long story"}],
-                stream=True,
-                extra_headers=SLOW,
-            )
-        )
-        assert next(sdk_stream).choices is not None
-
+    with draining_gateway(workdir, simulator, workers, DELAY_S) as (gateway, _):
+        assert _readyz(gateway.url) == 200
         gateway.process.send_signal(signal.SIGTERM)
-        # Not ready at once, while calls are still taken: the load balancer stops sending.
         poll(lambda: _readyz(gateway.url) == 503, "/readyz to answer 503 after SIGTERM")
+        body = httpx.get(f"{gateway.url}/readyz", timeout=10).json()
+        assert body == {"status": "not ready"}
+        # A load balancer that has not noticed yet still gets its calls answered.
         answer = httpx.post(
             f"{gateway.url}/v1/chat/completions",
             json=CHAT,
@@ -112,35 +106,60 @@ def test_sigterm_ends_open_streams_with_an_error_event(
             timeout=30,
         )
         assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"]
+        _exited_cleanly(gateway)
 
-        # At the deadline the stream gets the error event, then ends cleanly (no cut).
-        rest = list(raw_events)
-    assert rest, "the stream ended without an event after SIGTERM"
-    last = rest[-1]
-    assert isinstance(last, dict) and "error" in last, rest[-3:]
-    error = last["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == SHUTTING_DOWN
-    assert "[DONE]" not in rest
-    assert all("choices" in event for event in rest[:-1] if isinstance(event, dict))
 
-    # The SDK raises the gateway's error, not a connection error.
-    with pytest.raises(openai.APIError) as raised:
-        for _ in sdk_stream:
-            pass
-    assert not isinstance(raised.value, openai.APIConnectionError), raised.value
-    assert raised.value.code == SHUTTING_DOWN
+@WORKERS
+def test_streams_open_at_the_deadline_end_with_an_error_event(
+    workdir: Path, simulator: Running, workers: int
+) -> None:
+    with draining_gateway(workdir, simulator, workers, 0.0) as (gateway, database_url):
+        headers = {"authorization": f"Bearer {GATEWAY_KEY}", **SLOW}
+        sdk = openai.OpenAI(
+            base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=60
+        )
+        body = {**CHAT, "stream": True}
+        with (
+            httpx.Client(base_url=gateway.url, timeout=60) as http,
+            http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as raw,
+        ):
+            assert raw.status_code == 200
+            request_id = raw.headers["x-request-id"]
+            raw_events = _events(raw.iter_lines())
+            first = next(raw_events)
+            assert isinstance(first, dict) and "choices" in first
+            sdk_stream = iter(
+                sdk.chat.completions.create(
+                    model="gpt-4o",
+                    messages=[{"role": "user", "content": "a long story"}],
+                    stream=True,
+                    extra_headers=SLOW,
+                )
+            )
+            assert next(sdk_stream).choices is not None
 
-    try:
-        returncode = gateway.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the gateway did not exit after SIGTERM:\n{gateway.log.read_text()}")
-    log = gateway.log.read_text()
-    # uvicorn re-raises the signal once it has shut down cleanly: exit by SIGTERM is normal.
-    assert returncode in (0, -signal.SIGTERM), log
-    assert "Application shutdown complete" in log
-    assert "timeout graceful shutdown exceeded" not in log, log  # nothing left for uvicorn
-    with rows_of(database_url) as rows:
-        row = poll(lambda: rows.call(raw_request_id), "the stream's capture row")
-    assert row["error"].startswith("stream ended: the gateway is shutting down"), row["error"]
-    assert row["stream"]
+            gateway.process.send_signal(signal.SIGTERM)
+            # At the deadline the stream gets the error event, then ends cleanly (no cut).
+            rest = list(raw_events)
+        assert rest, "the stream ended without an event after SIGTERM"
+        last = rest[-1]
+        assert isinstance(last, dict) and "error" in last, rest[-3:]
+        assert set(last["error"]) == {"message", "type", "param", "code"}
+        assert last["error"]["code"] == SHUTTING_DOWN
+        assert "[DONE]" not in rest
+        assert all("choices" in event for event in rest[:-1] if isinstance(event, dict))
+
+        # The SDK raises the gateway's error, not a connection error.
+        with pytest.raises(openai.APIError) as raised:
+            for _ in sdk_stream:
+                pass
+        assert not isinstance(raised.value, openai.APIConnectionError), raised.value
+        assert raised.value.code == SHUTTING_DOWN
+
+        _exited_cleanly(gateway)
+        # The call is recorded, with its error.
+        with rows_of(database_url) as rows:
+            row = poll(lambda: rows.call(request_id), "the stream's capture row")
+        assert row["error"].startswith("stream ended: the gateway is shutting down"), row
+        assert row["stream"]
