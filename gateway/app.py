@@ -222,6 +222,7 @@ class GatewayApp:
         if writer is not None:
             stats = writer.stats()
             m.capture_queue_depth.set(stats["queue_depth"])
+            m.capture_store_up.set(1 if stats.get("store_up", True) else 0)
             for outcome, last in self._reported.items():
                 now = int(stats[outcome])
                 if now > last:

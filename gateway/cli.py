@@ -24,25 +24,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _logging_config(level: str) -> dict[str, Any]:
-    """One format for our lines and uvicorn's, applied in every worker process too."""
-    level = level.upper()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": LOG_FORMAT}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "plain",
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "loggers": {
-            "gateway": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
-        },
-    }
+    """One format (``LOG_FORMAT``) for every line: ours (gateway, capture, router, exporter),
+    uvicorn's, and the rest through the root logger; credentials masked in access lines
+    (``gateway.logs``). Applied in every worker process too."""
+    from gateway.logs import logging_config
+
+    return logging_config(level, LOG_FORMAT)
 
 
 def _fail(message: str) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from capture.errortext import describe_error
 from capture.schema import gateway_keys
 from gateway.auth import Principal
 from gateway.limits import Limits
@@ -160,7 +161,7 @@ class VirtualKeys:
         try:
             self.by_digest = await self.store.active()
         except Exception as exc:  # keep the keys we have; the next refresh tries again
-            log.warning("reloading virtual keys failed: %s", exc)
+            log.warning("reloading virtual keys failed: %s", describe_error(exc))
 
     async def changed(self) -> None:
         """After a change made here: reload now and tell the other replicas."""
@@ -184,7 +185,7 @@ class VirtualKeys:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("virtual keys: Redis channel lost (%s); retrying", exc)
+                log.warning("virtual keys: Redis channel lost (%s); retrying", describe_error(exc))
                 await asyncio.sleep(1.0)
 
 
@@ -194,4 +195,4 @@ async def notify(redis: Any, channel: str) -> None:
     try:
         await redis.publish(channel, "changed")
     except Exception as exc:
-        log.warning("virtual keys: could not tell the other replicas (%s)", exc)
+        log.warning("virtual keys: could not tell the other replicas (%s)", describe_error(exc))

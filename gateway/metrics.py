@@ -171,6 +171,14 @@ class Metrics:
             ("outcome",),
             registry=registry,
         )
+        self.capture_store_up = Gauge(
+            "gateway_capture_store_up",
+            "1 while the capture database takes writes (or capture is off); 0 from a failure "
+            "of the database until the writer stores a batch again.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.capture_store_up.set(1)
 
         self._fast = FastExposition(
             [value for value in vars(self).values() if isinstance(value, MetricWrapperBase)],
