@@ -189,7 +189,7 @@ def test_malformed_requests_on_every_endpoint_get_clear_errors_never_a_5xx(
                 response = client.request(
                     method,
                     path,
-                    headers={k: v.encode("utf-8") for k, v in headers.items()},
+                    headers={k.encode(): v.encode("utf-8") for k, v in headers.items()},
                     content=body,
                 )
             except httpx.LocalProtocolError:
