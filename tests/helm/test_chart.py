@@ -8,6 +8,7 @@ and Redis on; dev: one replica, a Secret made from values, no PostgreSQL).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import helm_python
 
 from capture.writer import DRAIN_MARGIN_S
 from gateway.app import CAPTURE_DRAIN_SECONDS, SHADOW_GRACE_SECONDS
+from gateway.draining import STREAM_END_MARGIN_S
 from gateway.settings import parse_settings
 from tests.helm.rendering import (
     CHART,
@@ -41,7 +43,6 @@ from tests.helm.rendering import (
 )
 
 CASES = values_cases()
-UVICORN_GRACEFUL_SHUTDOWN_S = 30  # gateway/cli.py: uvicorn.run(timeout_graceful_shutdown=30)
 DEV_SECRET_VALUES = ["sk-dev-not-a-real-key-7c1e", "sk-gateway-dev-2b9d"]
 
 
@@ -223,24 +224,56 @@ def test_probes_ports_and_command(case: str, rendered: dict[str, list[Manifest]]
     assert service.body["spec"]["selector"] == selector
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_termination_outlasts_the_drain(case: str, rendered: dict[str, list[Manifest]]) -> None:
-    """SIGTERM comes after the preStop sleep; then uvicorn finishes calls in flight, shadows
-    and the capture queue drain: the kubelet must not SIGKILL before all of it is done."""
-    manifest = deployment(rendered[case])
-    pod = manifest.body["spec"]["template"]["spec"]
-    pre_stop = container(manifest)["lifecycle"]["preStop"]["exec"]["command"]
+def drain_seconds(manifests: list[Manifest]) -> float:
+    """From the pod's deletion to the gateway's exit at the latest, by the gateway's own
+    figures: the preStop sleep, then after SIGTERM the configured delay and timeout, uvicorn's
+    cancel of what is left, the shadows' grace and the capture queue's drain."""
+    import yaml
+
+    environ = fake_environment(deployment(manifests))
+    server = parse_settings(yaml.safe_load(config_of(manifests, "gateway")), environ).server
+    pre_stop = container(deployment(manifests))["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    shutdown = (
+    return (
         int(pre_stop[1])
-        + UVICORN_GRACEFUL_SHUTDOWN_S
+        + server.shutdown_delay_s
+        + server.shutdown_timeout_s
+        + STREAM_END_MARGIN_S
         + SHADOW_GRACE_SECONDS
         + CAPTURE_DRAIN_SECONDS
         + DRAIN_MARGIN_S
     )
-    assert pod["terminationGracePeriodSeconds"] > shutdown
-    strategy = manifest.body["spec"]["strategy"]["rollingUpdate"]
+
+
+def grace_period(manifests: list[Manifest]) -> int:
+    grace: int = deployment(manifests).body["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    return grace
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_termination_outlasts_the_drain(case: str, rendered: dict[str, list[Manifest]]) -> None:
+    """SIGTERM comes after the preStop sleep; then the gateway finishes calls in flight (open
+    streams end at its deadline), shadows and the capture queue drain: the kubelet must not
+    SIGKILL before all of it is done."""
+    manifests = rendered[case]
+    assert grace_period(manifests) > drain_seconds(manifests)
+    strategy = deployment(manifests).body["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxUnavailable"] == 0
+
+
+def test_the_grace_period_follows_the_configured_drain(chart: Path) -> None:
+    """A long drain for long streams lengthens the pods' grace period with it."""
+    base = render({}, chart=chart)
+    long = render(
+        {"config": {"server": {"shutdown_delay_s": 10, "shutdown_timeout_s": 900.5}}},
+        chart=chart,
+    )
+    assert grace_period(long) > drain_seconds(long) > 900
+    assert grace_period(long) - grace_period(base) == math.ceil(10 + 900.5 - 120)
+    # A longer period than the drain's is the operator's to choose, and kept.
+    assert grace_period(render({"terminationGracePeriodSeconds": 3600}, chart=chart)) == 3600
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -317,6 +350,10 @@ def test_the_secret_named_in_the_pods_holds_the_keys_they_need(
             'secrets.data has no "gateway-api-key"',
         ),
         ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        (
+            {"terminationGracePeriodSeconds": 75},
+            "terminationGracePeriodSeconds 75 is shorter than the drain, 170 s",
+        ),
     ],
 )
 def test_mistakes_stop_the_render_with_a_clear_message(

@@ -253,3 +253,33 @@ capture:
     sizeLimit: {{ . }}
     {{- end }}
 {{- end }}
+
+{{/*
+Seconds from the pod's deletion until the gateway has surely exited: the preStop sleep; after
+SIGTERM config.server.shutdown_delay_s (calls still taken, /readyz 503) and shutdown_timeout_s
+(calls in flight; then open streams end with an error event), uvicorn's cancel of what is left
+(+5 s, gateway/draining.py STREAM_END_MARGIN_S), shadows (10 s) and the capture queue (20 s +
+5 s margin, gateway/app.py and capture/writer.py); plus 5 s for the process to exit.
+*/}}
+{{- define "gateway.drainSeconds" -}}
+{{- $server := .Values.config.server | default dict }}
+{{- $delay := 0.0 }}
+{{- if hasKey $server "shutdown_delay_s" }}{{ $delay = get $server "shutdown_delay_s" | float64 }}{{ end }}
+{{- $timeout := 120.0 }}
+{{- if hasKey $server "shutdown_timeout_s" }}{{ $timeout = get $server "shutdown_timeout_s" | float64 }}{{ end }}
+{{- $preStop := .Values.preStopSleepSeconds | default 0 | float64 }}
+{{- addf $preStop $delay $timeout 5 10 25 5 | ceil | int }}
+{{- end }}
+
+{{/* The pods' terminationGracePeriodSeconds: the drain's, or a longer one of the values'. */}}
+{{- define "gateway.terminationGracePeriod" -}}
+{{- $drain := include "gateway.drainSeconds" . | int }}
+{{- $set := .Values.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $set }}
+{{- $drain }}
+{{- else if lt (int $set) $drain }}
+{{- fail (printf "terminationGracePeriodSeconds %d is shorter than the drain, %d s (preStopSleepSeconds + config.server.shutdown_delay_s + shutdown_timeout_s + 45 s): leave it null to follow the drain" (int $set) $drain) }}
+{{- else }}
+{{- int $set }}
+{{- end }}
+{{- end }}
