@@ -29,7 +29,8 @@ def describe_error(exc: BaseException, limit: int = DEFAULT_LIMIT) -> str:
         inner = exc.orig
         if inner is None:
             return name
-        name = f"{name} ({type(inner).__name__})"
+        if type(inner).__name__ != name:
+            name = f"{name} ({type(inner).__name__})"
         exc = inner
     text = _text(exc, limit)
     return f"{name}: {text}" if text else name
