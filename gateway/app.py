@@ -30,12 +30,14 @@ from gateway.cache import RedisCache
 from gateway.capturing import open_capture
 from gateway.dashboard import build_dashboard
 from gateway.dashboard.rollup import fold_pending
-from gateway.draining import DRAIN
+from gateway.draining import DRAIN, SHUTTING_DOWN
+from gateway.errors import Unavailable
 from gateway.keys import KeyStore, VirtualKeys
 from gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.recording import Recorder
+from gateway.relay import Call, send_error
 from gateway.resp import PipelinedRedis
 from gateway.runtime import RuntimeManager, UpstreamFactory
 from gateway.settings import RedisSettings, Settings, load_settings, with_upstream_override
@@ -112,11 +114,34 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and scope["path"].startswith("/v1/") and scope["path"] != "/v1/feedback":
-            await self.proxy(scope, receive, send)
+            if DRAIN.installed:
+                await self._proxy_until_deadline(scope, receive, send)
+            else:
+                await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
             await self.api(scope, receive, send)
+
+    async def _proxy_until_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The proxy, with the shutdown deadline's answer for a call not answered by then: a
+        503 in OpenAI's shape instead of uvicorn's plain-text 500 a few seconds later."""
+        task = asyncio.current_task()
+        try:
+            await self.proxy(scope, receive, send)
+        except asyncio.CancelledError:
+            call = DRAIN.ended_call(task)
+            if not isinstance(call, Call):
+                raise
+            log.warning("call %s answered 503: the gateway is shutting down", call.request_id)
+            error = Unavailable(
+                "The gateway is shutting down and could not answer in time; send the request"
+                " again.",
+                code=SHUTTING_DOWN,
+            )
+            await send_error(send, error, call)
+        finally:
+            DRAIN.call_closed(task)
 
     async def startup(self) -> None:
         settings = self.manager.settings

@@ -10,7 +10,8 @@ the gateway chains uvicorn's signal handler (in each worker, at lifespan startup
 2. then uvicorn's own handler runs: the listener closes, calls in flight go on;
 3. ``server.shutdown_timeout_s`` later every stream still open is ended: the relay sends an
    error event in OpenAI's stream shape (code ``gateway_shutting_down``) and completes the
-   response, and the call is recorded with its error;
+   response; a call not answered yet (still waiting on its upstream) gets a 503 with the same
+   code. Either is recorded with its error;
 4. uvicorn's own limit, ``STREAM_END_MARGIN_S`` after that, cancels whatever still remains (a
    client that stopped reading), then the lifespan shutdown drains shadows and the capture.
 
@@ -24,7 +25,7 @@ import logging
 import signal
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("gateway")
 
@@ -33,6 +34,19 @@ STREAM_END_MARGIN_S = 5.0
 what the gateway could not end itself (a stream whose client stopped reading)."""
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SHUTTING_DOWN = "gateway_shutting_down"
+"""The error code of a call ended by the shutdown deadline (stream event or 503)."""
+
+
+class OpenCall(Protocol):
+    """What the deadline needs of a call in flight (``gateway.relay.Call``)."""
+
+    responded: bool
+
+    def shutting_down(self) -> None:
+        """Mark the call as ended by the shutdown (error and status, for its record)."""
+
+
 _Handler = Callable[[int, FrameType | None], Any]
 
 
@@ -43,6 +57,8 @@ class Drain:
         self.draining = False
         self._streams: set[asyncio.Task[Any]] = set()
         self._ended: set[asyncio.Task[Any]] = set()
+        self._calls: dict[asyncio.Task[Any], OpenCall] = {}
+        self.installed = False
         self._previous: dict[int, _Handler] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delay_s = 0.0
@@ -63,7 +79,8 @@ class Drain:
             if callable(previous):
                 self._previous[sig] = previous
                 signal.signal(sig, self._on_signal)
-        return bool(self._previous)
+        self.installed = bool(self._previous)
+        return self.installed
 
     def uninstall(self) -> None:
         """Give the signals back to the handlers chained by ``install``."""
@@ -71,6 +88,7 @@ class Drain:
             if signal.getsignal(sig) == self._on_signal:
                 signal.signal(sig, previous)
         self._previous.clear()
+        self.installed = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -118,16 +136,50 @@ class Drain:
             )
 
     def end_streams(self) -> int:
-        """End every open stream now (each sends its error event and completes); how many."""
+        """End every open stream and every call not answered yet, now (a stream sends its error
+        event and completes, a call is answered 503); how many."""
         self._deadline = None
         streams = list(self._streams)
         for task in streams:
             self._streams.discard(task)
             self._ended.add(task)
             task.cancel("the gateway is shutting down")
-        if streams:
-            log.warning("shutdown deadline: ending %d open stream(s)", len(streams))
-        return len(streams)
+        waiting = [
+            (task, call)
+            for task, call in self._calls.items()
+            if not call.responded and task not in self._ended and not task.done()
+        ]
+        for task, call in waiting:
+            call.shutting_down()
+            self._ended.add(task)
+            task.cancel("the gateway is shutting down")
+        if streams or waiting:
+            log.warning(
+                "shutdown deadline: ending %d open stream(s) and %d call(s) not answered yet",
+                len(streams),
+                len(waiting),
+            )
+        return len(streams) + len(waiting)
+
+    def call_opened(self, call: OpenCall) -> None:
+        """Register a call in flight (only while installed: ``call_closed`` is then sure to
+        follow, from the app)."""
+        if self.installed and (task := asyncio.current_task()) is not None:
+            self._calls[task] = call
+
+    def call_closed(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._calls.pop(task, None)
+            self._ended.discard(task)
+
+    def ended_call(self, task: asyncio.Task[Any] | None) -> OpenCall | None:
+        """The call ``task`` runs, when the deadline cancelled it before it answered; the
+        cancellation is then taken back, so that the 503 can be sent."""
+        call = self._calls.get(task) if task is not None else None
+        if call is None or call.responded or task not in self._ended:
+            return None
+        self.resume(task)
+        return call
 
     def stream_opened(self) -> asyncio.Task[Any] | None:
         """Register the calling task as an open stream (None outside a task)."""

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from gateway.draining import DRAIN
+from gateway.draining import DRAIN, SHUTTING_DOWN
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id
 from gateway.limits import Limits
@@ -19,8 +19,6 @@ from router.upstream import UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
 
-SHUTTING_DOWN = "gateway_shutting_down"
-"""The code of the error event that ends a stream still open at the shutdown deadline."""
 
 JSON = b"application/json"
 _SSE_HEADERS: RawHeaders = [
@@ -112,6 +110,12 @@ class Call:
         self.cache_key: str | None = None
         self.cache_ttl = 0.0
         self.cache_hit = False
+        DRAIN.call_opened(self)
+
+    def shutting_down(self) -> None:
+        """The shutdown deadline came before the answer: it is a 503 (recorded as such)."""
+        self.error = "ended before the answer: the gateway is shutting down"
+        self.status = 503
 
     def add_header(self, name: bytes, value: bytes) -> None:
         if self.extra_headers is None:

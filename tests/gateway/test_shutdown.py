@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.relay import SHUTTING_DOWN
+from gateway.draining import SHUTTING_DOWN
 from tests.capture_support import poll, rows_of
 from tests.conftest import GATEWAY_KEY, PROVIDER_KEY_ENV, gateway_config
 from tests.processes import Running, start_gateway
@@ -79,6 +81,38 @@ def _events(lines: Iterator[str]) -> Iterator[dict[str, Any] | str]:
         if line.startswith("data: "):
             data = line[len("data: ") :]
             yield data if data == "[DONE]" else json.loads(data)
+
+
+class _Waiting(threading.Thread):
+    """A plain call whose upstream takes a minute to answer, made in the background."""
+
+    def __init__(self, gateway: Running, marker: str) -> None:
+        super().__init__(daemon=True)
+        self.gateway, self.marker = gateway, marker
+        self.answers: list[httpx.Response] = []
+
+    def run(self) -> None:
+        self.answers.append(
+            httpx.post(
+                f"{self.gateway.url}/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": self.marker}]},
+                headers={"authorization": f"Bearer {GATEWAY_KEY}", "x-sim-ttft-ms": "60000"},
+                timeout=60,
+            )
+        )
+
+
+def _call_in_flight(gateway: Running, simulator: Running) -> _Waiting:
+    """Start a waiting call; back once the simulator has it (the gateway waits on it)."""
+    waiting = _Waiting(gateway, f"waiting-{uuid.uuid4().hex}")
+    waiting.start()
+
+    def arrived() -> bool:
+        recorded = httpx.get(f"{simulator.url}/_sim/requests", timeout=10).json()
+        return any(waiting.marker in json.dumps(entry.get("body")) for entry in recorded)
+
+    poll(arrived, "the waiting call to reach the upstream")
+    return waiting
 
 
 def _readyz(url: str) -> int | None:
@@ -138,6 +172,8 @@ def test_streams_open_at_the_deadline_end_with_an_error_event(
                 )
             )
             assert next(sdk_stream).choices is not None
+            # And a call still waiting for its upstream's first byte.
+            waiting = _call_in_flight(gateway, simulator)
 
             gateway.process.send_signal(signal.SIGTERM)
             # At the deadline the stream gets the error event, then ends cleanly (no cut).
@@ -157,9 +193,21 @@ def test_streams_open_at_the_deadline_end_with_an_error_event(
         assert not isinstance(raised.value, openai.APIConnectionError), raised.value
         assert raised.value.code == SHUTTING_DOWN
 
+        # The call not answered by the deadline gets a 503 in OpenAI's shape, not a cut.
+        waiting.join(timeout=60)
+        assert waiting.answers, "the waiting call got no answer"
+        answer = waiting.answers[0]
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == SHUTTING_DOWN
+        assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+
         _exited_cleanly(gateway)
-        # The call is recorded, with its error.
+        # The calls are recorded, with their errors.
         with rows_of(database_url) as rows:
             row = poll(lambda: rows.call(request_id), "the stream's capture row")
+            plain = poll(
+                lambda: rows.call(answer.headers["x-request-id"]), "the waiting call's row"
+            )
         assert row["error"].startswith("stream ended: the gateway is shutting down"), row
         assert row["stream"]
+        assert plain["status"] == 503 and "shutting down" in plain["error"], plain
