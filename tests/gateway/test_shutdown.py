@@ -9,13 +9,15 @@ calls are captured with their error, and the process exits cleanly. With one wor
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ import openai
 import pytest
 
 from gateway.draining import SHUTTING_DOWN
+from gateway.relay import Call, relay_stream
+from gateway.settings import ConfigError, parse_settings
+from router.upstream import BufferedResponse
 from tests.capture_support import poll, rows_of
 from tests.conftest import GATEWAY_KEY, PROVIDER_KEY_ENV, gateway_config
 from tests.processes import Running, start_gateway
@@ -211,3 +216,35 @@ def test_streams_open_at_the_deadline_end_with_an_error_event(
         assert row["error"].startswith("stream ended: the gateway is shutting down"), row
         assert row["stream"]
         assert plain["status"] == 503 and "shutting down" in plain["error"], plain
+
+
+@pytest.mark.parametrize(
+    ("server", "problem"),
+    [
+        ({"shutdown_timeout_s": -1}, "server.shutdown_timeout_s: Input should be greater"),
+        ({"shutdown_delay_s": "soon"}, "server.shutdown_delay_s: Input should be a valid number"),
+    ],
+)
+def test_a_bad_drain_setting_is_named(server: dict[str, Any], problem: str) -> None:
+    config = gateway_config("http://127.0.0.1:9")
+    config["server"] = {**config["server"], **server}
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        parse_settings(config, {"TEST_GATEWAY_KEY": GATEWAY_KEY, **PROVIDER_KEY_ENV})
+
+
+def test_an_event_cut_in_half_is_closed_before_the_error_event() -> None:
+    """The error event is an event of its own even when the upstream broke off mid-event."""
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    whole = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+    upstream = BufferedResponse(200, {}, whole + b'data: {"choi')
+    arrived = asyncio.run(relay_stream(upstream, send, Call(), None, sse=True, expect_done=True))
+    assert not arrived
+    body = b"".join(message.get("body", b"") for message in sent[1:])
+    events = [e for e in body.split(b"\n\n") if e]
+    assert events[-1].startswith(b'data: {"error"')
+    assert json.loads(events[-1][6:])["error"]["code"] == "upstream_stream_interrupted"
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
