@@ -65,7 +65,7 @@ def _percentiles(values: Mapping[float, float]) -> dict[str, float | None]:
 def _feedback(row: FeedbackTotals | None) -> dict[str, Any]:
     if row is None:
         return {"n": 0, "mean": None, "low": None, "high": None}
-    interval = stats.mean_interval(row.n, row.mean or 0.0, row.variance or 0.0)
+    interval = stats.score_interval(row.n, row.mean or 0.0, row.variance or 0.0)
     return {
         "n": row.n,
         "mean": row.mean,

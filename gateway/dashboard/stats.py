@@ -2,6 +2,14 @@
 
 - ``mean_interval``: a mean with its 95% confidence interval, from Student's t with n - 1
   degrees of freedom.
+- ``score_interval``: the 95% interval of a mean feedback score, which lies in [-1, 1] as the
+  scores do: Wilson's score interval on the score rescaled to [0, 1], with the number of calls
+  scaled by how much less the scores vary than thumbs up/down (+1/-1) of the same mean would
+  (an effective sample size), and Student's t quantile (n - 1 degrees of freedom) for the
+  normal one, since that variance is estimated. Simulated coverage is 93-100% from two
+  scores on (the tests check it). For thumbs it is close to Wilson's interval; a t interval
+  instead reaches outside the scale with a few calls ("-1.80 ... 1.70, n 4") and covers far
+  less than 95% near the ends (five thumbs up out of five: t says [1, 1]).
 - ``welch``: Welch's t-test of two means with unequal variances (feedback scores), two-sided,
   Welch-Satterthwaite degrees of freedom, and the interval of the difference.
 - ``mann_whitney``: the Mann-Whitney U test (latency), two-sided, by the normal approximation
@@ -107,6 +115,28 @@ def mean_interval(n: int, mean: float, variance: float, level: float = 0.95) -> 
         return None
     half = t_quantile(0.5 + level / 2.0, n - 1) * math.sqrt(variance / n)
     return Interval(mean, mean - half, mean + half)
+
+
+def score_interval(
+    n: int, mean: float, variance: float, level: float = 0.95, bound: float = 1.0
+) -> Interval | None:
+    """The mean of ``n`` scores in [-bound, bound] with a confidence interval inside that
+    range; None below two scores. ``variance`` is the sample variance (n - 1)."""
+    if n < 2:
+        return None
+    mean = min(bound, max(-bound, mean))
+    p = (mean + bound) / (2.0 * bound)
+    spread = variance / (4.0 * bound * bound)  # the variance of the rescaled scores
+    binary = p * (1.0 - p)
+    effective = float(n) if spread <= 0.0 or binary <= 0.0 else n * binary / spread
+    effective = max(float(n - 1), effective)
+    z = t_quantile(0.5 + level / 2.0, n - 1)
+    z2 = z * z / effective
+    centre = (p + z2 / 2.0) / (1.0 + z2)
+    half = z / (1.0 + z2) * math.sqrt(binary / effective + z2 / (4.0 * effective))
+    low = max(0.0, centre - half)
+    high = min(1.0, centre + half)
+    return Interval(mean, (2.0 * low - 1.0) * bound, (2.0 * high - 1.0) * bound)
 
 
 @dataclass(frozen=True, slots=True)

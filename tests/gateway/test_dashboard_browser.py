@@ -405,3 +405,69 @@ def test_sign_in_form_in_the_browser(browser: Browser, mounted: Running) -> None
     assert session["httpOnly"] is True and ADMIN_KEY not in session["value"]
     assert page.evaluate("document.cookie") == ""  # HttpOnly: out of the page's reach
     page.close()
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """A new gateway with an empty store, as on a first install."""
+    workdir = tmp_path_factory.mktemp("dashboard-fresh")
+    simulator = start_simulator(workdir, PROFILE)
+    try:
+        running = start_gateway(
+            workdir,
+            gateway_config(simulator.url, store_url(workdir)),
+            env={
+                "DASH_GATEWAY_KEY": GATEWAY_KEY,
+                "DASH_ADMIN_KEY": ADMIN_KEY,
+                "DASH_PROVIDER_KEY": PROVIDER_KEY,
+            },
+        )
+        try:
+            yield running
+        finally:
+            running.stop()
+    finally:
+        simulator.stop()
+
+
+SATURATED = """() => [...document.querySelectorAll('.chart canvas')].map(canvas => {
+    const context = canvas.getContext('2d');
+    const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+    let coloured = 0;  // the variants' colours, not the greys of the axes and grid
+    for (let i = 0; i < data.length; i += 4) {
+        const r = data[i], g = data[i + 1], b = data[i + 2];
+        if (data[i + 3] > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 60) coloured++;
+    }
+    return coloured;
+})"""
+
+
+def test_the_first_calls_of_a_fresh_install_are_drawn(browser: Browser, fresh: Running) -> None:
+    client = openai.OpenAI(base_url=f"{fresh.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
+    for i in range(4):
+        client.chat.completions.create(
+            model="gpt-4o" if i % 2 else "support-bot",
+            messages=[{"role": "user", "content": f"first call {i}"}],
+            max_tokens=8,
+        )
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=fresh.url, headers=admin, timeout=10) as http:
+        for _ in range(200):  # stored (the writer flushes every 50 ms)
+            found = http.get("/dashboard/api/calls", params={"window": "15m", "limit": 50})
+            if len(found.json()["calls"]) >= 4:
+                break
+            time.sleep(0.1)
+    errors: list[str] = []
+    page = open_dashboard(browser, fresh, errors)
+    charts = page.evaluate(
+        """() => window.__dashboard.charts.map(c => ({
+            kind: c.kind,
+            values: c.chart.data.slice(1).reduce((n, s) => n + s.filter(v => v !== null).length, 0),
+        }))"""
+    )
+    assert len(charts) == 4 and all(c["values"] >= 1 for c in charts), charts
+    # every chart has a value or two, in a bucket or two; each must show on the canvas
+    coloured = page.evaluate(SATURATED)
+    assert len(coloured) == 4 and all(n > 20 for n in coloured), coloured
+    page.close()
+    assert errors == []

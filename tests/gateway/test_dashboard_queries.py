@@ -462,7 +462,7 @@ def test_overview_api_equals_python(loaded: Loaded) -> None:
             fb = v["feedback"]
             assert fb["n"] == len(e.scores)
             if e.scores:
-                interval = stats.mean_interval(
+                interval = stats.score_interval(
                     len(e.scores), statistics.fmean(e.scores), statistics.variance(e.scores)
                 )
                 assert interval is not None

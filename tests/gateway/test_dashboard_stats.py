@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import random
 import statistics
+from collections.abc import Callable
 
 import pytest
 
@@ -193,3 +195,69 @@ def test_custom_window() -> None:
 def test_bad_windows(preset: str | None, start: str | None, end: str | None) -> None:
     with pytest.raises(WindowError):
         parse_window(preset, start, end, now=NOW)
+
+
+def test_score_intervals_stay_in_the_score_range() -> None:
+    rng = random.Random(7)
+    for _ in range(5_000):
+        n = rng.randrange(1, 60)
+        scores = [rng.choice((-1.0, 1.0, rng.uniform(-1, 1))) for _ in range(n)]
+        mean = statistics.fmean(scores)
+        variance = statistics.variance(scores) if n > 1 else 0.0
+        interval = stats.score_interval(n, mean, variance)
+        if n < 2:
+            assert interval is None
+            continue
+        assert interval is not None
+        assert -1.0 <= interval.low <= interval.mean <= interval.high <= 1.0
+    # whatever the inputs, even inconsistent ones (a mean off the scale, a huge variance)
+    for n, mean, variance in [(2, -1.0, 0.0), (4, 1.0, 0.0), (3, 0.2, 0.0), (4, 0.05, 3.2),
+                              (5, 1.3, 9.0), (10**6, -1.0, 0.0), (2, 0.0, 2.0)]:  # fmt: skip
+        interval = stats.score_interval(n, mean, variance)
+        assert interval is not None and -1.0 <= interval.low <= interval.high <= 1.0
+        assert interval.low <= interval.mean <= interval.high
+
+
+def _thumbs(rng: random.Random, up: float) -> Callable[[], float]:
+    return lambda: 1.0 if rng.random() < up else -1.0
+
+
+def _likert(rng: random.Random) -> Callable[[], float]:
+    return lambda: rng.choices((-1.0, -0.5, 0.0, 0.5, 1.0), (0.05, 0.05, 0.1, 0.3, 0.5))[0]
+
+
+def _beta(rng: random.Random, a: float, b: float) -> Callable[[], float]:
+    return lambda: 2.0 * rng.betavariate(a, b) - 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "true_mean"),
+    [
+        ("thumbs 0.8", 30, 0.6),
+        ("thumbs 0.95", 100, 0.9),
+        ("likert", 10, 0.55),
+        ("beta 5,1", 5, 2 * 5 / 6 - 1),
+        ("beta 2,2", 3, 0.0),
+        ("beta 8,2", 20, 0.6),
+    ],
+)
+def test_score_intervals_cover_the_true_mean_about_95_percent(
+    name: str, n: int, true_mean: float
+) -> None:
+    rng = random.Random(f"{name} {n}")
+    draw = {
+        "thumbs 0.8": _thumbs(rng, 0.8),
+        "thumbs 0.95": _thumbs(rng, 0.95),
+        "likert": _likert(rng),
+        "beta 5,1": _beta(rng, 5, 1),
+        "beta 2,2": _beta(rng, 2, 2),
+        "beta 8,2": _beta(rng, 8, 2),
+    }[name]
+    runs = 1000
+    covered = 0
+    for _ in range(runs):
+        scores = [draw() for _ in range(n)]
+        interval = stats.score_interval(n, statistics.fmean(scores), statistics.variance(scores))
+        assert interval is not None
+        covered += interval.low <= true_mean <= interval.high
+    assert 0.92 <= covered / runs <= 0.985

@@ -262,14 +262,25 @@
     return ticks.map((v) => (v >= 1000 ? (v / 1000).toFixed(v % 1000 ? 1 : 0) + " s" : v + " ms"));
   }
 
+  // uPlot draws lines between values, so a value without a neighbour (the first calls of a
+  // fresh install, a lone busy minute) would not show at all: such values get a point.
+  function lonePoints(values, color) {
+    const present = (i) => i >= 0 && i < values.length && values[i] !== null && values[i] !== undefined;
+    const lone = [];
+    for (let i = 0; i < values.length; i++) {
+      if (present(i) && !present(i - 1) && !present(i + 1)) lone.push(i);
+    }
+    return { show: false, size: 7, width: 1, stroke: color, fill: color, filter: () => (lone.length ? lone : null) };
+  }
+
   function latencyChart(target, routeSeries, buckets) {
     const series = [{}];
     const data = [buckets];
     for (const v of routeSeries.variants) {
       const color = colorOf(v.variant);
-      series.push({ label: `${v.variant} p50`, stroke: color, width: 2, spanGaps: false, value: (u, x) => msText(x) });
+      series.push({ label: `${v.variant} p50`, stroke: color, width: 2, spanGaps: false, points: lonePoints(v.p50_ms, color), value: (u, x) => msText(x) });
       data.push(v.p50_ms);
-      series.push({ label: `${v.variant} p95`, stroke: color, width: 1.25, dash: [5, 4], spanGaps: false, value: (u, x) => msText(x) });
+      series.push({ label: `${v.variant} p95`, stroke: color, width: 1.25, dash: [5, 4], spanGaps: false, points: lonePoints(v.p95_ms, color), value: (u, x) => msText(x) });
       data.push(v.p95_ms);
     }
     return makeChart(target, series, data, { axes: [{}, { values: axisMs, size: 60 }], scales: { y: { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1] } } });
@@ -286,12 +297,14 @@
     const bands = [];
     variants.forEach((v, i) => {
       const color = colorOf(v.variant);
-      data.push(running.map((total, j) => {
+      const stacked = running.map((total, j) => {
         running[j] = total + (raw[i][j] || 0);
         return empty[j] ? null : running[j];
-      }));
+      });
+      data.push(stacked);
       series.push({
         label: v.variant, stroke: color, width: 1.5, fill: withAlpha(color, 0.28), spanGaps: false,
+        points: lonePoints(stacked, color),
         value: (u, x, si, di) => (di === null || raw[si - 1][di] === null ? "—" : raw[si - 1][di].toFixed(1) + "%"),
       });
       if (i > 0) bands.push({ series: [i + 1, i] });
