@@ -26,6 +26,7 @@ import httpx
 import openai
 import pytest
 
+from capture.migrate import upgrade
 from gateway.draining import SHUTTING_DOWN
 from gateway.relay import Call, relay_stream
 from gateway.settings import ConfigError, parse_settings
@@ -56,6 +57,8 @@ def draining_gateway(
     }
     url = f"sqlite+aiosqlite:///{workdir}/shutdown-{workers}-{time.monotonic_ns()}.db"
     config["capture"] = {"database_url": url}
+    # Initialised ahead: workers that find an empty database each try to initialise it.
+    upgrade(url)
     running = start_gateway(
         workdir,
         config,
