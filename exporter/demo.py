@@ -143,6 +143,27 @@ async def traffic(url: str, calls: int, seed: int, feedback_share: float) -> tup
     return answered, rated
 
 
+def step(number: int, what: str) -> None:
+    print(f"\n{number}. {what}", flush=True)
+
+
+def trained_tokens_note(data: Path, job: str) -> str:
+    """The export's trained-token estimate beside the job's count, and what each counts."""
+    built = orjson.loads((data / "report.json").read_bytes())
+    described = orjson.loads((data / "jobs" / job / "job.json").read_bytes())["job"]
+    epochs = (described.get("hyperparameters") or {}).get("n_epochs", "?")
+    counted = described.get("trained_tokens")
+    service = f"{counted:,}" if isinstance(counted, int) else "no figure"
+    return (
+        f"trained tokens: the export estimated {built['trained_tokens']:,} (train.jsonl only, "
+        f"{built['splits']['train']} examples, counted with {built['encoding']}, the base "
+        f"model's tokenizer, x {built['hyperparameters']['n_epochs']} epochs); the job reports "
+        f"{service} (the service's own count of the same file x {epochs} epochs; the "
+        "simulator counts each word and punctuation mark as a token, so its figure differs "
+        "by a few percent; OpenAI's should be close to the estimate)"
+    )
+
+
 def run(command: Sequence[str]) -> int:
     print(f"\n$ gateway {shlex.join(command)}", flush=True)
     code = exporter_main(list(command))
@@ -178,11 +199,12 @@ def demo(workdir: Path, calls: int) -> None:
             ["serve", "--config", str(config), "--port", str(gw_port)], workdir / "gateway.log"
         )
         wait_for(f"{gw_url}/readyz", gateway)
-        print(f"simulator on {sim_url}, gateway on {gw_url}, files in {workdir}")
+        step(1, f"simulator on {sim_url}, gateway on {gw_url}, files in {workdir}")
         answered, rated = asyncio.run(traffic(gw_url, calls, seed=1, feedback_share=0.5))
-        print(f"\n1. {answered} calls answered by the teacher through the gateway, {rated} rated")
+        step(2, f"{answered} calls answered by the teacher through the gateway, {rated} rated")
         time.sleep(0.5)  # let the capture writer flush its last batch
         data = workdir / "data"
+        step(3, "export the teacher's well-rated calls as training data")
         run(
             [
                 "export",
@@ -201,6 +223,7 @@ def demo(workdir: Path, calls: int) -> None:
             ]
         )
         api = ["--api-base", f"{sim_url}/v1", "--api-key", "sk-sim"]
+        step(4, "fine-tune gpt-4o-mini on them (the simulator plays the fine-tuning service)")
         run(
             [
                 "finetune",
@@ -218,6 +241,8 @@ def demo(workdir: Path, calls: int) -> None:
         model = orjson.loads((data / "jobs" / job / "job.json").read_bytes())["job"][
             "fine_tuned_model"
         ]
+        print(trained_tokens_note(data, job))
+        step(5, "register the student in shadow on route support")
         run(
             [
                 "register",
@@ -240,8 +265,9 @@ def demo(workdir: Path, calls: int) -> None:
             ]
         )
         answered, _ = asyncio.run(traffic(gw_url, calls // 2, seed=2, feedback_share=0.0))
-        print(f"\n6. {answered} more calls; the student ({model}) answered shadow copies of half")
+        step(6, f"{answered} more calls; the student ({model}) answered shadow copies of half")
         time.sleep(0.5)
+        step(7, "evaluate the student against the teacher on held-out prompts")
         run(
             [
                 "eval",
@@ -280,7 +306,7 @@ def demo(workdir: Path, calls: int) -> None:
     print(f"  gateway config  {config} (the student registered in shadow)")
     print(f"  capture store   {database}")
     print(f"  eval report     {workdir / 'eval.json'}")
-    print("  dashboard       /dashboard on the gateway, once the dashboard issue lands")
+    print("  dashboard       /dashboard on a running gateway (`make run`), with an admin key")
 
 
 def main(argv: list[str] | None = None) -> None:

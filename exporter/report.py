@@ -219,8 +219,10 @@ def render(report: dict[str, Any]) -> str:
         return "\n".join(lines + [f"warning: {w}" for w in report["warnings"]])
     hp = report["hyperparameters"]
     lines.append(
-        f"billed tokens in the training file: {_number(report['billed_tokens'])}; "
-        f"x {hp['n_epochs']} epochs = {_number(report['trained_tokens'])} trained tokens"
+        f"billed tokens in the training file (counted with {report['encoding']}; the validation "
+        f"file is not billed): {_number(report['billed_tokens'])}; x {hp['n_epochs']} epochs = "
+        f"{_number(report['trained_tokens'])} trained tokens (an estimate: the service counts "
+        "its own)"
     )
     lines.append(
         f"start with: n_epochs {hp['n_epochs']}, batch_size {hp['batch_size']}, "

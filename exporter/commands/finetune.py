@@ -107,12 +107,25 @@ def _hyperparameters(args: argparse.Namespace) -> Hyperparameters | None:
     )
 
 
+LOSS_LABELS = {
+    "train_loss_final": "train loss final (mean of the last 10% of steps)",
+    "valid_loss_final": "valid loss final (the last evaluation)",
+    "valid_loss_min": "valid loss lowest",
+    "train_accuracy_final": "train accuracy final (mean of the last 10% of steps)",
+}
+"""The summary's figures as printed: which are averages. The service's "Step N" event lines
+show the loss of that one step (noisy); the plot draws a moving average of them."""
+
+
 def _describe(job: Job) -> str:
     line = f"{job.id}  {job.status:<16} {job.base_model}"
     if job.fine_tuned_model:
         line += f" -> {job.fine_tuned_model}"
     if job.trained_tokens:
-        line += f"  ({job.trained_tokens:,} trained tokens)"
+        line += (
+            f"  ({job.trained_tokens:,} trained tokens: the service's count, training file x "
+            "epochs)"
+        )
     if job.error:
         line += f"  error: {job.error}"
     return line
@@ -123,9 +136,10 @@ def _report(job: Job, summary: dict[str, Any], target: Path, as_json: bool) -> i
         print_json({"job": job.raw, "summary": summary, "records": str(target)})
         return OK if job.status != "failed" else FAILED
     print(_describe(job))
-    for key in ("train_loss_final", "valid_loss_final", "valid_loss_min", "train_accuracy_final"):
+    for key, what in LOSS_LABELS.items():
         if key in summary:
-            print(f"  {key.replace('_', ' ')}: {summary[key]}")
+            step = f" at step {summary['valid_loss_min_step']}" if key == "valid_loss_min" else ""
+            print(f"  {what}{step}: {summary[key]}")
     for sign in summary.get("signs", []):
         print(f"  reading: {sign}")
     if "plot" in summary:

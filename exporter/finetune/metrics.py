@@ -16,6 +16,10 @@ FLAT = 0.85
 """Final over initial training loss above which the curve is flat."""
 RISING = 1.05
 """Last over lowest validation loss above which it is rising."""
+RISING_EVALS = 3
+"""Validation evaluations in a row, each higher than the one before, with the training loss
+falling meanwhile, before the curves are called overfitting: one or two higher points are as
+often noise (a validation loss from a few examples is noisy too)."""
 
 
 def write_csv(points: Sequence[MetricPoint], target: Path) -> None:
@@ -34,6 +38,16 @@ def write_csv(points: Sequence[MetricPoint], target: Path) -> None:
 def _tail_mean(values: Sequence[float]) -> float:
     tail = values[-max(1, len(values) // 10) :]
     return round(statistics.fmean(tail), 4)
+
+
+def _rises_at_end(values: Sequence[float]) -> int:
+    """How many of the last values were each higher than the one before."""
+    rises = 0
+    for index in range(len(values) - 1, 0, -1):
+        if values[index] <= values[index - 1]:
+            break
+        rises += 1
+    return rises
 
 
 def summarize(points: Sequence[MetricPoint]) -> dict[str, Any]:
@@ -74,10 +88,24 @@ def summarize(points: Sequence[MetricPoint]) -> dict[str, Any]:
             valid_loss_final=last, valid_loss_min=lowest, valid_loss_min_step=lowest_step
         )
         if last > RISING * lowest and last_step > lowest_step:
-            signs.append(
-                f"validation loss rising after step {lowest_step} ({lowest} -> {last}): "
-                "overfitting; train 1-2 epochs fewer or add varied examples"
-            )
+            rises = _rises_at_end([loss for _, loss in valid])
+            start = valid[-rises - 1][0]
+            span = [p.train_loss for p in points if p.train_loss is not None and p.step >= start]
+            half = len(span) // 2
+            train_falls = half == 0 or statistics.fmean(span[half:]) < statistics.fmean(span[:half])
+            if rises >= RISING_EVALS and train_falls:
+                signs.append(
+                    f"validation loss rising over its last {rises} evaluations (from step "
+                    f"{start}; lowest {lowest} at step {lowest_step}, now {last}) while the "
+                    "training loss falls: overfitting; train 1-2 epochs fewer or add varied "
+                    "examples"
+                )
+            else:
+                signs.append(
+                    f"validation loss ends at {last}, above its lowest ({lowest} at step "
+                    f"{lowest_step}), but has not risen over {RISING_EVALS} evaluations in a "
+                    "row: likely noise, not yet overfitting (watch it on the next run)"
+                )
     if valid_accuracy:
         summary["valid_accuracy_final"] = valid_accuracy[-1]
     if not signs and train:

@@ -106,11 +106,26 @@ def test_the_summary_reads_the_signs() -> None:
     falling = [2.0 * 0.9**i + 0.3 for i in range(40)]
     healthy = summarize(curve(falling, [None] * 39 + [0.4]))
     assert healthy["signs"][0].startswith("healthy")
-    rising = [None] * 10 + [0.5] + [None] * 19 + [0.9] + [None] * 9
-    assert "overfitting" in " ".join(summarize(curve(falling, rising))["signs"])
+    evals: dict[int, float] = {9: 0.5, 14: 0.45, 19: 0.5, 24: 0.6, 29: 0.7, 34: 0.8}
+    rising = [evals.get(i) for i in range(40)]
+    assert "overfitting; train" in " ".join(summarize(curve(falling, rising))["signs"])
+    assert "last 4 evaluations" in " ".join(summarize(curve(falling, rising))["signs"])
     assert "flat" in " ".join(summarize(curve([1.0] * 40, [None] * 40))["signs"])
     noisy = [0.5 + (0.4 if i % 2 else -0.4) for i in range(40)]
     assert "noisy" in " ".join(summarize(curve(noisy, [None] * 40))["signs"])
+
+
+def test_two_noisy_validation_points_are_not_called_overfitting() -> None:
+    falling = [2.0 * 0.9**i + 0.3 for i in range(40)]
+    # the demo's curve: the lowest, one higher, one a little lower again
+    evals = {9: 0.93, 19: 0.73, 27: 0.4788, 33: 0.5356, 39: 0.5245}
+    signs = " ".join(summarize(curve(falling, [evals.get(i) for i in range(40)]))["signs"])
+    assert "overfitting; train" not in signs and "not yet overfitting" in signs
+    # higher and higher, but the training loss rose too: not overfitting either
+    rising = [0.3 + 0.01 * i for i in range(40)]
+    evals = {9: 0.5, 19: 0.55, 29: 0.6, 39: 0.7}
+    signs = " ".join(summarize(curve(rising, [evals.get(i) for i in range(40)]))["signs"])
+    assert "overfitting; train" not in signs
 
 
 def test_the_plot_is_a_png(tmp_path: Path) -> None:
