@@ -8,10 +8,14 @@ CONFIG ?= config/gateway.yaml
 .PHONY: run test lint bench demo venv clean
 
 $(STAMP): pyproject.toml
+	@echo "Creating $(VENV) and installing the gateway with its dev tools (first run, or after pyproject.toml changed: about 2 minutes)..."
 	$(PYTHON) -m venv $(VENV)
+	@echo "Upgrading pip in $(VENV)..."
 	$(BIN)/pip install -q --upgrade pip
+	@echo "Installing the gateway and its dev tools into $(VENV) (pip runs quietly; the longest step)..."
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+	@echo "$(VENV) is ready."
 
 venv: $(STAMP)
 
