@@ -51,7 +51,7 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
 
     @api.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        code = "not_found" if exc.status_code == 404 else None
+        code = {404: "not_found", 408: "request_timeout"}.get(exc.status_code)
         response = _openai_error(exc.status_code, str(exc.detail), code=code)
         if exc.headers:
             response.headers.update(exc.headers)

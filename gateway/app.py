@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.multiprocess import mark_process_dead
+from starlette.exceptions import HTTPException
 
 from capture.pricing import PriceTable
 from capture.store import Store
@@ -120,6 +121,9 @@ class GatewayApp:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "http":
+            timeout_s = self.manager.settings.server.body_read_timeout_s
+            await self.api(scope, self.proxy.bodies.guard(receive, timeout_s, _slow_body), send)
         else:
             await self.api(scope, receive, send)
 
@@ -303,3 +307,9 @@ def create_app_from_environment() -> GatewayApp:
     if override:
         settings = with_upstream_override(settings, override)
     return GatewayApp(settings, config_path=path, upstream_override=override, handle_signals=True)
+
+
+def _slow_body(message: str) -> Exception:
+    """The FastAPI routes' RequestTimeout: FastAPI passes HTTPExceptions on, but turns any other
+    error in reading a body into a 400."""
+    return HTTPException(408, message)

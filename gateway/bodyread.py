@@ -11,9 +11,13 @@ cancellation into RequestTimeout. A read can overrun its limit by at most one ti
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
-from gateway.types import Receive
+from gateway.types import Message, Receive
+
+T = TypeVar("T")
 
 TICK_S = 0.25
 """How often the watchdog looks at the reads in progress."""
@@ -38,23 +42,56 @@ class BodyReader:
                 raise PayloadTooLarge(
                     f"The request body is {declared} bytes; the limit is {limit}."
                 )
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        return await self._before(deadline, timeout_s, _read(receive, limit))
+
+    def guard(
+        self,
+        receive: Receive,
+        timeout_s: float,
+        error: Callable[[str], Exception] = RequestTimeout,
+    ) -> Receive:
+        """``receive`` for an app that reads the body itself (the FastAPI routes): until the
+        body is complete, a read past ``timeout_s`` from the first raises ``error(message)``."""
+        deadline: float | None = None
+        complete = False
+
+        async def guarded() -> Message:
+            nonlocal deadline, complete
+            if complete:  # later reads only wait for the client to go
+                return await receive()
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + timeout_s
+            message = await self._before(deadline, timeout_s, receive(), error)
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        return guarded
+
+    async def _before(
+        self,
+        deadline: float,
+        timeout_s: float,
+        work: Awaitable[T],
+        error: Callable[[str], Exception] = RequestTimeout,
+    ) -> T:
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
-        self._deadlines[task] = loop.time() + timeout_s
+        self._deadlines[task] = deadline
         if self._watchdog is None:
-            self._watchdog = loop.create_task(self._watch(), name="body-read-watchdog")
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._watch(), name="body-read-watchdog"
+            )
         try:
-            return await _read(receive, limit)
+            return await work
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise
             self._expired.discard(task)
             if task.uncancel() > 0:
                 raise  # cancelled for another reason as well (shutdown): that one wins
-            raise RequestTimeout(
-                f"The request body was not received within {timeout_s:g} seconds."
-            ) from None
+            message = f"The request body was not received within {timeout_s:g} seconds."
+            raise error(message) from None
         finally:
             del self._deadlines[task]
 

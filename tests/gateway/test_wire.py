@@ -114,12 +114,15 @@ def test_an_empty_body_is_invalid_json(edge_gateway: tuple[Running, str]) -> Non
     assert response.json()["error"]["code"] == "invalid_json"
 
 
-def test_a_client_too_slow_to_send_its_body_gets_408(edge_gateway: tuple[Running, str]) -> None:
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/files", b"/v1/feedback"])
+def test_a_client_too_slow_to_send_its_body_gets_408(
+    edge_gateway: tuple[Running, str], path: bytes
+) -> None:
     gateway, _ = edge_gateway
     body = b'{"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}'
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+            b"POST " + path + b" HTTP/1.1\r\nhost: gw\r\n"
             b"authorization: Bearer " + GATEWAY_KEY.encode() + b"\r\n"
             b"content-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5]
