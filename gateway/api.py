@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from capture.errors import UnknownCall
+from capture.errortext import describe_error
 from capture.feedback import FeedbackIn, record_feedback
 from capture.store import Store
 from capture.writer import CaptureWriter, is_transient
@@ -143,7 +144,9 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("feedback not stored, the capture database is unreachable: %s", exc)
+            log.warning(
+                "feedback not stored, the capture database is unreachable: %s", describe_error(exc)
+            )
             raise Unavailable(
                 "The capture database is unreachable right now; send the feedback again later.",
                 code="capture_unavailable",

@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
+from capture.errortext import describe_error
 from capture.pricing import PriceTable
 from capture.store import Store
 from capture.writer import CaptureWriter
@@ -267,7 +268,7 @@ class GatewayApp:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.error("the gateway cannot start: %s", exc)
+                    log.error("the gateway cannot start: %s", describe_error(exc))
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from capture.errortext import describe_error
 from gateway.resp import PipelinedRedis
 
 log = logging.getLogger("gateway.cache")
@@ -120,7 +121,10 @@ class RedisCache:
     def _failed(self, exc: Exception) -> None:
         self.errors += 1
         if time.monotonic() >= self._down_until:
-            log.warning("response cache: Redis unreachable (%s); treating calls as misses", exc)
+            log.warning(
+                "response cache: Redis unreachable (%s); treating calls as misses",
+                describe_error(exc),
+            )
         self._down_until = time.monotonic() + self._retry_s
 
     async def get(self, key: str) -> CachedAnswer | None:

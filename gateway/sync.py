@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from capture.errortext import describe_error
 from gateway.runtime import RuntimeManager
 from router.config import RouteConfig
 
@@ -43,7 +44,10 @@ class RouteSync:
         try:
             stored = await self._redis.hgetall(self._key)
         except Exception as exc:
-            log.warning("shared route changes unavailable (Redis: %s); using the file's", exc)
+            log.warning(
+                "shared route changes unavailable (Redis: %s); using the file's",
+                describe_error(exc),
+            )
             stored = {}
         for route, data in stored.items():
             self._apply(_text(route), data)
@@ -62,7 +66,9 @@ class RouteSync:
             await self._redis.hset(self._key, route, data)
             await self._redis.publish(self._key, message)
         except Exception as exc:
-            log.warning("could not share the change of route %s (Redis: %s)", route, exc)
+            log.warning(
+                "could not share the change of route %s (Redis: %s)", route, describe_error(exc)
+            )
 
     async def share_reload(self) -> None:
         try:
@@ -71,14 +77,16 @@ class RouteSync:
                 self._key, orjson.dumps({"origin": self._origin, "reload": 1})
             )
         except Exception as exc:
-            log.warning("could not tell the other replicas to reload (Redis: %s)", exc)
+            log.warning(
+                "could not tell the other replicas to reload (Redis: %s)", describe_error(exc)
+            )
 
     def _apply(self, route: str, data: bytes | str) -> None:
         settings = self._manager.settings
         try:
             config = RouteConfig.model_validate_json(data)
         except ValidationError as exc:
-            log.warning("ignoring a shared change of route %s: %s", route, exc)
+            log.warning("ignoring a shared change of route %s: %s", route, describe_error(exc))
             return
         missing = {v.provider for v in config.variants.values()} - set(settings.providers)
         if missing:
@@ -102,7 +110,9 @@ class RouteSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("shared route changes: Redis channel lost (%s); retrying", exc)
+                log.warning(
+                    "shared route changes: Redis channel lost (%s); retrying", describe_error(exc)
+                )
                 await asyncio.sleep(1.0)
 
     async def _handle(self, event: dict[str, Any]) -> None:
@@ -112,7 +122,7 @@ class RouteSync:
             try:
                 self._reload()
             except Exception as exc:
-                log.error("reload asked by another replica failed: %s", exc)
+                log.error("reload asked by another replica failed: %s", describe_error(exc))
             return
         route = event.get("route")
         if isinstance(route, str):
