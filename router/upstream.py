@@ -1,8 +1,8 @@
 """Provider clients: one pooled aiohttp session per provider.
 
-aiohttp's client is on the hot path because it is the cheapest measured (see DESIGN.md). The
-rest of the code sees the small ``Upstream`` interface, so tests and other transports can swap
-in their own.
+aiohttp's client is on the hot path because it is the cheapest measured (see the README's
+Decisions). The rest of the code sees the small ``Upstream`` interface, so tests and other
+transports can swap in their own.
 """
 
 from __future__ import annotations
