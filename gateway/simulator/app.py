@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.simulator.chat import chat_completions
 from gateway.simulator.completions import completions
 from gateway.simulator.embeddings import embeddings
-from gateway.simulator.exchange import STATE, Simulator, begin, respond
+from gateway.simulator.exchange import STATE, Simulator, begin, openai_errors, respond
 from gateway.simulator.files import add_file_routes
 from gateway.simulator.finetune import add_finetune_routes, fine_tuned_models
 from gateway.simulator.profile import BUILTIN_PROFILE, Profile
@@ -72,7 +72,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def recorded_requests(request: web.Request) -> web.Response:
-    return json_response(request.app[STATE].log.entries())
+    return web.Response(body=request.app[STATE].log.dump(), content_type="application/json")
 
 
 async def clear_requests(request: web.Request) -> web.Response:
@@ -82,7 +82,7 @@ async def clear_requests(request: web.Request) -> web.Response:
 
 def create_app(profile: Profile | None = None) -> web.Application:
     """The simulator as an aiohttp application; the built-in profile when none is given."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[openai_errors])
     app[STATE] = Simulator(profile if profile is not None else BUILTIN_PROFILE)
     router = app.router
     router.add_post("/v1/chat/completions", chat_completions)

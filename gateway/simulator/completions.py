@@ -28,6 +28,8 @@ from gateway.simulator.wire import (
 )
 
 MAX_CHOICES = 128
+MAX_PROMPTS = 2048
+"""OpenAI's limit on the prompts of one call; with n, at most MAX_PROMPTS choices in all."""
 
 DEFAULT_MAX_TOKENS = 16
 _DUMPS = orjson.dumps
@@ -67,6 +69,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
         raise MissingParameter("prompt")
     prompts = split_prompts(body["prompt"])
     n = positive_int(body, "n", MAX_CHOICES) or 1
+    if len(prompts) * n > MAX_PROMPTS:
+        raise InvalidRequest(
+            f"Too many choices: {len(prompts)} prompt(s) x n={n}; at most {MAX_PROMPTS} in all.",
+            "prompt",
+            "invalid_value",
+        )
     cap = positive_int(body, "max_tokens") or DEFAULT_MAX_TOKENS
     replies: list[TextReply] = []
     seeds: list[int] = []

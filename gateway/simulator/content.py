@@ -9,6 +9,7 @@ sentences; a reply is 12..60 tokens (see ``tokens``) unless capped by max_tokens
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from gateway.simulator.tokens import count_tokens, split_tokens
 MIN_TOKENS = 12
 MAX_TOKENS = 60
 MAX_DEPTH = 4
+MAX_ITEMS = 16
+"""The most items an array filled from a schema gets, whatever its ``minItems`` says."""
 
 _WORDS = """
     the a model answer data system request response token stream latency student teacher
@@ -160,7 +163,7 @@ def fill_schema(
         if depth >= MAX_DEPTH or not isinstance(items, dict):
             return []
         low = schema.get("minItems", 1)
-        count = max(int(low) if isinstance(low, int) else 1, rng.randint(1, 3))
+        count = min(MAX_ITEMS, max(low if isinstance(low, int) else 1, rng.randint(1, 3)))
         return [fill_schema(items, rng, depth + 1, all_properties) for _ in range(count)]
     if kind == "integer":
         return _integer(rng, schema)
@@ -183,7 +186,7 @@ def _object(
     if all_properties or not isinstance(required, list):
         names = list(properties)
     else:
-        names = [name for name in required if name in properties]
+        names = [name for name in required if isinstance(name, str) and name in properties]
     result: dict[str, Any] = {}
     for name in names:
         sub = properties[name]
@@ -191,17 +194,31 @@ def _object(
     return result
 
 
+def _bound(value: Any, default: float) -> float:
+    """A schema's ``minimum`` or ``maximum``: a finite number, else ``default``."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return value
+    return default
+
+
+_SAFE_INTEGER = 2**53
+"""Integers drawn stay within what every JSON reader takes exactly."""
+
+
 def _integer(rng: random.Random, schema: dict[str, Any]) -> int:
-    low = schema.get("minimum", 1)
-    high = schema.get("maximum", max(100, int(low) + 100) if isinstance(low, int | float) else 100)
-    low_int, high_int = int(low), int(high)
-    return rng.randint(min(low_int, high_int), max(low_int, high_int))
+    def clamped(value: float) -> int:
+        return int(min(_SAFE_INTEGER, max(-_SAFE_INTEGER, value)))
+
+    low = clamped(_bound(schema.get("minimum"), 1))
+    high = clamped(_bound(schema.get("maximum"), max(100, low + 100)))
+    return rng.randint(min(low, high), max(low, high))
 
 
 def _number(rng: random.Random, schema: dict[str, Any]) -> float:
-    low = float(schema.get("minimum", 0.0))
-    high = float(schema.get("maximum", low + 1.0 if low >= 1.0 else 1.0))
-    return round(rng.uniform(min(low, high), max(low, high)), 2)
+    low = float(_bound(schema.get("minimum"), 0.0))
+    high = float(_bound(schema.get("maximum"), low + 1.0 if low >= 1.0 else 1.0))
+    value = rng.uniform(min(low, high), max(low, high))
+    return round(value, 2) if math.isfinite(value) else low
 
 
 def _string(rng: random.Random, schema: dict[str, Any]) -> str:

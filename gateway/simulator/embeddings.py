@@ -26,6 +26,8 @@ from gateway.simulator.wire import InvalidRequest, MissingParameter, positive_in
 
 DEFAULT_DIMENSIONS = 1536
 MAX_DIMENSIONS = 8192
+MAX_INPUTS = 2048
+"""OpenAI's limit on the inputs of one call."""
 
 
 @lru_cache(maxsize=128)  # ~60 kB an entry at 1536 dimensions
@@ -65,6 +67,10 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if body.get("input") is None:
         raise MissingParameter("input")
     items = split_inputs(body["input"])
+    if len(items) > MAX_INPUTS:
+        raise InvalidRequest(
+            f"Invalid 'input': at most {MAX_INPUTS} inputs per call.", "input", "invalid_value"
+        )
     dimensions = positive_int(body, "dimensions") or DEFAULT_DIMENSIONS
     if dimensions > MAX_DIMENSIONS:
         raise InvalidRequest(

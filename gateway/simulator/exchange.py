@@ -13,12 +13,16 @@ Headers that steer one request (they take precedence over the profile):
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.simulator.profile import (
     DEFAULT_DROP_AFTER,
@@ -29,7 +33,9 @@ from gateway.simulator.profile import (
     Profile,
 )
 from gateway.simulator.recorder import RequestLog
-from gateway.simulator.wire import InvalidRequest, OpenAIError
+from gateway.simulator.wire import InvalidRequest, OpenAIError, json_object, loads_or_none
+
+log = logging.getLogger("gateway.simulator")
 
 H_TTFT = "x-sim-ttft-ms"
 H_TOKEN = "x-sim-token-ms"
@@ -109,13 +115,18 @@ class Simulator:
 STATE = web.AppKey("simulator", Simulator)
 
 
+MAX_HEADER_NUMBER = 3_600_000.0
+"""The largest number a steering header takes (an hour, in ms): beyond it, and for infinity,
+a call would wait forever or overflow a timer."""
+
+
 def _number(header: str, value: str) -> float:
     try:
         number = float(value)
     except ValueError:
         raise HeaderError(header, "a number") from None
-    if not number >= 0:
-        raise HeaderError(header, "a non-negative number")
+    if not 0 <= number <= MAX_HEADER_NUMBER:  # NaN included
+        raise HeaderError(header, f"a number from 0 to {MAX_HEADER_NUMBER:.0f}")
     return number
 
 
@@ -175,22 +186,16 @@ async def begin(request: web.Request, require_json: bool = True) -> Call:
     """
     simulator = request.app[STATE]
     raw = await request.read()
-    body: Any = None
-    if raw:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
     headers = {key.lower(): value for key, value in request.headers.items()}
-    simulator.log.add(request.method, request.path, request.query_string, headers, body)
-    if not isinstance(body, dict):
-        if require_json:
-            raise InvalidRequest(
-                "We could not parse the JSON body of your request. (HINT: This likely means"
-                " you aren't using your HTTP library correctly. The OpenAI API expects a JSON"
-                " payload, but what was sent was not valid JSON.)"
-            )
-        body = {}
+    # The log keeps the bytes and parses them when read: nothing more to do per call here.
+    simulator.log.add(request.method, request.path, request.query_string, headers, raw=raw)
+    body: Any
+    if require_json:
+        body = json_object(raw)
+    else:
+        body = loads_or_none(raw)
+        if not isinstance(body, dict):
+            body = {}
     model = body.get("model")
     model = model if isinstance(model, str) else ""
     try:
@@ -222,3 +227,38 @@ async def respond(request: web.Request, call: Call, payload: Any, wait_s: float)
     if call.cut_after is not None:
         return drop_connection(request)
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answered in OpenAI's shape: aiohttp's own (413 for a body over the limit,
+    404, 405), a body that cannot be read (bad chunking or content encoding) as a 400, and
+    anything unforeseen as a 500 with the reason logged, never a text/plain traceback page."""
+    try:
+        return await handler(request)
+    except OpenAIError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        message = exc.text if exc.text and exc.content_type == "text/plain" else exc.reason
+        raise OpenAIError(exc.status, message, kind, headers=_kept(exc)) from None
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        raise InvalidRequest(f"The request body could not be read: {exc}") from None
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # the client went away
+    except Exception:
+        log.exception("the simulator failed on %s %s", request.method, request.path)
+        raise OpenAIError(
+            500, "The simulator failed on this request (see its log).", "server_error"
+        ) from None
+
+
+def _kept(exc: web.HTTPException) -> dict[str, str]:
+    """The headers of aiohttp's error worth keeping (``Allow`` of a 405)."""
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow is not None else {}

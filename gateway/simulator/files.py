@@ -66,10 +66,12 @@ class FileStore:
 FILES = web.AppKey("simulator_files", FileStore)
 
 
-def record(request: web.Request, body: Any = None) -> None:
-    """Log the request for GET /_sim/requests, as every other /v1 endpoint does."""
+def record(request: web.Request, body: Any = None, *, raw: bytes | None = None) -> None:
+    """Log the request for GET /_sim/requests, as every other /v1 endpoint does: with ``body``,
+    or its ``raw`` bytes (parsed when the log is read)."""
     headers = {key.lower(): value for key, value in request.headers.items()}
-    request.app[STATE].log.add(request.method, request.path, request.query_string, headers, body)
+    log = request.app[STATE].log
+    log.add(request.method, request.path, request.query_string, headers, body, raw=raw)
 
 
 class FileNotFound(OpenAIError):
@@ -87,9 +89,8 @@ def _stored(request: web.Request) -> StoredFile:
     return stored
 
 
-async def upload(request: web.Request) -> web.Response:
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidRequest("Expected a multipart/form-data body with `file` and `purpose`.")
+async def _read_form(request: web.Request) -> tuple[str | None, str, bytes | None]:
+    """(purpose, filename, content) of an upload's multipart form."""
     reader = await request.multipart()
     purpose: str | None = None
     filename = "upload.jsonl"
@@ -104,6 +105,16 @@ async def upload(request: web.Request) -> web.Response:
             content = bytes(await part.read())
             if len(content) > MAX_FILE_BYTES:
                 raise InvalidRequest("File is too large.", "file", "file_too_large")
+    return purpose, filename, content
+
+
+async def upload(request: web.Request) -> web.Response:
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidRequest("Expected a multipart/form-data body with `file` and `purpose`.")
+    try:
+        purpose, filename, content = await _read_form(request)
+    except (ValueError, LookupError, AssertionError) as exc:  # what aiohttp's reader raises
+        raise InvalidRequest(f"The multipart body could not be read: {exc}") from None
     if content is None:
         raise InvalidRequest(
             "Missing required parameter: 'file'.", "file", "missing_required_parameter"

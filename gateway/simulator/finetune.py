@@ -16,6 +16,7 @@ background task, and a job is always where the clock says it is.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,11 +32,18 @@ from gateway.simulator.training import (
     read_dataset,
     results_csv,
 )
-from gateway.simulator.wire import InvalidRequest, OpenAIError, json_response, new_id
+from gateway.simulator.wire import (
+    InvalidRequest,
+    OpenAIError,
+    json_object,
+    json_response,
+    new_id,
+)
 
 VALIDATE_S = 0.2
 QUEUE_S = 0.2
 DEFAULT_RUN_S = 3.0
+MAX_RUN_S = 86_400.0
 H_RUN_SECONDS = "x-sim-ft-seconds"
 MAX_METRIC_EVENTS = 300
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -181,19 +189,51 @@ class JobNotFound(OpenAIError):
         )
 
 
+HYPERPARAMETER_RANGES: dict[str, tuple[float, float]] = {
+    "n_epochs": (1, 50),
+    "batch_size": (1, 256),
+    "learning_rate_multiplier": (0.0, 10.0),
+}
+"""What OpenAI takes besides "auto": whole numbers of epochs and examples per batch, and a
+multiplier above 0."""
+
+
+def _checked(given: dict[str, Any], where: str) -> dict[str, Any]:
+    """The hyperparameters given, each "auto" or in its range; InvalidRequest otherwise (a
+    huge number of epochs would have the simulator compute a curve for ever)."""
+    for name, (low, high) in HYPERPARAMETER_RANGES.items():
+        value = given.get(name, "auto")
+        if isinstance(value, str) and value == "auto":
+            continue
+        if name == "learning_rate_multiplier":
+            fits = isinstance(value, int | float) and low < value <= high
+            expected = f"a number above {low:g} and at most {high:g}"
+        else:
+            fits = isinstance(value, int) and low <= value <= high
+            expected = f"an integer from {low:g} to {high:g}"
+        if isinstance(value, bool) or not fits:
+            raise InvalidRequest(
+                f"Invalid '{name}': expected \"auto\" or {expected}.",
+                f"{where}.{name}",
+                "invalid_value",
+            )
+    return given
+
+
 def _method(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     method = body.get("method")
     if isinstance(method, dict):
         kind = method.get("type", "supervised")
         if kind not in ("supervised", "dpo"):
             raise InvalidRequest(
-                f"Unsupported method type: {kind!r}.", "method.type", "invalid_value"
+                f"Unsupported method type: {str(kind)[:100]!r}.", "method.type", "invalid_value"
             )
         settings = method.get(kind)
         given = settings.get("hyperparameters") if isinstance(settings, dict) else None
-        return kind, given if isinstance(given, dict) else {}
+        where = f"method.{kind}.hyperparameters"
+        return kind, _checked(given, where) if isinstance(given, dict) else {}
     given = body.get("hyperparameters")
-    return "supervised", given if isinstance(given, dict) else {}
+    return "supervised", _checked(given, "hyperparameters") if isinstance(given, dict) else {}
 
 
 def _file(files: FileStore, body: dict[str, Any], key: str) -> tuple[str | None, bytes]:
@@ -207,13 +247,10 @@ def _file(files: FileStore, body: dict[str, Any], key: str) -> tuple[str | None,
 
 
 async def create_job(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        record(request)
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
-    record(request, body)
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+    raw = await request.read()
+    record(request, raw=raw)
+    body = json_object(raw)
+    if not isinstance(body.get("model"), str):
         raise InvalidRequest(
             "Missing required parameter: 'model'.", "model", "missing_required_parameter"
         )
@@ -246,14 +283,20 @@ async def create_job(request: web.Request) -> web.Response:
     try:
         run_s = float(request.headers.get(H_RUN_SECONDS, DEFAULT_RUN_S))
     except ValueError:
-        raise InvalidRequest(f"Invalid header '{H_RUN_SECONDS}': expected a number.") from None
+        run_s = math.nan
+    if not 0.0 <= run_s <= MAX_RUN_S:  # NaN and infinity included
+        raise InvalidRequest(
+            f"Invalid header '{H_RUN_SECONDS}': expected a number from 0 to {MAX_RUN_S:g}.",
+            H_RUN_SECONDS,
+            "invalid_header",
+        )
     job = Job(
         id=new_id("ftjob-"),
         model=body["model"],
         training_file=training_id,
         validation_file=validation_id,
         created_at=time.time(),
-        run_s=max(0.0, run_s),
+        run_s=run_s,
         method=method,
         hyperparameters=hyperparameters,
         seed=seed,

@@ -11,6 +11,10 @@ from aiohttp import web
 
 SYSTEM_FINGERPRINT = "fp_simulated"
 SSE_DONE = b"data: [DONE]\n\n"
+MAX_NESTING = 128
+"""How deep arrays and objects may nest in a request body (as at the gateway): deeper bodies
+are refused with a 400, since what they hold could not be written back as JSON (orjson writes
+at most 254 levels)."""
 
 
 def new_id(prefix: str) -> str:
@@ -52,6 +56,60 @@ class OpenAIError(web.HTTPException):
 class InvalidRequest(OpenAIError):
     def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(400, message, "invalid_request_error", param, code)
+
+
+class NotJSON(InvalidRequest):
+    def __init__(self) -> None:
+        super().__init__(
+            "We could not parse the JSON body of your request. (HINT: This likely means"
+            " you aren't using your HTTP library correctly. The OpenAI API expects a JSON"
+            " payload, but what was sent was not valid JSON.)"
+        )
+
+
+class NestedTooDeep(InvalidRequest):
+    def __init__(self) -> None:
+        super().__init__(
+            f"The request body nests arrays and objects more than {MAX_NESTING} levels deep.",
+            None,
+            "nesting_too_deep",
+        )
+
+
+def loads_or_none(raw: bytes) -> Any:
+    """The JSON value of ``raw``; None when it is empty or not JSON (bad UTF-8 included)."""
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # also for nesting beyond orjson's own 1024 levels
+        return None
+
+
+def nested_deeper_than(raw: bytes, value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether ``value`` (parsed from ``raw``) nests arrays and objects beyond ``limit``."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the usual body: too few brackets to get there, whatever their order
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, else the 400 OpenAI gives (not JSON, not an object, or
+    nested too deep)."""
+    body = loads_or_none(raw)
+    if not isinstance(body, dict):
+        raise NotJSON()
+    if nested_deeper_than(raw, body):
+        raise NestedTooDeep()
+    return body
 
 
 class MissingParameter(InvalidRequest):
