@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,10 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_the_venv_step_announces_each_long_command() -> None:
-    # -n prints the recipe without running it; -B as if the venv were missing
+    # -n prints the recipe without running it; -B as if the venv were missing. Run under
+    # `make test`, the parent's MAKEFLAGS would add "Entering directory" lines: not inherited.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     dry = subprocess.run(
-        ["make", "-n", "-B", ".venv/.installed-stamp"],
+        ["make", "--no-print-directory", "-n", "-B", ".venv/.installed-stamp"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
