@@ -35,10 +35,11 @@ from gateway.dashboard.rollup import fold_pending
 from gateway.draining import DRAIN, SHUTTING_DOWN
 from gateway.errors import Unavailable
 from gateway.keys import KeyStore, VirtualKeys
-from gateway.limits import Limiter, LocalLimiter, RedisLimiter
+from gateway.limits import Limiter, LocalLimiter
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.recording import Recorder
+from gateway.redislimits import RedisLimiter
 from gateway.relay import Call, send_error
 from gateway.resp import PipelinedRedis
 from gateway.runtime import RuntimeManager, UpstreamFactory

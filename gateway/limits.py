@@ -1,8 +1,9 @@
 """Per-key rate limits (requests and tokens per minute) and spend budgets (USD per day/month).
 
-Two backends with one behaviour: ``LocalLimiter`` keeps the windows in this process (the
-default, and what holds when no Redis is configured); ``RedisLimiter`` keeps them in Redis so
-every replica shares them, with one atomic script (one round trip) per admitted call. Requests
+Two backends with one behaviour: ``LocalLimiter`` (here) keeps the windows in this process (the
+default, and what holds when no Redis is configured); ``RedisLimiter`` (``gateway.redislimits``)
+keeps them in Redis so every replica shares them, with one atomic script (one round trip) per
+admitted call. Requests
 are counted in an exact sliding window of 60 s; tokens in one-second buckets over the last 60 s,
 added after the call from the real usage; spend per UTC day and month, added after the call.
 A call is admitted while the key is under each limit, so the last admitted call may take the
@@ -11,19 +12,14 @@ tokens or the spend past it; the next one is refused.
 
 from __future__ import annotations
 
-import asyncio
 import calendar
-import hashlib
 import logging
 import math
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-
-from gateway.resp import PipelinedRedis, ReplyError
 
 log = logging.getLogger("gateway.limits")
 
@@ -114,17 +110,17 @@ def _month(now: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(now))
 
 
-def _until_next_day(now: float) -> float:
+def until_next_day(now: float) -> float:
     return 86400.0 - (now % 86400.0)
 
 
-def _until_next_month(now: float) -> float:
+def until_next_month(now: float) -> float:
     tm = time.gmtime(now)
     year, month = (tm.tm_year + 1, 1) if tm.tm_mon == 12 else (tm.tm_year, tm.tm_mon + 1)
     return max(1.0, calendar.timegm((year, month, 1, 0, 0, 0)) - now)
 
 
-class _Periods:
+class Periods:
     """The UTC day and month names of a time, remembered for the current day."""
 
     def __init__(self) -> None:
@@ -146,7 +142,7 @@ class LocalLimiter:
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, dict[int, int]] = {}
         self._spend: dict[tuple[str, str], float] = {}
-        self._periods = _Periods()
+        self._periods = Periods()
 
     async def admit(self, key_id: str, limits: Limits) -> Verdict:
         return self.admit_now(key_id, limits)
@@ -159,9 +155,9 @@ class LocalLimiter:
         day_name, month_name = self._periods.names(now)
         day, month = (key_id, "d" + day_name), (key_id, "m" + month_name)
         if limits.daily_usd is not None and self._spend.get(day, 0.0) >= limits.daily_usd:
-            return Verdict(False, "daily_budget", _until_next_day(now))
+            return Verdict(False, "daily_budget", until_next_day(now))
         if limits.monthly_usd is not None and self._spend.get(month, 0.0) >= limits.monthly_usd:
-            return Verdict(False, "monthly_budget", _until_next_month(now))
+            return Verdict(False, "monthly_budget", until_next_month(now))
         used: int | None = None
         if limits.tpm is not None:
             buckets = self._tokens.get(key_id, {})
@@ -201,536 +197,6 @@ class LocalLimiter:
             day_name, month_name = self._periods.names(now)
             for period in ((key_id, "d" + day_name), (key_id, "m" + month_name)):
                 self._spend[period] = self._spend.get(period, 0.0) + cost
-
-
-# The tokens of the last 60 s live in one hash per key: a field per second that received tokens,
-# "sum" (the tokens of every second field >= "low") and "low" (every older field is gone). The
-# admit reads the two counters; a second that leaves the window is subtracted once, by the first
-# call that sees it go, so a call costs O(1) however many seconds hold tokens.
-#
-# Credits: a replica whose key is busy asks ahead for a few calls' worth of admissions (ARGV[8]),
-# which the script grants only while the key is far from every limit: at most a quarter of the
-# requests left and never the last half of the window, tokens and spend under half their limits.
-# Granted credits are members of the requests zset like admitted calls, so the calls admitted
-# and the credits held by every replica never exceed the limit together.
-#
-# KEYS: requests zset, tokens hash, day spend, month spend.
-# ARGV: now (ms), rpm, tpm, daily budget, monthly budget (-1: none), member for the zset (and
-# the prefix of the credits' members), calls to admit now (1, or 0 to ask for credits only),
-# credits wanted.
-# Returns {status, tokens used (-1: not limited), requests left or the oldest call's ms (rpm
-# refusal) or the oldest second (tpm refusal), credits granted}.
-_ADMIT = """
-local now = tonumber(ARGV[1])
-local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
-local day_budget, month_budget = tonumber(ARGV[4]), tonumber(ARGV[5])
-local calls, want = tonumber(ARGV[7]), tonumber(ARGV[8])
-if day_budget >= 0 then
-  local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if spent >= day_budget then return {'daily_budget', '0', '0', '0'} end
-  if spent * 2 >= day_budget then want = 0 end
-end
-if month_budget >= 0 then
-  local spent = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if spent >= month_budget then return {'monthly_budget', '0', '0', '0'} end
-  if spent * 2 >= month_budget then want = 0 end
-end
-local used = -1
-if tpm >= 0 then
-  local cutoff = math.floor(now / 1000) - 59
-  local state = redis.call('HMGET', KEYS[2], 'sum', 'low')
-  used = tonumber(state[1]) or 0
-  local low = tonumber(state[2])
-  if low and low < cutoff then
-    if cutoff - low > 60 then
-      used = 0
-      local fields = redis.call('HGETALL', KEYS[2])
-      for i = 1, #fields, 2 do
-        local second = tonumber(fields[i])
-        if second then
-          if second < cutoff then
-            redis.call('HDEL', KEYS[2], fields[i])
-          else
-            used = used + tonumber(fields[i + 1])
-          end
-        end
-      end
-    else
-      local gone = {}
-      for second = low, cutoff - 1 do gone[#gone + 1] = tostring(second) end
-      local values = redis.call('HMGET', KEYS[2], unpack(gone))
-      for i = 1, #gone do
-        if values[i] then used = used - tonumber(values[i]) end
-      end
-      redis.call('HDEL', KEYS[2], unpack(gone))
-    end
-    redis.call('HSET', KEYS[2], 'sum', used, 'low', cutoff)
-  end
-  if used >= tpm then
-    -- the oldest second counted (another replica's clock may be a little ahead of this one's)
-    local current = math.floor(now / 1000)
-    local oldest = math.max(low or cutoff, cutoff)
-    if oldest <= current then
-      local probe = {}
-      for second = oldest, current do probe[#probe + 1] = tostring(second) end
-      oldest = current
-      local values = redis.call('HMGET', KEYS[2], unpack(probe))
-      for i = 1, #probe do
-        if values[i] then oldest = tonumber(probe[i]); break end
-      end
-    end
-    return {'tpm', tostring(used), tostring(oldest), '0'}
-  end
-  if used * 2 >= tpm then want = 0 end
-end
-local left = -1
-if rpm >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-  left = rpm - redis.call('ZCARD', KEYS[1])
-  if left < calls or left <= 0 then
-    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {'rpm', tostring(used), first[2] or tostring(now), '0'}
-  end
-  if calls > 0 then
-    redis.call('ZADD', KEYS[1], now, ARGV[6])
-    left = left - 1
-  end
-  want = math.min(want, math.floor(left / 4), left - math.ceil(rpm / 2))
-end
-local granted = 0
-if want > 0 then
-  granted = want
-  if rpm >= 0 then
-    local members = {}
-    for i = 1, granted do
-      members[#members + 1] = now
-      members[#members + 1] = ARGV[6] .. ':' .. i
-    end
-    redis.call('ZADD', KEYS[1], unpack(members))
-    left = left - granted
-  end
-end
-if rpm >= 0 then redis.call('PEXPIRE', KEYS[1], 61000) end
-return {'ok', tostring(used), tostring(left), tostring(granted)}
-"""
-
-# KEYS: tokens hash, day spend, month spend. ARGV: second, tokens, cost.
-# Tokens of a second older than "low" (a late update) count in the oldest second kept.
-_RECORD = """
-local tokens, cost = tonumber(ARGV[2]), tonumber(ARGV[3])
-if tokens > 0 then
-  local second = tonumber(ARGV[1])
-  local low = tonumber(redis.call('HGET', KEYS[1], 'low'))
-  if not low then
-    low = second
-    redis.call('HSET', KEYS[1], 'low', low)
-  end
-  redis.call('HINCRBY', KEYS[1], tostring(math.max(second, low)), tokens)
-  redis.call('HINCRBY', KEYS[1], 'sum', tokens)
-  redis.call('EXPIRE', KEYS[1], 120)
-end
-if cost > 0 then
-  redis.call('INCRBYFLOAT', KEYS[2], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], 172800)
-  redis.call('INCRBYFLOAT', KEYS[3], ARGV[3])
-  redis.call('EXPIRE', KEYS[3], 3024000)
-end
-return 1
-"""
-
-
-HOT_CALLS = 10
-"""Calls of one key on this replica in each of the two previous seconds from which it asks for
-credits (two seconds running: a short burst never gets credits it might leave unused)."""
-CREDIT_LEASE_S = 1.0
-"""How long credits may be used; what is left then is given back."""
-MAX_CREDITS = 256
-
-
-@dataclass(slots=True)
-class _Credits:
-    """A key's admissions granted ahead to this replica, and its recent call rate."""
-
-    limits: Limits
-    zset: str
-    members: list[str] = field(default_factory=list)
-    expires: float = 0.0
-    left: int | None = None
-    """Requests left in the window when the credits were granted (beyond them)."""
-    used: int | None = None
-    refilling: bool = False
-    second: int = 0
-    calls: int = 0
-    last_calls: int = 0
-    calls_before: int = 0
-    """Calls in the current second, the previous one and the one before."""
-
-    def count_call(self, mono: float) -> None:
-        second = int(mono)
-        if second != self.second:
-            if second == self.second + 1:
-                self.calls_before, self.last_calls = self.last_calls, self.calls
-            elif second == self.second + 2:
-                self.calls_before, self.last_calls = self.calls, 0
-            else:
-                self.calls_before = self.last_calls = 0
-            self.second, self.calls = second, 0
-        self.calls += 1
-
-    def wanted(self) -> int:
-        """Credits to ask for: about a quarter second of this key's calls, 0 when not busy."""
-        if min(self.last_calls, self.calls_before) < HOT_CALLS or self.refilling:
-            return 0
-        want = min(MAX_CREDITS, max(2, self.last_calls // 4))
-        return want if len(self.members) <= want // 2 else 0
-
-
-class RedisLimiter:
-    """Limits shared by every replica through Redis; one script call per call at most.
-
-    A call waits for one script round trip, unless its key has been busy on this replica for two
-    seconds running: then the replica holds credits granted ahead by the same script
-    (admissions counted in Redis like calls, see ``_ADMIT``) and admits from them at once,
-    asking for more in the background before they run out. Credits are only granted while the
-    key is far from its limits, last a second, are re-timed to the moment each is used, and are
-    given back when unused; near a limit every call asks Redis, so the sum of admitted calls
-    never exceeds it.
-
-    When Redis cannot be reached, ``fail_open`` admits the call (counted in ``failures`` and
-    logged at most every 10 s) and the alternative refuses it; either way Redis is not asked
-    again for ``retry_s`` seconds, so a dead Redis costs the calls nothing, and it is used again
-    as soon as it answers: no restart needed. A call admitted so has no known figures (its
-    verdict leaves them None). ``on_error`` hears of each failure with what became of it
-    (``LimiterOutcome``), for the metrics.
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        prefix: str = "gateway",
-        fail_open: bool = True,
-        retry_s: float = 1.0,
-        flush_s: float = 0.1,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        connection: PipelinedRedis | None = None,
-        credits: bool = True,
-        on_error: Callable[[LimiterOutcome], None] | None = None,
-    ) -> None:
-        self._redis = client
-        # The admit goes over a lean pipelined connection to the same server (gateway/resp.py);
-        # the batched updates go through redis-py.
-        self._connection = connection or PipelinedRedis.like(client)
-        self._prefix = prefix
-        self._admit_sha = hashlib.sha1(_ADMIT.encode()).hexdigest()
-        self._record_script = client.register_script(_RECORD)
-        self.fail_open = fail_open
-        self._retry_s = retry_s
-        self._clock = clock
-        self._monotonic = monotonic
-        self._down_until = 0.0
-        self._last_log = 0.0
-        self.failures = 0
-        self._on_error = on_error
-        self._member_prefix = f"{uuid.uuid4().hex[:12]}:"
-        self._sequence = 0
-        self._flush_s = flush_s
-        self._pending: dict[tuple[str, int, str, str], tuple[int, float]] = {}
-        self._flusher: asyncio.Task[None] | None = None
-        self._periods = _Periods()
-        self._bases: dict[str, str] = {}
-        self._use_credits = credits
-        self._credits: dict[str, _Credits] = {}
-        self._used_credits: list[tuple[str, int, str]] = []
-        """(zset, ms, member): credits used, re-timed in Redis at the next flush."""
-        self._unused_credits: list[tuple[str, list[str]]] = []
-        """(zset, members): credits given back at the next flush."""
-        self._refills: set[asyncio.Task[None]] = set()
-        self._held: set[str] = set()
-        """Keys for which this replica holds credits."""
-
-    def _base(self, key_id: str) -> str:
-        base = self._bases.get(key_id)
-        if base is None:
-            if len(self._bases) > 100_000:
-                self._bases.clear()
-            # one hash slot per key (Redis Cluster)
-            base = self._bases[key_id] = f"{self._prefix}:limits:{{{key_id}}}"
-        return base
-
-    def _unavailable(
-        self, exc: BaseException | None, outcome: LimiterOutcome | None = None
-    ) -> Verdict:
-        """The verdict without Redis (``fail_open``), and the failure counted and reported."""
-        self.failures += 1
-        if outcome is None:
-            outcome = "admitted" if self.fail_open else "refused"
-        if self._on_error is not None:
-            try:
-                self._on_error(outcome)
-            except Exception:  # the metrics must never fail a call
-                log.debug("the limiter's error hook failed", exc_info=True)
-        now = self._monotonic()
-        if exc is not None:
-            self._down_until = now + self._retry_s
-        if now - self._last_log >= 10.0:
-            self._last_log = now
-            policy = "admitting calls (fail open)" if self.fail_open else "refusing calls"
-            log.warning(
-                "Redis is unreachable for rate limits (%s): %s", exc or "backing off", policy
-            )
-        if self.fail_open:
-            return ADMITTED
-        return Verdict(False, None, self._retry_s)
-
-    async def admit(self, key_id: str, limits: Limits) -> Verdict:
-        return await self.begin(key_id, limits)
-
-    def begin(self, key_id: str, limits: Limits) -> Admission:
-        if self._use_credits:
-            credit = self._take_credit(key_id, limits)
-            if credit is not None:
-                return credit
-        if self._down_until and self._monotonic() < self._down_until:
-            return Decided(self._unavailable(None))
-        now = self._clock()
-        args = self._args(key_id, limits, now, 1, 0)
-        return _RedisAdmission(self, self._send(args), args, now)
-
-    def _send(self, args: tuple[str | int | float, ...]) -> asyncio.Future[Any]:
-        """The admit script, written now; its reply to come."""
-        reply = self._connection.send("EVALSHA", self._admit_sha, *args)
-        if reply is None:  # not connected yet: the task connects and sends
-            reply = asyncio.ensure_future(
-                self._connection.execute("EVALSHA", self._admit_sha, *args)
-            )
-        return reply
-
-    async def _answer(self, reply: asyncio.Future[Any], args: tuple[Any, ...]) -> Any:
-        """The script's answer; when Redis has forgotten the script (a restart), it is sent
-        again whole, which caches it."""
-        try:
-            result = await reply
-        except ReplyError as exc:  # raised by execute; send returns it
-            result = exc
-        if isinstance(result, ReplyError):
-            if not str(result).startswith("NOSCRIPT"):
-                raise result
-            result = await self._connection.execute("EVAL", _ADMIT, *args)
-        return result
-
-    def _args(
-        self, key_id: str, limits: Limits, now: float, calls: int, want: int
-    ) -> tuple[str | int | float, ...]:
-        day, month = self._periods.names(now)
-        base = self._base(key_id)
-        self._sequence += 1
-        return (
-            4,
-            base + ":rpm",
-            base + ":tpm",
-            f"{base}:d:{day}",
-            f"{base}:m:{month}",
-            int(now * 1000),
-            -1 if limits.rpm is None else limits.rpm,
-            -1 if limits.tpm is None else limits.tpm,
-            -1 if limits.daily_usd is None else limits.daily_usd,
-            -1 if limits.monthly_usd is None else limits.monthly_usd,
-            self._member_prefix + str(self._sequence),
-            calls,
-            want,
-        )
-
-    def _take_credit(self, key_id: str, limits: Limits) -> Decided | None:
-        """Admit from this replica's credits for the key, if it holds any; ask for more."""
-        mono = self._monotonic()
-        credits = self._credits.get(key_id)
-        if credits is None or (credits.limits is not limits and credits.limits != limits):
-            if credits is not None:
-                self._give_back(credits)
-            elif len(self._credits) > 100_000:
-                self._forget_idle(mono)
-            credits = self._credits[key_id] = _Credits(limits, self._base(key_id) + ":rpm")
-        credits.count_call(mono)
-        verdict: Decided | None = None
-        if credits.members:
-            if mono < credits.expires:
-                member = credits.members.pop()
-                if limits.rpm is not None:
-                    self._used_credits.append((credits.zset, int(self._clock() * 1000), member))
-                    self._flush_later()
-                left = None if credits.left is None else credits.left + len(credits.members)
-                verdict = Decided(Verdict(True, None, 0.0, left, credits.used))
-            else:
-                self._give_back(credits)
-        want = credits.wanted()
-        if want and not (self._down_until and mono < self._down_until):
-            credits.refilling = True
-            task = asyncio.get_running_loop().create_task(self._refill(key_id, credits, want))
-            self._refills.add(task)
-            task.add_done_callback(self._refills.discard)
-        return verdict
-
-    async def _refill(self, key_id: str, credits: _Credits, want: int) -> None:
-        try:
-            now = self._clock()
-            args = self._args(key_id, credits.limits, now, 0, want)
-            result = await self._answer(self._send(args), args)
-            status, used_text, left_text, granted_text = (_text(v) for v in result)
-            granted = int(granted_text)
-            if status != "ok" or not granted:
-                return
-            if self._credits.get(key_id) is not credits:  # the key changed meanwhile
-                if credits.limits.rpm is not None:
-                    self._unused_credits.append((credits.zset, _members(args, granted)))
-                    self._flush_later()
-                return
-            # What is left of the last credits goes back: no credit is ever older than a lease.
-            self._give_back(credits)
-            credits.members = _members(args, granted) if credits.limits.rpm else [""] * granted
-            self._held.add(key_id)
-            credits.expires = self._monotonic() + CREDIT_LEASE_S
-            credits.left = int(left_text) if left_text[0] != "-" else None
-            credits.used = int(float(used_text)) if used_text[0] != "-" else None
-            self._flush_later()  # to give back what is left when they expire
-        except Exception:  # Redis unreachable: the calls find out for themselves
-            log.debug("credits for a key could not be fetched", exc_info=True)
-        finally:
-            credits.refilling = False
-
-    def _give_back(self, credits: _Credits) -> None:
-        if credits.members:
-            if credits.limits.rpm is not None:
-                self._unused_credits.append((credits.zset, credits.members))
-                self._flush_later()
-            credits.members = []
-
-    def _forget_idle(self, mono: float) -> None:
-        for key_id, credits in list(self._credits.items()):
-            if not credits.members or mono >= credits.expires:
-                self._give_back(credits)
-                del self._credits[key_id]
-
-    async def _settle(
-        self, reply: asyncio.Future[Any], args: tuple[Any, ...], now: float
-    ) -> Verdict:
-        try:
-            result = await self._answer(reply, args)
-        except Exception as exc:  # connection refused, timeout, Redis restarting
-            return self._unavailable(exc)
-        self._down_until = 0.0
-        status, used_text, extra, _ = (_text(v) for v in result)
-        used = int(float(used_text)) if used_text[0] != "-" else None
-        if status == "ok":
-            return Verdict(True, None, 0.0, int(extra) if extra[0] != "-" else None, used)
-        if status == "rpm":
-            retry = float(extra) / 1000.0 + WINDOW_S - now
-            return Verdict(False, "rpm", min(WINDOW_S, max(0.001, retry)), 0, used)
-        if status == "tpm":
-            return Verdict(
-                False, "tpm", min(WINDOW_S, max(1.0, float(extra) + WINDOW_S - now)), None, used
-            )
-        if status == "daily_budget":
-            return Verdict(False, "daily_budget", _until_next_day(now))
-        return Verdict(False, "monthly_budget", _until_next_month(now))
-
-    async def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
-        """Counted here, sent to Redis with the others every ``flush_s`` in one pipeline: a
-        call costs no round trip for this, and the windows lag by at most ``flush_s``."""
-        now = self._clock()
-        tokens = max(0, tokens) if limits.tpm is not None else 0
-        spend = float(cost) if cost and (limits.daily_usd or limits.monthly_usd) else 0.0
-        if not tokens and not spend:
-            return
-        slot = (key_id, int(now), *self._periods.names(now))
-        held = self._pending.get(slot)
-        self._pending[slot] = (
-            (tokens, spend) if held is None else (held[0] + tokens, held[1] + spend)
-        )
-        self._flush_later()
-
-    def _flush_later(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
-
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self._flush_s)
-        await self.flush()
-        if self._pending or self._used_credits or self._unused_credits or self._held:
-            self._flusher = None
-            self._flush_later()  # more came meanwhile, or credits to give back when they expire
-
-    async def flush(self) -> None:
-        mono = self._monotonic()
-        for key_id in list(self._held):
-            credits = self._credits.get(key_id)
-            if credits is None or not credits.members:
-                self._held.discard(key_id)
-            elif mono >= credits.expires:
-                self._give_back(credits)
-                self._held.discard(key_id)
-        pending, self._pending = self._pending, {}
-        used, self._used_credits = self._used_credits, []
-        unused, self._unused_credits = self._unused_credits, []
-        if not (pending or used or unused):
-            return
-        if mono < self._down_until:
-            if pending:  # tokens and spend lost while Redis is down
-                self._unavailable(None, "unrecorded")
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for (key_id, second, day, month), (tokens, spend) in pending.items():
-                    base = self._base(key_id)
-                    keys = [f"{base}:tpm", f"{base}:d:{day}", f"{base}:m:{month}"]
-                    await self._record_script(
-                        keys=keys, args=[second, tokens, repr(spend) if spend else "0"], client=pipe
-                    )
-                for zset, ms, member in used:  # the credit counts from the call's own time
-                    pipe.zadd(zset, {member: ms})
-                for zset, members in unused:
-                    pipe.zrem(zset, *members)
-                await pipe.execute()
-        except Exception as exc:
-            self._unavailable(exc, "unrecorded")
-
-    async def close(self) -> None:
-        """Give back every credit held (at shutdown) and send what is pending."""
-        for credits in self._credits.values():
-            self._give_back(credits)
-        await self.flush()
-        await self._connection.aclose()
-
-
-def _members(args: tuple[Any, ...], granted: int) -> list[str]:
-    """The credits' members the script added (see ``_ADMIT``)."""
-    return [f"{args[10]}:{i}" for i in range(1, granted + 1)]
-
-
-class _RedisAdmission:
-    __slots__ = ("_args", "_limiter", "_now", "_reply")
-
-    def __init__(
-        self, limiter: RedisLimiter, reply: asyncio.Future[Any], args: tuple[Any, ...], now: float
-    ) -> None:
-        self._limiter, self._reply, self._args, self._now = limiter, reply, args, now
-
-    def __await__(self) -> Generator[Any, None, Verdict]:
-        return self._limiter._settle(self._reply, self._args, self._now).__await__()
-
-    def discard(self) -> None:
-        # The reply is still read (and a failure retrieved), so nothing is left dangling.
-        self._reply.add_done_callback(_retrieve)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def retry_after_header(seconds: float) -> str:

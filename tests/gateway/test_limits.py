@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.limits import Limiter, LimiterOutcome, Limits, LocalLimiter, RedisLimiter, Verdict
+from gateway.limits import Limiter, LimiterOutcome, Limits, LocalLimiter, Verdict
+from gateway.redislimits import RedisLimiter
 from tests.processes import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -8,8 +8,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway import limits as limits_module
-from gateway.limits import CREDIT_LEASE_S, HOT_CALLS, Limits, RedisLimiter, Verdict
+from gateway import redislimits as limits_module
+from gateway.limits import Limits, Verdict
+from gateway.redislimits import CREDIT_LEASE_S, HOT_CALLS, RedisLimiter
 from gateway.resp import Arg, PipelinedRedis
 from tests.gateway.test_limits import REDIS_URL, Clock, needs_redis
 
