@@ -51,10 +51,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float) -
 
 
 def _start_simulator(port: int, profile: str | None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "gateway", "simulate", "--port", str(port)]
-    if profile:
-        command += ["--profile", profile]
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(_simulator_command("127.0.0.1", port, profile))
     if not _wait_until_up(f"http://127.0.0.1:{port}/_sim/health", process, 15.0):
         process.terminate()
         raise RuntimeError(f"the simulated upstream did not start on port {port}")
@@ -263,11 +260,18 @@ def keys_command(args: argparse.Namespace) -> int:
         return _fail(f"keys {args.keys_command} failed: {exc}")
 
 
-def simulate(args: argparse.Namespace) -> int:
-    from gateway.simulator.server import run
+def _simulator_command(host: str, port: int, profile: str | None) -> list[str]:
+    """The simulator is a program of its own (``python -m simulator``): the gateway runs it,
+    it never imports it."""
+    command = [sys.executable, "-m", "simulator", "--host", host, "--port", str(port)]
+    if profile:
+        command += ["--profile", profile]
+    return command
 
-    run(args.host, args.port, args.profile)
-    return 0
+
+def simulate(args: argparse.Namespace) -> int:
+    command = _simulator_command(args.host, args.port, args.profile)
+    os.execv(command[0], command)
 
 
 def check_config(args: argparse.Namespace) -> int:

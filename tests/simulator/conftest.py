@@ -56,7 +56,7 @@ class RunningSimulator:
 
 def start_simulator(profile_path: str | None = None, timeout: float = 15.0) -> RunningSimulator:
     """Start ``run('127.0.0.1', 0, profile)``, read the port it prints, wait for /_sim/health."""
-    code = f"from gateway.simulator.server import run; run('127.0.0.1', 0, {profile_path!r})"
+    code = f"from simulator.server import run; run('127.0.0.1', 0, {profile_path!r})"
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
     )

@@ -6,8 +6,8 @@ import random
 
 import orjson
 
-from gateway.simulator.content import fill_schema, sentences, text_reply, tool_reply
-from gateway.simulator.tokens import count_prompt, count_tokens, split_tokens
+from simulator.content import fill_schema, sentences, text_reply, tool_reply
+from simulator.tokens import count_prompt, count_tokens, split_tokens
 
 
 def test_token_rule() -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import httpx
 from openai import OpenAI
 
-from gateway.simulator.recorder import RequestLog
+from simulator.recorder import RequestLog
 
 if TYPE_CHECKING:
     from tests.simulator.conftest import RunningSimulator

@@ -14,7 +14,7 @@ import yaml
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from gateway.simulator.profile import BUILTIN_PROFILE, Latency, load_profile, parse_profile
+from simulator.profile import BUILTIN_PROFILE, Latency, load_profile, parse_profile
 
 if TYPE_CHECKING:
     from tests.simulator.conftest import RunningSimulator

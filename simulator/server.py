@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.simulator.app import create_app
-from gateway.simulator.profile import load_profile
+from simulator.app import create_app
+from simulator.profile import load_profile
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

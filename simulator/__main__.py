@@ -1,15 +1,15 @@
-"""``python -m gateway.simulator [--host H] [--port P] [--profile FILE]``."""
+"""``python -m simulator [--host H] [--port P] [--profile FILE]``."""
 
 from __future__ import annotations
 
 import argparse
 
-from gateway.simulator.server import run
+from simulator.server import run
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.simulator",
+        prog="python -m simulator",
         description="A simulated OpenAI-compatible upstream for tests, demos and benchmarks.",
     )
     parser.add_argument("--host", default="127.0.0.1")

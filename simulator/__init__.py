@@ -6,9 +6,9 @@ deterministic content and usage, paces replies by a per-model latency profile (t
 slower than the student), and injects faults (429, 500, 503, timeouts, dropped streams) on
 request. It imports nothing else of the project.
 
-    from gateway.simulator.server import run      # run("127.0.0.1", 8001, None)
-    from gateway.simulator.app import create_app  # create_app(profile) -> web.Application
-    python -m gateway.simulator --port 8001 --profile examples/simulator-profile.yaml
+    from simulator.server import run      # run("127.0.0.1", 8001, None)
+    from simulator.app import create_app  # create_app(profile) -> web.Application
+    python -m simulator --port 8001 --profile examples/simulator-profile.yaml
 
 Modules: profile (latency and faults config), tokens (the token rule), content (the replies),
 wire (OpenAI shapes and errors), exchange (what every request goes through: recording,

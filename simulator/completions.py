@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.simulator.content import TextReply, request_seed, text_reply
-from gateway.simulator.exchange import begin, respond
-from gateway.simulator.streaming import interleave, stream_events
-from gateway.simulator.tokens import count_input
-from gateway.simulator.wire import (
+from simulator.content import TextReply, request_seed, text_reply
+from simulator.exchange import begin, respond
+from simulator.streaming import interleave, stream_events
+from simulator.tokens import count_input
+from simulator.wire import (
     SSE_DONE,
     SYSTEM_FINGERPRINT,
     InvalidRequest,

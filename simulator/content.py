@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.simulator.tokens import count_tokens, split_tokens
+from simulator.tokens import count_tokens, split_tokens
 
 MIN_TOKENS = 12
 MAX_TOKENS = 60

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from gateway.simulator.profile import (
+from simulator.profile import (
     DEFAULT_DROP_AFTER,
     DEFAULT_TIMEOUT_DELAY_MS,
     FAULT_KINDS,
@@ -32,10 +32,10 @@ from gateway.simulator.profile import (
     Latency,
     Profile,
 )
-from gateway.simulator.recorder import RequestLog
-from gateway.simulator.wire import InvalidRequest, OpenAIError, json_object, loads_or_none
+from simulator.recorder import RequestLog
+from simulator.wire import InvalidRequest, OpenAIError, json_object, loads_or_none
 
-log = logging.getLogger("gateway.simulator")
+log = logging.getLogger("simulator")
 
 H_TTFT = "x-sim-ttft-ms"
 H_TOKEN = "x-sim-token-ms"

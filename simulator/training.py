@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.simulator.tokens import count_prompt
+from simulator.tokens import count_prompt
 
 MIN_EXAMPLES = 10
 

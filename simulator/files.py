@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from gateway.simulator.exchange import STATE
-from gateway.simulator.wire import InvalidRequest, OpenAIError, json_response, new_id
+from simulator.exchange import STATE
+from simulator.wire import InvalidRequest, OpenAIError, json_response, new_id
 
 PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data", "evals")
 MAX_FILE_BYTES = 64 * 1024 * 1024

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.simulator.content import request_seed
-from gateway.simulator.exchange import begin, respond
-from gateway.simulator.tokens import count_input
-from gateway.simulator.wire import InvalidRequest, MissingParameter, positive_int
+from simulator.content import request_seed
+from simulator.exchange import begin, respond
+from simulator.tokens import count_input
+from simulator.wire import InvalidRequest, MissingParameter, positive_int
 
 DEFAULT_DIMENSIONS = 1536
 MAX_DIMENSIONS = 8192

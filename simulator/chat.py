@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.simulator.content import (
+from simulator.content import (
     Reply,
     TextReply,
     ToolCallReply,
@@ -18,10 +18,10 @@ from gateway.simulator.content import (
     text_reply,
     tool_reply,
 )
-from gateway.simulator.exchange import Call, begin, respond
-from gateway.simulator.streaming import interleave, stream_events
-from gateway.simulator.tokens import count_prompt
-from gateway.simulator.wire import (
+from simulator.exchange import Call, begin, respond
+from simulator.streaming import interleave, stream_events
+from simulator.tokens import count_prompt
+from simulator.wire import (
     SSE_DONE,
     SYSTEM_FINGERPRINT,
     InvalidRequest,

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.simulator.files import FILES, FileStore, record
-from gateway.simulator.training import (
+from simulator.files import FILES, FileStore, record
+from simulator.training import (
     FileProblem,
     Step,
     auto_hyperparameters,
@@ -32,7 +32,7 @@ from gateway.simulator.training import (
     read_dataset,
     results_csv,
 )
-from gateway.simulator.wire import (
+from simulator.wire import (
     InvalidRequest,
     OpenAIError,
     json_object,

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.simulator.content import (
+from simulator.content import (
     Reply,
     TextReply,
     ToolCallReply,
@@ -23,10 +23,10 @@ from gateway.simulator.content import (
     text_reply,
     tool_reply,
 )
-from gateway.simulator.exchange import Call, begin, respond
-from gateway.simulator.streaming import Event, stream_events
-from gateway.simulator.tokens import PER_MESSAGE, PER_REPLY, count_content
-from gateway.simulator.wire import InvalidRequest, MissingParameter, new_id, positive_int, sse_named
+from simulator.exchange import Call, begin, respond
+from simulator.streaming import Event, stream_events
+from simulator.tokens import PER_MESSAGE, PER_REPLY, count_content
+from simulator.wire import InvalidRequest, MissingParameter, new_id, positive_int, sse_named
 
 
 def input_items(value: Any) -> list[Any]:

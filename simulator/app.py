@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.simulator.chat import chat_completions
-from gateway.simulator.completions import completions
-from gateway.simulator.embeddings import embeddings
-from gateway.simulator.exchange import STATE, Simulator, begin, openai_errors, respond
-from gateway.simulator.files import add_file_routes
-from gateway.simulator.finetune import add_finetune_routes, fine_tuned_models
-from gateway.simulator.profile import BUILTIN_PROFILE, Profile
-from gateway.simulator.responses import responses
-from gateway.simulator.wire import json_response
+from simulator.chat import chat_completions
+from simulator.completions import completions
+from simulator.embeddings import embeddings
+from simulator.exchange import STATE, Simulator, begin, openai_errors, respond
+from simulator.files import add_file_routes
+from simulator.finetune import add_finetune_routes, fine_tuned_models
+from simulator.profile import BUILTIN_PROFILE, Profile
+from simulator.responses import responses
+from simulator.wire import json_response
 
 MODEL_CREATED = 1_700_000_000
 MODELS: tuple[str, ...] = (

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.simulator.wire import loads_or_none
+from simulator.wire import loads_or_none
 
 MAX_RECORDED = 200
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from aiohttp import web
 
-from gateway.simulator.exchange import Call
+from simulator.exchange import Call
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
