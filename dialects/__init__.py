@@ -1,0 +1,1 @@
+"""Translation between wire formats: pure functions, no I/O."""
