@@ -5,11 +5,19 @@ framed into events and assembled into the object the same call would have return
 streaming: for chat, one ``chat.completion`` with each choice's message (content concatenated,
 tool calls merged from their deltas by index, refusal), finish reason and the usage chunk's
 usage; for completions, a ``text_completion``; for the Responses API, the final ``response``
-object (or what can be rebuilt from the deltas when the stream stopped short).
+object (or what can be rebuilt from the deltas when the stream stopped short); for an Anthropic
+upstream (``upstream_api`` "anthropic", whatever the client's dialect), its ``Message`` with each
+content block rebuilt from its deltas (tool inputs from their JSON fragments).
+
+Anthropic answers (a ``Message``, streamed or not) are summarised in OpenAI's terms, so that one
+set of columns serves every provider: usage as ``prompt_tokens`` = all input tokens (uncached,
+cache writes and cache reads), ``cached_tokens`` = cache reads, ``cache_write_tokens`` = cache
+writes, ``completion_tokens`` = output tokens; ``stop_reason`` as the chat finish reason
+(``ANTHROPIC_FINISH_REASONS``).
 
 A stream that carries an error event or stops before its end (no ``[DONE]`` and an unfinished
-choice; no ``response.completed``) still yields what arrived, with ``complete=False`` and a
-``note`` saying what happened. Nothing here raises on bad input.
+choice; no ``response.completed``; no ``message_stop``) still yields what arrived, with
+``complete=False`` and a ``note`` saying what happened. Nothing here raises on bad input.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ class Usage:
     """Output tokens, reasoning tokens included."""
     cached_tokens: int | None = None
     """Input tokens read from the provider's prompt cache."""
+    cache_write_tokens: int | None = None
+    """Input tokens written to the provider's prompt cache (Anthropic bills them above the input
+    price); 0 when the usage does not report any (OpenAI's never does)."""
 
 
 @dataclass(slots=True)
@@ -140,9 +151,15 @@ def _error_message(error: Any) -> str:
 
 
 def parse_usage(usage: Any) -> Usage:
-    """Chat/completions/embeddings (``prompt_tokens``...) or Responses (``input_tokens``...)."""
+    """Chat/completions/embeddings (``prompt_tokens``...), Responses (``input_tokens``...) or
+    Anthropic (``input_tokens`` with ``cache_creation_input_tokens`` and
+    ``cache_read_input_tokens``) usage."""
     if not isinstance(usage, dict):
         return Usage()
+    if "prompt_tokens" not in usage and (
+        "cache_creation_input_tokens" in usage or "cache_read_input_tokens" in usage
+    ):
+        return parse_anthropic_usage(usage)
     prompt = _int(usage.get("prompt_tokens"))
     completion = _int(usage.get("completion_tokens"))
     details = usage.get("prompt_tokens_details")
@@ -152,10 +169,52 @@ def parse_usage(usage: Any) -> Usage:
         details = usage.get("input_tokens_details")
     if prompt is None and completion is None:
         return Usage()
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+    cached = written = None
+    if isinstance(details, dict):
+        cached = _int(details.get("cached_tokens"))
+        # What the gateway's translation of a Claude answer for an OpenAI client carries.
+        written = _int(details.get("cache_creation_input_tokens"))
     if completion is None:
         completion = 0  # embeddings report prompt tokens only
-    return Usage(prompt, completion, cached if cached is not None else 0)
+    return Usage(prompt, completion, cached if cached is not None else 0, written if written else 0)
+
+
+def parse_anthropic_usage(usage: Any) -> Usage:
+    """An Anthropic Message's usage in OpenAI's terms: ``prompt_tokens`` counts every input
+    token (uncached, written to the cache and read from it, as OpenAI's counts cached ones),
+    ``cached_tokens`` the cache reads, ``cache_write_tokens`` the cache writes."""
+    if not isinstance(usage, dict):
+        return Usage()
+    uncached = _int(usage.get("input_tokens"))
+    output = _int(usage.get("output_tokens"))
+    written = _int(usage.get("cache_creation_input_tokens")) or 0
+    read = _int(usage.get("cache_read_input_tokens")) or 0
+    if uncached is None and output is None and not written and not read:
+        return Usage()
+    return Usage((uncached or 0) + written + read, output or 0, read, written)
+
+
+ANTHROPIC_FINISH_REASONS: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+"""Anthropic's ``stop_reason`` as the chat finish reason the dashboards and the exporter use;
+a reason not listed is kept as it came."""
+
+
+def anthropic_finish_reason(stop_reason: Any) -> str | None:
+    if not isinstance(stop_reason, str):
+        return None
+    return ANTHROPIC_FINISH_REASONS.get(stop_reason, stop_reason)
+
+
+def is_anthropic_message(body: Any) -> bool:
+    return isinstance(body, dict) and body.get("type") == "message"
 
 
 def responses_finish_reason(response: Any) -> str | None:
@@ -181,6 +240,13 @@ def summarize(endpoint: str, body: JSON) -> Assembled:
     """Usage, finish reason and model of a parsed non-stream response body."""
     if not isinstance(body, dict):
         return Assembled(body)
+    if body.get("type") == "message":  # an Anthropic Message (the upstream's dialect)
+        return Assembled(
+            body,
+            parse_anthropic_usage(body.get("usage")),
+            anthropic_finish_reason(body.get("stop_reason")),
+            _str(body.get("model")),
+        )
     if endpoint == "responses" or body.get("object") == "response":
         finish = responses_finish_reason(body)
     else:
@@ -495,9 +561,168 @@ def _rebuild_output(
     return output
 
 
-def assemble_stream(endpoint: str, chunks: Iterable[bytes]) -> Assembled:
-    """The assembled answer of a stream to ``endpoint`` (chat, completions or responses)."""
-    if endpoint == "chat":
+# --- Anthropic Messages streams ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Block:
+    block: dict[str, Any]
+    """The ``content_block`` of its ``content_block_start`` (a copy), completed at the end."""
+    texts: list[str] | None = None
+    partial_json: list[str] | None = None
+    thinking: list[str] | None = None
+    signature: list[str] | None = None
+
+
+_BLOCK_DELTAS = {
+    "text_delta": ("text", "texts"),
+    "input_json_delta": ("partial_json", "partial_json"),
+    "thinking_delta": ("thinking", "thinking"),
+    "signature_delta": ("signature", "signature"),
+}
+"""Delta type -> (the delta's field, the ``_Block`` list it is gathered in)."""
+
+
+def _anthropic_payloads(chunks: Iterable[bytes]) -> list[tuple[str | None, Any]]:
+    """(type, payload) of each event of an Anthropic SSE stream; the payload None when its data
+    is not JSON. The type is the payload's own, else the ``event:`` line's."""
+    events = parse_events(chunks)
+    datas = [event.data for event in events]
+    try:
+        payloads: list[Any] = orjson.loads(b"[" + b",".join(datas) + b"]")
+    except orjson.JSONDecodeError:
+        payloads = [_load(data) for data in datas]
+    typed: list[tuple[str | None, Any]] = []
+    for event, payload in zip(events, payloads, strict=True):
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        typed.append((kind if isinstance(kind, str) else event.name, payload))
+    return typed
+
+
+def _block_of(blocks: dict[int, _Block], payload: dict[str, Any]) -> _Block | None:
+    index = payload.get("index")
+    return blocks.get(index) if isinstance(index, int) else None
+
+
+def _finish_block(index: int, block: _Block, notes: list[str]) -> dict[str, Any]:
+    content = block.block
+    kind = content.get("type")
+    if block.texts is not None:
+        content["text"] = str(content.get("text") or "") + "".join(block.texts)
+    if block.thinking is not None:
+        content["thinking"] = str(content.get("thinking") or "") + "".join(block.thinking)
+    if block.signature is not None:
+        content["signature"] = str(content.get("signature") or "") + "".join(block.signature)
+    if block.partial_json is not None:
+        joined = "".join(block.partial_json)
+        if joined.strip():
+            try:
+                content["input"] = orjson.loads(joined)
+            except orjson.JSONDecodeError:
+                content["input"] = joined
+                notes.append(f"content block {index} ({kind}): its input is not JSON, kept as text")
+    return content
+
+
+def assemble_anthropic(chunks: Iterable[bytes]) -> Assembled:
+    """The Anthropic ``Message`` of a streamed Messages API answer, or what arrived of it.
+
+    ``message_start`` gives the message; each content block is its ``content_block_start``'s
+    block with its deltas applied (``text_delta`` text, ``thinking_delta`` and
+    ``signature_delta`` for thinking, ``input_json_delta`` fragments joined and parsed into
+    ``input``; fragments that do not parse are kept as the string, with a note);
+    ``message_delta`` sets ``stop_reason``/``stop_sequence`` and updates the usage (its counts
+    are cumulative). Without ``message_stop``, or with an ``error`` event, ``complete`` is
+    False and the note says why.
+    """
+    message: dict[str, Any] = {}
+    usage: dict[str, Any] = {}
+    blocks: dict[int, _Block] = {}
+    error: Any = None
+    stopped = False
+    unparsable = 0
+    notes: list[str] = []
+    typed = _anthropic_payloads(chunks)
+    for kind, payload in typed:
+        if not isinstance(payload, dict):
+            unparsable += 1
+            continue
+        if kind == "content_block_delta":
+            block = _block_of(blocks, payload)
+            delta = payload.get("delta")
+            if block is None or not isinstance(delta, dict):
+                continue
+            delta_type = delta.get("type")
+            gathered = _BLOCK_DELTAS.get(delta_type) if isinstance(delta_type, str) else None
+            if gathered is None:
+                if delta_type == "citations_delta" and "citation" in delta:
+                    block.block.setdefault("citations", []).append(delta["citation"])
+                continue
+            field_name, attribute = gathered
+            value = delta.get(field_name)
+            if isinstance(value, str):
+                parts = getattr(block, attribute)
+                if parts is None:
+                    setattr(block, attribute, [value])
+                else:
+                    parts.append(value)
+        elif kind == "content_block_start":
+            index = payload.get("index")
+            content = payload.get("content_block")
+            if isinstance(index, int) and isinstance(content, dict):
+                blocks[index] = _Block(dict(content))
+        elif kind == "message_start":
+            start = payload.get("message")
+            if isinstance(start, dict):
+                message = dict(start)
+                if isinstance(start.get("usage"), dict):
+                    usage.update(start["usage"])
+        elif kind == "message_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict):
+                for key in ("stop_reason", "stop_sequence"):
+                    if key in delta:
+                        message[key] = delta[key]
+            if isinstance(payload.get("usage"), dict):
+                usage.update({k: v for k, v in payload["usage"].items() if v is not None})
+        elif kind == "message_stop":
+            stopped = True
+        elif kind == "error":
+            error = payload.get("error", payload)
+    message.setdefault("type", "message")
+    message.setdefault("role", "assistant")
+    message["content"] = [_finish_block(i, blocks[i], notes) for i in sorted(blocks)]
+    if usage:
+        message["usage"] = usage
+    complete = True
+    if error is not None:
+        message["error"] = error
+        notes.insert(0, f"upstream error event in stream: {_error_message(error)}")
+        complete = False
+    elif not stopped:
+        notes.insert(0, f"stream cut: ended before message_stop after {len(typed)} events")
+        complete = False
+    if unparsable:
+        notes.append(f"{unparsable} stream events were not JSON objects")
+    return Assembled(
+        message,
+        parse_anthropic_usage(usage),
+        anthropic_finish_reason(message.get("stop_reason")),
+        _str(message.get("model")),
+        complete,
+        "; ".join(notes) or None,
+    )
+
+
+def assemble_stream(
+    endpoint: str, chunks: Iterable[bytes], upstream_api: str = "openai"
+) -> Assembled:
+    """The assembled answer of a stream to ``endpoint`` (chat, completions, responses or
+    messages), from an upstream speaking ``upstream_api`` ("anthropic": Anthropic's events,
+    assembled into its Message; "openai" and "azure": OpenAI's chunks)."""
+    if upstream_api == "anthropic":
+        return assemble_anthropic(chunks)
+    if endpoint in ("chat", "messages"):  # an Anthropic client's call to an OpenAI upstream
         return assemble_chat(chunks)
     if endpoint == "completions":
         return assemble_completions(chunks)

@@ -16,6 +16,9 @@ class ModelPrice(BaseModel):
     cached_input: float | None = Field(default=None, ge=0)
     """Price of prompt tokens served from the provider's prompt cache; ``input`` when unset."""
     output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    """Price of prompt tokens written to the provider's prompt cache (Anthropic's cache writes);
+    ``input`` when unset."""
 
 
 class CaptureSettings(BaseModel):

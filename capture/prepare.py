@@ -4,6 +4,16 @@ Runs in the writer's background task, never on the hot path, and never raises fo
 a body that is not JSON is stored as ``{"_raw": text}``; a record that cannot be prepared at all
 is stored with its identifying fields, no bodies, and an ``error`` saying why.
 
+Calls in Anthropic's dialect (a client's ``/v1/messages`` call, or any call answered by an
+Anthropic upstream) also get a normalised view, ``normalized``: ``{"request": <OpenAI chat
+request>, "response": <chat.completion or None>}`` made by the ``normalize`` function the
+gateway hands over (``dialects.capture.chat_view``) from the parsed, redacted request and the
+assembled, redacted response, so the exporter reads every chat-like call in one shape. Calls
+whose client and upstream both speak OpenAI's format have none (NULL), as do calls to other
+endpoints. The normaliser is guarded: when it raises, or returns something that is not a JSON
+object, the view is NULL and ``Preparer.normalize_failed`` counts it; the record is stored
+all the same.
+
 Every string stored goes through the call's redaction, not only the bodies: the user (a client
 may send its key as ``user``), the tags (keys and values), the error text, the model and the
 names of the row, in both paths. A string is redacted whole and cut to its column afterwards, so
@@ -13,7 +23,7 @@ no piece of a secret survives at the cut.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +34,7 @@ from capture.config import CaptureSettings
 from capture.pricing import PriceTable
 from capture.record import CallRecord
 from capture.redaction import ALL_KINDS, Redactor
-from capture.schema import ID_LENGTH, NAME_LENGTH
+from capture.schema import DIALECT_LENGTH, ID_LENGTH, NAME_LENGTH
 
 RAW_TEXT_LIMIT = 64 * 1024
 """A body that is not JSON keeps at most this many characters of its text."""
@@ -33,6 +43,13 @@ TAG_KEY_LENGTH = 64
 TAG_VALUE_LENGTH = 512
 
 Row = dict[str, Any]
+
+Normalize = Callable[[Any, str, Any, str], dict[str, Any] | None]
+"""``normalize(request, request_dialect, response, response_dialect)``: the chat view of a call
+(``dialects.capture.chat_view``); dialects are "openai" or "anthropic"."""
+
+NORMALIZED_ENDPOINTS = frozenset({"chat", "messages"})
+"""Endpoints whose calls get a normalised view when either side speaks Anthropic's dialect."""
 
 
 @dataclass(slots=True)
@@ -133,8 +150,17 @@ def _join_errors(*errors: str | None) -> str | None:
     return "; ".join(present) if present else None
 
 
+def wire_dialect(api: Any) -> str:
+    """The wire format of a dialect or upstream API: "anthropic", else "openai" (Azure OpenAI
+    and every OpenAI-compatible server speak OpenAI's)."""
+    return "anthropic" if api == "anthropic" else "openai"
+
+
 class Preparer:
-    def __init__(self, settings: CaptureSettings) -> None:
+    def __init__(self, settings: CaptureSettings, normalize: Normalize | None = None) -> None:
+        self.normalize = normalize
+        self.normalize_failed = 0
+        """Records whose normaliser raised or returned something other than a JSON object."""
         self.prices = PriceTable(settings.prices)
         self._default_redactor = Redactor(settings.redact)
         self._redactors: dict[tuple[str, ...], Redactor] = {}
@@ -164,7 +190,10 @@ class Preparer:
     def _prepare(self, record: CallRecord) -> Prepared:
         redactor = self.redactor_for(record.redact)
         request = parse_body(record.request_body)
-        tags = merge_tags(record.tags, request, redactor)
+        request_dialect = wire_dialect(record.dialect)
+        response_dialect = wire_dialect(record.upstream_api)
+        # OpenAI's ``metadata`` are tags; Anthropic's holds the user id, not tags.
+        tags = merge_tags(record.tags, request if request_dialect == "openai" else None, redactor)
         assembled = self._assemble(record)
         response = assembled.response
         error = _join_errors(record.error, assembled.note)
@@ -175,6 +204,11 @@ class Preparer:
         if redactor:
             request = redactor.redact(request)
             response = redactor.redact(response)
+        normalized = None
+        if (request_dialect == "anthropic" or response_dialect == "anthropic") and (
+            record.endpoint in NORMALIZED_ENDPOINTS
+        ):
+            normalized = self._normalized(request, request_dialect, response, response_dialect)
         usage = assembled.usage
         cost, unpriced = self._cost(record, assembled)
         row: Row = {
@@ -182,14 +216,17 @@ class Preparer:
             "created_at": dt.datetime.fromtimestamp(record.started_at, dt.UTC),
             "endpoint": _clip(record.endpoint, 16),
             **_names(record, redactor),
+            **_dialects(record),
             "request": request,
             "response": response,
+            "normalized": normalized,
             "status": int(record.status),
             "error": _clip(error, len(error), redactor) if error is not None else None,
             "finish_reason": _clip(assembled.finish_reason, 40, redactor),
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
             "cost_usd": cost,
             "total_ms": float(record.total_ms),
             "ttft_ms": _float(record.ttft_ms),
@@ -203,9 +240,29 @@ class Preparer:
         }
         return Prepared(row, unpriced)
 
+    def _normalized(
+        self, request: Any, request_dialect: str, response: Any, response_dialect: str
+    ) -> dict[str, Any] | None:
+        """The normaliser's view of the call; None (and counted) when it fails."""
+        if self.normalize is None:
+            return None
+        try:
+            view = self.normalize(request, request_dialect, response, response_dialect)
+            if view is None:
+                return None
+            if isinstance(view, dict):
+                orjson.dumps(view)  # it must be storable as JSON
+                return view
+        except Exception:
+            pass
+        self.normalize_failed += 1
+        return None
+
     def _assemble(self, record: CallRecord) -> Assembled:
         if record.stream_chunks is not None:
-            return assemble_stream(str(record.endpoint), record.stream_chunks)
+            return assemble_stream(
+                str(record.endpoint), record.stream_chunks, wire_dialect(record.upstream_api)
+            )
         if record.response_body is not None:
             body = parse_body(record.response_body)
             if record.endpoint == "embeddings":
@@ -229,7 +286,11 @@ class Preparer:
         for model in candidates:
             if model:
                 cost = self.prices.cost_usd(
-                    model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+                    model,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cached_tokens,
+                    usage.cache_write_tokens,
                 )
                 if cost is not None:
                     return cost, None
@@ -246,6 +307,14 @@ def _names(record: CallRecord, redactor: Redactor | None) -> Row:
         "provider": _clip(record.provider, NAME_LENGTH, redactor),
         "requested_model": _clip(record.requested_model, NAME_LENGTH, redactor),
         "upstream_model": _clip(record.upstream_model, NAME_LENGTH, redactor),
+    }
+
+
+def _dialects(record: CallRecord) -> Row:
+    """The client's dialect and the upstream's API, as given (only the gateway sets them)."""
+    return {
+        "dialect": _clip(record.dialect, DIALECT_LENGTH),
+        "upstream_api": _clip(record.upstream_api, DIALECT_LENGTH),
     }
 
 
@@ -266,14 +335,17 @@ def fallback_row(record: CallRecord, exc: BaseException, redactor: Redactor | No
         "created_at": created,
         "endpoint": _clip(record.endpoint, 16) or "unknown",
         **_names(record, redactor),
+        **_dialects(record),
         "request": None,
         "response": None,
+        "normalized": None,
         "status": status,
         "error": error,
         "finish_reason": None,
         "prompt_tokens": None,
         "completion_tokens": None,
         "cached_tokens": None,
+        "cache_write_tokens": None,
         "cost_usd": None,
         "total_ms": _float(record.total_ms) or 0.0,
         "ttft_ms": _float(record.ttft_ms),

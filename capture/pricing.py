@@ -2,14 +2,28 @@
 
 The built-in table holds OpenAI's list prices in USD per 1M tokens (input, cached input,
 output) as published on https://openai.com/api/pricing, as of August 2025 (standard tier, text
-tokens; batch, flex and priority tiers, audio and image tokens are not modelled). Prices change:
-correct or extend them per model with ``capture.prices`` in the configuration, which wins over
-this table. Check them against the pricing page before you trust a dashboard's dollars.
+tokens; batch, flex and priority tiers, audio and image tokens are not modelled), and
+Anthropic's (input, cache hits, 5-minute cache writes, output) from the table of
+https://platform.claude.com/docs/en/about-claude/pricing as it stood in mid-2026
+(``ANTHROPIC_PRICES_AS_OF``: Claude Opus 5 down to Claude Haiku 3; later models, such as Claude
+Opus 5.5, and the Fable and Mythos models are not in it: give them with ``capture.prices``).
+Anthropic's 1-hour cache writes (2x input, not 1.25x) are priced as 5-minute ones, and the
+batch discount and long-context rates are not modelled either. Prices change: correct or
+extend them per model with ``capture.prices`` in the configuration, which wins over this table.
+Check them against the pricing pages before you trust a dashboard's dollars.
+
+A call's cost: uncached input tokens at ``input``, cache reads at ``cached_input``, cache
+writes at ``cache_write``, output at ``output`` (a price without a cache rate bills those
+tokens at ``input``).
 
 Model names resolve by the longest known prefix that ends at a ``-`` or the end of the name, so
 dated snapshots (``gpt-4o-2024-08-06``, ``gpt-3.5-turbo-0125``) get their family's price, while
 ``gpt-4.5-preview`` does not silently become ``gpt-4``. Where a snapshot was priced differently
-from its family (``gpt-4o-2024-05-13``, ``gpt-3.5-turbo-1106``) it has its own row.
+from its family (``gpt-4o-2024-05-13``, ``gpt-3.5-turbo-1106``) it has its own row. Claude names
+are stricter: a ``claude-`` row matches the name itself, or the name followed by a dated
+snapshot (``claude-sonnet-4-5-20250929``) or ``-latest``, and nothing else, because Anthropic's
+minor versions extend the family name (``claude-opus-4-7`` is not ``claude-opus-4``, and costs a
+third of it): a Claude model this table does not know has no price rather than a wrong one.
 
 Fine-tuned models, ``ft:BASE:org:suffix:id`` (or the legacy ``ft:BASE:org::id``), are priced at
 OpenAI's fine-tuned inference rate for BASE, which is higher than the base model's. A model that
@@ -18,6 +32,7 @@ nothing matches has no price: ``cost_usd`` returns None, never 0, and the writer
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -30,6 +45,8 @@ class PriceLike(Protocol):
     def cached_input(self) -> float | None: ...
     @property
     def output(self) -> float: ...
+    @property
+    def cache_write(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +57,46 @@ class Price:
     cached_input: float | None
     """Prompt tokens read from the provider's cache; ``input`` when None (no cache discount)."""
     output: float
+    cache_write: float | None = None
+    """Prompt tokens written to the provider's cache (Anthropic's 5-minute rate); ``input`` when
+    None."""
 
 
 PRICES_AS_OF: Final = "2025-08"
+"""When the OpenAI prices were read."""
+ANTHROPIC_PRICES_AS_OF: Final = "2026-08"
+"""The pricing page the Anthropic prices were read from (its newest Opus: Claude Opus 5)."""
+
+
+def _claude(input_: float, output: float, cache_read: float, cache_write: float) -> Price:
+    return Price(input_, cache_read, output, cache_write)
+
+
+ANTHROPIC_PRICES: Final[dict[str, Price]] = {
+    # (input, output, cache hits, 5-minute cache writes)
+    "claude-opus-5": _claude(5.00, 25.00, 0.50, 6.25),
+    "claude-opus-4-8": _claude(5.00, 25.00, 0.50, 6.25),
+    "claude-opus-4-7": _claude(5.00, 25.00, 0.50, 6.25),
+    "claude-opus-4-6": _claude(5.00, 25.00, 0.50, 6.25),
+    "claude-opus-4-5": _claude(5.00, 25.00, 0.50, 6.25),
+    "claude-opus-4-1": _claude(15.00, 75.00, 1.50, 18.75),
+    "claude-opus-4": _claude(15.00, 75.00, 1.50, 18.75),
+    "claude-opus-4-0": _claude(15.00, 75.00, 1.50, 18.75),
+    "claude-sonnet-4-6": _claude(3.00, 15.00, 0.30, 3.75),
+    "claude-sonnet-4-5": _claude(3.00, 15.00, 0.30, 3.75),
+    "claude-sonnet-4": _claude(3.00, 15.00, 0.30, 3.75),
+    "claude-sonnet-4-0": _claude(3.00, 15.00, 0.30, 3.75),
+    "claude-3-7-sonnet": _claude(3.00, 15.00, 0.30, 3.75),
+    "claude-3-5-sonnet": _claude(3.00, 15.00, 0.30, 3.75),
+    "claude-haiku-4-5": _claude(1.00, 5.00, 0.10, 1.25),
+    "claude-3-5-haiku": _claude(0.80, 4.00, 0.08, 1.00),
+    "claude-3-opus": _claude(15.00, 75.00, 1.50, 18.75),
+    "claude-3-haiku": _claude(0.25, 1.25, 0.03, 0.30),
+}
+"""Anthropic's list prices by model alias, USD per 1M tokens."""
+
+_CLAUDE_SNAPSHOT = re.compile(r"-(?:\d{8}|latest)")
+"""What may follow a ``claude-`` row's name: a dated snapshot or ``-latest``."""
 
 BASE_PRICES: Final[dict[str, Price]] = {
     # GPT-5 family
@@ -97,6 +151,7 @@ BASE_PRICES: Final[dict[str, Price]] = {
     "text-embedding-3-small": Price(0.02, None, 0.0),
     "text-embedding-3-large": Price(0.13, None, 0.0),
     "text-embedding-ada-002": Price(0.10, None, 0.0),
+    **ANTHROPIC_PRICES,
 }
 """Standard-tier list prices, USD per 1M tokens."""
 
@@ -125,6 +180,10 @@ def _longest_prefix(table: Mapping[str, Price], model: str) -> Price | None:
             model.startswith(name)
             and model[len(name)] in "-:"
             and (best is None or len(name) > len(best))
+            and (
+                not name.startswith("claude-")
+                or _CLAUDE_SNAPSHOT.fullmatch(model, len(name)) is not None
+            )
         ):
             best = name
     return table[best] if best is not None else None
@@ -143,7 +202,8 @@ class PriceTable:
 
     def __init__(self, overrides: Mapping[str, PriceLike] | None = None) -> None:
         prices = {
-            name: Price(p.input, p.cached_input, p.output) for name, p in (overrides or {}).items()
+            name: Price(p.input, p.cached_input, p.output, p.cache_write)
+            for name, p in (overrides or {}).items()
         }
         # One namespace for the built-in names and the overrides, so that the longest name
         # still wins: an override for gpt-4o reprices gpt-4o-2024-08-06, not gpt-4o-mini.
@@ -174,26 +234,43 @@ class PriceTable:
         prompt_tokens: int | None,
         completion_tokens: int | None,
         cached_tokens: int | None = 0,
+        cache_write_tokens: int | None = 0,
     ) -> float | None:
         """USD for one call; None when the model has no price or the usage is unknown.
 
-        ``prompt_tokens`` includes ``cached_tokens`` (as OpenAI reports them), and those are
-        billed at the cached-input price.
+        ``prompt_tokens`` includes ``cached_tokens`` and ``cache_write_tokens`` (as OpenAI
+        reports cached tokens, and as ``capture.assemble`` counts Anthropic's): those are billed
+        at the cached-input and cache-write prices, the rest at the input price.
         """
         if model is None or prompt_tokens is None:
             return None
         price = self.price(model)
         if price is None:
             return None
-        return cost_of(price, prompt_tokens, completion_tokens or 0, cached_tokens or 0)
+        return cost_of(
+            price,
+            prompt_tokens,
+            completion_tokens or 0,
+            cached_tokens or 0,
+            cache_write_tokens or 0,
+        )
 
 
-def cost_of(price: Price, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
+def cost_of(
+    price: Price,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+    cache_write_tokens: int = 0,
+) -> float:
     cached = min(cached_tokens, prompt_tokens)
+    written = min(cache_write_tokens, prompt_tokens - cached)
     cached_rate = price.cached_input if price.cached_input is not None else price.input
+    write_rate = price.cache_write if price.cache_write is not None else price.input
     total = (
-        (prompt_tokens - cached) * price.input
+        (prompt_tokens - cached - written) * price.input
         + cached * cached_rate
+        + written * write_rate
         + completion_tokens * price.output
     )
     return total / 1_000_000
@@ -204,6 +281,9 @@ def cost_usd(
     prompt_tokens: int | None,
     completion_tokens: int | None,
     cached_tokens: int | None = 0,
+    cache_write_tokens: int | None = 0,
 ) -> float | None:
     """``PriceTable().cost_usd``: the built-in prices only (the writer uses a ``PriceTable``)."""
-    return PriceTable().cost_usd(model, prompt_tokens, completion_tokens, cached_tokens)
+    return PriceTable().cost_usd(
+        model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens
+    )

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Endpoint = Literal["chat", "completions", "embeddings", "responses", "passthrough"]
+Endpoint = Literal["chat", "completions", "embeddings", "responses", "messages", "passthrough"]
+"""``messages``: Anthropic's Messages API (``/v1/messages``)."""
+
+WireDialect = Literal["openai", "anthropic"]
+UpstreamApi = Literal["openai", "anthropic", "azure"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -47,3 +51,10 @@ class CallRecord:
     """Answered from the gateway's response cache: stored with a cost of 0."""
     redact: tuple[str, ...] | None = None
     """Which redactions apply to this call; None: the settings' list, (): none."""
+    dialect: WireDialect | str = "openai"
+    """The client's wire dialect: ``request_body`` is in it (an OpenAI request, or an Anthropic
+    Messages request for ``endpoint`` "messages")."""
+    upstream_api: UpstreamApi | str = "openai"
+    """The provider's API: ``response_body`` and ``stream_chunks`` are in its dialect (an
+    Anthropic Message, or Anthropic's SSE events, for "anthropic"; OpenAI's format for "openai"
+    and "azure")."""

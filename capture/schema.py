@@ -36,6 +36,7 @@ ID_LENGTH = 32
 NAME_LENGTH = 200
 """Route, variant, provider, model and user key names are cut to this length."""
 LABEL_LENGTH = 100
+DIALECT_LENGTH = 16
 COMMENT_LENGTH = 4000
 
 
@@ -87,14 +88,18 @@ calls = Table(
     Column("provider", String(NAME_LENGTH)),
     Column("requested_model", String(NAME_LENGTH)),
     Column("upstream_model", String(NAME_LENGTH)),
+    Column("dialect", String(DIALECT_LENGTH)),
+    Column("upstream_api", String(DIALECT_LENGTH)),
     Column("request", json_type()),
     Column("response", json_type()),
+    Column("normalized", json_type()),
     Column("status", Integer, nullable=False),
     Column("error", Text),
     Column("finish_reason", String(40)),
     Column("prompt_tokens", Integer),
     Column("completion_tokens", Integer),
     Column("cached_tokens", Integer),
+    Column("cache_write_tokens", Integer),
     Column("cost_usd", Float),
     Column("total_ms", Float, nullable=False),
     Column("ttft_ms", Float),
@@ -111,7 +116,14 @@ calls = Table(
     Index("ix_calls_shadow_of", "shadow_of"),
 )
 """One row per captured call. ``shadow_of`` has no foreign key: a shadow call may be written
-before the call it copied, and either may have been sampled out."""
+before the call it copied, and either may have been sampled out.
+
+``dialect`` is the client's wire dialect ("openai", "anthropic"), ``upstream_api`` the
+provider's ("openai", "anthropic", "azure"); NULL in rows written before migration 0004 means
+"openai". ``request`` is in the client's dialect, ``response`` in the upstream's; ``normalized``
+is the chat view of a call in Anthropic's dialect (``capture.prepare``), NULL for the others.
+``prompt_tokens`` counts every input token, ``cached_tokens`` (cache reads) and
+``cache_write_tokens`` (cache writes) included."""
 
 feedback = Table(
     "feedback",

@@ -7,6 +7,8 @@ stored), or the writer has stopped, dropped and counted. A background task
 ``flush_interval_ms`` for a batch to fill, prepares them (``capture.prepare``: parse,
 assemble, price, redact) and inserts them in one transaction (executemany INSERTs, see
 ``Store.insert_calls``). The next batch is prepared while the last one is being inserted.
+``normalize`` (``dialects.capture.chat_view``, from the gateway) gives calls in Anthropic's
+dialect their normalised chat view (``capture.prepare``).
 
 When the database fails (unreachable, restarting, locked, or silent past the statement
 timeout), the batch is kept while new records keep queueing; nothing that fits in the queue is
@@ -51,7 +53,7 @@ from sqlalchemy import exc as sa_exc
 
 from capture.config import CaptureSettings
 from capture.errortext import describe_error
-from capture.prepare import Prepared, Preparer, Row
+from capture.prepare import Normalize, Prepared, Preparer, Row
 from capture.record import CallRecord
 from capture.store import Store
 
@@ -91,13 +93,14 @@ class CaptureWriter:
         clock: Callable[[], float] = time.monotonic,
         prepare: Literal["loop", "thread"] = "loop",
         sample_random: Callable[[], float] = random.random,
+        normalize: Normalize | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self._clock = clock
         self._prepare_in_thread = prepare == "thread"
         self._random = sample_random
-        self._preparer = Preparer(settings)
+        self._preparer = Preparer(settings, normalize)
         self._capacity = settings.queue_size
         self._batch_size = settings.batch_size
         self._interval_s = settings.flush_interval_ms / 1000
@@ -141,6 +144,11 @@ class CaptureWriter:
         """Records with token usage whose model has no price, by model."""
         self.store_up = True
         """False from a failure of the database until a batch is stored again."""
+
+    @property
+    def normalize_failed(self) -> int:
+        """Records stored without their normalised view because the normaliser failed."""
+        return self._preparer.normalize_failed
 
     # --- the hot path ---------------------------------------------------------------------
 
@@ -206,6 +214,7 @@ class CaptureWriter:
             "retried": self.retried,
             "failed": self.failed,
             "sampled_out": self.sampled_out,
+            "normalize_failed": self.normalize_failed,
             "unpriced": dict(self.unpriced),
             "queue_depth": self.queue_depth,
             "queue_size": self._capacity,

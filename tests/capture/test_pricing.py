@@ -103,7 +103,8 @@ def test_overrides_win_for_the_model_and_its_dated_names() -> None:
 
 
 def test_unknown_model_or_usage_costs_none_never_zero() -> None:
-    assert cost_usd("claude-3-opus", 100, 100) is None
+    assert cost_usd("mistral-large", 100, 100) is None
+    assert cost_usd("claude-opus-5-5", 100, 100) is None  # not in the table: not Opus 5
     assert cost_usd("ft:mystery-model:acme::x", 100, 100) is None
     assert cost_usd(None, 100, 100) is None
     assert cost_usd("gpt-4o", None, None) is None

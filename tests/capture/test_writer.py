@@ -70,6 +70,7 @@ def test_batches_land(database_url: str, prepare: Literal["loop", "thread"]) -> 
             "retried": 0,
             "failed": 0,
             "sampled_out": 0,
+            "normalize_failed": 0,
             "unpriced": {},
             "queue_depth": 0,
             "queue_size": 10_000,
