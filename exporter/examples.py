@@ -13,6 +13,16 @@ the answer the response's ``output`` (its text, its function calls as tool calls
 that lives partly at the provider (``previous_response_id``, a stored ``prompt`` or a
 ``conversation``) or that uses built-in tools cannot be rebuilt, and is dropped.
 
+Calls in Anthropic's dialect become the same chat example, from the normalised chat view the
+capture stores with them (``normalized``: ``{"request": <chat request>, "response":
+<chat.completion>}``): Anthropic Messages calls (``endpoint`` "messages", whatever answered
+them) and chat calls answered by an Anthropic upstream (``upstream_api`` "anthropic", whose
+stored response is an Anthropic Message). From there they take the chat path above: the
+same messages, tools, tool calls and system prompts as the OpenAI call that says the same. A
+side already in OpenAI's format may be left out of the view (None): the stored body is used.
+Such a call without a view is dropped ("no normalized view"), and one whose view says it failed
+(an ``error``, or a side missing) is dropped too ("normalization failed").
+
 A call that cannot make a sound example is dropped with a reason the export reports.
 """
 
@@ -138,12 +148,51 @@ def example_from_call(row: dict[str, Any]) -> Example:
     """The example a stored call makes; Dropped when it makes none."""
     if row.get("endpoint") == "responses":
         return example_from_responses_call(row)
-    return example_from_chat_call(row)
+    request, response = chat_parts(row)
+    return _chat_example(row, request, response)
+
+
+def _anthropic_sides(row: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether the stored request and the stored response are in Anthropic's dialect."""
+    response = row.get("response")
+    return (
+        row.get("endpoint") == "messages" or row.get("dialect") == "anthropic",
+        row.get("upstream_api") == "anthropic"
+        or (isinstance(response, dict) and response.get("type") == "message"),
+    )
+
+
+def chat_parts(row: dict[str, Any]) -> tuple[Any, Any]:
+    """The chat request and ``chat.completion`` of a stored chat-like call: its own bodies, or
+    for a call in Anthropic's dialect, its normalised view's. Dropped when the view is missing
+    or failed."""
+    anthropic_request, anthropic_response = _anthropic_sides(row)
+    if not (anthropic_request or anthropic_response):
+        return row.get("request"), row.get("response")
+    view = row.get("normalized")
+    if not isinstance(view, dict):
+        raise Dropped("no normalized view")
+    if view.get("error"):
+        raise Dropped("normalization failed")
+    request = view.get("request")
+    if request is None and not anthropic_request:
+        request = row.get("request")
+    response = view.get("response")
+    if response is None and not anthropic_response:
+        response = row.get("response")
+    if response is None and row.get("response") is None:
+        raise Dropped("no answer recorded")
+    if not isinstance(request, dict) or not isinstance(response, dict):
+        raise Dropped("normalization failed")
+    return request, response
 
 
 def example_from_chat_call(row: dict[str, Any]) -> Example:
-    """The example a stored Chat Completions call makes."""
-    request = row.get("request")
+    """The example a stored Chat Completions call makes (its own bodies, as stored)."""
+    return _chat_example(row, row.get("request"), row.get("response"))
+
+
+def _chat_example(row: dict[str, Any], request: Any, response: Any) -> Example:
     if not isinstance(request, dict):
         raise Dropped("request not recorded")
     messages = request.get("messages")
@@ -156,7 +205,7 @@ def example_from_chat_call(row: dict[str, Any]) -> Example:
     parallel = request.get("parallel_tool_calls")
     return Example(
         call_id=str(row.get("id")),
-        messages=[*prompt, answer_of(row.get("response"))],
+        messages=[*prompt, answer_of(response)],
         tools=tools if isinstance(tools, list) and tools else None,
         parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
         feedback=row.get("feedback_score"),

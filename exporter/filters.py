@@ -1,9 +1,10 @@
 """What to select from the capture store, and its SQL.
 
 Every filter becomes a WHERE condition, so the database does the selecting and only rows that
-may be kept cross the wire. Defaults pick what a fine-tuning set wants: Chat Completions and
-Responses API calls answered with status 200 and finish reason ``stop`` or ``tool_calls`` (the
-capture gives Responses calls a chat-style one), no shadow copies.
+may be kept cross the wire. Defaults pick what a fine-tuning set wants: Chat Completions,
+Anthropic Messages and Responses API calls answered with status 200 and finish reason ``stop``
+or ``tool_calls`` (the capture gives Responses and Anthropic calls a chat-style one), no shadow
+copies.
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ from capture.schema import calls, feedback
 from exporter.errors import BadFilter
 
 DEFAULT_FINISH_REASONS = ("stop", "tool_calls")
-ENDPOINTS = ("chat", "responses")
+ENDPOINTS = ("chat", "messages", "responses")
 """The capture's endpoints whose calls make chat examples (``exporter.examples``)."""
+CHAT_ENDPOINTS = ("chat", "messages")
+"""The conversations in chat form: Chat Completions calls and Anthropic Messages calls (the
+same turns in another wire format; the exporter reads the latter's normalised chat view)."""
+ENDPOINT_CHOICES: dict[str, tuple[str, ...]] = {
+    "chat": CHAT_ENDPOINTS,
+    "messages": ("messages",),
+    "responses": ("responses",),
+    "all": ENDPOINTS,
+}
+"""``--endpoint``: what each choice selects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,8 @@ class Filters:
     max_tokens: int | None = None
     """Bounds on the stored usage (prompt + completion tokens)."""
     endpoints: tuple[str, ...] = ENDPOINTS
-    """The captured endpoints to read: ``chat`` (Chat Completions), ``responses``."""
+    """The captured endpoints to read: ``chat`` (Chat Completions), ``messages`` (Anthropic
+    Messages), ``responses`` (the Responses API)."""
 
     def describe(self) -> str:
         parts = [f"{name}={value}" for name, value in self._named() if value is not None]

@@ -15,7 +15,7 @@ from exporter.database import database_url, describe_url, first_line, open_store
 from exporter.errors import BadFilter, DatabaseUnavailable
 from exporter.filters import (
     DEFAULT_FINISH_REASONS,
-    ENDPOINTS,
+    ENDPOINT_CHOICES,
     Filters,
     check,
     parse_tags,
@@ -57,10 +57,11 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--include-shadow", action="store_true", help="include shadow copies")
     g.add_argument(
         "--endpoint",
-        choices=[*ENDPOINTS, "all"],
+        choices=list(ENDPOINT_CHOICES),
         default="all",
-        help="calls captured from /v1/chat/completions (chat), /v1/responses (responses; "
-        "converted to chat examples) or both (all, the default)",
+        help="chat: calls captured from /v1/chat/completions and /v1/messages (Anthropic's "
+        "Messages API, read from its normalised chat view); messages: /v1/messages only; "
+        "responses: /v1/responses (converted to chat examples); all (the default): every one",
     )
     g.add_argument("--min-tokens", type=int, help="stored prompt+completion tokens at least")
     g.add_argument("--max-tokens", type=int, help="stored prompt+completion tokens at most")
@@ -83,7 +84,7 @@ def filters_from(args: argparse.Namespace) -> Filters:
             min_feedback=args.min_feedback,
             finish_reasons=reasons,
             shadow="include" if args.include_shadow else "exclude",
-            endpoints=ENDPOINTS if args.endpoint == "all" else (args.endpoint,),
+            endpoints=ENDPOINT_CHOICES[args.endpoint],
             min_tokens=args.min_tokens,
             max_tokens=args.max_tokens,
         )

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exporter.examples import Dropped, Example, example_from_call
+from exporter.examples import Dropped, Example, chat_parts, example_from_call
 from exporter.filters import Filters
 from exporter.normalize import prompt_key
 from exporter.selection import stream_pages
@@ -30,7 +30,8 @@ from exporter.split import share_of
 class HeldOut:
     call_id: str
     request: dict[str, Any]
-    """The body the app sent, as captured."""
+    """The chat request the app sent, as captured (for an Anthropic Messages call: its
+    normalised chat view's request, so every prompt is replayed to the chat API)."""
     example: Example
     """Its prompt and the baseline's recorded answer."""
     baseline_ms: float
@@ -73,6 +74,7 @@ async def held_out(
         for row in page:
             try:
                 example = example_from_call(row)
+                request, _ = chat_parts(row)
             except Dropped:
                 continue
             key = prompt_key(example)
@@ -83,7 +85,7 @@ async def held_out(
             eligible += 1
             item = HeldOut(
                 call_id=example.call_id,
-                request=row["request"],
+                request=request,
                 example=example,
                 baseline_ms=float(row["total_ms"]),
                 baseline_cost=row["cost_usd"],

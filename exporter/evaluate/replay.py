@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from capture.assemble import parse_usage
 from capture.pricing import PriceTable
 from exporter.evaluate.held_out import HeldOut
 from exporter.examples import Dropped, Message, answer_of
@@ -63,13 +64,13 @@ async def replay_one(
     if response.status_code != 200:
         return Replayed(item, None, _error(response), elapsed, None, model)
     payload = response.json()
-    usage = payload.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
+    usage = parse_usage(payload.get("usage") if isinstance(payload, dict) else None)
     cost = prices.cost_usd(
-        model or payload.get("model"),
-        usage.get("prompt_tokens"),
-        usage.get("completion_tokens"),
-        details.get("cached_tokens"),
+        model or (payload.get("model") if isinstance(payload, dict) else None),
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.cache_write_tokens,  # a Claude candidate's, as the gateway's translation says
     )
     try:
         answer = answer_of(payload)

@@ -17,7 +17,7 @@ from exporter.evaluate.checks import check
 from exporter.evaluate.held_out import held_out
 from exporter.evaluate.judge import Verdict, judge
 from exporter.evaluate.replay import Replayed, replay
-from exporter.filters import Filters
+from exporter.filters import CHAT_ENDPOINTS, Filters
 from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
 
 
@@ -44,7 +44,9 @@ class EvalOptions:
 
 async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
     filters = Filters(
-        endpoints=("chat",),  # replayed to /v1/chat/completions as the app sent them
+        # Replayed to /v1/chat/completions as the app sent them (Anthropic Messages calls
+        # in their normalised chat form).
+        endpoints=CHAT_ENDPOINTS,
         route=options.route,
         variant=options.baseline,
         since=options.filters.since,

@@ -256,8 +256,8 @@ def test_rows_of_other_endpoints_take_the_chat_path() -> None:
 
 
 def test_endpoint_filter_is_checked() -> None:
-    assert check(Filters()).endpoints == ("chat", "responses")
-    assert "endpoint=chat|responses" in Filters().describe()
+    assert check(Filters()).endpoints == ("chat", "messages", "responses")
+    assert "endpoint=chat|messages|responses" in Filters().describe()
     with pytest.raises(BadFilter, match="endpoints"):
         check(Filters(endpoints=("embeddings",)))
     with pytest.raises(BadFilter, match="endpoints"):
@@ -328,7 +328,7 @@ def test_both_endpoints_export_as_valid_chat_rows(
     assert report["selected"] == 34
     assert report["dropped"] == {"incomplete response": 1, "previous_response_id": 1}
     assert report["kept"] == 32
-    assert "endpoint=chat|responses" in report["filters"]
+    assert "endpoint=chat|messages|responses" in report["filters"]
     written = read_rows(tmp_path / "all" / "train.jsonl", tmp_path / "all" / "valid.jsonl")
     assert len(written) == 32
     assert all(check_chat_row(row) == set() for row in written)
@@ -341,7 +341,7 @@ def test_both_endpoints_export_as_valid_chat_rows(
     assert len(tool_rows) == 2 and all(row["tools"] == [CHAT_TOOL] for row in tool_rows)
     assert {row["messages"][0]["content"] for row in written} == {SYSTEM["content"]}
     manifest = json.loads((tmp_path / "all" / "manifest.json").read_text())
-    assert manifest["filters"]["endpoints"] == ["chat", "responses"]
+    assert manifest["filters"]["endpoints"] == ["chat", "messages", "responses"]
 
     code, report = run(url, tmp_path / "chat", capsys, "--endpoint", "chat", "--valid-share", "0.2")
     assert code == 0 and report["selected"] == 15 and report["dropped"] == {}
