@@ -612,7 +612,7 @@ def _finish_block(index: int, block: _Block, notes: list[str]) -> dict[str, Any]
     if block.thinking is not None:
         content["thinking"] = str(content.get("thinking") or "") + "".join(block.thinking)
     if block.signature is not None:
-        content["signature"] = str(content.get("signature") or "") + "".join(block.signature)
+        content["signature"] = block.signature[-1]  # sent whole, in one delta
     if block.partial_json is not None:
         joined = "".join(block.partial_json)
         if joined.strip():
@@ -631,8 +631,8 @@ def assemble_anthropic(chunks: Iterable[bytes]) -> Assembled:
     block with its deltas applied (``text_delta`` text, ``thinking_delta`` and
     ``signature_delta`` for thinking, ``input_json_delta`` fragments joined and parsed into
     ``input``; fragments that do not parse are kept as the string, with a note);
-    ``message_delta`` sets ``stop_reason``/``stop_sequence`` and updates the usage (its counts
-    are cumulative). Without ``message_stop``, or with an ``error`` event, ``complete`` is
+    ``message_delta`` sets ``stop_reason``/``stop_sequence`` (and any other field it carries)
+    and updates the usage (its counts are cumulative totals, and overwrite). Without ``message_stop``, or with an ``error`` event, ``complete`` is
     False and the note says why.
     """
     message: dict[str, Any] = {}
@@ -680,9 +680,9 @@ def assemble_anthropic(chunks: Iterable[bytes]) -> Assembled:
         elif kind == "message_delta":
             delta = payload.get("delta")
             if isinstance(delta, dict):
-                for key in ("stop_reason", "stop_sequence"):
-                    if key in delta:
-                        message[key] = delta[key]
+                for key, value in delta.items():
+                    if value is not None or key in ("stop_reason", "stop_sequence"):
+                        message[key] = value
             if isinstance(payload.get("usage"), dict):
                 usage.update({k: v for k, v in payload["usage"].items() if v is not None})
         elif kind == "message_stop":

@@ -143,3 +143,146 @@ def make_stream_record(pieces: list[str], **fields: Any) -> CallRecord:
     }
     values.update(fields)
     return make_record(**values)
+
+
+# --- Anthropic's Messages API ---------------------------------------------------------------------
+
+CLAUDE_MODEL = "claude-sonnet-4-5-20250929"
+
+
+def anthropic_sse(*payloads: Any) -> bytes:
+    """Anthropic's events: ``event: TYPE`` and ``data: {json}`` per payload."""
+    return b"".join(
+        b"event: " + str(p["type"]).encode() + b"\ndata: " + orjson.dumps(p) + b"\n\n"
+        for p in payloads
+    )
+
+
+def anthropic_usage(
+    uncached: int = 25, output: int = 15, cache_write: int = 0, cache_read: int = 0
+) -> dict[str, Any]:
+    return {
+        "input_tokens": uncached,
+        "cache_creation_input_tokens": cache_write,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": output,
+        "service_tier": "standard",
+    }
+
+
+def anthropic_message(
+    content: list[dict[str, Any]] | str = "Hello there",
+    *,
+    stop_reason: str | None = "end_turn",
+    usage: dict[str, Any] | None = None,
+    model: str = CLAUDE_MODEL,
+) -> dict[str, Any]:
+    """A Message as Anthropic's API returns it."""
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    return {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage if usage is not None else anthropic_usage(),
+    }
+
+
+def _pieces(text: str, size: int = 4) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def anthropic_events(message: dict[str, Any], *, stop: bool = True) -> list[dict[str, Any]]:
+    """The events Anthropic streams for ``message``, as its streaming guide shows them: the
+    message with no content and the input usage first, each block started empty and filled by
+    deltas (tool input as JSON fragments, the first one empty), a ping, the stop reason and the
+    output tokens in ``message_delta``, ``message_stop`` (unless ``stop`` is False)."""
+    usage = dict(message["usage"])
+    started = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    started["usage"] = {**usage, "output_tokens": 1}
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": started}]
+    events.append({"type": "ping"})
+    for index, block in enumerate(message["content"]):
+        kind = block["type"]
+        if kind == "text":
+            first: dict[str, Any] = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"])]
+        elif kind == "tool_use":
+            first = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            arguments = orjson.dumps(block["input"]).decode()
+            deltas = [{"type": "input_json_delta", "partial_json": ""}]
+            deltas += [{"type": "input_json_delta", "partial_json": p} for p in _pieces(arguments)]
+        elif kind == "thinking":
+            first = {"type": "thinking", "thinking": ""}
+            deltas = [{"type": "thinking_delta", "thinking": p} for p in _pieces(block["thinking"])]
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+        else:
+            first, deltas = block, []
+        events.append({"type": "content_block_start", "index": index, "content_block": first})
+        events += [{"type": "content_block_delta", "index": index, "delta": d} for d in deltas]
+        events.append({"type": "content_block_stop", "index": index})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        }
+    )
+    if stop:
+        events.append({"type": "message_stop"})
+    return events
+
+
+def anthropic_stream(message: dict[str, Any], *, stop: bool = True) -> bytes:
+    return anthropic_sse(*anthropic_events(message, stop=stop))
+
+
+TOOL_ANSWER = anthropic_message(
+    [
+        {"type": "thinking", "thinking": "The user wants the weather.", "signature": "EqQBCgIYAh"},
+        {"type": "text", "text": "Let me check the weather in Paris 🌦."},
+        {
+            "type": "tool_use",
+            "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+            "name": "get_weather",
+            "input": {"city": "Paris", "unit": "celsius", "days": [1, 2]},
+        },
+    ],
+    stop_reason="tool_use",
+    usage=anthropic_usage(uncached=12, output=48, cache_write=1000, cache_read=3000),
+)
+"""A Claude answer with thinking, text and a tool call, and cache writes and reads."""
+
+
+def anthropic_request(content: str = "Say hello", *, stream: bool = False, **extra: Any) -> bytes:
+    body: dict[str, Any] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": content}],
+        **extra,
+    }
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+def make_anthropic_record(**fields: Any) -> CallRecord:
+    """A non-streamed Anthropic Messages call answered by Claude; any field can be overridden."""
+    values: dict[str, Any] = {
+        "endpoint": "messages",
+        "dialect": "anthropic",
+        "upstream_api": "anthropic",
+        "route": "claude",
+        "requested_model": "claude",
+        "upstream_model": "claude-sonnet-4-5",
+        "provider": "anthropic",
+        "request_body": anthropic_request(),
+        "response_body": orjson.dumps(anthropic_message()),
+    }
+    values.update(fields)
+    return make_record(**values)

@@ -54,3 +54,29 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValidationError):
         settings = CaptureSettings()
         settings.sample = 0.5
+
+
+def test_a_price_may_give_cache_writes() -> None:
+    settings = CaptureSettings.model_validate(
+        {
+            "prices": {
+                "claude-opus-5-5": {
+                    "input": 4,
+                    "cached_input": 0.2,
+                    "cache_write": 5,
+                    "output": 20,
+                }
+            }
+        }
+    )
+    assert settings.prices["claude-opus-5-5"].cache_write == 5
+    assert (
+        CaptureSettings.model_validate({"prices": {"m": {"input": 1, "output": 1}}})
+        .prices["m"]
+        .cache_write
+        is None
+    )
+    with pytest.raises(ValidationError, match="cache_write"):
+        CaptureSettings.model_validate(
+            {"prices": {"m": {"input": 1, "output": 1, "cache_write": -1}}}
+        )

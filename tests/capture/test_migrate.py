@@ -2,16 +2,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Column, Connection, MetaData, Table, insert, inspect, text
 
+from capture.config import CaptureSettings
 from capture.engine import create_engine
 from capture.errors import SchemaOutOfDate, SchemaTooNew
 from capture.migrate import current, downgrade, head, upgrade, upgrade_async
-from capture.schema import metadata
+from capture.prepare import Preparer
+from capture.schema import calls, metadata
 from capture.store import Store
 
 
@@ -132,3 +135,93 @@ def test_the_sync_functions_say_what_to_use_inside_an_event_loop(sqlite_url: str
 def test_the_migrations_ship_as_packages() -> None:
     root = Path(__file__).parents[2] / "capture" / "migrations"
     assert (root / "__init__.py").exists() and (root / "versions" / "__init__.py").exists()
+
+
+# --- 0004: the dialect columns ------------------------------------------------------------------
+
+DIALECT_COLUMNS = ("dialect", "upstream_api", "cache_write_tokens", "normalized")
+
+
+def test_head_is_0004() -> None:
+    assert head() == "0004"
+
+
+def _columns(url: str) -> set[str]:
+    async def run() -> set[str]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(
+                    lambda sync: {c["name"] for c in inspect(sync).get_columns("calls")}
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def test_0004_adds_the_dialect_columns_and_keeps_the_rows_before_it(empty_url: str) -> None:
+    from tests.capture.chat_view import simple_chat_view
+    from tests.capture.factories import make_anthropic_record, make_record
+
+    upgrade(empty_url, "0003")
+    assert _columns(empty_url).isdisjoint(DIALECT_COLUMNS)
+    old = Preparer(CaptureSettings()).prepare(make_record()).row
+    for column in DIALECT_COLUMNS:
+        del old[column]
+    calls_0003 = Table(
+        "calls", MetaData(), *(Column(c.name, c.type) for c in calls.c if c.name in old)
+    )
+
+    async def write_old() -> None:
+        store = await Store.connect(empty_url)
+        try:
+            async with store.engine.begin() as connection:
+                await connection.execute(insert(calls_0003), [old])
+            await store.add_feedback(old["id"], 1.0, "good")
+        finally:
+            await store.close()
+
+    asyncio.run(write_old())
+
+    upgrade(empty_url)
+    assert current(empty_url) == head()
+    assert set(DIALECT_COLUMNS) <= _columns(empty_url)
+    new = Preparer(CaptureSettings(), simple_chat_view).prepare(make_anthropic_record()).row
+
+    async def write_new_read_both() -> tuple[Any, Any, int]:
+        store = await Store.connect(empty_url)
+        try:
+            await store.insert_calls([new])
+            return (
+                await store.get_call(old["id"]),
+                await store.get_call(new["id"]),
+                len(await store.feedback_for(old["id"])),
+            )
+        finally:
+            await store.close()
+
+    before, after, scores = asyncio.run(write_new_read_both())
+    assert before is not None and after is not None and scores == 1
+    assert {c: before[c] for c in DIALECT_COLUMNS} == dict.fromkeys(DIALECT_COLUMNS)
+    assert before["request"] == old["request"] and before["cost_usd"] == old["cost_usd"]
+    assert (after["dialect"], after["upstream_api"]) == ("anthropic", "anthropic")
+    assert after["cache_write_tokens"] == 0
+    assert after["normalized"] == new["normalized"] and after["normalized"]["request"]
+
+    downgrade(empty_url, "0003")  # drops the columns, keeps the rows and their feedback
+    assert _columns(empty_url).isdisjoint(DIALECT_COLUMNS)
+
+    async def count() -> tuple[int, int]:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.connect() as connection:
+                calls_n = await connection.scalar(text("SELECT count(*) FROM calls"))
+                feedback_n = await connection.scalar(text("SELECT count(*) FROM feedback"))
+                return int(calls_n or 0), int(feedback_n or 0)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(count()) == (2, 1)
+    upgrade(empty_url)
+    assert current(empty_url) == head()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from capture.config import ModelPrice
-from capture.pricing import BASE_PRICES, FINE_TUNED_PRICES, Price, PriceTable, cost_usd
+from capture.pricing import BASE_PRICES, FINE_TUNED_PRICES, Price, PriceTable, cost_of, cost_usd
 
 
 def test_known_model_cost_per_million_tokens() -> None:
@@ -109,3 +109,86 @@ def test_unknown_model_or_usage_costs_none_never_zero() -> None:
     assert cost_usd(None, 100, 100) is None
     assert cost_usd("gpt-4o", None, None) is None
     assert cost_usd("gpt-4o", 0, 0) == 0.0
+
+
+# --- Anthropic ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "prices"),
+    [
+        # (input, cache hits, output, 5-minute cache writes), USD per 1M tokens
+        ("claude-opus-4-5", (5.00, 0.50, 25.00, 6.25)),
+        ("claude-opus-4-5-20251101", (5.00, 0.50, 25.00, 6.25)),
+        ("claude-opus-4-1-20250805", (15.00, 1.50, 75.00, 18.75)),
+        ("claude-opus-4-20250514", (15.00, 1.50, 75.00, 18.75)),
+        ("claude-opus-4-0", (15.00, 1.50, 75.00, 18.75)),
+        ("claude-sonnet-4-5-20250929", (3.00, 0.30, 15.00, 3.75)),
+        ("claude-sonnet-4-20250514", (3.00, 0.30, 15.00, 3.75)),
+        ("claude-3-7-sonnet-20250219", (3.00, 0.30, 15.00, 3.75)),
+        ("claude-3-7-sonnet-latest", (3.00, 0.30, 15.00, 3.75)),
+        ("claude-3-5-sonnet-20241022", (3.00, 0.30, 15.00, 3.75)),
+        ("claude-haiku-4-5-20251001", (1.00, 0.10, 5.00, 1.25)),
+        ("claude-3-5-haiku-20241022", (0.80, 0.08, 4.00, 1.00)),
+        ("claude-3-haiku-20240307", (0.25, 0.03, 1.25, 0.30)),
+        ("claude-3-opus-20240229", (15.00, 1.50, 75.00, 18.75)),
+    ],
+)
+def test_claude_models_and_their_dated_snapshots(
+    model: str, prices: tuple[float, float, float, float]
+) -> None:
+    assert PriceTable().price(model) == Price(*prices)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "claude-opus-4-9",  # a minor version the table does not know is not Opus 4 ($15)
+        "claude-opus-4-9-20270101",
+        "claude-sonnet-4-5-experimental",
+        "claude-opus-5-5",  # not Opus 5
+        "claude-2.1",
+        "claude",
+    ],
+)
+def test_unknown_claude_models_have_no_price_rather_than_a_neighbours(model: str) -> None:
+    assert PriceTable().price(model) is None
+    assert cost_usd(model, 1000, 100, 0, 500) is None
+
+
+def test_cache_reads_and_writes_are_billed_at_their_own_rates() -> None:
+    # claude-sonnet-4-5: $3 in, $0.30 cache hits, $3.75 cache writes, $15 out;
+    # 4,010 prompt tokens = 10 uncached + 1,000 written + 3,000 read
+    expected = (10 * 3.00 + 1000 * 3.75 + 3000 * 0.30 + 42 * 15.00) / 1e6
+    cost = cost_usd("claude-sonnet-4-5-20250929", 4010, 42, 3000, 1000)
+    assert cost == pytest.approx(expected) == pytest.approx(0.00531)
+    # the same tokens without the split would be billed all at the input price
+    assert cost_usd("claude-sonnet-4-5", 4010, 42) == pytest.approx((4010 * 3 + 42 * 15) / 1e6)
+
+
+def test_cache_writes_without_a_write_rate_cost_the_input_price() -> None:
+    # OpenAI's models have no cache-write rate: a write is billed as input
+    plain = cost_usd("gpt-4o-mini", 1000, 0, 400)
+    assert cost_usd("gpt-4o-mini", 1000, 0, 400, 300) == pytest.approx(plain)
+
+
+def test_cache_counts_larger_than_the_prompt_are_clamped() -> None:
+    price = Price(1.0, 0.1, 2.0, 1.25)
+    # 100 prompt tokens, of which "150" read and "50" written: all 100 are reads
+    assert cost_of(price, 100, 0, 150, 50) == pytest.approx(100 * 0.1 / 1e6)
+    assert cost_of(price, 100, 0, 60, 50) == pytest.approx((60 * 0.1 + 40 * 1.25) / 1e6)
+
+
+def test_overrides_take_a_cache_write_price() -> None:
+    table = PriceTable(
+        {
+            "claude-opus-5-5": ModelPrice(input=4, cached_input=0.2, output=20, cache_write=5),
+            "my-model": ModelPrice(input=1, output=2),
+        }
+    )
+    assert table.price("claude-opus-5-5-20260901") == Price(4, 0.2, 20, 5)
+    assert table.price("claude-opus-5") == BASE_PRICES["claude-opus-5"]
+    expected = (100 * 4 + 1000 * 5 + 2000 * 0.2 + 10 * 20) / 1e6
+    assert table.cost_usd("claude-opus-5-5", 3100, 10, 2000, 1000) == pytest.approx(expected)
+    assert table.price("my-model") == Price(1, None, 2, None)
+    assert table.cost_usd("my-model", 100, 0, 0, 100) == pytest.approx(100 / 1e6)
