@@ -1,9 +1,10 @@
-"""A simulated OpenAI-compatible upstream, served over real HTTP by its own process.
+"""A simulated upstream (OpenAI, Anthropic, Azure OpenAI), served over real HTTP by its own process.
 
 Tests, demos and benchmarks point the gateway at it because no provider is reachable here.
-It answers chat, completions, embeddings, the Responses API and the model list with
-deterministic content and usage, paces replies by a per-model latency profile (the teacher
-slower than the student), and injects faults (429, 500, 503, timeouts, dropped streams) on
+It answers chat, completions, embeddings, the Responses API and the model list, Anthropic's
+Messages API (and count_tokens) and Azure OpenAI's deployment and v1 URLs, with deterministic
+content and usage, paces replies by a per-model latency profile (the teacher slower than the
+student), and injects faults (429, 500, 503, 529, timeouts, dropped streams, error events) on
 request. It imports nothing else of the project.
 
     from simulator.server import run      # run("127.0.0.1", 8001, None)
@@ -13,5 +14,7 @@ request. It imports nothing else of the project.
 Modules: profile (latency and faults config), tokens (the token rule), content (the replies),
 wire (OpenAI shapes and errors), exchange (what every request goes through: recording,
 latency, faults), streaming (paced SSE), chat, completions, embeddings, responses (the
+endpoints), anthropic_wire, anthropic_request and anthropic (Anthropic's errors, its request
+checks and token counts, its endpoints), azure (Azure's URLs and headers over the OpenAI
 endpoints), recorder (the request ring buffer), app (routes), server (the process).
 """

@@ -4,6 +4,10 @@ POST /v1/chat/completions     chat.py
 POST /v1/completions          completions.py
 POST /v1/embeddings           embeddings.py
 POST /v1/responses            responses.py
+POST /v1/messages             anthropic.py (Anthropic's Messages API)
+POST /v1/messages/count_tokens anthropic.py
+POST /openai/deployments/{deployment}/chat/completions|completions|embeddings   azure.py
+POST /openai/v1/chat/completions|completions|embeddings|responses            azure.py
 GET  /v1/models[/{id}]        a fixed list plus succeeded fine-tunes; any id is answered
 *    /v1/files[/...]           files.py (upload, list, get, content, delete)
 *    /v1/fine_tuning/jobs[/...] finetune.py (create, list, get, events, cancel)
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from simulator.anthropic import add_anthropic_routes
+from simulator.azure import add_azure_routes
 from simulator.chat import chat_completions
 from simulator.completions import completions
 from simulator.embeddings import embeddings
-from simulator.exchange import STATE, Simulator, begin, openai_errors, respond
+from simulator.exchange import STATE, Simulator, begin, respond, shaped_errors
 from simulator.files import add_file_routes
 from simulator.finetune import add_finetune_routes, fine_tuned_models
 from simulator.profile import BUILTIN_PROFILE, Profile
@@ -82,18 +88,20 @@ async def clear_requests(request: web.Request) -> web.Response:
 
 def create_app(profile: Profile | None = None) -> web.Application:
     """The simulator as an aiohttp application; the built-in profile when none is given."""
-    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[openai_errors])
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[shaped_errors])
     app[STATE] = Simulator(profile if profile is not None else BUILTIN_PROFILE)
     router = app.router
     router.add_post("/v1/chat/completions", chat_completions)
     router.add_post("/v1/completions", completions)
     router.add_post("/v1/embeddings", embeddings)
     router.add_post("/v1/responses", responses)
+    add_anthropic_routes(app)
     router.add_get("/v1/models", list_models, allow_head=False)
     router.add_get("/v1/models/{model_id:.+}", get_model, allow_head=False)
     add_file_routes(app)
     add_finetune_routes(app)
     router.add_route("*", "/v1/{tail:.*}", passthrough)
+    add_azure_routes(app)
     router.add_get("/_sim/health", health, allow_head=False)
     router.add_get("/_sim/requests", recorded_requests, allow_head=False)
     router.add_delete("/_sim/requests", clear_requests)

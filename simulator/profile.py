@@ -2,10 +2,11 @@
 
 Model names are matched against fnmatch globs in file order, first match wins, else
 ``default``. See examples/simulator-profile.yaml for a documented file. Without a file the
-built-in profile applies: student-like models (ft:*, gpt-3.5*, *mini*) answer with a 120 ms
-time to first token and 11 ms per token, teacher-like ones (gpt-4*, o1*, o3*) with 450 ms and
-40 ms (so a teacher is ~3.6x slower end to end), anything else (embeddings, ...) in 20 ms.
-Students are listed first so that gpt-4o-mini is a student.
+built-in profile applies: student-like models (ft:*, gpt-3.5*, *mini*, *haiku*) answer with a
+120 ms time to first token and 11 ms per token, teacher-like ones (gpt-4*, o1*, o3*,
+claude-*opus*, claude-*sonnet*) with 450 ms and 40 ms (so a teacher is ~3.6x slower end to end),
+anything else (embeddings, ...) in 20 ms. Students are listed first so that gpt-4o-mini is a
+student.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-FaultKind = Literal["429", "500", "503", "timeout", "drop"]
-FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "timeout", "drop")
+FaultKind = Literal["429", "500", "503", "529", "timeout", "drop", "error-event"]
+FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "529", "timeout", "drop", "error-event")
 DEFAULT_TIMEOUT_DELAY_MS = 30_000.0
 DEFAULT_DROP_AFTER = 2
 
@@ -81,9 +82,12 @@ BUILTIN_PROFILE = Profile(
         "ft:*": _STUDENT,
         "gpt-3.5*": _STUDENT,
         "*mini*": _STUDENT,
+        "*haiku*": _STUDENT,
         "gpt-4*": _TEACHER,
         "o1*": _TEACHER,
         "o3*": _TEACHER,
+        "claude-*opus*": _TEACHER,
+        "claude-*sonnet*": _TEACHER,
     },
 )
 

@@ -3,7 +3,7 @@
 Non-streaming answers a ``response`` object; streaming sends named events as OpenAI does
 (response.created, response.in_progress, response.output_item.added, ..., the deltas,
 ..., response.completed) with no [DONE] line. max_output_tokens caps the reply and makes the
-response "incomplete".
+response "incomplete". An `error-event` fault ends the stream with an ``error`` event.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from simulator.content import (
     text_reply,
     tool_reply,
 )
-from simulator.exchange import Call, begin, respond
+from simulator.exchange import SERVER_ERROR_MESSAGE, Call, begin, respond
 from simulator.streaming import Event, stream_events
 from simulator.tokens import PER_MESSAGE, PER_REPLY, count_content
 from simulator.wire import InvalidRequest, MissingParameter, new_id, positive_int, sse_named
@@ -187,7 +187,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     ttft_s, token_s = call.delays(seed)
     if body.get("stream") is True:
         events = _events(head, final, reply)
-        return await stream_events(request, call, events, ttft_s, token_s)
+        return await stream_events(request, call, events, ttft_s, token_s, error_event=_error_event)
     steps = len(reply.pieces if isinstance(reply, TextReply) else reply.argument_pieces)
     return await respond(request, call, final, ttft_s + token_s * steps)
 
@@ -225,3 +225,15 @@ def _events(head: dict[str, Any], final: dict[str, Any], reply: Reply) -> list[E
         (sse_named(name, {"type": name, "sequence_number": number, **data}), paced)
         for number, (name, data, paced) in enumerate(events)
     ]
+
+
+def _error_event(sent: int) -> bytes:
+    """The Responses API's ``error`` event, numbered after the ``sent`` events before it."""
+    error = {
+        "type": "error",
+        "code": "server_error",
+        "message": SERVER_ERROR_MESSAGE,
+        "param": None,
+        "sequence_number": sent,
+    }
+    return sse_named("error", error)

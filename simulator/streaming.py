@@ -1,4 +1,5 @@
-"""Writing a server-sent-event stream with real pacing, and cutting it for `drop` faults.
+"""Writing a server-sent-event stream with real pacing, cut for `drop` faults and ended early
+with an error event for `error-event` faults.
 
 Each event is written to the wire as it is produced, after the time to first token and then
 one token delay per paced event, so time to first token and inter-token gaps are measurable.
@@ -9,11 +10,12 @@ anyway and saves a write per token under load.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
+import orjson
 from aiohttp import web
 
-from simulator.exchange import Call
+from simulator.exchange import SERVER_ERROR_MESSAGE, Call
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -23,6 +25,16 @@ SSE_HEADERS = {
 
 Event = tuple[bytes, bool]
 """An encoded event and whether it waits one token delay before it is sent."""
+
+ErrorEvent = Callable[[int], bytes]
+"""The error event that ends a stream under an `error-event` fault, given the number of events
+sent before it."""
+
+
+def openai_error_event(sent: int) -> bytes:
+    """How OpenAI reports an error in a chat or completion stream: a data line with ``error``."""
+    error = {"message": SERVER_ERROR_MESSAGE, "type": "server_error", "param": None, "code": None}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
 
 
 def interleave(lanes: Sequence[Sequence[bytes]], lead: int) -> Iterator[Event]:
@@ -47,18 +59,26 @@ async def stream_events(
     ttft_s: float,
     token_s: float,
     trailer: bytes = b"",
+    error_event: ErrorEvent = openai_error_event,
+    headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Send ``events`` then ``trailer`` (e.g. ``data: [DONE]``) as a 200 event stream."""
+    """Send ``events`` then ``trailer`` (e.g. ``data: [DONE]``) as a 200 event stream.
+
+    Under `drop` the connection is closed after ``call.cut_after`` events (before the trailer
+    when the stream is shorter); under `error-event` ``error_event(sent)`` replaces the rest
+    after ``call.error_after`` events, and the stream ends there, cleanly.
+    """
     if ttft_s > 0:
         await asyncio.sleep(ttft_s)
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     cut_after = call.cut_after
+    error_after = call.error_after
     pending: list[bytes] = []
     sent = 0
     try:
         await response.prepare(request)
         for event, paced in events:
-            if sent == cut_after:
+            if sent in (cut_after, error_after):
                 break
             if token_s > 0:
                 if paced:
@@ -74,7 +94,7 @@ async def stream_events(
             if transport is not None:
                 transport.close()
             return response
-        pending.append(trailer)
+        pending.append(trailer if error_after is None else error_event(sent))
         await response.write(b"".join(pending))
         await response.write_eof()
     except ConnectionError:

@@ -1,4 +1,8 @@
-"""OpenAI's wire shapes shared by the endpoints: JSON responses, errors, SSE framing, usage."""
+"""OpenAI's wire shapes shared by the endpoints: JSON responses, errors, SSE framing, usage.
+
+``ShapedError`` is the base of every dialect's error answer (OpenAI's here, Anthropic's and
+Azure's in their modules).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,11 @@ def json_response(
     )
 
 
-class OpenAIError(web.HTTPException):
+class ShapedError(web.HTTPException):
+    """An error answer already in its dialect's shape: the error middleware sends it as it is."""
+
+
+class OpenAIError(ShapedError):
     """An error answer in OpenAI's shape; raise it from a handler to send it."""
 
     def __init__(
