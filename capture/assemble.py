@@ -586,17 +586,34 @@ _BLOCK_DELTAS = {
 def _anthropic_payloads(chunks: Iterable[bytes]) -> list[tuple[str | None, Any]]:
     """(type, payload) of each event of an Anthropic SSE stream; the payload None when its data
     is not JSON. The type is the payload's own, else the ``event:`` line's."""
-    events = parse_events(chunks)
-    datas = [event.data for event in events]
+    names, datas = _named_datas(b"".join(chunks))
     try:
         payloads: list[Any] = orjson.loads(b"[" + b",".join(datas) + b"]")
     except orjson.JSONDecodeError:
         payloads = [_load(data) for data in datas]
     typed: list[tuple[str | None, Any]] = []
-    for event, payload in zip(events, payloads, strict=True):
+    for name, payload in zip(names, payloads, strict=True):
         kind = payload.get("type") if isinstance(payload, dict) else None
-        typed.append((kind if isinstance(kind, str) else event.name, payload))
+        typed.append((kind if isinstance(kind, str) else name, payload))
     return typed
+
+
+def _named_datas(raw: bytes) -> tuple[list[str | None], list[bytes]]:
+    """The event names and data of an SSE stream; fast for Anthropic's usual
+    ``event: NAME\ndata: JSON\n\n`` events, the general framing otherwise."""
+    if raw.endswith(b"\n\n") and b"\r" not in raw:
+        names: list[str | None] = []
+        datas: list[bytes] = []
+        for block in raw[:-2].split(b"\n\n"):
+            head, _, data = block.partition(b"\n")
+            if not head.startswith(b"event: ") or not data.startswith(b"data: ") or b"\n" in data:
+                break
+            names.append(head[7:].decode("utf-8", "replace"))
+            datas.append(data[6:])
+        else:
+            return names, datas
+    events = list(_frame(raw))
+    return [name for name, _ in events], [data for _, data in events]
 
 
 def _block_of(blocks: dict[int, _Block], payload: dict[str, Any]) -> _Block | None:
@@ -632,8 +649,8 @@ def assemble_anthropic(chunks: Iterable[bytes]) -> Assembled:
     ``signature_delta`` for thinking, ``input_json_delta`` fragments joined and parsed into
     ``input``; fragments that do not parse are kept as the string, with a note);
     ``message_delta`` sets ``stop_reason``/``stop_sequence`` (and any other field it carries)
-    and updates the usage (its counts are cumulative totals, and overwrite). Without ``message_stop``, or with an ``error`` event, ``complete`` is
-    False and the note says why.
+    and updates the usage (its counts are cumulative totals, and overwrite). Without
+    ``message_stop``, or with an ``error`` event, ``complete`` is False and the note says why.
     """
     message: dict[str, Any] = {}
     usage: dict[str, Any] = {}
