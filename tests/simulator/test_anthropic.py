@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -775,3 +775,23 @@ def test_requests_are_recorded(simulator: RunningSimulator, claude: anthropic.An
         "messages": [{"role": "user", "content": marker}],
         "metadata": {"user_id": "u-1"},
     }
+
+
+PROFILE_FAULTS = """
+faults:
+  - {model: "claude-opus-*", kind: 529}
+  - {model: "claude-haiku-*", kind: error-event, after: 3}
+"""
+
+
+def test_profile_faults_for_claude(
+    simulator_with_profile: Callable[[str], RunningSimulator],
+) -> None:
+    running = simulator_with_profile(PROFILE_FAULTS)
+    overloaded = post(running, {"model": "claude-opus-4-1", "max_tokens": 10, "messages": ASK})
+    anthropic_error(overloaded, 529, "overloaded_error")
+    body = {"model": "claude-haiku-4-5", "max_tokens": 100, "messages": ASK, "stream": True}
+    seen = events(post(running, body))
+    assert [name for name, _ in seen] == ["message_start", "content_block_start", "ping", "error"]
+    fine = post(running, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": ASK})
+    assert fine.status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -124,3 +125,53 @@ def test_profile_faults_by_model_and_rate(
         except openai.RateLimitError:
             outcomes.append("429")
     assert 5 <= outcomes.count("429") <= 35
+
+
+def test_error_event_ends_a_chat_stream(simulator: RunningSimulator, client: OpenAI) -> None:
+    fault = {"x-sim-fault": "error-event", "x-sim-fault-after": "3"}
+    received: list[ChatCompletionChunk] = []
+    stream = client.chat.completions.create(
+        model="gpt-4", messages=ASK, stream=True, extra_headers=fault
+    )
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            received.append(chunk)
+    assert len(received) == 3
+    assert "server had an error" in raised.value.message
+    raw = httpx.post(
+        simulator.v1 + "/chat/completions",
+        json={"model": "gpt-4", "messages": ASK, "stream": True},
+        headers={**fault, **simulator.fast},
+    )
+    lines = [line for line in raw.text.split("\n\n") if line]
+    assert raw.status_code == 200 and len(lines) == 4 and "[DONE]" not in raw.text
+    error = json.loads(lines[-1].removeprefix("data: "))["error"]
+    assert error["type"] == "server_error" and set(error) == {"message", "type", "param", "code"}
+
+
+def test_error_event_ends_a_responses_stream(simulator: RunningSimulator) -> None:
+    raw = httpx.post(
+        simulator.v1 + "/responses",
+        json={"model": "gpt-4o", "input": "hi", "stream": True},
+        headers={"x-sim-fault": "error-event", "x-sim-fault-after": "4", **simulator.fast},
+    )
+    events = [chunk for chunk in raw.text.split("\n\n") if chunk]
+    assert len(events) == 5
+    name, data = events[-1].split("\n")
+    assert name == "event: error"
+    payload = json.loads(data.removeprefix("data: "))
+    assert payload["type"] == "error" and payload["sequence_number"] == 4
+    assert "response.completed" not in raw.text
+
+
+def test_error_event_and_529_without_a_stream(client: OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.chat.completions.create(
+            model="gpt-4", messages=ASK, extra_headers={"x-sim-fault": "error-event"}
+        )
+    assert failed.value.status_code == 500
+    with pytest.raises(openai.InternalServerError) as overloaded:
+        client.chat.completions.create(
+            model="gpt-4", messages=ASK, extra_headers={"x-sim-fault": "529"}
+        )
+    assert overloaded.value.status_code == 503  # OpenAI's endpoints have no 529

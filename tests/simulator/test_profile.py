@@ -26,9 +26,11 @@ ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 def test_builtin_profile_makes_the_teacher_slower() -> None:
     student = Latency(ttft_ms=120, token_ms=11, jitter=0.1)
     teacher = Latency(ttft_ms=450, token_ms=40, jitter=0.1)
-    for model in ("ft:gpt-3.5-turbo:acme::abc", "gpt-3.5-turbo", "gpt-4o-mini", "o1-mini"):
+    students = ("ft:gpt-3.5-turbo:acme::abc", "gpt-3.5-turbo", "gpt-4o-mini", "o1-mini")
+    for model in (*students, "claude-haiku-4-5", "claude-3-5-haiku-latest"):
         assert BUILTIN_PROFILE.latency_for(model) == student, model
-    for model in ("gpt-4", "gpt-4o", "o1-preview", "o3"):
+    teachers = ("gpt-4", "gpt-4o", "o1-preview", "o3")
+    for model in (*teachers, "claude-opus-4-1", "claude-sonnet-4-5", "claude-3-7-sonnet-latest"):
         assert BUILTIN_PROFILE.latency_for(model) == teacher, model
     assert BUILTIN_PROFILE.latency_for("text-embedding-3-small") == Latency(ttft_ms=20)
     assert load_profile(None) is BUILTIN_PROFILE
