@@ -10,7 +10,10 @@ from simulator.server import run
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m simulator",
-        description="A simulated OpenAI-compatible upstream for tests, demos and benchmarks.",
+        description=(
+            "A simulated upstream (OpenAI, Anthropic Messages, Azure OpenAI) for tests, demos"
+            " and benchmarks."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")

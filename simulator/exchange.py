@@ -1,4 +1,4 @@
-"""What every /v1 request goes through first: read, record, decide latency and faults.
+"""What every request goes through first: read, record, decide latency and faults.
 
 Headers that steer one request (they take precedence over the profile):
 
@@ -172,6 +172,11 @@ class Call:
         return latency.ttft_ms * factor / 1000.0, latency.token_ms * factor / 1000.0
 
 
+SERVER_ERROR_MESSAGE = (
+    "The server had an error while processing your request. Sorry about that! (simulated)"
+)
+
+
 def fault_error(kind: str) -> OpenAIError:
     """The OpenAI error for an injected fault that answers with a status."""
     if kind == "429":
@@ -191,10 +196,6 @@ def fault_error(kind: str) -> OpenAIError:
         )
     return OpenAIError(500, SERVER_ERROR_MESSAGE, "server_error")
 
-
-SERVER_ERROR_MESSAGE = (
-    "The server had an error while processing your request. Sorry about that! (simulated)"
-)
 
 Gate = Callable[[web.Request, dict[str, str]], None]
 """A check run on a recorded request before its body is read; raises the error to answer."""

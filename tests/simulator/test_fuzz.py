@@ -1,7 +1,9 @@
-"""A bounded, seeded fuzz of the simulator's endpoints: ~300 malformed bodies (wrong types, huge
-and negative numbers, odd tool and output schemas, deep nesting, broken JSON and bytes), and
-not one answer of 500 or more; every refusal in OpenAI's error shape; the introspection and
-listing endpoints still answering afterwards."""
+"""A bounded, seeded fuzz of the simulator's endpoints: ~450 malformed bodies (wrong types, huge
+and negative numbers, odd tool and output schemas, odd Anthropic content blocks, deep nesting,
+broken JSON and bytes) for the OpenAI, Anthropic and Azure endpoints, and not one answer of 500
+or more; every refusal in its dialect's error shape (OpenAI's, Anthropic's with a request-id,
+Azure's or OpenAI's under /openai/); the introspection and listing endpoints still answering
+afterwards."""
 
 from __future__ import annotations
 
@@ -19,38 +21,82 @@ if TYPE_CHECKING:
     from tests.simulator.conftest import RunningSimulator
 
 SEED = 20_251_205
-CASES = 300
+CASES = 450
+ANTHROPIC_CASES = 300
 HEADERS = {
     "content-type": "application/json",
     "x-sim-ttft-ms": "0",
     "x-sim-token-ms": "0",
     "x-sim-ft-seconds": "0",
+    "x-api-key": "sk-ant-fuzz",
+    "anthropic-version": "2023-06-01",
+    "api-key": "azure-fuzz",
 }
+HI = [{"role": "user", "content": "hi"}]
+AZURE_CHAT = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+AZURE_EMBEDDINGS = "/openai/deployments/embedder/embeddings?api-version=2024-10-21"
+ANTHROPIC = ("/v1/messages", "/v1/messages/count_tokens")
 
 VALID: dict[str, dict[str, Any]] = {
-    "/chat/completions": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
-    "/completions": {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"},
-    "/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
-    "/responses": {"model": "gpt-4o-mini", "input": "hi"},
-    "/fine_tuning/jobs": {"model": "gpt-4o-mini", "training_file": "file-missing"},
-    "/some/other/path": {"x": 1},
+    "/v1/chat/completions": {"model": "gpt-4o-mini", "messages": HI},
+    "/v1/completions": {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"},
+    "/v1/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
+    "/v1/responses": {"model": "gpt-4o-mini", "input": "hi"},
+    "/v1/fine_tuning/jobs": {"model": "gpt-4o-mini", "training_file": "file-missing"},
+    "/v1/some/other/path": {"x": 1},
+    "/v1/messages": {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": HI},
+    "/v1/messages/count_tokens": {"model": "claude-haiku-4-5", "messages": HI},
+    AZURE_CHAT: {"messages": HI},
+    AZURE_EMBEDDINGS: {"input": "hi"},
+    "/openai/v1/chat/completions": {"model": "gpt-4o-mini", "messages": HI},
 }
+CHAT_FIELDS = [
+    "model",
+    "messages",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "stream",
+    "stream_options",
+    "user",
+]
 FIELDS: dict[str, list[str]] = {
-    "/chat/completions": [
-        "model", "messages", "n", "max_tokens", "max_completion_tokens", "tools", "tool_choice",
-        "response_format", "seed", "stream", "stream_options", "user",
-    ],
-    "/completions": ["model", "prompt", "n", "max_tokens", "seed", "stream", "suffix"],
-    "/embeddings": ["model", "input", "dimensions", "encoding_format"],
-    "/responses": [
+    "/v1/chat/completions": CHAT_FIELDS,
+    "/v1/completions": ["model", "prompt", "n", "max_tokens", "seed", "stream", "suffix"],
+    "/v1/embeddings": ["model", "input", "dimensions", "encoding_format"],
+    "/v1/responses": [
         "model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "text",
         "stream", "metadata",
     ],
-    "/fine_tuning/jobs": [
+    "/v1/fine_tuning/jobs": [
         "model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed",
     ],
-    "/some/other/path": ["x"],
+    "/v1/some/other/path": ["x"],
+    "/v1/messages": [
+        "model", "messages", "messages", "messages", "max_tokens", "system", "tools", "tools",
+        "tool_choice", "stop_sequences", "temperature", "top_p", "top_k", "metadata", "thinking",
+        "thinking", "stream", "cache_control",
+    ],
+    "/v1/messages/count_tokens": [
+        "model", "messages", "messages", "messages", "system", "tools", "tools", "tool_choice",
+        "thinking", "cache_control",
+    ],
+    AZURE_CHAT: CHAT_FIELDS,
+    AZURE_EMBEDDINGS: ["input", "dimensions", "encoding_format", "model"],
+    "/openai/v1/chat/completions": CHAT_FIELDS,
 }  # fmt: skip
+BLOCK_TYPES = (
+    "text", "image", "document", "search_result", "tool_use", "tool_result", "thinking",
+    "redacted_thinking", "video", 5,
+)  # fmt: skip
+BLOCK_KEYS = (
+    "text", "source", "id", "name", "input", "tool_use_id", "content", "is_error", "thinking",
+    "signature", "data", "cache_control", "title", "context", "citations",
+)  # fmt: skip
 KEYS = (
     "type", "role", "content", "name", "function", "text", "properties", "items", "minItems",
     "minimum", "maximum", "enum", "required", "anyOf", "format", "parameters", "schema",
@@ -123,9 +169,101 @@ def hyperparameters(rng: random.Random) -> dict[str, Any]:
     return {name: rng.choice(values) for name in names if rng.random() < 0.7}
 
 
-def malformed(rng: random.Random, training_file: str) -> tuple[str, bytes]:
+def source(rng: random.Random) -> Any:
+    """An image or document source, right or wrong."""
+    return rng.choice(
+        [
+            {"type": "base64", "media_type": rng.choice(["image/png", "application/pdf", "x"]),
+             "data": rng.choice(["iVBORw0KGgo=", "not base64", 5, ""])},
+            {"type": "url", "url": rng.choice(["https://example.com/a.png", 5])},
+            {"type": "text", "media_type": "text/plain", "data": rng.choice(["doc", None])},
+            {"type": "content", "content": rng.choice(["x", [{"type": "text", "text": "y"}], [5]])},
+            {"type": "file", "file_id": "file-1"},
+            {"type": rng.choice(["weird", None])},
+            weird(rng),
+        ]
+    )  # fmt: skip
+
+
+GOOD_BLOCKS: list[dict[str, Any]] = [
+    {"type": "text", "text": "hello there"},
+    {"type": "text", "text": "cached", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}},
+    {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1, {"b": None}]}},
+    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "r"}]},
+    {"type": "thinking", "thinking": "hmm", "signature": "c2ln"},
+    {"type": "redacted_thinking", "data": "cmVk"},
+]
+
+
+def block(rng: random.Random, depth: int = 0) -> Any:
+    """An Anthropic content block: a good one, or a tag and some fields of any block."""
+    if rng.random() < 0.5:
+        return rng.choice(GOOD_BLOCKS)
+    out: dict[str, Any] = {"type": rng.choice(BLOCK_TYPES)}
+    for _ in range(rng.randrange(4)):
+        key = rng.choice(BLOCK_KEYS)
+        if key == "source":
+            out[key] = source(rng)
+        elif key == "content" and depth < 2 and rng.random() < 0.5:
+            out[key] = [block(rng, depth + 1) for _ in range(rng.randrange(3))]
+        elif key == "cache_control":
+            out[key] = rng.choice([{"type": "ephemeral"}, {"type": "ephemeral", "ttl": "2h"}, 5])
+        elif key in ("id", "tool_use_id"):
+            out[key] = rng.choice(["toolu_1", "toolu_2", "", 5])
+        else:
+            out[key] = rng.choice(["hi", "", "  ", {}, {"a": 1}, weird(rng)])
+    return out if rng.random() < 0.9 else weird(rng)
+
+
+def anthropic_messages(rng: random.Random) -> list[Any]:
+    messages: list[Any] = []
+    for _ in range(rng.randrange(1, 5)):
+        role = rng.choice(["user", "assistant"] * 4 + ["system", 5])
+        content: Any = rng.choice(
+            ["hi", "", "tail ", [block(rng) for _ in range(rng.randrange(4))]]
+        )
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def anthropic_field(rng: random.Random, key: str, body: dict[str, Any]) -> Any:
+    if key == "messages" and rng.random() < 0.7:
+        return anthropic_messages(rng)
+    if key == "tools" and rng.random() < 0.7:
+        tool = {"name": rng.choice(["f", "bad name", 5]), "input_schema": schema(rng)}
+        if rng.random() < 0.3:
+            tool["cache_control"] = {"type": "ephemeral"}
+        body["tool_choice"] = rng.choice(
+            [{"type": "auto"}, {"type": "any"}, {"type": "tool", "name": "f"},
+             {"type": "tool", "name": 5}, {"type": "none"}, "auto", None]
+        )  # fmt: skip
+        return rng.choice([[tool], [tool, tool], [{"type": "web_search_20250305", "name": "w"}]])
+    if key == "thinking" and rng.random() < 0.7:
+        if "max_tokens" in body:
+            body["max_tokens"] = rng.choice([4096, 1024, 64])
+        budget = rng.choice([1024, 2048, 10, 2**63, "x", None])
+        return rng.choice(
+            [{"type": "enabled", "budget_tokens": budget}, {"type": "adaptive"},
+             {"type": "disabled"}, {"type": "enabled", "budget_tokens": 1024, "display": "x"}]
+        )  # fmt: skip
+    if key == "system" and rng.random() < 0.6:
+        text = {"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}
+        return rng.choice(["be brief", "", [text], [text] * 5, [block(rng)]])
+    if key == "stop_sequences" and rng.random() < 0.6:
+        return rng.choice([["."], [" the"], ["\n"], [""], [5], "."])
+    if key == "cache_control" and rng.random() < 0.6:
+        return {"type": "ephemeral", "ttl": rng.choice(["5m", "1h", "2h", 5])}
+    return weird(rng)
+
+
+def malformed(
+    rng: random.Random, training_file: str, paths: tuple[str, ...] = tuple(VALID)
+) -> tuple[str, bytes]:
     """An endpoint and a body for it: mostly valid-looking JSON with some fields made wrong."""
-    path = rng.choice(list(VALID))
+    path = rng.choice(paths)
     roll = rng.random()
     if roll < 0.08:
         return path, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
@@ -137,11 +275,13 @@ def malformed(rng: random.Random, training_file: str) -> tuple[str, bytes]:
             :-1
         ] + b',"x":' + b"[" * levels + b"]" * levels + b"}"
     body = dict(VALID[path])
-    if path == "/fine_tuning/jobs" and rng.random() < 0.7:
+    if path == "/v1/fine_tuning/jobs" and rng.random() < 0.7:
         body["training_file"] = training_file
     for _ in range(rng.randrange(1, 4)):
         key = rng.choice(FIELDS[path])
-        if key == "hyperparameters":
+        if path in ANTHROPIC:
+            body[key] = anthropic_field(rng, key, body)
+        elif key == "hyperparameters":
             body[key] = hyperparameters(rng)
         elif key == "method":
             kind = rng.choice(["supervised", "dpo", 5])
@@ -156,7 +296,7 @@ def malformed(rng: random.Random, training_file: str) -> tuple[str, bytes]:
             body[key] = {"format": {"type": "json_schema", "schema": schema(rng)}}
         else:
             body[key] = weird(rng)
-    if rng.random() < 0.15:
+    if rng.random() < 0.15 and path != "/v1/messages/count_tokens":
         body["stream"] = True
     return path, json.dumps(body, ensure_ascii=False).encode()  # integers beyond 64 bits too
 
@@ -175,36 +315,73 @@ def test_no_malformed_body_gets_a_5xx(own_simulator: RunningSimulator) -> None:
     rng = random.Random(SEED)
     failures: list[str] = []
     statuses: set[int] = set()
-    with httpx.Client(base_url=own_simulator.v1, timeout=60) as http:
+    answered: dict[str, set[int]] = {}
+    with httpx.Client(base_url=own_simulator.base_url, timeout=60) as http:
         uploaded = http.post(
-            "/files", data={"purpose": "fine-tune"}, files={"file": ("t.jsonl", training)}
+            "/v1/files", data={"purpose": "fine-tune"}, files={"file": ("t.jsonl", training)}
         )
         training_file = uploaded.json()["id"]
         for _ in range(CASES):
             path, body = malformed(rng, training_file)
             response = http.post(path, content=body, headers=HEADERS)
             statuses.add(response.status_code)
-            problem = _problem(response)
+            answered.setdefault(path, set()).add(response.status_code)
+            problem = _problem(path, response)
             if problem:
                 failures.append(f"{path} {body[:200]!r}: {problem}")
 
         assert not failures, "\n".join(failures[:20])
         assert {200, 400} <= statuses  # the fuzz reaches both the answers and the refusals
-        log = http.get(own_simulator.base_url + "/_sim/requests")
+        for path, kinds in answered.items():  # each endpoint answers some and refuses some
+            if path != "/v1/some/other/path":  # (the passthrough takes anything)
+                assert {200, 400} <= kinds, f"{path}: only {sorted(kinds)}"
+        log = http.get("/_sim/requests")
         assert log.status_code == 200 and len(log.json()) == 200
-        for path in ("/models", "/fine_tuning/jobs", "/files"):
+        for path in ("/v1/models", "/v1/fine_tuning/jobs", "/v1/files"):
             assert http.get(path).status_code == 200, path
     assert own_simulator.process.poll() is None
 
 
-def _problem(response: httpx.Response) -> str | None:
+def test_no_malformed_anthropic_body_gets_a_5xx(simulator: RunningSimulator) -> None:
+    """More of the Anthropic endpoints alone: their checks go deepest (blocks, pairs, rules)."""
+    rng = random.Random(SEED + 1)
+    failures: list[str] = []
+    answered: dict[str, set[int]] = {}
+    with httpx.Client(base_url=simulator.base_url, timeout=60) as http:
+        for _ in range(ANTHROPIC_CASES):
+            path, body = malformed(rng, "file-none", ANTHROPIC)
+            response = http.post(path, content=body, headers=HEADERS)
+            answered.setdefault(path, set()).add(response.status_code)
+            problem = _problem(path, response)
+            if problem:
+                failures.append(f"{path} {body[:300]!r}: {problem}")
+    assert not failures, "\n".join(failures[:20])
+    for path in ANTHROPIC:
+        assert {200, 400} <= answered[path], f"{path}: only {sorted(answered[path])}"
+    assert simulator.process.poll() is None
+
+
+def _problem(path: str, response: httpx.Response) -> str | None:
     """What is wrong with an answer to a malformed body, if anything."""
     if response.status_code >= 500:
         return f"{response.status_code}: {response.text[:300]}"
-    if response.status_code >= 400:
-        if not response.headers.get("content-type", "").startswith("application/json"):
-            return f"{response.status_code} not JSON: {response.text[:300]}"
-        error = response.json().get("error")
-        if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:
-            return f"{response.status_code} not OpenAI-shaped: {response.text[:300]}"
+    if response.status_code < 400:
+        return None
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return f"{response.status_code} not JSON: {response.text[:300]}"
+    body = response.json()
+    if path in ANTHROPIC:
+        error = body.get("error")
+        shaped = body.get("type") == "error" and isinstance(error, dict)
+        if not shaped or set(error) != {"type", "message"} or not error["message"]:
+            return f"{response.status_code} not Anthropic-shaped: {response.text[:300]}"
+        if not response.headers.get("request-id", "").startswith("req_"):
+            return f"{response.status_code} without a request-id"
+        return None
+    error = body.get("error")
+    shapes = [{"message", "type", "param", "code"}]
+    if path.startswith("/openai/"):
+        shapes.append({"code", "message"})
+    if not isinstance(error, dict) or set(error) not in shapes:
+        return f"{response.status_code} not in the dialect's shape: {response.text[:300]}"
     return None
