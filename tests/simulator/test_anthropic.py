@@ -795,3 +795,28 @@ def test_profile_faults_for_claude(
     assert [name for name, _ in seen] == ["message_start", "content_block_start", "ping", "error"]
     fine = post(running, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": ASK})
     assert fine.status_code == 200
+
+
+def test_tokens_are_paced(simulator: RunningSimulator) -> None:
+    paced = {**HEADERS, "x-sim-ttft-ms": "50", "x-sim-token-ms": "10"}
+    body = {"model": MODEL, "max_tokens": 1024, "messages": ASK}
+    started = time.monotonic()
+    plain = post(simulator, body, headers=paced)
+    elapsed = time.monotonic() - started
+    output_tokens = plain.json()["usage"]["output_tokens"]
+    assert elapsed >= 0.05 + 0.01 * output_tokens
+    arrivals: list[float] = []
+    started = time.monotonic()
+    with httpx.stream(
+        "POST",
+        simulator.base_url + "/v1/messages",
+        json={**body, "stream": True},
+        headers={"content-type": "application/json", **paced},
+        timeout=30,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: content_block_delta"):
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == output_tokens
+    assert arrivals[0] >= 0.05
+    assert arrivals[-1] - arrivals[0] >= 0.01 * (output_tokens - 1) * 0.9
