@@ -216,7 +216,8 @@ def openai_chat_to_anthropic(
         if tools:
             out["tools"] = [_openai_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
     choice = _openai_tool_choice(body.get("tool_choice"))
-    if body.get("parallel_tool_calls") is False and (choice is None or choice["type"] != "none"):
+    parallel = body.get("parallel_tool_calls")
+    if parallel is False and "tools" in out and (choice is None or choice["type"] != "none"):
         choice = dict(choice) if choice is not None else {"type": "auto"}
         choice["disable_parallel_tool_use"] = True
     if choice is not None:
@@ -476,7 +477,9 @@ def _openai_tool_result(message: dict[str, Any], path: str) -> dict[str, Any]:
         block["content"] = content
     elif content is not None:
         parts = _openai_parts(content, path)
-        if len(parts) == 1 and parts[0]["type"] == "text":
+        if not parts:
+            block["content"] = ""
+        elif len(parts) == 1 and parts[0]["type"] == "text":
             block["content"] = parts[0]["text"]
         else:
             block["content"] = parts
@@ -847,7 +850,7 @@ def _anthropic_tool_result(block: dict[str, Any], path: str) -> dict[str, Any]:
             parts.append({"type": "text", "text": text})
         if error:
             parts.insert(0, {"type": "text", "text": "Error:"})
-        result = parts[0]["text"] if len(parts) == 1 else parts
+        result = (parts[0]["text"] if len(parts) == 1 else parts) if parts else ""
     else:
         raise Untranslatable(f"{path}.content", "must be a string or a list of blocks")
     return {"role": "tool", "tool_call_id": call_id, "content": result}

@@ -69,5 +69,6 @@ def assemble_openai(stream: bytes) -> dict[str, Any]:
         for _ in state.handle_chunk(ChatCompletionChunk.model_validate(payload)):
             pass
     assert seen_done
-    result: dict[str, Any] = state.get_final_completion().to_dict()
+    # the snapshot, not get_final_completion(): that one raises on length and content_filter
+    result: dict[str, Any] = state.current_completion_snapshot.to_dict()
     return result

@@ -809,3 +809,10 @@ def test_server_tool_blocks_in_assistant_history_are_refused() -> None:
         lambda: to_openai({"max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}),
         "messages[0].role",
     )
+
+
+def test_parallel_tool_calls_without_tools_says_nothing() -> None:
+    out = to_anthropic(
+        {"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": False}
+    )
+    assert "tool_choice" not in out
