@@ -28,7 +28,10 @@ OpenAI -> Anthropic
     (Anthropic caches by its own rules), ``stream_options`` (Anthropic streams always carry
     usage), ``seed`` (best-effort determinism on OpenAI's side only; dropping it does not change
     which answers are likely), a content part's ``detail`` and a message's ``name`` (Anthropic
-    has no participant names).
+    has no participant names), an assistant message's ``reasoning_content`` (DeepSeek-style
+    history: Anthropic takes back only thinking it signed itself). For the same reason a tool
+    loop with ``reasoning_effort`` gets Anthropic's own 400 on the second turn (it wants the
+    previous turn's signed thinking blocks, which an OpenAI client cannot hold).
     Refused: ``n`` > 1, ``logprobs``, ``top_logprobs``, ``audio``, non-text ``modalities``,
     ``logit_bias``, non-zero ``presence_penalty``/``frequency_penalty``, ``response_format``
     other than text, ``functions``/``function_call`` (the legacy API: its answer shape
