@@ -8,11 +8,13 @@ Calls in Anthropic's dialect (a client's ``/v1/messages`` call, or any call answ
 Anthropic upstream) also get a normalised view, ``normalized``: ``{"request": <OpenAI chat
 request>, "response": <chat.completion or None>}`` made by the ``normalize`` function the
 gateway hands over (``dialects.capture.chat_view``) from the parsed, redacted request and the
-assembled, redacted response, so the exporter reads every chat-like call in one shape. Calls
-whose client and upstream both speak OpenAI's format have none (NULL), as do calls to other
-endpoints. The normaliser is guarded: when it raises, or returns something that is not a JSON
-object, the view is NULL and ``Preparer.normalize_failed`` counts it; the record is stored
-all the same.
+assembled, redacted response, so the exporter reads every chat-like call in one shape. A half
+that was in OpenAI's format already (the request of a chat call answered by Claude) is the
+stored body itself, and is not stored twice: its place in the view is None (prompts are most of
+a store's size). Calls whose client and upstream both speak OpenAI's format have no view
+(NULL), as do calls to other endpoints. The normaliser is guarded: when it raises, or returns
+something that is not a JSON object, the view is NULL and ``Preparer.normalize_failed`` counts
+it; the record is stored all the same.
 
 Every string stored goes through the call's redaction, not only the bodies: the user (a client
 may send its key as ``user``), the tags (keys and values), the error text, the model and the
@@ -251,6 +253,11 @@ class Preparer:
             if view is None:
                 return None
             if isinstance(view, dict):
+                # A half in OpenAI's format already is the stored body: not stored twice.
+                if request_dialect == "openai" and _same(view.get("request"), request):
+                    view = {**view, "request": None}
+                if response_dialect == "openai" and _same(view.get("response"), response):
+                    view = {**view, "response": None}
                 orjson.dumps(view)  # it must be storable as JSON
                 return view
         except Exception:
@@ -308,6 +315,10 @@ def _names(record: CallRecord, redactor: Redactor | None) -> Row:
         "requested_model": _clip(record.requested_model, NAME_LENGTH, redactor),
         "upstream_model": _clip(record.upstream_model, NAME_LENGTH, redactor),
     }
+
+
+def _same(half: Any, body: Any) -> bool:
+    return half is not None and (half is body or half == body)
 
 
 def _dialects(record: CallRecord) -> Row:

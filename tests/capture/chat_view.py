@@ -7,8 +7,8 @@ content (a string or text blocks), ``tool_use`` and ``tool_result`` blocks, func
 ``tool_choice``; a Message's text, tool calls, stop reason and usage. Anything else (an image,
 a document) makes that half None with an ``error``, as the contract says.
 
-``CHAT_VIEWS`` lists it with the real one when that can be imported, for tests that check the
-exporter's rows against either.
+``chat_views()`` lists it with the real one when that can be imported, for tests that check
+the capture and the exporter with either.
 """
 
 from __future__ import annotations

@@ -97,6 +97,7 @@ def test_a_chat_call_answered_by_a_streaming_claude() -> None:
     [(request, request_dialect, response, response_dialect)] = normalize.calls
     assert (request_dialect, response_dialect) == ("openai", "anthropic")
     assert request == row["request"] and response == TOOL_ANSWER
+    assert row["normalized"]["request"] is None  # OpenAI's already: not stored twice
     [call] = row["normalized"]["response"]["choices"][0]["message"]["tool_calls"]
     assert call["function"] == {
         "name": "get_weather",
@@ -123,6 +124,7 @@ def test_an_anthropic_client_answered_by_an_openai_format_upstream() -> None:
     # Azure speaks OpenAI's format: the normaliser is told "openai"
     assert [(c[1], c[3]) for c in normalize.calls] == [("anthropic", "openai")] * 2
     assert row["normalized"]["request"]["messages"][-1] == {"role": "user", "content": "Say hello"}
+    assert row["normalized"]["response"] is None  # the stored chat.completion is the answer
 
 
 def test_openai_calls_are_not_normalised() -> None:
@@ -243,3 +245,14 @@ def test_openai_usage_from_a_gateway_translating_claude_reads_cache_writes() -> 
     )
     expected = (100 * 3.00 + 400 * 0.30 + 500 * 3.75 + 200 * 15.00) / 1e6
     assert row["cost_usd"] == pytest.approx(expected)
+
+
+def test_a_half_the_normaliser_translated_is_kept_even_if_openai_was_asked() -> None:
+    def rewrites(request: Any, rd: str, response: Any, sd: str) -> dict[str, Any] | None:
+        view = simple_chat_view(request, rd, response, sd)
+        assert view is not None
+        view["request"] = {**request, "messages": [{"role": "user", "content": "rewritten"}]}
+        return view
+
+    row = preparer(rewrites).prepare(make_record(upstream_api="anthropic")).row
+    assert row["normalized"]["request"]["messages"] == [{"role": "user", "content": "rewritten"}]

@@ -86,6 +86,7 @@ def test_each_dialect_is_stored_with_its_view(database_url: str, view: str) -> N
     assert claude["normalized"]["response"]["choices"][0]["message"]["content"] == "Hello there"
 
     assert chat_to_claude["response"] == TOOL_ANSWER
+    assert chat_to_claude["normalized"]["request"] is None  # the stored request is the chat one
     assert (chat_to_claude["cached_tokens"], chat_to_claude["cache_write_tokens"]) == (3000, 1000)
     assert chat_to_claude["finish_reason"] == "tool_calls"
     expected = (12 * 3.00 + 1000 * 3.75 + 3000 * 0.30 + 48 * 15.00) / 1e6
