@@ -69,7 +69,8 @@ class Authenticator:
             return ANONYMOUS
         if not authorization:
             raise AuthenticationFailed(
-                "Missing gateway key: send it as 'Authorization: Bearer <key>'.",
+                "Missing gateway key: send it as 'Authorization: Bearer <key>' "
+                "(or 'x-api-key: <key>').",
                 code="missing_api_key",
             )
         scheme, _, token = authorization.partition(b" ")

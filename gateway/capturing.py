@@ -10,6 +10,7 @@ from capture.errortext import describe_error
 from capture.migrate import upgrade_async
 from capture.store import Store
 from capture.writer import CaptureWriter
+from dialects.capture import chat_view
 
 log = logging.getLogger("gateway.capture")
 
@@ -62,6 +63,7 @@ async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Sto
             f"cannot open the capture database {describe_url(settings.database_url)}: "
             f"{describe_error(exc)}"
         ) from None
-    writer = CaptureWriter(store, settings)
+    # Calls in Anthropic's dialect are stored with an OpenAI chat view beside them, for export.
+    writer = CaptureWriter(store, settings, normalize=chat_view)
     await writer.start()
     return store, writer

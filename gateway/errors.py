@@ -15,6 +15,9 @@
     ├── GatewayTimeout        504     upstream too slow
     └── InternalError         500     a bug of ours; the details go to the log, not the client
 
+``body_for("anthropic")`` gives the same error in Anthropic's shape (``{"type": "error",
+"error": {"type", "message"}}``, the type from the status), for calls made in that dialect.
+
 Upstream failures (router.errors) are turned into these in ``from_upstream``: the one place where
 the two hierarchies meet.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import orjson
 
+from dialects.errors import anthropic_error_body, anthropic_error_type
 from router.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 
@@ -41,6 +45,14 @@ class GatewayError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.param, self.code)
+
+    def body_for(self, dialect: str) -> bytes:
+        """The error in the caller's dialect: ``openai`` or ``anthropic``."""
+        if dialect == "anthropic":
+            # Anthropic's errors have no `param`: like its own, the message starts with the field.
+            message = f"{self.param}: {self.message}" if self.param else self.message
+            return anthropic_error_body(anthropic_error_type(self.status), message)
+        return self.body()
 
 
 class InvalidRequest(GatewayError):

@@ -15,6 +15,7 @@ import orjson
 
 from gateway.bodyread import BodyReader
 from gateway.cache import CachedAnswer, MemoryCache, ResponseCache, cache_key, cacheable
+from gateway.dialect import body_user, count_tokens, forwarded_headers, translate_answer
 from gateway.errors import (
     GatewayError,
     InternalError,
@@ -25,18 +26,26 @@ from gateway.errors import (
 )
 from gateway.limits import Limiter, LocalLimiter
 from gateway.passthrough import upstream_target
-from gateway.payload import UpstreamPayload
+from gateway.payload import UpstreamPayload, end_marker
 from gateway.ratelimits import ratelimit_headers, refusal
 from gateway.recording import Recorder
-from gateway.relay import JSON, Call, relay_stream, send_error, send_full, upstream_headers
+from gateway.relay import (
+    JSON,
+    Call,
+    ChunkFilter,
+    relay_stream,
+    send_error,
+    send_full,
+    upstream_headers,
+)
 from gateway.runtime import Runtime, RuntimeManager
 from gateway.shadow import ShadowResult, ShadowRunner
 from gateway.types import Receive, Scope, Send
-from gateway.wire import ROUTED_ENDPOINTS, Endpoint, parse_request
+from gateway.wire import COUNT_TOKENS_PATH, ROUTED_ENDPOINTS, Endpoint, parse_request
 from router.errors import UpstreamError
 from router.fallback import send_with_fallbacks
 from router.table import Decision, UnknownVariant
-from router.upstream import BufferedResponse, UpstreamResponse
+from router.upstream import BufferedResponse, Upstream, UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
 
@@ -80,6 +89,10 @@ class _Request:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 self.authorization = value
+            elif name == b"x-api-key":
+                # What Anthropic's SDKs send: the same gateway key, in their header.
+                if self.authorization is None:
+                    self.authorization = b"Bearer " + value
             elif name == b"content-length":
                 self.content_length = value
             elif name.startswith(b"x-gateway-"):
@@ -154,7 +167,9 @@ class Proxy:
         """Store a complete 200 answer in the cache, in the background."""
         if call.status != 200 or call.error is not None or call.cache_key is None:
             return
-        if call.response_body is not None:
+        if call.sent is not None:  # translated: the client's dialect, as it was sent
+            answer = CachedAnswer(call.stream, b"".join(call.sent))
+        elif call.response_body is not None:
             answer = CachedAnswer(False, call.response_body)
         elif call.chunks:
             answer = CachedAnswer(True, b"".join(call.chunks))
@@ -170,13 +185,19 @@ class Proxy:
         self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, call: Call
     ) -> None:
         request = _Request(scope)
-        principal = runtime.authenticator.authenticate(request.authorization)
         path: str = scope["path"]
         method: str = scope["method"]
+        if path.startswith("/v1/messages"):
+            call.dialect = "anthropic"  # errors from here on are in Anthropic's shape
+        principal = runtime.authenticator.authenticate(request.authorization)
         endpoint = ROUTED_ENDPOINTS.get(path) if method == "POST" else None
         if endpoint is None:
             if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-                await self._models(runtime, path, send, call)
+                anthropic = "anthropic-version" in request.forward
+                await self._models(runtime, path, send, call, anthropic)
+            elif method == "POST" and path == COUNT_TOKENS_PATH:
+                raw = await self._read_body(runtime, receive, request)
+                await count_tokens(runtime, raw, principal, request.forward, send, call)
             else:
                 await self._passthrough(runtime, scope, receive, send, call, request)
             return
@@ -213,8 +234,7 @@ class Proxy:
             raise PermissionDenied("This gateway key may not choose a variant (x-gateway-variant).")
         user = request.user
         if user is None:
-            body_user = body.get("user")
-            user = body_user if isinstance(body_user, str) and body_user else None
+            user = body_user(endpoint, body)
         try:
             # Without a user, stickiness falls back to the key (its digest is never stored).
             plan = route.plan(user or principal.key_digest, request.variant)
@@ -224,7 +244,7 @@ class Proxy:
                 f"(it has: {', '.join(route.decisions)}).",
                 param="x-gateway-variant",
             ) from None
-        payload = UpstreamPayload(endpoint, body, raw, model)
+        payload = UpstreamPayload(endpoint, body, raw, model, path[3:])
         request.forward["content-type"] = "application/json"
         call.decision = call.first_decision = plan.primary
         call.endpoint = endpoint.kind
@@ -249,12 +269,13 @@ class Proxy:
         async def attempt(decision: Decision) -> UpstreamResponse:
             call.decision = decision
             upstream = runtime.upstreams[decision.provider]
+            upstream_path, query, upstream_body = payload.request_for(upstream, decision)
             return await upstream.send(
                 "POST",
-                path[3:],
-                "",
-                dict(request.forward),
-                payload.for_model(decision.upstream_model),
+                upstream_path,
+                query,
+                forwarded_headers(request.forward, payload, upstream),
+                upstream_body,
                 decision.timeout,
             )
 
@@ -270,58 +291,96 @@ class Proxy:
             )
             response = outcome.response
             call.decision = outcome.decision
-            await self._answer(endpoint, payload, response, send, call, sent)
+            upstream = runtime.upstreams[outcome.decision.provider]
+            await self._answer(endpoint, payload, upstream, response, send, call, sent)
         finally:
             # The shadow copy starts once the answer is out, so its work never delays it.
             if plan.shadow is not None:
-                shadow = plan.shadow
-                self.shadows.launch(
-                    runtime.upstreams[shadow.provider],
-                    dict(request.forward),
-                    ShadowResult(
-                        shadow_of=call.request_id,
-                        decision=shadow,
-                        path=path,
-                        endpoint=endpoint.kind,
-                        requested_model=model,
-                        request_body=payload.for_model(shadow.upstream_model),
-                        client_body=raw,
-                        started_at=time.time(),
-                        stream=payload.stream,
-                        record=call.capture,
-                        user=user,
-                        tags=request.tags,
-                        redact=route.redact,
-                    ),
-                )
+                self._launch_shadow(runtime, plan.shadow, payload, request, call, route.redact)
+
+    def _launch_shadow(
+        self,
+        runtime: Runtime,
+        shadow: Decision,
+        payload: UpstreamPayload,
+        request: _Request,
+        call: Call,
+        redact: tuple[str, ...] | None,
+    ) -> None:
+        upstream = runtime.upstreams[shadow.provider]
+        try:
+            path, query, body = payload.request_for(upstream, shadow)
+        except InvalidRequest as exc:
+            log.warning("shadow copy of %s to %s skipped: %s", call.request_id, shadow.variant, exc)
+            return
+        self.shadows.launch(
+            upstream,
+            forwarded_headers(request.forward, payload, upstream),
+            ShadowResult(
+                shadow_of=call.request_id,
+                decision=shadow,
+                path=path,
+                query=query,
+                endpoint=call.endpoint or "",
+                requested_model=call.requested_model or "",
+                request_body=body,
+                client_body=call.request_body,
+                started_at=time.time(),
+                stream=payload.stream,
+                record=call.capture,
+                user=call.user,
+                tags=request.tags,
+                redact=redact,
+                dialect=call.dialect,
+                upstream_api=upstream.api,
+            ),
+        )
 
     async def _answer(
         self,
         endpoint: Endpoint,
         payload: UpstreamPayload,
+        upstream: Upstream,
         response: UpstreamResponse,
         send: Send,
         call: Call,
         sent: float,
     ) -> None:
+        call.upstream_api = upstream.api
+        translated = payload.translates(upstream)
         if payload.stream and response.status == 200:
             call.upstream_seconds = time.perf_counter() - sent
             if response.headers.get("content-type", "").startswith("text/event-stream"):
                 call.chunks = []
+                rewrite: ChunkFilter | None
+                if translated:
+                    rewrite = payload.translator(upstream)
+                    if call.cache_key is not None:
+                        call.sent = []
+                else:
+                    rewrite = payload.stripper()
                 await relay_stream(
                     response,
                     send,
                     call,
-                    payload.stripper(),
+                    rewrite,
                     sse=True,
-                    expect_done=endpoint.stream_usage_option,
+                    end_marker=end_marker(endpoint, upstream),
                     sink=call.chunks,
                 )
                 return
         data = await response.read()
         call.response_body = data
         call.upstream_seconds = time.perf_counter() - sent
-        await send_full(send, response.status, upstream_headers(response, call), data, call)
+        headers = upstream_headers(response, call)
+        status = response.status
+        if translated:
+            status, data = translate_answer(payload, upstream, status, data)
+            headers = [h for h in headers if h[0] != b"content-type"]
+            headers.append((b"content-type", JSON))
+            if call.cache_key is not None:
+                call.sent = [data]
+        await send_full(send, status, headers, data, call)
 
     async def _replay(
         self, hit: CachedAnswer, payload: UpstreamPayload, send: Send, call: Call
@@ -338,7 +397,7 @@ class Proxy:
             call,
             payload.stripper(),
             sse=True,
-            expect_done=False,
+            end_marker=None,
         )
 
     async def _passthrough(
@@ -357,22 +416,32 @@ class Proxy:
         response = await upstream.send(scope["method"], path, query, request.forward, raw)
         call.upstream_seconds = time.perf_counter() - sent
         is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
-        await relay_stream(response, send, call, None, sse=is_sse, expect_done=False)
+        await relay_stream(response, send, call, None, sse=is_sse, end_marker=None)
 
-    async def _models(self, runtime: Runtime, path: str, send: Send, call: Call) -> None:
+    async def _models(
+        self, runtime: Runtime, path: str, send: Send, call: Call, anthropic: bool
+    ) -> None:
+        """The routes as models, in OpenAI's list shape, or in Anthropic's for its SDKs (which
+        send ``anthropic-version``)."""
+        created = self.models_created
+
         def card(name: str) -> dict[str, Any]:
-            return {
-                "id": name,
-                "object": "model",
-                "created": self.models_created,
-                "owned_by": "gateway",
-            }
+            if anthropic:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+                return {"type": "model", "id": name, "display_name": name, "created_at": stamp}
+            return {"id": name, "object": "model", "created": created, "owned_by": "gateway"}
 
         if path == "/v1/models":
-            body = {"object": "list", "data": [card(name) for name in runtime.routes.names()]}
+            cards = [card(name) for name in runtime.routes.names()]
+            body: dict[str, Any] = {"object": "list", "data": cards}
+            if anthropic:
+                first, last = (cards[0]["id"], cards[-1]["id"]) if cards else (None, None)
+                body = {"data": cards, "has_more": False, "first_id": first, "last_id": last}
         else:
             name = path.removeprefix("/v1/models/")
             if runtime.routes.get(name) is None:
+                if anthropic:
+                    call.dialect = "anthropic"
                 raise ModelNotFound(f"The model `{name}` does not exist.", param="model")
             body = card(name)
         await send_full(send, 200, [(b"content-type", JSON)], orjson.dumps(body), call)

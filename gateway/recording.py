@@ -85,17 +85,22 @@ class Recorder:
         if call.cache_key is not None:
             m.cache.labels(route, "hit" if call.cache_hit else "miss").inc()
         if call.status == 200 and not call.cache_hit:  # a cached answer costs nothing
+            anthropic = call.upstream_api == "anthropic"
             if call.response_body is not None:
-                usage = usage_from_body(call.response_body)
+                usage = usage_from_body(call.response_body, anthropic)
             elif call.chunks:
-                usage = usage_from_chunks(call.chunks)
+                usage = usage_from_chunks(call.chunks, anthropic)
         if usage is not None:
             m.tokens.labels(route, variant, "prompt").inc(usage.prompt_tokens)
             m.tokens.labels(route, variant, "completion").inc(usage.completion_tokens)
             if usage.cached_tokens:
                 m.tokens.labels(route, variant, "cached").inc(usage.cached_tokens)
             cost = self.prices.cost_usd(
-                model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+                model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.cache_write_tokens,
             )
             if cost is None:
                 m.unpriced.labels(model).inc()
@@ -133,6 +138,8 @@ class Recorder:
                     tags=parse_tags(call.tags),
                     redact=call.redact,
                     cache_hit=call.cache_hit,
+                    dialect=call.dialect,
+                    upstream_api=call.upstream_api,
                 )
             )
 
@@ -182,10 +189,11 @@ class Recorder:
         m.shadow_calls.labels(decision.route, decision.variant, "ok" if ok else "error").inc()
         usage = None
         if result.status == 200:
+            anthropic = result.upstream_api == "anthropic"
             if result.body is not None:
-                usage = usage_from_body(result.body)
+                usage = usage_from_body(result.body, anthropic)
             elif result.chunks:
-                usage = usage_from_chunks(result.chunks)
+                usage = usage_from_chunks(result.chunks, anthropic)
         if usage is not None:
             route, variant = decision.route, decision.variant
             m.shadow_tokens.labels(route, variant, "prompt").inc(usage.prompt_tokens)
@@ -195,6 +203,7 @@ class Recorder:
                 usage.prompt_tokens,
                 usage.completion_tokens,
                 usage.cached_tokens,
+                usage.cache_write_tokens,
             )
             if cost is not None:
                 m.shadow_cost.labels(route, variant).inc(cost)
@@ -224,5 +233,7 @@ class Recorder:
                 tags=parse_tags(result.tags),
                 shadow_of=result.shadow_of,
                 redact=result.redact,
+                dialect=result.dialect,
+                upstream_api=result.upstream_api,
             )
         )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 from gateway.draining import DRAIN, SHUTTING_DOWN
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id
 from gateway.limits import Limits
-from gateway.streaming import UsageStripper, error_event
+from gateway.streaming import error_event
 from gateway.types import RawHeaders, Send
 from router.errors import UpstreamError
 from router.fallback import Attempt
@@ -44,6 +45,14 @@ _RESPONSE_HEADERS_KEPT_BACK = frozenset(
 )
 
 
+class ChunkFilter(Protocol):
+    """Rewrites a stream on its way to the client: the usage stripper, a dialect's translator."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
 class Call:
     """What one call has learned so far: the error path reads it to answer correctly, and the
     recorder turns it into metrics and a capture record once the answer has been sent."""
@@ -56,6 +65,7 @@ class Call:
         "capture",
         "chunks",
         "decision",
+        "dialect",
         "endpoint",
         "error",
         "extra_headers",
@@ -70,11 +80,13 @@ class Call:
         "requested_model",
         "responded",
         "response_body",
+        "sent",
         "started",
         "started_wall",
         "status",
         "stream",
         "tags",
+        "upstream_api",
         "upstream_seconds",
         "user",
     )
@@ -110,6 +122,13 @@ class Call:
         self.cache_key: str | None = None
         self.cache_ttl = 0.0
         self.cache_hit = False
+        self.dialect = "openai"
+        """The client's wire format: ``openai`` or ``anthropic`` (errors are answered in it)."""
+        self.upstream_api = "openai"
+        """The API of the provider that answered (``openai``, ``anthropic``, ``azure``)."""
+        self.sent: list[bytes] | None = None
+        """A translated answer as the client got it, kept for the cache (which stores what the
+        client sees); None when the answer is the upstream's own bytes."""
         DRAIN.call_opened(self)
 
     def shutting_down(self) -> None:
@@ -166,24 +185,26 @@ async def send_full(send: Send, status: int, headers: RawHeaders, body: bytes, c
 
 
 async def send_error(send: Send, exc: GatewayError, call: Call) -> None:
-    await send_full(send, exc.status, [(b"content-type", JSON), *exc.headers], exc.body(), call)
+    body = exc.body_for(call.dialect)
+    await send_full(send, exc.status, [(b"content-type", JSON), *exc.headers], body, call)
 
 
 async def relay_stream(
     response: UpstreamResponse,
     send: Send,
     call: Call,
-    stripper: UsageStripper | None,
+    stripper: ChunkFilter | None,
     *,
     sse: bool,
-    expect_done: bool,
+    end_marker: bytes | None,
     sink: list[bytes] | None = None,
 ) -> bool:
     """Pass the upstream's body through chunk by chunk; True when it arrived whole.
 
-    With ``sse``, a stream that breaks off ends with an error event instead of silently; with
-    ``expect_done`` (chat, completions) so does one that ends without ``data: [DONE]``.
-    ``sink`` collects the upstream's bytes for the capture.
+    With ``sse``, a stream that breaks off ends with an error event (in the call's dialect)
+    instead of silently; with ``end_marker`` (``[DONE]`` for chat and completions,
+    ``message_stop`` for Anthropic's) so does one whose last bytes lack it. ``stripper``
+    rewrites what the client gets; ``sink`` collects the upstream's bytes for the capture.
     """
     headers = upstream_headers(response, call)
     if sse:
@@ -201,18 +222,22 @@ async def relay_stream(
                 call.first_byte_at = time.perf_counter()
             if sink is not None:
                 sink.append(chunk)
-            if expect_done:
-                tail = (tail + chunk)[-16:]
+            if end_marker is not None:
+                tail = (tail + chunk)[-40:]
             if stripper is not None:
                 chunk = stripper.feed(chunk)
                 if not chunk:
                     continue
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             last = chunk
+            if call.sent is not None:
+                call.sent.append(chunk)
         if stripper is not None and (rest := stripper.flush()):
             await send({"type": "http.response.body", "body": rest, "more_body": True})
             last = rest
-        if expect_done and b"[DONE]" not in tail:
+            if call.sent is not None:
+                call.sent.append(rest)
+        if end_marker is not None and end_marker not in tail:
             raise _Truncated()
     except (UpstreamError, _Truncated) as exc:
         call.error = f"stream interrupted: {exc.detail}"
@@ -244,7 +269,7 @@ async def relay_stream(
     # An event cut in half by the upstream is closed first, so that the error is an event of
     # its own for the client's parser.
     gap = b"" if not last or last.endswith((b"\n\n", b"\r\n\r\n")) else b"\n\n"
-    event = gap + error_event(message, *error)
+    event = gap + error_event(message, *error, call.dialect)
     await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return False

@@ -27,6 +27,7 @@ class ShadowResult:
     shadow_of: str
     decision: Decision
     path: str
+    """The upstream's path, relative to its base URL (``/chat/completions``, ``/messages``)."""
     endpoint: str
     requested_model: str
     request_body: bytes
@@ -39,6 +40,10 @@ class ShadowResult:
     user: str | None = None
     tags: str | None = None
     redact: tuple[str, ...] | None = None
+    query: str = ""
+    dialect: str = "openai"
+    """The client's dialect (the capture stores the client's request)."""
+    upstream_api: str = "openai"
     status: int | None = None
     error: str | None = None
     body: bytes | None = None
@@ -80,7 +85,12 @@ class ShadowRunner:
         started = time.perf_counter()
         try:
             response = await upstream.send(
-                "POST", result.path[3:], "", headers, result.request_body, result.decision.timeout
+                "POST",
+                result.path,
+                result.query,
+                headers,
+                result.request_body,
+                result.decision.timeout,
             )
             result.status = response.status
             if result.stream and response.status == 200:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import orjson
 
+from dialects.errors import anthropic_error_event
+
 _SEPARATOR = b"\n\n"
 _MAX_PENDING = 1 << 20  # an upstream that never frames its events is passed on unframed
 
@@ -66,7 +68,11 @@ class UsageStripper:
         return b"data: " + orjson.dumps(payload) + _SEPARATOR
 
 
-def error_event(message: str, type_: str, code: str) -> bytes:
-    """An error in OpenAI's stream shape; the SDKs raise it instead of ending silently."""
+def error_event(message: str, type_: str, code: str, dialect: str = "openai") -> bytes:
+    """An error in the stream shape of the call's dialect; the SDKs raise it instead of
+    ending silently. Anthropic's names its type (``api_error``, ``overloaded_error``)."""
+    if dialect == "anthropic":
+        kind = "overloaded_error" if code == "gateway_shutting_down" else "api_error"
+        return anthropic_error_event(kind, message)
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return b"data: " + orjson.dumps(body) + _SEPARATOR

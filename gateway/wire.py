@@ -1,4 +1,5 @@
-"""What the gateway checks of an OpenAI request body before routing it: as little as it can.
+"""What the gateway checks of a request body (OpenAI's or Anthropic's) before routing it: as
+little as it can.
 
 Every field other than ``model`` passes through untouched, unknown ones included.
 """
@@ -28,6 +29,8 @@ class Endpoint:
     """Fields that must be present besides ``model``."""
     stream_usage_option: bool = False
     """Accepts ``stream_options.include_usage`` (chat and completions)."""
+    dialect: str = "openai"
+    """The wire format its calls are made in: ``openai`` or ``anthropic``."""
 
 
 ROUTED_ENDPOINTS: dict[str, Endpoint] = {
@@ -35,7 +38,9 @@ ROUTED_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/completions": Endpoint("completions", stream_usage_option=True),
     "/v1/embeddings": Endpoint("embeddings", ("input",)),
     "/v1/responses": Endpoint("responses"),
+    "/v1/messages": Endpoint("messages", ("messages", "max_tokens"), dialect="anthropic"),
 }
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 def parse_request(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], str]:
@@ -71,6 +76,6 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], str]:
                 param=field,
                 code="missing_required_parameter",
             )
-    if endpoint.kind == "chat" and not isinstance(body["messages"], list):
+    if endpoint.kind in ("chat", "messages") and not isinstance(body["messages"], list):
         raise InvalidRequest("`messages` must be an array.", param="messages")
     return body, model

@@ -15,13 +15,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Api = Literal["openai", "anthropic", "azure"]
+"""The API a provider speaks: OpenAI's (also vLLM, SGLang, Ollama, Together, Fireworks, Gemini's
+OpenAI-compatible endpoint), Anthropic's Messages API, or Azure OpenAI (OpenAI's format at
+deployment URLs, with the ``api-key`` header)."""
+
+
 class ProviderConfig(_Strict):
-    """An OpenAI-compatible upstream."""
+    """An upstream and the API it speaks."""
 
     base_url: str
-    """Up to and including the version prefix, e.g. ``https://api.openai.com/v1``."""
+    """Up to and including the version prefix, e.g. ``https://api.openai.com/v1``,
+    ``https://api.anthropic.com/v1``; for Azure, the resource (``https://NAME.openai.azure.com``)
+    with ``api_version`` set, or its v1 API (``https://NAME.openai.azure.com/openai/v1``)."""
+    api: Api = "openai"
     api_key: SecretStr | None = None
-    """Attached as ``Authorization: Bearer``; comes from the environment, never the file."""
+    """Attached as ``Authorization: Bearer`` (openai), ``x-api-key`` (anthropic) or ``api-key``
+    (azure); comes from the environment, never the file."""
+    anthropic_version: str = "2023-06-01"
+    """``anthropic-version`` sent to an Anthropic provider when the client did not send one."""
+    api_version: str | None = None
+    """Azure: the ``api-version`` of deployment URLs (``/openai/deployments/MODEL/...``); unset,
+    the provider is Azure's v1 API at ``base_url``."""
+    max_tokens: int = Field(default=4096, ge=1)
+    """The ``max_tokens`` sent to an Anthropic provider (which requires it) for an OpenAI call
+    that set none; a variant's ``max_tokens`` wins."""
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=600.0, gt=0)
     """Longest wait for the next bytes of a response (the first byte included)."""
@@ -40,6 +58,12 @@ class ProviderConfig(_Strict):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _api_version_is_azure(self) -> ProviderConfig:
+        if self.api_version is not None and self.api != "azure":
+            raise ValueError("api_version applies to `api: azure` providers only")
+        return self
+
     @field_validator("api_key")
     @classmethod
     def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
@@ -57,6 +81,9 @@ class VariantConfig(_Strict):
     """Share of the route's traffic, relative to the other variants; 0 keeps it idle."""
     timeout: float | None = Field(default=None, gt=0)
     """Longest wait for the next bytes from this variant; the provider's read_timeout if unset."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """The default ``max_tokens`` when this variant's provider speaks Anthropic's API and the
+    call set none; the provider's ``max_tokens`` if unset."""
 
 
 class RetryConfig(_Strict):

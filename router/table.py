@@ -23,6 +23,8 @@ class Decision:
     provider: str
     upstream_model: str
     timeout: float | None = None
+    max_tokens: int | None = None
+    """The variant's default ``max_tokens`` for an Anthropic provider (see VariantConfig)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ class Route:
         self.name = name
         self.config = config
         self.decisions = {
-            vname: Decision(name, vname, v.provider, v.model, v.timeout)
+            vname: Decision(name, vname, v.provider, v.model, v.timeout, v.max_tokens)
             for vname, v in config.variants.items()
         }
         shadow_name = config.shadow.variant if config.shadow else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Protocol
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp.helpers import _SENTINEL as _SentinelType
@@ -36,6 +37,17 @@ class UpstreamResponse(Protocol):
 
 class Upstream(Protocol):
     name: str
+    api: str
+    """``openai``, ``anthropic`` or ``azure`` (see ``router.config.Api``)."""
+    family: str
+    """The wire format: ``anthropic``, or ``openai`` (Azure speaks OpenAI's)."""
+    max_tokens: int
+    """The default ``max_tokens`` for calls translated to Anthropic's API."""
+
+    def target(self, path: str, model: str) -> tuple[str, str]:
+        """The (path, query) that serves the API path ``path`` (e.g. ``/chat/completions``)
+        for ``model``: an Azure deployment URL, or ``path`` itself."""
+        ...
 
     async def send(
         self,
@@ -138,9 +150,23 @@ class AiohttpUpstream:
         self.config = config
         self._connect_timeout = config.connect_timeout
         self._variant_timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self.api: str = config.api
+        self.family = "anthropic" if config.api == "anthropic" else "openai"
+        self.max_tokens = config.max_tokens
         self._fixed_headers: dict[str, str] = dict(config.headers)
+        self._default_headers: dict[str, str] = {}
+        if config.api == "anthropic":
+            self._default_headers["anthropic-version"] = config.anthropic_version
         if config.api_key is not None:
-            self._fixed_headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+            secret = config.api_key.get_secret_value()
+            if config.api == "anthropic":
+                self._fixed_headers["x-api-key"] = secret
+            elif config.api == "azure":
+                self._fixed_headers["api-key"] = secret
+            else:
+                self._fixed_headers["Authorization"] = f"Bearer {secret}"
+        self._deployments = config.api == "azure" and config.api_version is not None
+        self._api_version_query = f"api-version={config.api_version}"
         # A client's header of the same name (in any case) must not ride beside the provider's.
         self._own_header_names = tuple(
             {name.lower() for name in self._fixed_headers} - set(self._fixed_headers)
@@ -167,6 +193,11 @@ class AiohttpUpstream:
             )
         return timeout
 
+    def target(self, path: str, model: str) -> tuple[str, str]:
+        if not self._deployments:
+            return path, ""
+        return f"/openai/deployments/{quote(model, safe='')}{path}", self._api_version_query
+
     def _url(self, path: str, query: str) -> URL:
         key = f"{path}?{query}" if query else path
         url = self._urls.get(key)
@@ -192,6 +223,8 @@ class AiohttpUpstream:
         for name in self._own_header_names:
             headers.pop(name, None)
         headers.update(self._fixed_headers)
+        for name, value in self._default_headers.items():
+            headers.setdefault(name, value)
         try:
             response = await self._session.request(
                 method,

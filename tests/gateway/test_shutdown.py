@@ -244,7 +244,9 @@ def test_an_event_cut_in_half_is_closed_before_the_error_event() -> None:
 
     whole = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
     upstream = BufferedResponse(200, {}, whole + b'data: {"choi')
-    arrived = asyncio.run(relay_stream(upstream, send, Call(), None, sse=True, expect_done=True))
+    arrived = asyncio.run(
+        relay_stream(upstream, send, Call(), None, sse=True, end_marker=b"[DONE]")
+    )
     assert not arrived
     body = b"".join(message.get("body", b"") for message in sent[1:])
     events = [e for e in body.split(b"\n\n") if e]
