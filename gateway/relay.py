@@ -159,6 +159,20 @@ class _Truncated(Exception):
     detail = "the stream ended before its end marker"
 
 
+class _Unreadable(_Truncated):
+    detail = "the upstream sent an event the gateway could not translate"
+
+
+def _rewrite(stripper: ChunkFilter, chunk: bytes | None) -> bytes:
+    """The stripper's or translator's output; an upstream event it cannot take ends the stream
+    with an error event, like a cut, never a traceback."""
+    try:
+        return stripper.feed(chunk) if chunk is not None else stripper.flush()
+    except Exception as exc:
+        log.warning("stream rewrite failed: %s", type(exc).__name__)
+        raise _Unreadable() from None
+
+
 def upstream_headers(response: UpstreamResponse, call: Call) -> RawHeaders:
     """The upstream's headers worth passing on (its rate limits only when the key has none)."""
     own_limits = call.limits is not None
@@ -225,14 +239,14 @@ async def relay_stream(
             if end_marker is not None:
                 tail = (tail + chunk)[-40:]
             if stripper is not None:
-                chunk = stripper.feed(chunk)
+                chunk = _rewrite(stripper, chunk)
                 if not chunk:
                     continue
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             last = chunk
             if call.sent is not None:
                 call.sent.append(chunk)
-        if stripper is not None and (rest := stripper.flush()):
+        if stripper is not None and (rest := _rewrite(stripper, None)):
             await send({"type": "http.response.body", "body": rest, "more_body": True})
             last = rest
             if call.sent is not None:
