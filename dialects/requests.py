@@ -922,7 +922,7 @@ def _anthropic_effort(thinking: Any, output_config: Any) -> str | None:
             if value is None:
                 continue
             if key == "effort":
-                if value not in _EFFORTS:
+                if not isinstance(value, str) or value not in _EFFORTS:
                     raise Untranslatable(
                         "output_config.effort",
                         f"effort {value!r} has no OpenAI reasoning_effort (low, medium, high)",

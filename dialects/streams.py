@@ -454,6 +454,8 @@ class OpenAIToAnthropicStream:
 
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
         key = call.get("index")
+        if not isinstance(key, int | str):
+            key = None
         call_id = call.get("id")
         if key is None:  # servers that leave the index out: a new id is a new call
             if isinstance(call_id, str) and call_id and call_id not in self._tool_ids:

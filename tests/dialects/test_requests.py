@@ -816,3 +816,10 @@ def test_parallel_tool_calls_without_tools_says_nothing() -> None:
         {"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": False}
     )
     assert "tool_choice" not in out
+
+
+def test_an_unhashable_effort_is_refused_not_a_crash() -> None:
+    body = {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    refused(
+        lambda: to_openai({**body, "output_config": {"effort": ["low"]}}), "output_config.effort"
+    )

@@ -636,3 +636,25 @@ def test_not_json_and_comments() -> None:
         )
     ]
     assert not stream.ended
+
+
+def test_a_tool_call_index_that_is_not_a_number_counts_as_missing() -> None:
+    chunks = [
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": [0],
+                        "id": "a1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    }
+                ]
+            }
+        ),
+        chunk({}, "tool_calls"),
+        openai_chunk("[DONE]"),
+    ]
+    out, stream = translate_o2a(chunks)
+    assert stream.ended
+    assert [(b["id"], b["input"]) for b in assemble_anthropic(out)["content"]] == [("a1", {})]
