@@ -25,11 +25,20 @@ from exporter.finetune.openai_api import OpenAIBackend
 from exporter.finetune.plot import READING_GUIDE
 
 ACTIONS = ("status", "list", "cancel")
+BUILTIN_BACKENDS = {
+    "together": "exporter.finetune.together_api:TogetherBackend",
+    "fireworks": "exporter.finetune.fireworks_api:FireworksBackend",
+    "local": "exporter.finetune.local:LocalBackend",
+}
 
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fine-tuning service")
-    g.add_argument("--backend", default="openai", help="openai, or package.module:Class")
+    g.add_argument(
+        "--backend",
+        default="openai",
+        help="openai, together, fireworks, local, or package.module:Class",
+    )
     g.add_argument("--api-base", help="e.g. http://127.0.0.1:9000/v1 (else $OPENAI_BASE_URL)")
     g.add_argument("--api-key", help="else $OPENAI_API_KEY")
     g.add_argument(
@@ -50,7 +59,9 @@ def backend_from(args: argparse.Namespace) -> FineTuneBackend:
         headers[name.strip()] = value.strip()
     if args.backend == "openai":
         return OpenAIBackend(args.api_base, args.api_key, headers=headers)
-    module_name, _, class_name = args.backend.partition(":")
+    # The other built-in backends, imported only when chosen (their SDKs, or torch, are heavy).
+    name = BUILTIN_BACKENDS.get(args.backend, args.backend)
+    module_name, _, class_name = name.partition(":")
     try:
         factory: Any = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError):
