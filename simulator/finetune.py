@@ -158,7 +158,9 @@ class JobStore:
             self._succeed(job, files, started + job.run_s)
 
     def _succeed(self, job: Job, files: FileStore, at: float) -> None:
-        name = f"ft:{job.model}:sim-org:{job.suffix or ''}:{job.id[-8:]}"
+        # A fine-tuned model trained further keeps its base's name, as OpenAI names it.
+        base = job.model.split(":")[1] if job.model.startswith("ft:") else job.model
+        name = f"ft:{base}:sim-org:{job.suffix or ''}:{job.id[-8:]}"
         job.fine_tuned_model = name
         job.status = "succeeded"
         job.finished_at = int(at)

@@ -17,6 +17,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from exporter.commands.common import FAILED, OK, fail, guarded, print_json
 from exporter.errors import BadFilter
 from exporter.finetune.backend import FineTuneBackend, Hyperparameters, Job
@@ -92,6 +94,13 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--suffix", help="up to 64 characters in the model's name")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--from",
+        dest="parent",
+        metavar="JOB|MODEL",
+        help="continue from the previous student: a job under --dir's jobs/ (its model), or a "
+        "model name / checkpoint / adapter path; recorded in the new student's lineage",
+    )
     p.add_argument("--no-follow", action="store_true", help="start the job and return")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the job")
     p.add_argument("--timeout", type=float, help="stop following after this many seconds")
@@ -160,6 +169,22 @@ def _report(job: Job, summary: dict[str, Any], target: Path, as_json: bool) -> i
     return OK if job.status != "failed" else FAILED
 
 
+def resolve_parent(given: str | None, data_dir: Path) -> str | None:
+    """``--from``: a job id saved under ``data_dir/jobs/`` (or the export dirs beside it) is
+    its model (a local backend's adapter directory); anything else is taken as it is."""
+    if not given:
+        return None
+    for base in (data_dir, data_dir.parent):
+        record = job_dir(base, given) / "job.json"
+        if record.is_file():
+            saved = orjson.loads(record.read_bytes()).get("job") or {}
+            model = saved.get("adapter_path") or saved.get("fine_tuned_model")
+            if not model:
+                raise BadFilter(f"--from {given}: that job has no model (is it finished?)")
+            return str(model)
+    return given
+
+
 def finetune(args: argparse.Namespace) -> int:
     if args.target in ("status", "cancel") and not args.job:
         raise BadFilter(f"give the job: gateway finetune {args.target} JOB")
@@ -185,7 +210,17 @@ def finetune(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         return fail(f"no export directory {data_dir} (or give status|list|cancel)")
     say = (lambda _: None) if args.json else print
-    job = start(backend, data_dir, args.base, _hyperparameters(args), args.suffix, args.seed, say)
+    parent = resolve_parent(args.parent, data_dir)
+    job = start(
+        backend,
+        data_dir,
+        args.base,
+        _hyperparameters(args),
+        args.suffix,
+        args.seed,
+        say,
+        parent=parent,
+    )
     if args.no_follow:
         print(
             f"started {job.id}: follow it with `gateway finetune status {job.id} --dir {data_dir}`"

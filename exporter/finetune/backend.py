@@ -44,6 +44,10 @@ class JobSpec:
     """``supervised`` (chat rows) or ``dpo`` (preference rows)."""
     suffix: str | None = None
     seed: int | None = None
+    parent: str | None = None
+    """Continue from this model instead of ``base_model``'s own weights: the previous student
+    (a fine-tuned model name, a hosted checkpoint, or a local adapter directory), recorded in
+    the new student's lineage. ``base_model`` stays the model both were trained from."""
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ curves show), ``loss.png`` and ``READING.txt`` (how to read the curves).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -54,8 +55,12 @@ def start(
     suffix: str | None = None,
     seed: int | None = None,
     say: Say = print,
+    parent: str | None = None,
 ) -> Job:
-    """Validate ``DATA_DIR/{train,valid}.jsonl``, upload them and create the job."""
+    """Validate ``DATA_DIR/{train,valid}.jsonl``, upload them and create the job (continuing
+    from ``parent``, the previous student, when given). The job's record (``job.json``) holds
+    the spec, the backend and the export it was trained on: its manifest and the files'
+    sha256, which ``register`` stores as the student's lineage."""
     train = data_dir / "train.jsonl"
     valid = data_dir / "valid.jsonl"
     if not train.is_file():
@@ -76,12 +81,44 @@ def start(
     if has_valid:
         say(f"uploading {valid}")
         validation_file = backend.upload(valid)
-    spec = JobSpec(base_model, training_file, validation_file, chosen, method, suffix, seed)
+    spec = JobSpec(base_model, training_file, validation_file, chosen, method, suffix, seed, parent)
     job = backend.create(spec)
-    say(f"created {job.id} on {backend.name}: {base_model}, {method}, {chosen.as_dict()}")
+    start_from = f" (continuing from {parent})" if parent else ""
+    say(
+        f"created {job.id} on {backend.name}: {base_model}{start_from}, {method}, "
+        f"{chosen.as_dict()}"
+    )
     target = prepare_directory(job_dir(data_dir, job.id))
-    write_json(target / "job.json", {"job": job.raw, "spec": asdict(spec), "backend": backend.name})
+    record = {
+        "job": job.raw,
+        "spec": asdict(spec),
+        "backend": backend.name,
+        "export": export_lineage(data_dir),
+    }
+    write_json(target / "job.json", record)
     return job
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_lineage(data_dir: Path) -> dict[str, Any]:
+    """What a student is trained on: the export's directory, its manifest (filters and time
+    window, counts, split, hyperparameters) and the sha256 of its files."""
+    manifest = _read_json(data_dir / "manifest.json")
+    return {
+        "dir": str(data_dir.resolve()),
+        "manifest": manifest or None,
+        "train_sha256": _sha256(data_dir / "train.jsonl"),
+        "valid_sha256": _sha256(data_dir / "valid.jsonl"),
+    }
 
 
 def follow(

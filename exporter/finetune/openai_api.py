@@ -149,7 +149,8 @@ class OpenAIBackend:
 
     def create(self, spec: JobSpec) -> Job:
         body: dict[str, Any] = {
-            "model": spec.base_model,
+            # OpenAI continues training a fine-tuned model given as the model itself.
+            "model": spec.parent or spec.base_model,
             "training_file": spec.training_file,
             "method": {
                 "type": spec.method,
