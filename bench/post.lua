@@ -4,7 +4,9 @@
 --
 -- Arguments after `--` (key=value): model, stream (1: "stream": true), ttft and token (sent as
 -- x-sim-ttft-ms and x-sim-token-ms), key (Authorization: Bearer), det (1: the body also has
--- "temperature": 0 and "seed": 1, a call the response cache may answer). The messages and
+-- "temperature": 0 and "seed": 1, a call the response cache may answer), api ("anthropic": the
+-- same call in Anthropic's Messages format, the system prompt in "system", the key in
+-- x-api-key with anthropic-version 2023-06-01; for POST .../v1/messages). The messages and
 -- max_tokens are the same for every run, so the figures compare; done() prints one line,
 -- `BENCH_JSON {...}`, with the summary and latency in microseconds, so the runner reads numbers,
 -- never wrk's human text. errors.status is wrk's count of responses with a status >= 400.
@@ -30,11 +32,20 @@ function init(args)
     extra = extra .. ',"temperature":0,"seed":1'
   end
   wrk.method = "POST"
-  wrk.body = '{"model":"' .. (opts.model or "gpt-4o-mini") .. '","messages":['
-    .. '{"role":"system","content":"You are a terse assistant. Answer in one short sentence."},'
-    .. '{"role":"user","content":"What does a gateway in front of a model API do?"}'
-    .. '],"max_tokens":16' .. extra .. '}'
-  wrk.headers["Authorization"] = "Bearer " .. (opts.key or "sk-bench")
+  if opts.api == "anthropic" then
+    wrk.body = '{"model":"' .. (opts.model or "claude-sonnet-4-5") .. '",'
+      .. '"system":"You are a terse assistant. Answer in one short sentence.","messages":['
+      .. '{"role":"user","content":"What does a gateway in front of a model API do?"}'
+      .. '],"max_tokens":16' .. extra .. '}'
+    wrk.headers["x-api-key"] = opts.key or "sk-bench"
+    wrk.headers["anthropic-version"] = "2023-06-01"
+  else
+    wrk.body = '{"model":"' .. (opts.model or "gpt-4o-mini") .. '","messages":['
+      .. '{"role":"system","content":"You are a terse assistant. Answer in one short sentence."},'
+      .. '{"role":"user","content":"What does a gateway in front of a model API do?"}'
+      .. '],"max_tokens":16' .. extra .. '}'
+    wrk.headers["Authorization"] = "Bearer " .. (opts.key or "sk-bench")
+  end
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["x-sim-ttft-ms"] = opts.ttft or "0"
   wrk.headers["x-sim-token-ms"] = opts.token or "0"

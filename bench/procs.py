@@ -134,13 +134,21 @@ class Service:
                 continue
 
 
-def spawn(name: str, argv: list[str], port: int, workdir: Path, cwd: Path | None = None) -> Service:
+def spawn(
+    name: str,
+    argv: list[str],
+    port: int,
+    workdir: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Service:
     log = workdir / f"{name}.log"
     started = time.perf_counter()
     with log.open("wb") as out:
         process = subprocess.Popen(
             argv,
             cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import features_report
+from bench import dialects_report, features_report
+from bench.dialects_report import DialectResults
 from bench.features_report import FeatureResults
 from bench.wrk import WrkResult
 
@@ -72,6 +73,8 @@ class Results:
     memory: list[MemoryPoint] = field(default_factory=list)
     features: FeatureResults | None = None
     """What each gateway feature adds (bench/features.py), when that part ran."""
+    dialects: DialectResults | None = None
+    """What a provider dialect costs (bench/dialects.py), when that part ran."""
 
     def cell(self, cell_id: str) -> Cell | None:
         return next((c for c in self.cells if c.id == cell_id and c.gateway is not None), None)
@@ -336,6 +339,8 @@ def render(results: Results) -> str:
     ]
     if results.features is not None:
         lines += [features_report.render(results.features)]
+    if results.dialects is not None:
+        lines += [dialects_report.render(results.dialects)]
     return "\n".join(lines)
 
 
@@ -359,5 +364,8 @@ def to_json(results: Results) -> dict[str, Any]:
     data["targets"] = [asdict(check) for check in checks(results)]
     data["features"] = (
         features_report.to_json(results.features) if results.features is not None else None
+    )
+    data["dialects"] = (
+        dialects_report.to_json(results.dialects) if results.dialects is not None else None
     )
     return data

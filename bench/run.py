@@ -2,7 +2,7 @@
 
 Usage::
 
-    make bench                                  # ~5 minutes
+    make bench                                  # ~17 minutes
     make bench BENCH_ARGS=--quick               # ~1 minute, the same report with fewer samples
     .venv/bin/python -m bench.run --duration 5 --only 'plain/c1/*,ttfb'
 
@@ -32,6 +32,10 @@ and rewrites ``model``. Each call sets the simulator's delay itself (``x-sim-ttf
    route with a shadow, limits in Redis and cache hits each add at c=1, one gateway process per
    configuration against the same simulator, in interleaved rounds; and capture at a fixed
    500 calls/s, every answered call counted in the store.
+6. Dialects (bench/dialects.py; ``--only dialects``): a same-dialect call against the gateway
+   of another checkout (``--dialects-baseline PATH``, e.g. a worktree of the commit before the
+   dialect work), and OpenAI <-> Anthropic calls, translated and passed through, against the
+   same-dialect call, at c=1, plain and streamed, with wrk and an asyncio client for TTFB.
 
 The report (markdown, for the README's "Benchmarks" section) goes to stdout with the issue's
 targets marked met or not, and with the JSON to bench/results/latest.{md,json}. Progress goes to
@@ -55,7 +59,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from types import FrameType
 
-from bench import client, features, procs, wrk
+from bench import client, dialects, features, procs, wrk
 from bench.report import Cell, MemoryPoint, Results, machine, render, to_json
 from bench.stats import summarize
 
@@ -75,8 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated globs over the parts to run: the matrix cells "
-        "(plain/c1/d0 ... stream/c50/d50), 'ttfb', 'memory' and 'features' (or one half: "
-        "'features/overhead', 'features/sustain'); e.g. 'plain/c1/*,ttfb'",
+        "(plain/c1/d0 ... stream/c50/d50), 'ttfb', 'memory', 'features' (or one half: "
+        "'features/overhead', 'features/sustain') and 'dialects'; e.g. 'plain/c1/*,ttfb'",
     )
     parser.add_argument(
         "--memory-calls",
@@ -98,8 +102,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     features.add_arguments(parser)
+    dialects.add_arguments(parser)
     args = parser.parse_args(argv)
     features.finish_arguments(args)
+    dialects.finish_arguments(args)
     quick = args.quick
     args.duration = args.duration or (1 if quick else 10)
     args.warmup = 1 if args.warmup is None else args.warmup
@@ -237,6 +243,10 @@ class Bench:
             self.results.features = features.run(
                 self.args, self.wrk, simulator, workdir, _progress, overhead, sustained
             )
+        # What a provider dialect costs (bench/dialects.py): gateways of its own, the same
+        # simulator.
+        if _selected(self.args, "dialects"):
+            self.results.dialects = dialects.run(self.args, self.wrk, simulator, workdir, _progress)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -30,6 +30,9 @@ class Load:
     ttft_ms: int
     token_ms: int = 0
     key: str = "sk-bench"
+    api: str = "openai"
+    """The call's format: ``openai`` (chat completions) or ``anthropic`` (Messages, to a
+    ``/v1/messages`` URL)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def command(executable: str, load: Load, seconds: int, threads: int) -> list[str
         f"ttft={load.ttft_ms}",
         f"token={load.token_ms}",
         f"key={load.key}",
+        *([f"api={load.api}"] if load.api != "openai" else []),
     ]
 
 
