@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,16 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
         default="openai",
         help="openai, together, fireworks, local, or package.module:Class",
     )
-    g.add_argument("--api-base", help="e.g. http://127.0.0.1:9000/v1 (else $OPENAI_BASE_URL)")
-    g.add_argument("--api-key", help="else $OPENAI_API_KEY")
+    g.add_argument(
+        "--api-base",
+        help="e.g. http://127.0.0.1:9000/v1 (else the backend's own: $OPENAI_BASE_URL, "
+        "$TOGETHER_BASE_URL, ...)",
+    )
+    g.add_argument(
+        "--api-key",
+        help="else the backend's own variable: $OPENAI_API_KEY, $TOGETHER_API_KEY, "
+        "$FIREWORKS_API_KEY",
+    )
     g.add_argument(
         "--header",
         action="append",
@@ -50,6 +59,55 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME:VALUE",
         help="extra header on every call to the service (repeat for several)",
     )
+
+
+TRAINING_OPTIONS = {
+    "training": "--training",
+    "lora_r": "--lora-r",
+    "lora_alpha": "--lora-alpha",
+    "lora_dropout": "--lora-dropout",
+    "learning_rate": "--learning-rate",
+    "dpo_beta": "--dpo-beta",
+}
+"""Options passed to a backend's factory as keywords, only when given and only to a factory
+that takes them (a backend that does not is a one-line error naming the option)."""
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (for the backends that take them: together, local, ...)")
+    g.add_argument(
+        "--training", choices=("lora", "full"), help="LoRA adapters (the default) or full"
+    )
+    g.add_argument("--lora-r", type=int, help="LoRA rank (else the base model's default)")
+    g.add_argument("--lora-alpha", type=float, help="LoRA alpha (else twice the rank)")
+    g.add_argument("--lora-dropout", type=float, help="LoRA dropout, 0 to <1")
+    g.add_argument(
+        "--learning-rate",
+        type=float,
+        help="the absolute learning rate, for services that take one (OpenAI: --lr-multiplier)",
+    )
+    g.add_argument("--dpo-beta", type=float, help="DPO's beta, for a preference export")
+
+
+def _training_options(args: argparse.Namespace, factory: Any) -> dict[str, Any]:
+    given = {
+        name: getattr(args, name)
+        for name in TRAINING_OPTIONS
+        if getattr(args, name, None) is not None
+    }
+    if not given:
+        return {}
+    try:
+        accepted = dict(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        accepted = {}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        for name in given:
+            if name not in accepted:
+                raise BadFilter(
+                    f"{TRAINING_OPTIONS[name]}: the {args.backend} backend does not take it"
+                )
+    return given
 
 
 def backend_from(args: argparse.Namespace) -> FineTuneBackend:
@@ -60,6 +118,7 @@ def backend_from(args: argparse.Namespace) -> FineTuneBackend:
             raise BadFilter(f"--header {item!r}: give NAME:VALUE")
         headers[name.strip()] = value.strip()
     if args.backend == "openai":
+        _training_options(args, OpenAIBackend)
         return OpenAIBackend(args.api_base, args.api_key, headers=headers)
     # The other built-in backends, imported only when chosen (their SDKs, or torch, are heavy).
     name = BUILTIN_BACKENDS.get(args.backend, args.backend)
@@ -71,7 +130,10 @@ def backend_from(args: argparse.Namespace) -> FineTuneBackend:
             f"--backend {args.backend}: no such class (give package.module:Class)"
         ) from None
     backend: FineTuneBackend = factory(
-        base_url=args.api_base, api_key=args.api_key, headers=headers
+        base_url=args.api_base,
+        api_key=args.api_key,
+        headers=headers,
+        **_training_options(args, factory),
     )
     return backend
 
@@ -109,6 +171,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true")
     add_backend_arguments(p)
+    add_training_arguments(p)
     p.set_defaults(func=lambda args: guarded(lambda: finetune(args)))
 
 
