@@ -167,3 +167,24 @@ gateway_keys = Table(
 """Virtual keys made with ``gateway keys create`` or the admin API: only the sha256 of a key is
 stored, and its first characters (``prefix``) so people can tell keys apart. Kept in the same
 database as the captures so that one migration chain covers it."""
+
+students = Table(
+    "students",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("route", String(NAME_LENGTH), nullable=False),
+    Column("variant", String(NAME_LENGTH), nullable=False),
+    Column("model", String(NAME_LENGTH), nullable=False),
+    Column("provider", String(NAME_LENGTH)),
+    Column("backend", String(40)),
+    Column("base_model", String(NAME_LENGTH)),
+    Column("parent_model", String(NAME_LENGTH)),
+    Column("job_id", String(NAME_LENGTH)),
+    Column("lineage", json_type()),
+    Index("ix_students_route_variant_created_at", "route", "variant", "created_at"),
+)
+"""Every student registered as a variant (``gateway register``), with its lineage: the backend
+and job that trained it, its base model, the student it continued from, and in ``lineage`` the
+export it was trained on (manifest: filters, time window, counts; sha256 of the files), the
+hyperparameters and its price. The newest row of a (route, variant) describes what serves it."""

@@ -42,6 +42,13 @@ class NewVariant:
     shadow: float | None = None
     """Share of the route's calls copied to the new variant; None: no shadow change."""
     timeout: float | None = None
+    price: tuple[float, float] | None = None
+    """USD per 1M input and output tokens, written to ``capture.prices`` for the model."""
+    provider_url: str | None = None
+    """Where the provider serves (an OpenAI-compatible endpoint: vLLM, SGLang, a host): the
+    provider is added to the file with this ``base_url`` when it is not there yet."""
+    provider_key_env: str | None = None
+    """The environment variable holding the new provider's key (``api_key: ${VAR}``)."""
 
 
 def default_name(model: str) -> str:
@@ -130,9 +137,22 @@ def register_in_file(path: Path, new: NewVariant) -> str | None:
         raise RegisterError(f"route {new.route!r} already has a variant {new.name!r}: give --name")
     first = next(iter(variants.values()), None)
     provider = new.provider or (first.get("provider") if isinstance(first, dict) else None)
-    providers = document.get("providers") or {}
+    providers = document.get("providers")
+    if (
+        new.provider_url is not None
+        and provider is not None
+        and isinstance(providers, dict)
+        and provider not in providers
+    ):
+        entry_provider = CommentedMap([("base_url", new.provider_url)])
+        if new.provider_key_env:
+            entry_provider["api_key"] = f"${{{new.provider_key_env}}}"
+        providers[provider] = entry_provider
     if provider is None or (isinstance(providers, dict) and provider not in providers):
-        raise RegisterError(f"unknown provider {provider!r} in {path} (give --provider)")
+        raise RegisterError(
+            f"unknown provider {provider!r} in {path} (give --provider, and --provider-url to "
+            "add it)"
+        )
     entry = CommentedMap([("provider", provider), ("model", new.model), ("weight", new.weight)])
     if new.timeout is not None:
         entry["timeout"] = new.timeout
@@ -146,6 +166,18 @@ def register_in_file(path: Path, new: NewVariant) -> str | None:
         shadow = CommentedMap([("variant", new.name), ("sample", new.shadow)])
         shadow.fa.set_flow_style()
         route["shadow"] = shadow
+    if new.price is not None:
+        capture = document.get("capture")
+        if capture is None:
+            capture = document["capture"] = CommentedMap()
+        if not isinstance(capture, dict):
+            raise RegisterError(f"{path}: `capture` is not a mapping; cannot add the price")
+        prices = capture.get("prices")
+        if prices is None:
+            prices = capture["prices"] = CommentedMap()
+        price = CommentedMap([("input", new.price[0]), ("output", new.price[1])])
+        price.fa.set_flow_style()
+        prices[new.model] = price
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     _replace(path, buffer.getvalue())

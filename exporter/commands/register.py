@@ -2,19 +2,34 @@
 
 JOB is a fine-tuning job id (its ``fine_tuned_model`` is looked up: in ``DIR/jobs/JOB`` when
 the job was followed from here, else on the service) or a model name (``ft:...``).
+
+Open-weight students: ``--provider NAME --provider-url URL`` serves it from an OpenAI-compatible
+endpoint (a host's, or vLLM/SGLang with the adapter's name as the model; ``--load-adapter URL``
+asks a running vLLM to load the adapter the local backend wrote), and ``--price IN,OUT`` or
+``--gpu-hour-usd X --tokens-per-s Y`` prices it (written to ``capture.prices``). The student's
+lineage (backend, job, base model, parent, hyperparameters, the export it was trained on) is
+stored in the capture database (``--database-url``, else ``$GATEWAY_DATABASE_URL``, else the
+config's ``capture.database_url``), where the dashboard and ``gateway eval`` show it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 
+from capture.students import record_student
 from exporter.commands.common import OK, guarded, print_json
 from exporter.commands.finetune import add_backend_arguments, backend_from
-from exporter.errors import BadFilter, RegisterError
+from exporter.database import URL_ENV, database_url, describe_url, open_store
+from exporter.errors import BadFilter, DatabaseUnavailable, RegisterError
 from exporter.finetune.loop import job_dir
+from exporter.lineage import job_record, lineage_of, student_price
 from exporter.register import AdminClient, NewVariant, default_name, register_in_file, register_live
 
 
@@ -35,6 +50,23 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--admin-key", help="else $GATEWAY_ADMIN_KEY")
     p.add_argument("--config", type=Path, help="edit this config file (then reload with --admin)")
     p.add_argument("--dir", type=Path, default=Path("."), help="where jobs/JOB was saved")
+    p.add_argument(
+        "--provider-url",
+        help="with --config: add --provider with this base_url when the file lacks it "
+        "(e.g. http://vllm:8000/v1, https://api.together.xyz/v1)",
+    )
+    p.add_argument("--provider-key-env", help="the new provider's key variable (api_key: ${VAR})")
+    p.add_argument("--price", metavar="IN,OUT", help="USD per 1M input and output tokens")
+    p.add_argument("--gpu-hour-usd", type=float, help="what an hour of the serving GPU costs")
+    p.add_argument("--tokens-per-s", type=float, help="measured throughput of the served model")
+    p.add_argument(
+        "--load-adapter",
+        metavar="URL",
+        help="a running vLLM (e.g. http://vllm:8000/v1): load the local backend's adapter under "
+        "the student's name (POST /load_lora_adapter; vLLM needs "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)",
+    )
+    p.add_argument("--database-url", help="where the lineage is stored (see above)")
     p.add_argument("--json", action="store_true")
     add_backend_arguments(p)
     p.set_defaults(func=lambda args: guarded(lambda: register(args)))
@@ -62,6 +94,17 @@ def register(args: argparse.Namespace) -> int:
     if args.weight < 0:
         raise BadFilter("--weight must not be negative")
     model = resolve_model(args)
+    price = student_price(args.price, args.gpu_hour_usd, args.tokens_per_s)
+    if args.provider_url is not None and (args.provider is None or args.config is None):
+        raise BadFilter(
+            "--provider-url adds a provider to the config: give --provider and --config"
+        )
+    record = job_record(args.dir, args.job)
+    lineage = lineage_of(record, model)
+    if price is not None:
+        lineage["price"] = price.as_dict()
+    if args.load_adapter is not None:
+        load_adapter(args.load_adapter, model, record)
     new = NewVariant(
         route=args.route,
         name=args.name or default_name(model),
@@ -70,6 +113,9 @@ def register(args: argparse.Namespace) -> int:
         weight=args.weight,
         shadow=args.shadow,
         timeout=args.timeout,
+        price=(price.input, price.output) if price is not None else None,
+        provider_url=args.provider_url,
+        provider_key_env=args.provider_key_env,
     )
     done: dict[str, object] = {"variant": new.name, "model": model, "route": new.route}
     how = f"weight {new.weight}" + (f", shadow {new.shadow:g}" if new.shadow is not None else "")
@@ -96,6 +142,63 @@ def register(args: argparse.Namespace) -> int:
             admin.close()
         if not args.json:
             print(message)
+    stored = store_lineage(args, new, lineage)
+    done["lineage"] = lineage if stored else None
+    if price is not None and args.config is None and not args.json:
+        print("  the price is in the lineage only: add --config FILE to count it in costs")
     if args.json:
         print_json(done)
     return OK
+
+
+def store_lineage(args: argparse.Namespace, new: NewVariant, lineage: dict[str, Any]) -> bool:
+    """Store the student's lineage in the capture database; whether it was."""
+    explicit = args.database_url or os.environ.get(URL_ENV)
+    url = database_url(args.database_url, str(args.config) if args.config else None)
+
+    async def write() -> None:
+        async with open_store(url) as store:
+            await record_student(
+                store.engine,
+                route=new.route,
+                variant=new.name,
+                model=new.model,
+                provider=new.provider,
+                backend=lineage.get("backend"),
+                base_model=lineage.get("base_model"),
+                parent_model=lineage.get("parent"),
+                job_id=lineage.get("job"),
+                lineage=lineage,
+            )
+
+    try:
+        asyncio.run(write())
+    except DatabaseUnavailable as exc:
+        if explicit:
+            raise
+        if not args.json:
+            print(f"  lineage not stored ({exc}): give --database-url")
+        return False
+    if not args.json:
+        print(f"  lineage stored in {describe_url(url)}")
+    return True
+
+
+def load_adapter(url: str, model: str, record: dict[str, Any] | None) -> None:
+    """Ask a running vLLM to serve the local backend's adapter as ``model``."""
+    job = (record or {}).get("job") or {}
+    path = job.get("adapter_path") if isinstance(job, dict) else None
+    if not path:
+        raise BadFilter("--load-adapter: the job's record has no adapter_path (a local job?)")
+    try:
+        response = httpx.post(
+            url.rstrip("/") + "/load_lora_adapter",
+            json={"lora_name": model, "lora_path": str(path)},
+            timeout=120.0,
+        )
+    except httpx.HTTPError as exc:
+        raise RegisterError(f"cannot reach vLLM at {url}: {exc}") from None
+    if response.status_code >= 400:
+        raise RegisterError(
+            f"vLLM did not load the adapter: {response.status_code} {response.text[:300]}"
+        )
