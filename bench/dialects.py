@@ -236,8 +236,9 @@ class Interpreter:
 
 
 def current_interpreter() -> Interpreter:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
+    """This interpreter, importing the gateway of the checkout this module is in (also when
+    it is run from a worktree while the venv's editable install points at another)."""
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
     return Interpreter(sys.executable, env, REPOSITORY)
 
 
