@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from capture.store import Store
+from capture.students import list_students
 from capture.writer import CaptureWriter
 from gateway.dashboard import queries
 from gateway.dashboard.access import COOKIE, SESSION_S, DashboardAccess
@@ -270,6 +271,11 @@ def build_dashboard(state: DashboardState) -> APIRouter:
                 variant=variant or None,
             )
         return _json({"calls": rows, "next": _cursor_text(following), "limit": limit})
+
+    @api.get("/students")
+    async def registered_students(route: str | None = None) -> Response:
+        """Every registered student, newest first, with its lineage (which data made it)."""
+        return _json({"students": await list_students(engine(), route or None)})
 
     @api.get("/calls/{call_id}")
     async def call(call_id: str) -> Response:

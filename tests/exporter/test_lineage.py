@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import yaml
@@ -19,7 +20,7 @@ from exporter.cli import main
 from exporter.database import open_store
 from exporter.errors import BadFilter
 from exporter.lineage import describe, student_price
-from tests.exporter.conftest import Captured
+from tests.exporter.conftest import ADMIN_KEY, Captured
 
 
 def test_prices_given_or_from_a_gpu_hour() -> None:
@@ -113,6 +114,14 @@ def test_a_student_keeps_its_lineage_and_the_next_continues_from_it(
     assert lineage["price"]["source"] == "gpu_hour"
     text = "\n".join(describe(student))
     assert "trained by openai job" in text and train_sha in text and "route support" in text
+    shown = httpx.get(
+        f"{loop.gateway.url}/dashboard/api/students",
+        params={"route": "support"},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+    ).json()["students"]
+    assert [(s["variant"], s["lineage"]["export"]["train_sha256"]) for s in shown] == [
+        ("lora-one", train_sha)
+    ]
 
     # The next student starts from this one: --from the job id.
     more = ["finetune", str(data), "--base", "gpt-4o-mini", "--suffix", "two", "--from"]

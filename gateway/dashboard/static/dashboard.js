@@ -522,14 +522,45 @@
 
   // --- refreshing ----------------------------------------------------------------------------------
 
+  // --- students and their lineage ---------------------------------------------------------------
+
+  function renderStudents(students) {
+    const panel = document.getElementById("students-panel");
+    const body = document.querySelector("#students tbody");
+    body.replaceChildren();
+    panel.hidden = !students.length;
+    for (const s of students) {
+      const lineage = s.lineage || {};
+      const manifest = (lineage.export && lineage.export.manifest) || {};
+      const filters = manifest.filters || {};
+      const counts = manifest.counts || {};
+      const data = manifest.filters
+        ? `${filters.route || "any route"} / ${filters.variant || "any variant"}, ${filters.since ? day(filters.since) : "start"} – ${filters.until ? day(filters.until) : "export"}; ${counts.train ?? "?"} train, ${counts.valid ?? "?"} valid rows`
+        : "unknown (registered by model name)";
+      const sha = lineage.export && lineage.export.train_sha256;
+      const price = lineage.price ? `${lineage.price.input}, ${lineage.price.output} (${lineage.price.source === "gpu_hour" ? "from GPU-hour" : "given"})` : "table / unknown";
+      body.append(el("tr", {},
+        el("td", {}, `${s.route} / ${s.variant}`),
+        el("td", {}, s.model),
+        el("td", {}, s.backend ? `${s.backend} ${s.job_id || ""}` : "–"),
+        el("td", {}, (s.base_model || "–") + (s.parent_model ? ` (from ${s.parent_model})` : "")),
+        el("td", {}, data),
+        el("td", { title: sha || "" }, sha ? sha.slice(0, 12) : "–"),
+        el("td", {}, price),
+        el("td", {}, when(s.created_at)),
+      ));
+    }
+  }
+
   async function refresh(options) {
     clearTimeout(state.timer);
     const withCalls = !options || options.calls !== false;
     try {
-      const [overview, series, health] = await Promise.all([api("overview"), api("timeseries"), api("health")]);
+      const [overview, series, health, students] = await Promise.all([api("overview"), api("timeseries"), api("health"), api("students")]);
       state.overview = overview;
       banner("");
       renderHealth(health);
+      renderStudents(students.students);
       renderRoutes(overview, series);
       renderNotes(overview);
       fillFilters(overview);
