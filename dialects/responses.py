@@ -101,6 +101,12 @@ def anthropic_usage(usage: Any) -> dict[str, Any]:
     }
 
 
+def string(value: Any, default: str = "") -> str:
+    """``value`` when it is a non-empty string, else ``default``: an upstream's id, name or
+    model of another type must not reach a client whose SDK reads a string there."""
+    return value if isinstance(value, str) and value else default
+
+
 def tool_arguments(arguments: Any) -> str:
     """A tool_use block's input as OpenAI's arguments string (compact JSON)."""
     if isinstance(arguments, dict) and len(arguments) == 1:
@@ -148,10 +154,10 @@ def anthropic_message_to_openai_chat(
         elif kind == "tool_use":
             calls.append(
                 {
-                    "id": block.get("id") or f"toolu_{len(calls)}",
+                    "id": string(block.get("id"), f"toolu_{len(calls)}"),
                     "type": "function",
                     "function": {
-                        "name": block.get("name") or "",
+                        "name": string(block.get("name")),
                         "arguments": tool_arguments(block.get("input")),
                     },
                 }
@@ -180,10 +186,10 @@ def anthropic_message_to_openai_chat(
     if reason == "stop_sequence" and isinstance(sequence, str):
         choice["stop_reason"] = sequence
     return {
-        "id": message.get("id") or "",
+        "id": string(message.get("id")),
         "object": "chat.completion",
         "created": created,
-        "model": model if model is not None else message.get("model") or "",
+        "model": model if model is not None else string(message.get("model")),
         "choices": [choice],
         "usage": openai_usage(message.get("usage")),
     }
@@ -222,8 +228,8 @@ def openai_chat_to_anthropic_message(completion: dict[str, Any]) -> dict[str, An
         blocks.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or f"call_{k}",
-                "name": function.get("name") or "",
+                "id": string(call.get("id"), f"call_{k}"),
+                "name": string(function.get("name")),
                 "input": tool_input(function.get("arguments")),
             }
         )
@@ -233,7 +239,7 @@ def openai_chat_to_anthropic_message(completion: dict[str, Any]) -> dict[str, An
             {
                 "type": "tool_use",
                 "id": "call_0",
-                "name": legacy.get("name") or "",
+                "name": string(legacy.get("name")),
                 "input": tool_input(legacy.get("arguments")),
             }
         )
@@ -242,10 +248,10 @@ def openai_chat_to_anthropic_message(completion: dict[str, Any]) -> dict[str, An
     if isinstance(refusal, str) and refusal and finish == "stop":
         reason = "refusal"
     return {
-        "id": completion.get("id") or "",
+        "id": string(completion.get("id")),
         "type": "message",
         "role": "assistant",
-        "model": completion.get("model") or "",
+        "model": string(completion.get("model")),
         "content": blocks,
         "stop_reason": reason,
         "stop_sequence": sequence,

@@ -43,7 +43,7 @@ from dialects.errors import (
     anthropic_error_from_openai_payload,
     openai_error_from_anthropic_payload,
 )
-from dialects.responses import FINISH_REASONS, anthropic_usage, openai_usage, stop_reason
+from dialects.responses import FINISH_REASONS, anthropic_usage, openai_usage, stop_reason, string
 
 _SEPARATOR = b"\n\n"
 _DONE = b"data: [DONE]\n\n"
@@ -207,9 +207,9 @@ class AnthropicToOpenAIStream:
             self._tool_args[index] = False
             call = {
                 "index": tool_index,
-                "id": block.get("id") or f"toolu_{index}",
+                "id": string(block.get("id"), f"toolu_{index}"),
                 "type": "function",
-                "function": {"name": block.get("name") or "", "arguments": ""},
+                "function": {"name": string(block.get("name")), "arguments": ""},
             }
             out.append(self._chunk(orjson.dumps({"tool_calls": [call]})))
             given = block.get("input")
