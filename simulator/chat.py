@@ -19,8 +19,9 @@ from simulator.content import (
     tool_reply,
 )
 from simulator.exchange import Call, begin, respond
+from simulator.quality import defective, degrade, judged
 from simulator.streaming import interleave, stream_events
-from simulator.tokens import count_prompt
+from simulator.tokens import count_prompt, split_tokens
 from simulator.wire import (
     SSE_DONE,
     SYSTEM_FINGERPRINT,
@@ -164,9 +165,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if target is not None:
             replies.append(tool_reply(rng, target[0], target[1]))
         elif as_json:
-            replies.append(json_reply(rng, cap, schema))
+            verdict = judged(messages, schema, rng)
+            if verdict is not None:  # a pairwise judge's request: see simulator.quality
+                replies.append(TextReply(split_tokens(verdict), "stop"))
+            else:
+                replies.append(json_reply(rng, cap, schema))
         else:
             replies.append(text_reply(rng, cap))
+    quality = call.latency.quality
+    if quality < 1.0:
+        replies = [
+            degrade(reply, as_json) if defective(seed, index, quality) else reply
+            for index, reply in enumerate(replies)
+        ]
     prompt_tokens = count_prompt(messages, tools)
     completion_tokens = sum(reply.tokens for reply in replies)
     ttft_s, token_s = call.delays(seed)

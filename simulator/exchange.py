@@ -96,6 +96,7 @@ class Simulator:
         return Latency(
             ttft_ms=latency.ttft_ms if ttft is None else _number(H_TTFT, ttft),
             token_ms=latency.token_ms if token is None else _number(H_TOKEN, token),
+            quality=latency.quality,
         )
 
     def fault(self, model: str, headers: dict[str, str]) -> Fault | None:

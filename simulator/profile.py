@@ -29,7 +29,8 @@ class _Strict(BaseModel):
 
 
 class Latency(_Strict):
-    """How long a reply takes: ttft_ms before the first token, token_ms for each one after.
+    """How long a reply takes: ttft_ms before the first token, token_ms for each one after;
+    and how good it is (``quality``).
 
     ``jitter`` is a fraction: both delays are scaled by a factor in [1 - jitter, 1 + jitter],
     drawn from the request's content seed, so the same request always takes the same time.
@@ -38,6 +39,9 @@ class Latency(_Strict):
     ttft_ms: float = Field(default=0.0, ge=0)
     token_ms: float = Field(default=0.0, ge=0)
     jitter: float = Field(default=0.0, ge=0, le=1)
+    quality: float = Field(default=1.0, ge=0, le=1)
+    """The share of chat answers without a defect (``simulator.quality``): 1, every answer is
+    sound; lower, the rest are cut off or malformed where a judge and format checks see it."""
 
 
 class FaultRule(_Strict):
