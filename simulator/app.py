@@ -11,6 +11,8 @@ POST /openai/v1/chat/completions|completions|embeddings|responses            azu
 GET  /v1/models[/{id}]        a fixed list plus succeeded fine-tunes; any id is answered
 *    /v1/files[/...]           files.py (upload, list, get, content, delete)
 *    /v1/fine_tuning/jobs[/...] finetune.py (create, list, get, events, cancel)
+*    /v1/accounts/{account}/... fireworks.py (Fireworks' datasets, SFT and DPO jobs, models)
+POST /inference/v1/chat/completions|completions   fireworks.py (Fireworks' inference path)
 *    /v1/{anything else}      200 {"object": "list", "data": [], "path", "method"}
 GET  /_sim/health             {"ok": true}
 GET  /_sim/requests           the last 200 /v1 requests, oldest first
@@ -29,6 +31,7 @@ from simulator.embeddings import embeddings
 from simulator.exchange import STATE, Simulator, begin, respond, shaped_errors
 from simulator.files import add_file_routes
 from simulator.finetune import add_finetune_routes, fine_tuned_models
+from simulator.fireworks import add_fireworks_routes
 from simulator.profile import BUILTIN_PROFILE, Profile
 from simulator.responses import responses
 from simulator.wire import json_response
@@ -100,6 +103,7 @@ def create_app(profile: Profile | None = None) -> web.Application:
     router.add_get("/v1/models/{model_id:.+}", get_model, allow_head=False)
     add_file_routes(app)
     add_finetune_routes(app)
+    add_fireworks_routes(app)
     router.add_route("*", "/v1/{tail:.*}", passthrough)
     add_azure_routes(app)
     router.add_get("/_sim/health", health, allow_head=False)
