@@ -53,6 +53,11 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
         "$FIREWORKS_API_KEY",
     )
     g.add_argument(
+        "--account",
+        help="the account on the service, for those that have one (fireworks: else "
+        "$FIREWORKS_ACCOUNT_ID)",
+    )
+    g.add_argument(
         "--header",
         action="append",
         default=[],
@@ -68,6 +73,7 @@ TRAINING_OPTIONS = {
     "lora_dropout": "--lora-dropout",
     "learning_rate": "--learning-rate",
     "dpo_beta": "--dpo-beta",
+    "account": "--account",
 }
 """Options passed to a backend's factory as keywords, only when given and only to a factory
 that takes them (a backend that does not is a one-line error naming the option)."""
