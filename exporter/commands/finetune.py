@@ -4,6 +4,7 @@
     gateway finetune status JOB [--dir DATA_DIR]
     gateway finetune list
     gateway finetune cancel JOB
+    gateway finetune resume JOB         (backends that can: local)
 
 The service: ``--api-base`` (else ``$OPENAI_BASE_URL``, else OpenAI) and ``--api-key`` (else
 ``$OPENAI_API_KEY``). ``--backend`` picks the implementation: ``openai`` (the files +
@@ -27,7 +28,7 @@ from exporter.finetune.loop import follow, job_dir, save, start
 from exporter.finetune.openai_api import OpenAIBackend
 from exporter.finetune.plot import READING_GUIDE
 
-ACTIONS = ("status", "list", "cancel")
+ACTIONS = ("status", "list", "cancel", "resume")
 BUILTIN_BACKENDS = {
     "together": "exporter.finetune.together_api:TogetherBackend",
     "fireworks": "exporter.finetune.fireworks_api:FireworksBackend",
@@ -74,6 +75,12 @@ TRAINING_OPTIONS = {
     "learning_rate": "--learning-rate",
     "dpo_beta": "--dpo-beta",
     "account": "--account",
+    "output_dir": "--output-dir",
+    "merge": "--merge",
+    "max_length": "--max-length",
+    "save_steps": "--save-steps",
+    "lora_targets": "--lora-targets",
+    "device": "--device",
 }
 """Options passed to a backend's factory as keywords, only when given and only to a factory
 that takes them (a backend that does not is a one-line error naming the option)."""
@@ -93,6 +100,20 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help="the absolute learning rate, for services that take one (OpenAI: --lr-multiplier)",
     )
     g.add_argument("--dpo-beta", type=float, help="DPO's beta, for a preference export")
+    g = p.add_argument_group("local training (--backend local)")
+    g.add_argument(
+        "--output-dir", type=Path, help="where local jobs live (default ./finetune-runs)"
+    )
+    g.add_argument(
+        "--merge",
+        action="store_true",
+        default=None,
+        help="also write the base model with the adapter merged in",
+    )
+    g.add_argument("--max-length", type=int, help="tokens per example (longer: truncated)")
+    g.add_argument("--save-steps", type=int, help="a checkpoint every N steps")
+    g.add_argument("--lora-targets", help="modules to adapt, comma-separated (default all-linear)")
+    g.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="default auto")
 
 
 def _training_options(args: argparse.Namespace, factory: Any) -> dict[str, Any]:
@@ -151,8 +172,10 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", metavar="DATA_DIR|status|list|cancel")
-    p.add_argument("job", nargs="?", metavar="JOB", help="the job id, for status and cancel")
+    p.add_argument("target", metavar="DATA_DIR|status|list|cancel|resume")
+    p.add_argument(
+        "job", nargs="?", metavar="JOB", help="the job id, for status, cancel and resume"
+    )
     p.add_argument("--base", default="gpt-4o-mini", help="the base model to fine-tune")
     p.add_argument("--epochs", type=int, help="else the export's suggestion")
     p.add_argument("--batch-size", type=int)
@@ -255,7 +278,7 @@ def resolve_parent(given: str | None, data_dir: Path) -> str | None:
 
 
 def finetune(args: argparse.Namespace) -> int:
-    if args.target in ("status", "cancel") and not args.job:
+    if args.target in ("status", "cancel", "resume") and not args.job:
         raise BadFilter(f"give the job: gateway finetune {args.target} JOB")
     backend = backend_from(args)
     if args.target == "list":
@@ -268,6 +291,14 @@ def finetune(args: argparse.Namespace) -> int:
     if args.target == "cancel":
         print(_describe(backend.cancel(args.job)))
         return OK
+    if args.target == "resume":
+        resume = getattr(backend, "resume", None)
+        if resume is None:
+            raise BadFilter(f"--backend {args.backend}: its jobs cannot be resumed")
+        job = resume(args.job)
+        if not args.json:
+            print(f"resumed {job.id}: {job.status}")
+        return _follow_and_save(backend, job, args.dir, args)
     if args.target == "status":
         job = backend.get(args.job)
         target = job_dir(args.dir, job.id)
@@ -290,6 +321,11 @@ def finetune(args: argparse.Namespace) -> int:
         say,
         parent=parent,
     )
+    return _follow_and_save(backend, job, data_dir, args)
+
+
+def _follow_and_save(backend: FineTuneBackend, job: Job, data_dir: Path, args: Any) -> int:
+    say = (lambda _: None) if args.json else print
     if args.no_follow:
         print(
             f"started {job.id}: follow it with `gateway finetune status {job.id} --dir {data_dir}`"
