@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@echo "Upgrading pip in $(VENV)..."
 	$(BIN)/pip install -q --upgrade pip
 	@echo "Installing the gateway and its dev tools into $(VENV) (pip runs quietly; the longest step)..."
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 	@echo "$(VENV) is ready."
 
