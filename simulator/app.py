@@ -13,6 +13,7 @@ GET  /v1/models[/{id}]        a fixed list plus succeeded fine-tunes; any id is 
 *    /v1/fine_tuning/jobs[/...] finetune.py (create, list, get, events, cancel)
 *    /v1/accounts/{account}/... fireworks.py (Fireworks' datasets, SFT and DPO jobs, models)
 POST /inference/v1/chat/completions|completions   fireworks.py (Fireworks' inference path)
+*    /together/v1/...           together.py (Together's files, fine-tunes and serving API)
 *    /v1/{anything else}      200 {"object": "list", "data": [], "path", "method"}
 GET  /_sim/health             {"ok": true}
 GET  /_sim/requests           the last 200 /v1 requests, oldest first
@@ -34,6 +35,7 @@ from simulator.finetune import add_finetune_routes, fine_tuned_models
 from simulator.fireworks import add_fireworks_routes
 from simulator.profile import BUILTIN_PROFILE, Profile
 from simulator.responses import responses
+from simulator.together import add_together_routes
 from simulator.wire import json_response
 
 MODEL_CREATED = 1_700_000_000
@@ -106,6 +108,7 @@ def create_app(profile: Profile | None = None) -> web.Application:
     add_fireworks_routes(app)
     router.add_route("*", "/v1/{tail:.*}", passthrough)
     add_azure_routes(app)
+    add_together_routes(app)
     router.add_get("/_sim/health", health, allow_head=False)
     router.add_get("/_sim/requests", recorded_requests, allow_head=False)
     router.add_delete("/_sim/requests", clear_requests)
