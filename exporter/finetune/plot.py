@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from exporter.finetune.backend import MetricPoint
 
@@ -52,9 +53,14 @@ def draw(points: Sequence[MetricPoint], target: Path, title: str) -> Path:
     valid = [(p.step, p.valid_loss) for p in points if p.valid_loss is not None]
     train_acc = [(p.step, p.train_accuracy) for p in points if p.train_accuracy is not None]
     valid_acc = [(p.step, p.valid_accuracy) for p in points if p.valid_accuracy is not None]
-    figure, (loss_axes, accuracy_axes) = plt.subplots(
-        2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
-    )
+    accuracy_axes: Any = None
+    if train_acc or valid_acc:
+        figure, (loss_axes, accuracy_axes) = plt.subplots(
+            2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+        )
+    else:  # a service that reports losses only (Fireworks, Together): no empty panel
+        figure, loss_axes = plt.subplots(1, 1, figsize=(9, 4.5))
+        loss_axes.set_xlabel("step")
     if train:
         steps, losses = zip(*train, strict=True)
         window = max(1, len(losses) // 20)
@@ -74,9 +80,16 @@ def draw(points: Sequence[MetricPoint], target: Path, title: str) -> Path:
             steps, losses, "o-", color="tab:orange", markersize=3, label="validation loss"
         )
     loss_axes.set_ylabel("loss")
-    loss_axes.set_title(title)
+    if len(title) > 90 and " -> " in title:  # long model names (accounts/.../models/...)
+        title = title.replace(" -> ", "\n-> ", 1)
+    loss_axes.set_title(title, fontsize=10 if "\n" in title else None)
     loss_axes.grid(alpha=0.3)
     loss_axes.legend(loc="upper right")
+    if accuracy_axes is None:
+        figure.tight_layout()
+        figure.savefig(target, dpi=110)
+        plt.close(figure)
+        return target
     if train_acc:
         steps, values = zip(*train_acc, strict=True)
         accuracy_axes.plot(
