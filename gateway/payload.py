@@ -113,7 +113,17 @@ class UpstreamPayload:
         body = self._translated.get(key)
         if body is None:
             translated = self._translate(upstream, model, max_tokens)
-            body = self._translated[key] = orjson.dumps(translated)
+            try:
+                body = self._translated[key] = orjson.dumps(translated)
+            except orjson.JSONEncodeError:
+                # Tool call arguments are JSON in a string, which the body's nesting limit does
+                # not see; sent to Anthropic they become objects, too deep to write.
+                raise InvalidRequest(
+                    f"The request nests arrays and objects too deeply to be sent to "
+                    f"`{upstream.name}`, which speaks {_API_NAMES[upstream.family]} (tool call "
+                    "arguments count: they are sent as objects).",
+                    code="nesting_too_deep",
+                ) from None
         path, query = upstream.target(_PATHS[upstream.family], model)
         return path, query, body
 

@@ -1,0 +1,121 @@
+"""An attacker at the dialect edge: what a client of either dialect might send (or an upstream
+answer) to get a 500, a traceback, a credential or a request past its bounds, each answered in
+the caller's dialect, as seen on the wire by a recording upstream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.gateway.recording_upstream import RecordingUpstream, WireRequest
+from tests.processes import Running, start_gateway
+
+GATEWAY_KEY = "sk-gw-attack-51c9"
+ENV = {"ATTACK_GATEWAY_KEY": GATEWAY_KEY}
+ANTHROPIC = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"}
+OPENAI = {"authorization": f"Bearer {GATEWAY_KEY}"}
+DEEP_ARGUMENTS = '{"a":' + "[" * 300 + "]" * 300 + "}"
+"""Valid JSON, 301 levels deep, in a string: the body's own nesting limit does not see it."""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    recording = RecordingUpstream().start()
+    yield recording
+    recording.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(workdir: Path, upstream: RecordingUpstream) -> Iterator[Running]:
+    config: dict[str, Any] = {
+        "server": {"max_body_bytes": 256 * 1024, "body_read_timeout_s": 1},
+        "auth": {"keys": [{"name": "attack", "key": "${ATTACK_GATEWAY_KEY}"}]},
+        "providers": {
+            "up": {"base_url": f"{upstream.url}/v1", "api_key": "provider-openai-key"},
+            "anth": {"base_url": f"{upstream.url}/v1", "api": "anthropic", "api_key": "anth-key"},
+        },
+        "routes": {
+            "claude": {"variants": {"t": {"provider": "anth", "model": "claude-up"}}},
+            "student": {"variants": {"s": {"provider": "up", "model": "student-up"}}},
+            "shadowed": {
+                "variants": {
+                    "s": {"provider": "up", "model": "student-up"},
+                    "c": {"provider": "anth", "model": "claude-up", "weight": 0},
+                },
+                "shadow": {"variant": "c", "sample": 1.0},
+            },
+        },
+        "capture": {"enabled": False},
+    }
+    running = start_gateway(workdir, config, env=ENV)
+    yield running
+    running.stop()
+
+
+def _sent(upstream: RecordingUpstream, before: int) -> list[WireRequest]:
+    return upstream.requests[before:]
+
+
+def _anthropic_error(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert body["type"] == "error", body
+    assert isinstance(body["error"]["message"], str)
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def _no_traceback(gw: Running) -> None:
+    log = gw.log.read_text()
+    assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
+
+
+# --- tool arguments that are JSON in a string --------------------------------------------------
+
+
+def _deep_tool_call_chat(model: str) -> dict[str, Any]:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": DEEP_ARGUMENTS}}
+    return {
+        "model": model,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        ],
+    }
+
+
+def test_tool_arguments_nested_too_deep_for_anthropic_are_a_400_not_a_500(
+    gw: Running, upstream: RecordingUpstream
+) -> None:
+    before = len(upstream.requests)
+    answer = httpx.post(
+        f"{gw.url}/v1/chat/completions", json=_deep_tool_call_chat("claude"), headers=OPENAI
+    )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "nesting_too_deep" and "tool call arguments" in error["message"]
+    assert not _sent(upstream, before)
+    _no_traceback(gw)
+
+
+def test_a_shadow_that_cannot_take_the_call_is_skipped_and_the_answer_stands(
+    gw: Running, upstream: RecordingUpstream
+) -> None:
+    before = len(upstream.requests)
+    answer = httpx.post(
+        f"{gw.url}/v1/chat/completions", json=_deep_tool_call_chat("shadowed"), headers=OPENAI
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-gateway-variant"] == "s"
+    assert [r.path for r in _sent(upstream, before)] == [b"/v1/chat/completions"]
+    deadline = time.monotonic() + 5
+    while "shadow copy" not in gw.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the shadow is launched once the answer is out
+    assert "skipped" in gw.log.read_text()
+    _no_traceback(gw)
