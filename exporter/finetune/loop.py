@@ -75,6 +75,9 @@ def start(
             raise InvalidDataset(f"{valid}: " + "; ".join(valid_report["errors"]))
     method = "dpo" if checked["format"] == "preference" else "supervised"
     chosen = hyperparameters or suggested(data_dir)
+    check_base = getattr(backend, "check_base", None)
+    if callable(check_base):  # a backend that can tell a base it cannot train, before uploading
+        check_base(base_model)
     say(f"uploading {train} ({checked['splits']['train']} examples)")
     training_file = backend.upload(train)
     validation_file = None
@@ -86,7 +89,7 @@ def start(
     start_from = f" (continuing from {parent})" if parent else ""
     say(
         f"created {job.id} on {backend.name}: {base_model}{start_from}, {method}, "
-        f"{chosen.as_dict()}"
+        f"{job.hyperparameters or chosen.as_dict()}"
     )
     target = prepare_directory(job_dir(data_dir, job.id))
     record = {
