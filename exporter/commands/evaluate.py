@@ -1,9 +1,15 @@
-"""``gateway eval --route R --candidate V [--baseline teacher] [--sample 200]``.
+"""``gateway eval --route R --candidate V [--baseline teacher] [--sample 200]``, and before
+any training ``gateway eval --route R --bases MODEL[,MODEL...] --host-url URL [--shots K]``.
 
 Replays held-out captured prompts (the validation side of the export's split: pass the export
 with ``--data DIR`` to use its split settings) to the candidate variant through a running
 gateway, checks formats, has a judge compare each answer with the baseline's recorded one, and
 reports win/tie/loss with 95% intervals, latency and cost side by side.
+
+With ``--bases``, the candidates are base models as a host serves them (``--host-url``: the
+host's OpenAI-compatible base URL, Together, Fireworks, vLLM; its key from the environment
+variable ``--host-key-env`` names), each tried zero-shot and, with ``--shots K``, with K
+captured training-side examples as prior turns; one table ranks them under the teacher's row.
 """
 
 from __future__ import annotations
@@ -11,14 +17,20 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pydantic
+import yaml
 
+from capture.config import ModelPrice
+from capture.pricing import Price, PriceLike
 from exporter.commands.common import OK, guarded, print_json, run_async
 from exporter.commands.export import add_database_arguments
 from exporter.database import database_url, open_store
 from exporter.errors import BadFilter
-from exporter.evaluate import report
+from exporter.evaluate import bases_report, report
+from exporter.evaluate.bases import BasesOptions, run_bases
 from exporter.evaluate.held_out import trained_keys
 from exporter.evaluate.run import EvalOptions, run_eval
 from exporter.filters import Filters, parse_tags, parse_time
@@ -36,7 +48,39 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_database_arguments(p)
     p.add_argument("--route", required=True)
-    p.add_argument("--candidate", required=True, help="the variant to evaluate, e.g. student")
+    p.add_argument("--candidate", help="the variant to evaluate, e.g. student")
+    g = p.add_argument_group("candidate base models, before any training")
+    g.add_argument(
+        "--bases",
+        metavar="MODEL[,MODEL...]",
+        help="base models to compare with the teacher, as --host-url serves them",
+    )
+    g.add_argument(
+        "--host-url",
+        help="the host's OpenAI-compatible base URL, e.g. https://api.together.xyz/v1, "
+        "https://api.fireworks.ai/inference/v1, http://vllm:8000/v1",
+    )
+    g.add_argument(
+        "--host-key-env",
+        metavar="VAR",
+        help="the environment variable holding the host's key (e.g. TOGETHER_API_KEY); "
+        "none: no key is sent",
+    )
+    g.add_argument(
+        "--shots",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also try each base with K captured training-side examples as prior turns",
+    )
+    g.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="USD per 1M input and output tokens of a model (repeat for several); over "
+        "capture's price table and the --config's capture.prices",
+    )
     p.add_argument("--baseline", default="teacher", help="the recorded variant (default teacher)")
     p.add_argument("--sample", type=int, default=200, help="held-out prompts to replay")
     p.add_argument("--gateway", default="http://127.0.0.1:8080", help="the gateway's base URL")
@@ -84,12 +128,110 @@ def _trained(args: argparse.Namespace, share: float, salt: str) -> frozenset[byt
         ) from None
 
 
+def parse_price(text: str) -> tuple[str, Price]:
+    """``MODEL=IN,OUT`` (USD per 1M tokens) as the model and its price."""
+    model, sep, numbers = text.rpartition("=")
+    parts = numbers.split(",")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        values = []
+    if not sep or not model.strip() or len(values) != 2 or any(not v >= 0 for v in values):
+        raise BadFilter(
+            f"--price {text!r}: give MODEL=IN,OUT in USD per 1M tokens, e.g. "
+            "--price meta-llama/Llama-3.1-8B-Instruct=0.18,0.18"
+        )
+    return model.strip(), Price(values[0], None, values[1])
+
+
+def config_prices(path: str) -> dict[str, PriceLike]:
+    """The ``capture.prices`` of the gateway's config file (empty when it has none)."""
+    try:
+        data: Any = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise BadFilter(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise BadFilter(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    capture = data.get("capture") if isinstance(data, dict) else None
+    prices = capture.get("prices") if isinstance(capture, dict) else None
+    if not isinstance(prices, dict):
+        return {}
+    try:
+        return {str(name): ModelPrice.model_validate(value) for name, value in prices.items()}
+    except pydantic.ValidationError as exc:
+        raise BadFilter(f"{path}: capture.prices: {exc.errors()[0]['msg']}") from None
+
+
+def _host_key(args: argparse.Namespace) -> str | None:
+    if args.host_key_env is None:
+        return None
+    key = os.environ.get(args.host_key_env)
+    if not key:
+        raise BadFilter(
+            f"the host's key: environment variable {args.host_key_env} is not set "
+            "(set it, or leave --host-key-env out for a host without keys)"
+        )
+    return key
+
+
+def _bases_options(args: argparse.Namespace, key: str) -> BasesOptions:
+    bases = tuple(dict.fromkeys(b.strip() for b in args.bases.split(",") if b.strip()))
+    if not bases:
+        raise BadFilter("--bases: give one model or more, comma-separated")
+    if not args.host_url:
+        raise BadFilter(
+            "--bases needs --host-url: the host's OpenAI-compatible base URL, e.g. "
+            "https://api.together.xyz/v1"
+        )
+    if not args.host_url.startswith(("http://", "https://")):
+        raise BadFilter(f"--host-url {args.host_url!r}: give an http:// or https:// URL")
+    if args.shots < 0:
+        raise BadFilter("--shots must be 0 or more")
+    prices: dict[str, PriceLike] = dict(config_prices(args.config)) if args.config else {}
+    prices.update(parse_price(item) for item in args.price)
+    share, salt = _split(args)
+    return BasesOptions(
+        route=args.route,
+        bases=bases,
+        host_url=args.host_url.rstrip("/"),
+        host_key=_host_key(args),
+        gateway_url=args.gateway.rstrip("/"),
+        gateway_key=key,
+        shots=args.shots,
+        prices=prices,
+        baseline=args.baseline,
+        judge_model=args.judge_model,
+        sample=args.sample,
+        valid_share=share,
+        split_salt=salt,
+        trained=_trained(args, share, salt),
+        filters=_filters(args),
+        concurrency=args.concurrency,
+        seed=args.seed,
+    )
+
+
+def _filters(args: argparse.Namespace) -> Filters:
+    return Filters(
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        tags=parse_tags(args.tag),
+    )
+
+
 def evaluate(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get(KEY_ENV)
     if not key:
         raise BadFilter(f"give a gateway key: --key or ${KEY_ENV}")
     if args.sample < 1 or args.concurrency < 1:
         raise BadFilter("--sample and --concurrency must be at least 1")
+    if (args.candidate is None) == (args.bases is None):
+        raise BadFilter(
+            "give --candidate VARIANT (a registered student) or --bases MODEL[,MODEL...] "
+            "(base models at --host-url, before training)"
+        )
+    if args.bases is not None:
+        return _evaluate_bases(args, _bases_options(args, key))
     share, salt = _split(args)
     options = EvalOptions(
         route=args.route,
@@ -102,11 +244,7 @@ def evaluate(args: argparse.Namespace) -> int:
         valid_share=share,
         split_salt=salt,
         trained=_trained(args, share, salt),
-        filters=Filters(
-            since=parse_time(args.since) if args.since else None,
-            until=parse_time(args.until) if args.until else None,
-            tags=parse_tags(args.tag),
-        ),
+        filters=_filters(args),
         concurrency=args.concurrency,
         seed=args.seed,
     )
@@ -120,6 +258,21 @@ def evaluate(args: argparse.Namespace) -> int:
             print_json(built)
         else:
             print(report.render(built))
+        return OK
+
+    return run_async(go())
+
+
+def _evaluate_bases(args: argparse.Namespace, options: BasesOptions) -> int:
+    async def go() -> int:
+        async with open_store(database_url(args.database_url, args.config)) as store:
+            built = await run_bases(store.engine, options)
+        if args.out is not None:
+            write_json(args.out, built)
+        if args.json:
+            print_json(built)
+        else:
+            print(bases_report.render(built))
         return OK
 
     return run_async(go())
