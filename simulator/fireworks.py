@@ -52,7 +52,8 @@ context lengths; any other base is refused: a well-formed name it does not know 
 ("model not found"), and a known model that cannot be tuned is a 400. Hyperparameters are
 checked: ``epochs`` 1-100, ``learningRate`` above 0 and at most 1, ``loraRank`` a power of two
 from 4 to 64 (default 8), ``batchSize`` (tokens per batch, default 32,768) up to 1,048,576,
-``batchSizeSamples`` 1-4,096, ``maxContextLength`` within the model's context.
+``batchSizeSamples`` 1-4,096, ``maxContextLength`` within the model's context, a DPO job's
+``lossConfig.dpo.beta`` above 0 and below 0.5.
 """
 
 from __future__ import annotations
@@ -898,6 +899,12 @@ async def create_job(request: web.Request, kind: str) -> web.Response:
         method = loss.get("method") if isinstance(loss, dict) else None
         if method is not None and method not in LOSS_METHODS:
             raise invalid(f"invalid lossConfig.method {method!r}: DPO or ORPO")
+        settings = loss.get("dpo") if isinstance(loss, dict) else None
+        beta = settings.get("beta") if isinstance(settings, dict) else None
+        if beta is not None and (
+            isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 < beta < 0.5
+        ):
+            raise invalid("invalid lossConfig.dpo.beta: must be > 0 and < 0.5")
         param = "dpoJobId"
     job_id = _job_id(request, store, account, param, kind)
     train = _ready_dataset(store, account, body.get("dataset"), "dataset")
