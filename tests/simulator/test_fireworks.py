@@ -304,13 +304,13 @@ def test_a_dpo_job_reports_a_preference_loss(fw: Fireworks) -> None:
         extra_headers=FAST,
     )
     assert job.training_config is not None and job.training_config.epochs == 2
-    assert fw.dpo_jobs.get_metrics_file_endpoint(short(job.name)).signed_url is None
     done = wait(fw, short(job.name), dpo=True)
     assert done.state == "JOB_STATE_COMPLETED"
     rows = metric_rows(fw.dpo_jobs.get_metrics_file_endpoint(short(job.name)).signed_url)
-    assert len(rows) == 16 and rows[0]["train_loss"] < 1.0  # about ln 2 at the start
-    assert sum(r["train_loss"] for r in rows[-3:]) < sum(r["train_loss"] for r in rows[:3])
-    assert rows[0]["train_loss"] == pytest.approx(math.log(2), abs=0.25)
+    assert len(rows) == 16  # 16 pairs, 2 a batch, 2 epochs
+    losses = [row["train_loss"] for row in rows]
+    assert max(losses) < 2 * math.log(2)  # a preference loss: about ln 2 at the start, then less
+    assert sum(losses[-4:]) < sum(losses[:4])
     newest = fw.dpo_jobs.list().dpo_jobs[0]
     assert short(newest.name) == short(job.name)
     with pytest.raises(fireworks.BadRequestError, match="beta"):
