@@ -31,7 +31,8 @@ stream, ``x-gateway-upstream-model``), so a call that is not translated cannot p
 Measurements. wrk ``-t1 -c1`` with bench/post.lua (``api=anthropic`` for the Messages format)
 against the simulator direct in each dialect and every configuration, plain and streamed, in
 ``--dialects-rounds`` interleaved rounds (a warm-up run, then ``--dialects-seconds`` measured;
-the order rotating from round to round). Then an asyncio client calls every target one at a
+each configuration's runs next to those of the one it is compared with, their order alternating
+from round to round). Then an asyncio client calls every target one at a
 time, targets alternating call by call: streamed calls timed to their first body chunk, plain
 calls to their end with the gateway's ``x-gateway-overhead-ms``. bench/dialects_report.py
 aggregates, compares each configuration with its same-dialect one and marks the targets.
@@ -94,9 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of 0448ea9, before the dialect work); without it, it is compared with the simulator "
         "direct only",
     )
-    group.add_argument("--dialects-rounds", type=int, help="interleaved rounds (5, quick 2)")
+    group.add_argument("--dialects-rounds", type=int, help="interleaved rounds (7, quick 2)")
     group.add_argument(
-        "--dialects-seconds", type=int, help="measured seconds per wrk run (3, quick 1)"
+        "--dialects-seconds", type=int, help="measured seconds per wrk run (2, quick 1)"
     )
     group.add_argument(
         "--dialects-calls",
@@ -109,9 +110,9 @@ def finish_arguments(args: argparse.Namespace) -> None:
     """Fill the defaults that depend on ``--quick``."""
     quick = bool(args.quick)
     if args.dialects_rounds is None:
-        args.dialects_rounds = 2 if quick else 5
+        args.dialects_rounds = 2 if quick else 7
     if args.dialects_seconds is None:
-        args.dialects_seconds = 1 if quick else 3
+        args.dialects_seconds = 1 if quick else 2
     if args.dialects_calls is None:
         args.dialects_calls = 100 if quick else 1000
 
@@ -331,22 +332,27 @@ def start_gateway(
 @dataclass
 class Samples:
     ttfb_ms: list[float] = field(default_factory=list)
+    stream_ms: list[float] = field(default_factory=list)
     plain_ms: list[float] = field(default_factory=list)
     header_ms: list[float] = field(default_factory=list)
     errors: int = 0
 
 
-async def _streamed(session: aiohttp.ClientSession, target: Target, payload: bytes) -> float:
-    """The time to the first body chunk; ValueError when the stream is not whole."""
+async def _streamed(
+    session: aiohttp.ClientSession, target: Target, payload: bytes
+) -> tuple[float, float]:
+    """The times to the first body chunk and to the end; ValueError when the stream is not
+    whole."""
     started = time.perf_counter()
     async with session.post(target.url, data=payload, headers=headers(target.api)) as response:
         tail = await response.content.readany()
         first = time.perf_counter()
         async for chunk in response.content.iter_any():
             tail = (tail + chunk)[-64:]
+        end = time.perf_counter()
         if response.status != 200 or not stream_complete(target.api, tail):
             raise ValueError(f"status {response.status}, tail {tail!r}")
-    return (first - started) * 1000.0
+    return (first - started) * 1000.0, (end - started) * 1000.0
 
 
 async def _plain(
@@ -379,8 +385,9 @@ async def one_at_a_time(targets: list[Target], calls: int) -> dict[str, Samples]
                     target, sample = by_name[name], samples[name]
                     try:
                         if stream:
-                            ttfb = await _streamed(sessions[name], target, payloads[name])
+                            ttfb, whole = await _streamed(sessions[name], target, payloads[name])
                             sample.ttfb_ms.append(ttfb)
+                            sample.stream_ms.append(whole)
                         else:
                             elapsed, header = await _plain(sessions[name], target, payloads[name])
                             sample.plain_ms.append(elapsed)
@@ -400,6 +407,33 @@ def _shown(path: Path) -> str:
         return str(path.absolute().relative_to(REPOSITORY))
     except ValueError:
         return str(path)
+
+
+def paired_order(names: list[str], round_index: int) -> list[str]:
+    """Round r's wrk runs: plain then streamed (streamed first on odd rounds), each half in
+    ``names``' order (reversed on odd rounds). With :data:`ORDER`, a configuration runs next
+    to the one it is compared with, so a burst of load from elsewhere on the machine tends to
+    reach both, and which of the two runs first alternates from round to round."""
+    ordered = [name for name in ORDER if name in names]
+    ordered += [name for name in names if name not in ORDER]
+    if round_index % 2:
+        ordered.reverse()
+    modes = MODES[::-1] if round_index % 2 else MODES
+    return [series_key(name, mode) for mode in modes for name in ordered]
+
+
+ORDER = (
+    DIRECT["openai"],
+    "before",
+    "now",
+    "openai-openai",
+    "openai-anthropic",
+    DIRECT["anthropic"],
+    "anthropic-anthropic",
+    "anthropic-openai",
+)
+"""The targets in the order they run in a round: each configuration beside its reference (and
+the translated OpenAI call beside the Anthropic direct it is measured over)."""
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -470,13 +504,13 @@ class Run:
 
     def rounds(self, targets: list[Target]) -> None:
         args, results = self.args, self.results
-        keys = [series_key(t.name, mode) for t in targets for mode in MODES]
+        names = [t.name for t in targets]
         by_key = {series_key(t.name, mode): (t, mode) for t in targets for mode in MODES}
-        for key in keys:
+        for key in by_key:
             results.series[key] = Series(key)
-        total, step = args.dialects_rounds * len(keys), 0
+        total, step = args.dialects_rounds * len(by_key), 0
         for round_index in range(args.dialects_rounds):
-            for key in round_order(keys, round_index):
+            for key in paired_order(names, round_index):
                 step += 1
                 target, mode = by_key[key]
                 self.progress(
@@ -511,6 +545,7 @@ class Run:
             for name, sample in samples.items():
                 self.results.client[name] = ClientFigures(
                     ttfb_ms=summarize(sample.ttfb_ms),
+                    stream_ms=summarize(sample.stream_ms),
                     plain_ms=summarize(sample.plain_ms),
                     header_ms=summarize(sample.header_ms),
                     errors=sample.errors,

@@ -23,6 +23,7 @@ from bench.dialects_report import (
     render,
     series_key,
     spec,
+    target_names,
     to_json,
     verdicts,
 )
@@ -96,13 +97,38 @@ def test_the_anthropic_call_is_post_luas_with_api_anthropic() -> None:
     assert not dialects.stream_complete("openai", b'event: message_stop\ndata: {"type"')
 
 
+def test_a_round_runs_each_configuration_beside_its_reference() -> None:
+    names = target_names()
+    first, second = dialects.paired_order(names, 0), dialects.paired_order(names, 1)
+    assert (
+        sorted(first)
+        == sorted(second)
+        == sorted(series_key(name, mode) for name in names for mode in ("plain", "stream"))
+    )
+    assert first[:3] == ["direct-openai/plain", "before/plain", "now/plain"]
+    assert second[:2] == ["anthropic-openai/stream", "anthropic-anthropic/stream"]
+    for order in (first, second):
+        for config in SPECS:
+            if config.reference is None or config.name == "anthropic-anthropic":
+                continue  # (e) is two runs from (c): (d) and the Anthropic direct come between
+            for mode in ("plain", "stream"):
+                mine = order.index(series_key(config.name, mode))
+                theirs = order.index(series_key(config.reference, mode))
+                assert abs(mine - theirs) == 1, (config.name, mode)
+    # Which of the pair runs first alternates.
+    assert first.index("before/plain") < first.index("now/plain")
+    assert second.index("before/plain") > second.index("now/plain")
+    without = dialects.paired_order([n for n in names if n != "before"], 0)
+    assert "before/plain" not in without and len(without) == 14
+
+
 def test_arguments_select_the_part_and_shorten_it() -> None:
     quick = run.parse_args(["--quick", "--only", "dialects"])
     assert (quick.dialects_rounds, quick.dialects_seconds, quick.dialects_calls) == (2, 1, 100)
     assert run._selected(quick, "dialects") and not run._selected(quick, "features")
     assert quick.dialects_baseline is None
     full = run.parse_args(["--dialects-baseline", "/tmp/base"])
-    assert (full.dialects_rounds, full.dialects_seconds, full.dialects_calls) == (5, 3, 1000)
+    assert (full.dialects_rounds, full.dialects_seconds, full.dialects_calls) == (7, 2, 1000)
     assert full.dialects_baseline == Path("/tmp/base") and run._selected(full, "dialects")
     assert not run._selected(run.parse_args(["--only", "features"]), "dialects")
 
@@ -159,7 +185,8 @@ def sample() -> DialectResults:
     }
     for name, p50 in ttfb.items():
         summary = {"n": 100, "p50": p50, "p90": p50 + 0.1, "p99": p50 + 0.5}
-        results.client[name] = ClientFigures(summary, summary, {"n": 100, "p50": 0.06})
+        whole = {"n": 100, "p50": p50 * 2, "p90": p50 * 2, "p99": p50 * 3}
+        results.client[name] = ClientFigures(summary, whole, summary, {"n": 100, "p50": 0.06})
     return results
 
 
@@ -171,13 +198,20 @@ def test_overheads_are_over_the_upstream_dialects_direct() -> None:
     assert results.versus(spec("openai-anthropic"), "stream", "p50") == pytest.approx(0.20)
     assert results.ratio(spec("openai-anthropic"), "stream", "p50") == pytest.approx(1.5)
     assert results.versus(spec("anthropic-openai"), "plain", "p50") == pytest.approx(0.10)
-    assert results.ttfb_overhead(spec("openai-anthropic"), "p50") == pytest.approx(0.60)
-    assert results.ttfb_versus(spec("openai-anthropic"), "p50") == pytest.approx(0.10)
+    translated = spec("openai-anthropic")
+    assert results.client_overhead(translated, "ttfb", "p50") == pytest.approx(0.60)
+    assert results.client_versus(translated, "ttfb", "p50") == pytest.approx(0.10)
+    assert results.client_overhead(translated, "stream", "p50") == pytest.approx(1.20)
+    assert results.client_versus(translated, "stream", "p50") == pytest.approx(0.20)
+    assert results.client_versus(spec("now"), "plain", "p50") == pytest.approx(0.02)
     assert results.versus(spec("openai-openai"), "plain", "p50") is None
 
 
 def test_verdicts_mark_each_target() -> None:
-    marks = [(v.target.split(":")[0], v.measured.split()[0], v.met) for v in verdicts(sample())]
+    found = verdicts(sample())
+    assert found[0].measured == "+0.030 ms (b) vs (a) (one at a time: +0.020 ms)"
+    assert found[2].measured == "+0.200 ms (d) vs (c) (one at a time: +0.200 ms)"
+    marks = [(v.target.split(":")[0], v.measured.split()[0], v.met) for v in found]
     assert marks == [
         ("a same-dialect call costs what it costs today", "+0.030", True),
         ("a same-dialect call costs what it costs today", "+0.030", True),
@@ -192,7 +226,7 @@ def test_without_a_baseline_the_first_target_is_not_measured() -> None:
     del results.client["before"]
     results.skipped["before"] = "no --dialects-baseline"
     first = verdicts(results)[0]
-    assert first.met is None
+    assert first.met is None and "one at a time" not in first.measured
     assert "no --dialects-baseline" in first.measured and "+0.430 ms" in first.measured
     text = render(results)
     assert "(a) not measured (no --dialects-baseline)" in text
@@ -222,6 +256,7 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
     translated = next(c for c in data["configs"] if c["name"] == "openai-anthropic")
     assert translated["wrk"]["stream"]["versus_reference_ms"]["p50"] == pytest.approx(0.20)
     assert translated["client"]["ttfb_versus_reference_ms"]["p50"] == pytest.approx(0.10)
+    assert translated["client"]["stream_overhead_ms"]["p50"] == pytest.approx(1.20)
     assert [t["met"] for t in data["targets"]] == [True, True, False, True]
 
 
@@ -262,7 +297,8 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
             assert 0 < figures["p50_ms"] <= figures["p99_ms"] < 1000
             assert isinstance(figures["overhead_ms"]["p50"], float)
         client = config["client"]
-        assert client["ttfb_ms"]["n"] == 20 and client["plain_ms"]["n"] == 20
+        assert client["ttfb_ms"]["n"] == client["stream_ms"]["n"] == client["plain_ms"]["n"] == 20
+        assert client["stream_ms"]["p50"] > client["ttfb_ms"]["p50"]
         assert client["errors"] == 0 and client["header_ms"]["p50"] > 0
         assert isinstance(client["ttfb_overhead_ms"]["p50"], float)
         if config["reference"] is not None:
