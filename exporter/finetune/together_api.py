@@ -89,7 +89,9 @@ def _message(body: Any, fallback: str) -> str:
 
 
 def job_from(raw: dict[str, Any], base_model: str = "") -> Job:
-    """The loop's Job from Together's job object (``raw`` keeps it, less its events)."""
+    """The loop's Job from Together's job object. ``raw`` keeps the object, less its events,
+    plus what the loop's readers take from any saved job: ``fine_tuned_model`` (the
+    ``output_name`` once completed), ``hyperparameters`` and ``trained_tokens``."""
     events = raw.pop("events", None) or []
     status = str(raw.get("status") or "unknown")
     mapped = STATUS.get(status, status)
@@ -112,15 +114,20 @@ def job_from(raw: dict[str, Any], base_model: str = "") -> Job:
         error = said[-1] if said and isinstance(said[-1], str) else f"the job ended in {status}"
     tokens = raw.get("token_count")
     epochs = raw.get("n_epochs")
-    trained = tokens * epochs if isinstance(tokens, int) and isinstance(epochs, int) else None
+    trained = None
+    if mapped == "succeeded" and isinstance(tokens, int) and isinstance(epochs, int):
+        trained = tokens * epochs
+    model = raw.get("model_output_name") if mapped == "succeeded" else None
+    # What `register` and the lineage read from a saved job, whichever service ran it.
+    raw.update(fine_tuned_model=model, hyperparameters=hyperparameters, trained_tokens=trained)
     return Job(
         id=str(raw["id"]),
         status=mapped,
         base_model=str(raw.get("model") or base_model),
-        fine_tuned_model=raw.get("model_output_name") if mapped == "succeeded" else None,
+        fine_tuned_model=model,
         created_at=_epoch(raw.get("created_at")),
         finished_at=_epoch(raw.get("updated_at")) if mapped in STATUS.values() else None,
-        trained_tokens=trained if mapped == "succeeded" else None,
+        trained_tokens=trained,
         hyperparameters=hyperparameters,
         error=error,
         raw=raw,
