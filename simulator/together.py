@@ -287,10 +287,16 @@ async def put_part(request: web.Request) -> web.Response:
 
 
 def _upload(account: Account, body: dict[str, Any]) -> StoredFile:
-    stored = account.files.get(body.get("file_id"))  # type: ignore[arg-type]
+    file_id = body.get("file_id")
+    stored = account.files.get(file_id) if isinstance(file_id, str) else None
     if stored is None or stored.upload_id is None or body.get("upload_id") != stored.upload_id:
         raise TogetherError(404, "No such multipart upload.", "upload_id", "not_found")
     return stored
+
+
+def _part_number(part: Any) -> int:
+    number = part.get("part_number") if isinstance(part, dict) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) else 0
 
 
 async def multipart_complete(request: web.Request) -> web.Response:
@@ -302,9 +308,7 @@ async def multipart_complete(request: web.Request) -> web.Response:
     if not isinstance(given, list) or len(given) != stored.num_parts:
         raise bad(f"parts must list all {stored.num_parts} parts.", "parts")
     chunks: list[bytes] = []
-    for number, item in enumerate(
-        sorted(given, key=lambda p: p.get("part_number", 0) if isinstance(p, dict) else 0), 1
-    ):
+    for number, item in enumerate(sorted(given, key=lambda p: _part_number(p)), 1):
         content = stored.parts.get(number)
         etag = item.get("etag") if isinstance(item, dict) else None
         if content is None or etag != hashlib.md5(content).hexdigest():

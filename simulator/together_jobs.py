@@ -44,7 +44,7 @@ PHASE_NAMES = ("pending", "queued", "running", "uploading")
 MAX_SUFFIX = 40
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 DEFAULT_LR = 1e-5
-MAX_STEPS = 200_000
+MAX_STEPS = 50_000
 """More steps than a simulated curve is drawn for: such a job is refused."""
 TERMINAL = ("completed", "cancelled", "error", "user_error")
 
@@ -637,14 +637,15 @@ async def estimate_price(request: web.Request) -> web.Response:
     base = base_model(model) if isinstance(model, str) else None
     if base is None:
         raise _unsupported(str(model))
-    train = account.files.get(body.get("training_file"))  # type: ignore[arg-type]
+    train_id, valid_id = body.get("training_file"), body.get("validation_file")
+    train = account.files.get(train_id) if isinstance(train_id, str) else None
     if train is None or train.content is None:
         raise TogetherError(404, "training_file not found", "training_file", "not_found")
     if train.dataset is None:
         return json_response(
             {"estimation_available": False, "unavailable_reason": "train_file_invalid"}
         )
-    valid = account.files.get(body.get("validation_file") or "")
+    valid = account.files.get(valid_id) if isinstance(valid_id, str) else None
     if valid is not None and valid.dataset is None:
         return json_response(
             {"estimation_available": False, "unavailable_reason": "eval_file_invalid"}

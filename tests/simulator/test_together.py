@@ -486,3 +486,57 @@ def test_the_fine_tune_answers_chat_once_completed(
     with api(simulator) as http:
         listed = http.get("/models").json()
     assert isinstance(listed, list) and job.output_name in [m["id"] for m in listed]
+
+
+ODD_VALUES: list[Any] = [None, [], {}, [1, "a"], {"k": [None]}, "", "x" * 5000, -1, 1e308, True]
+
+
+def test_odd_values_anywhere_are_refused_never_a_server_error(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    client = sdk(simulator)
+    train = upload(client, write(tmp_path / "odd.jsonl", chat_rows(10, "odd")))
+    bodies: dict[str, dict[str, Any]] = {
+        "/fine-tunes": {
+            "training_file": train,
+            "model": BASE,
+            "n_epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 1e-5,
+            "suffix": "odd",
+            "training_type": {"type": "Lora", "lora_r": 8},
+            "training_method": {"method": "sft"},
+            "lr_scheduler": {"lr_scheduler_type": "linear", "lr_scheduler_args": {}},
+            "from_checkpoint": None,
+            "random_seed": 1,
+        },
+        "/fine-tunes/estimate-price": {
+            "training_file": train,
+            "validation_file": train,
+            "model": BASE,
+            "n_epochs": 1,
+            "training_type": {"type": "Lora"},
+        },
+        "/files/multipart/initiate": {
+            "file_name": "a.jsonl",
+            "file_size": 10,
+            "num_parts": 1,
+            "purpose": "fine-tune",
+            "file_type": "jsonl",
+            "checksum": "0",
+        },
+        "/files/multipart/complete": {"upload_id": "u", "file_id": "f", "parts": []},
+        "/files/multipart/abort": {"upload_id": "u", "file_id": "f"},
+        "/chat/completions": {"model": BASE, "messages": [{"role": "user", "content": "hi"}]},
+    }
+    with api(simulator) as http:
+        for path, body in bodies.items():
+            for key in body:
+                for value in ODD_VALUES:
+                    sent = {**body, key: value}
+                    answer = http.post(path, json=sent, headers=FAST)
+                    assert answer.status_code < 500, (path, key, value, answer.text)
+                    if answer.status_code >= 400:
+                        assert error_of(answer)["message"]
+            nested = {**body, "parts": [{"part_number": "1", "etag": 1}, {"part_number": 2}]}
+            assert http.post(path, json=nested, headers=FAST).status_code < 500
