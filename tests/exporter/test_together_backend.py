@@ -322,3 +322,13 @@ def test_metrics_rows_and_job_objects_read_as_the_loop_needs() -> None:
     assert job.finished_at == job.created_at + 600  # type: ignore[operator]
     running = job_from({"id": "ft-2", "status": "uploading", "model_output_name": "sim-user/y"})
     assert running.status == "uploading" and not running.done and running.fine_tuned_model is None
+
+
+def test_without_the_sdk_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from exporter.errors import BackendError
+
+    monkeypatch.setitem(sys.modules, "together", None)  # as if `pip install .[hosted]` was skipped
+    with pytest.raises(BackendError, match=r"pip install 'distillation-gateway\[hosted\]'"):
+        TogetherBackend("http://127.0.0.1:9/together")
