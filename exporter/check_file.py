@@ -15,7 +15,7 @@ import orjson
 
 from exporter import hyperparams, report
 from exporter.errors import InvalidDataset
-from exporter.tokens import TokenCounter, encoding_for
+from exporter.tokens import counter_for
 from exporter.validate import check_chat_row, check_preference_row
 
 
@@ -32,10 +32,15 @@ def validate_file(
     token_limit: int | None = None,
     training_price: float | None = None,
     side: str = "train",
+    tokenizer: Path | None = None,
 ) -> dict[str, Any]:
-    """The report of one file (its rows counted as ``side``); InvalidDataset if unreadable."""
-    limit = token_limit or hyperparams.token_limit(base_model)
-    counter = TokenCounter(encoding_for(base_model))
+    """The report of one file (its rows counted as ``side``); InvalidDataset if unreadable.
+
+    Tokens are counted for ``base_model`` (``tokens.counter_for``): with ``tokenizer`` (a
+    directory with tokenizer.json), or the base model's own directory, its own tokenizer and
+    chat template; else its encoding or its family's approximation."""
+    counter = counter_for(base_model, tokenizer)
+    limit = token_limit or counter.token_limit(base_model)
     tally = report.Tally()
     preference: bool | None = None
     rows = 0
@@ -75,11 +80,12 @@ def validate_file(
         token_limit=limit,
         training_price=price,
         selected=rows,
+        counter=counter,
     )
     built["file"] = str(path)
     built["format"] = "preference" if preference else "chat"
-    if side != "train":
-        built["errors"] = []
+    if side != "train":  # no minimum count: what the destination does not take still counts
+        built["errors"] = counter.findings()[0]
         built["warnings"] = [w for w in built["warnings"] if "validation" not in w]
     if tally.problems:
         bad = sum(tally.dropped.values()) + tally.over_limit_count

@@ -37,7 +37,7 @@ from exporter.split import (
     group_options,
 )
 from exporter.system_prompt import SystemPrompt
-from exporter.tokens import TokenCounter, encoding_for
+from exporter.tokens import counter_for
 from exporter.validate import check_chat_row
 
 Weighting = Literal["none", "last"]
@@ -67,10 +67,8 @@ class ExportOptions:
     """USD per 1M training tokens; the base model's list price when None."""
     page_size: int = DEFAULT_PAGE_SIZE
     limit: int | None = None
-
-    @property
-    def limit_tokens(self) -> int:
-        return self.token_limit or hyperparams.token_limit(self.base_model)
+    tokenizer: Path | None = None
+    """A directory with the base model's tokenizer.json (and chat template) to count with."""
 
     def splitter(self) -> GroupSplit:
         groups = group_options(self.split_groups) if self.split_groups is not None else None
@@ -149,8 +147,8 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
     out_dir = prepare_directory(options.out_dir) if options.out_dir is not None else None
     tally = report.Tally()
     curator = _Curator(options, tally)
-    counter = TokenCounter(encoding_for(options.base_model))
-    limit = options.limit_tokens
+    counter = counter_for(options.base_model, options.tokenizer)
+    limit = options.token_limit or counter.token_limit(options.base_model)
     writers: dict[str, AtomicJsonl] = {}
     if out_dir is not None:
         writers = {side: AtomicJsonl(out_dir / f"{side}.jsonl") for side in ("train", "valid")}
@@ -185,6 +183,7 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
             training_price=options.price,
             selected=selected,
             split=splitter.summary(options.split_groups),
+            counter=counter,
         )
         if curator.leaks is not None and curator.leaks.found:
             built["leaks_found"] = dict(curator.leaks.found)
@@ -227,6 +226,7 @@ def manifest(options: ExportOptions, built: dict[str, Any]) -> dict[str, Any]:
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "filters": filters,
         "base_model": options.base_model,
+        "tokenizer": str(options.tokenizer) if options.tokenizer is not None else None,
         "system_prompt": {"mode": options.system_prompt.mode, "text": options.system_prompt.text},
         "exact_dedup": options.exact_dedup,
         "near_dup": asdict(options.near_dup) if options.near_dup else None,

@@ -39,7 +39,7 @@ from exporter.output import AtomicJsonl, prepare_directory
 from exporter.pair_judge import PairJudge
 from exporter.pipeline import ExportOptions, ExportResult, commit_outputs, manifest
 from exporter.selection import fetch_by_ids, stream_pages
-from exporter.tokens import TokenCounter, encoding_for
+from exporter.tokens import counter_for
 from exporter.validate import check_preference_row
 
 Source = Literal["feedback", "shadow"]
@@ -180,8 +180,8 @@ async def run_preference_export(
         selected, pairs = await _feedback_pairs(engine, options, builder, margin)
     else:
         selected, pairs = await _shadow_pairs(engine, options, builder, margin, judge)
-    counter = TokenCounter(encoding_for(options.base_model))
-    limit = options.limit_tokens
+    counter = counter_for(options.base_model, options.tokenizer)
+    limit = options.token_limit or counter.token_limit(options.base_model)
     leaks = LeakCheck() if options.leak_check != "off" else None
     writers: dict[str, AtomicJsonl] = {}
     if out_dir is not None:
@@ -239,6 +239,7 @@ async def run_preference_export(
             training_price=options.price,
             selected=selected,
             split=splitter.summary(options.split_groups),
+            counter=counter,
         )
         built["format"] = "preference"
         built["pairs_found"] = len(pairs)

@@ -8,13 +8,16 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from exporter import hyperparams
 from exporter.split import LARGE_GROUP_SHARE
 from exporter.validate import CATEGORIES
+
+if TYPE_CHECKING:
+    from exporter.tokens import TokenCounter
 
 SAMPLE_IDS = 3
 """Call ids (or line numbers) kept per problem, to go and look."""
@@ -83,8 +86,10 @@ def build(
     training_price: float | None,
     selected: int | None = None,
     split: dict[str, Any] | None = None,
+    counter: TokenCounter | None = None,
 ) -> dict[str, Any]:
-    """``split``: how the rows were split (``split.GroupSplit.summary``), None for a file."""
+    """``split``: how the rows were split (``split.GroupSplit.summary``), None for a file;
+    ``counter``: what counted the tokens, with what it saw the destination would not take."""
     train = len(tally.tokens["train"])
     valid = len(tally.tokens["valid"])
     suggestion = hyperparams.suggest(train)
@@ -104,6 +109,10 @@ def build(
         warnings.append("no validation examples: the valid loss cannot be followed")
     if split is not None:
         warnings += _split_warnings(split, train + valid)
+    if counter is not None:
+        found_errors, found_warnings = counter.findings()
+        errors += found_errors
+        warnings += found_warnings
     problems = {
         name: {
             "count": tally.problems[name],
@@ -115,6 +124,7 @@ def build(
     report: dict[str, Any] = {
         "base_model": base_model,
         "encoding": encoding,
+        **({"tokenizer": counter.describe()} if counter is not None else {}),
         "token_limit": token_limit,
         "selected": selected,
         "dropped": dict(tally.dropped.most_common()),
@@ -210,6 +220,14 @@ def render(report: dict[str, Any]) -> str:
             f"assistant tokens per example: median {answer['median']}, p95 {answer['p95']}, "
             f"max {answer['max']}"
         )
+    tokenizer = report.get("tokenizer")
+    if tokenizer is not None:
+        lines.append(
+            f"tokens counted for {tokenizer['destination']} with {tokenizer['method']}"
+            + (" (the service counts its own)" if tokenizer["estimate"] else "")
+        )
+        if tokenizer.get("note"):
+            lines.append(f"note: {tokenizer['note']}")
     over = report["over_limit"]
     lines.append(
         f"over the {_number(report['token_limit'])}-token limit of {report['base_model']}: "

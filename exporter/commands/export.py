@@ -171,7 +171,19 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="split each row by its own prompt's hash only",
     )
-    g.add_argument("--base", default="gpt-4o-mini", help="base model: tokenizer, limit, price")
+    g.add_argument(
+        "--base",
+        default="gpt-4o-mini",
+        help="base model: tokenizer, limit, price (an OpenAI model, a hosted open-weight one "
+        "such as meta-llama/Meta-Llama-3.1-8B-Instruct, or a local model's directory)",
+    )
+    g.add_argument(
+        "--tokenizer",
+        type=Path,
+        metavar="DIR",
+        help="count with this tokenizer.json and chat template (the local base model's "
+        "directory) instead of the base's encoding",
+    )
     g.add_argument("--max-example-tokens", type=int, help="per-example token limit override")
     g.add_argument("--training-price", type=float, help="USD per 1M training tokens")
     g.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE)
@@ -181,7 +193,14 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = commands.add_parser("validate", help="check a fine-tuning JSONL file and print its report")
     p.add_argument("file", type=Path)
-    p.add_argument("--base", default="gpt-4o-mini")
+    p.add_argument(
+        "--base",
+        default="gpt-4o-mini",
+        help="base model: an OpenAI model, a hosted open-weight one, or a local directory",
+    )
+    p.add_argument(
+        "--tokenizer", type=Path, metavar="DIR", help="count with this tokenizer.json and template"
+    )
     p.add_argument("--max-example-tokens", type=int)
     p.add_argument("--training-price", type=float)
     p.add_argument(
@@ -228,6 +247,7 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         training_price=args.training_price,
         page_size=args.page_size,
         limit=args.limit,
+        tokenizer=args.tokenizer,
     )
 
 
@@ -291,7 +311,9 @@ def validate(args: argparse.Namespace) -> int:
     if not args.file.exists():
         return fail(f"no such file: {args.file}", USAGE)
     side = "valid" if args.validation else "train"
-    built = validate_file(args.file, args.base, args.max_example_tokens, args.training_price, side)
+    built = validate_file(
+        args.file, args.base, args.max_example_tokens, args.training_price, side, args.tokenizer
+    )
     if args.json:
         print_json(built)
     else:
