@@ -332,3 +332,16 @@ def test_without_the_sdk_the_error_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "together", None)  # as if `pip install .[hosted]` was skipped
     with pytest.raises(BackendError, match=r"pip install 'distillation-gateway\[hosted\]'"):
         TogetherBackend("http://127.0.0.1:9/together")
+
+
+def test_a_job_that_fails_is_reported_with_the_services_reason(
+    captured: Captured, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = copy_of(exported, tmp_path)
+    failing = [*service(captured), "--header", "x-sim-ft-fail-at:0.5"]
+    assert main(["finetune", str(data), "--base", BASE, *failing]) == 1
+    out = capsys.readouterr().out
+    assert "failed" in out and "error: Training failed at step" in out
+    summary = orjson.loads((one_job(data) / "summary.json").read_bytes())
+    assert summary["status"] == "failed" and summary["fine_tuned_model"] is None
+    assert "the loss became NaN" in summary["error"]
