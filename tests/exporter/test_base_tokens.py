@@ -140,6 +140,22 @@ def test_a_local_tokenizer_counts_the_rendered_template(tmp_path: Path) -> None:
     assert from_file.example(row["messages"]).total == expected
 
 
+def test_the_count_is_what_transformers_renders(tmp_path: Path) -> None:
+    """The same template and tokenizer through transformers' apply_chat_template."""
+    transformers = pytest.importorskip("transformers")
+    directory = _tokenizer_dir(tmp_path, "chatml", CHATML)
+    reference = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(directory / "tokenizer.json"), bos_token="<|bos|>", eos_token="<|eos|>"
+    )
+    reference.chat_template = CHATML
+    counter = counter_for("x", directory)
+    rows = [_row(q) for q in questions(5, seed=4)] + [_tool_row("Where is order A-17?")]
+    for row in rows:
+        ids = reference.apply_chat_template(row["messages"], tools=row.get("tools"), tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        assert counter.example(row["messages"], row.get("tools")).total == len(ids)
+
+
 def test_validation_with_a_local_tokenizer_uses_its_context(tmp_path: Path) -> None:
     directory = _tokenizer_dir(tmp_path, "chatml", CHATML, context=128)
     rows = [_row(q) for q in questions(12, seed=5)] + [_row("word " * 60)]
