@@ -28,7 +28,8 @@ What each step is on Fireworks:
 - Jobs are named by their id (the last part of their resource name); ``get`` looks among the
   supervised jobs, then the DPO jobs. States: JOB_STATE_COMPLETED (and EARLY_STOPPED) is
   succeeded, FAILED and EXPIRED failed, CANCELLED cancelled, CREATING and PENDING queued,
-  VALIDATING validating_files, the rest running.
+  VALIDATING validating_files, CANCELLING cancelling, PAUSED paused, the rest running. A job
+  warm-started from a LoRA model names only that model: its base is read from the model.
 - ``events``: Fireworks has no events API, so the job's are derived from what it shows: its
   creation, its current state (or how it ended, with the status message), and one
   ``metrics`` event per step of its metrics file, as OpenAI's events carry them.
@@ -86,6 +87,7 @@ STATUSES = {
     "JOB_STATE_CREATING_INPUT_DATASET": "queued",
     "JOB_STATE_VALIDATING": "validating_files",
     "JOB_STATE_CANCELLING": "cancelling",
+    "JOB_STATE_PAUSED": "paused",
 }
 TRAIN_LOSS_KEYS = ("train_loss", "loss", "train/loss", "training_loss")
 EVAL_LOSS_KEYS = ("eval_loss", "valid_loss", "eval/loss", "validation_loss", "val_loss")
@@ -225,6 +227,7 @@ class FireworksBackend:
         self.learning_rate = learning_rate
         self.dpo_beta = dpo_beta
         self.single_upload_bytes = single_upload_bytes
+        self._bases: dict[str, str] = {}
         self._client: Fireworks = Fireworks(
             api_key=key, account_id=account, base_url=given, default_headers=headers or None
         )
@@ -315,7 +318,7 @@ class FireworksBackend:
     def create(self, spec: JobSpec) -> Job:
         hp = spec.hyperparameters
         config: dict[str, Any] = {}
-        parent = getattr(spec, "parent", None)
+        parent = spec.parent
         if parent:
             config["warm_start_from"] = self._model_name(parent, self.account)
         else:
@@ -370,9 +373,11 @@ class FireworksBackend:
         try:
             return self._call(what, call)
         except StatusError as exc:
-            if "model" not in exc.detail.lower() or exc.status not in (400, 404):
+            parent = spec.parent
+            named = self._model_name(parent, self.account) if parent else None
+            named = named or self._model_name(spec.base_model, "fireworks")
+            if named not in exc.detail or exc.status not in (400, 404):
                 raise
-            parent = getattr(spec, "parent", None)
             if parent:
                 raise BackendError(
                     f"--from {parent}: {exc.detail} (give a LoRA model of account "
@@ -431,10 +436,14 @@ class FireworksBackend:
             "learning_rate": config.get("learningRate"),
             "lora_rank": config.get("loraRank"),
         }
+        base = config.get("baseModel")
+        warm = config.get("warmStartFrom")
+        if not base and isinstance(warm, str) and warm:
+            base = self._base_of(warm)
         return Job(
             id=name.rsplit("/", 1)[-1],
             status=status,
-            base_model=str(config.get("baseModel") or config.get("warmStartFrom") or ""),
+            base_model=str(base or ""),
             fine_tuned_model=model,
             created_at=_seconds(raw.get("createTime")),
             finished_at=_seconds(raw.get("completedTime")),
@@ -442,6 +451,18 @@ class FireworksBackend:
             error=str(error) if error else None,
             raw={**raw, "fine_tuned_model": model},
         )
+
+    def _base_of(self, model: str) -> str:
+        """The base model under a LoRA model (a job warm-started from it names only it)."""
+        if model not in self._bases:
+            account, _, model_id = model.removeprefix("accounts/").partition("/models/")
+            try:
+                found = self._client.models.get(model_id, account_id=account)
+                details = found.peft_details
+                self._bases[model] = details.base_model if details else model
+            except Exception:  # the job is still described, with the model it started from
+                return model
+        return self._bases[model]
 
     def get(self, job_id: str) -> Job:
         return self._job_from(self._raw(job_id))

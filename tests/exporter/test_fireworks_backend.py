@@ -181,6 +181,7 @@ def test_a_job_continues_from_the_previous_student(setup: Setup) -> None:
     sent = recorded(setup, "/supervisedFineTuningJobs")[-1]["body"]
     assert sent["warmStartFrom"] == model and "baseModel" not in sent
     assert f"continuing from {model}" in second.stdout
+    assert f"succeeded        {BASE} -> accounts/acme/models/" in second.stdout  # its base
 
 
 def test_a_preference_export_trains_with_dpo(setup: Setup) -> None:
