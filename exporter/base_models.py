@@ -264,5 +264,5 @@ def hosted(model: str) -> Destination | None:
         system=family.system,
         tools=family.tools,
         estimate=True,
-        method=f"{family.name}: {family.method}, an estimate",
+        method=f"{family.method}, an estimate",
     )

@@ -220,6 +220,10 @@ class ApproxCounter(TokenCounter):
     """A hosted open-weight family's count from a tiktoken encoding (``base_models``): digits
     one token each where the family splits them, the rest scaled by its measured factor."""
 
+    def __init__(self, encoding: str, destination: Destination) -> None:
+        super().__init__(encoding, destination)
+        self.encoding = f"{destination.name} estimate from {encoding}"
+
     def text(self, text: str) -> int:
         count = super().text(text)
         destination = self.destination
