@@ -166,7 +166,6 @@ GRPC_CODES = {
     "ALREADY_EXISTS": (6, 409),
     "PERMISSION_DENIED": (7, 403),
     "FAILED_PRECONDITION": (9, 400),
-    "UNIMPLEMENTED": (12, 501),
     "UNAUTHENTICATED": (16, 401),
 }
 
@@ -586,10 +585,8 @@ async def datasets_root(request: web.Request) -> web.Response:
     if not isinstance(spec, dict):
         raise invalid("dataset is required")
     _unknown(spec, DATASET_FIELDS, "dataset.")
-    if spec.get("externalUrl"):
-        raise FireworksError(
-            "UNIMPLEMENTED", "the simulator takes uploaded datasets only (userUploaded)"
-        )
+    if spec.get("externalUrl"):  # gs:// and s3:// buckets are out of the simulator's reach
+        raise invalid("dataset.externalUrl: the simulator takes uploaded datasets only")
     name = f"accounts/{account}/datasets/{dataset_id}"
     if name in store.datasets:
         raise FireworksError("ALREADY_EXISTS", f'dataset "{name}" already exists')

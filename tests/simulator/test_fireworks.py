@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -339,3 +340,73 @@ def test_keys_paths_and_bodies_are_refused_in_fireworks_shape(simulator: Running
         assert 400 <= answer.status_code < 500, (path, answer.status_code)
         shape = answer.json()
         assert set(shape) == {"code", "message", "details"}, (path, shape)
+
+
+ODD: list[Any] = [None, -1, 0, 2**63, 1e308, "x", "", "12", [], {}, True, [1], {"a": 1}, 0.5]
+FUZZ_FIELDS = {
+    "/supervisedFineTuningJobs": [
+        "dataset",
+        "baseModel",
+        "epochs",
+        "learningRate",
+        "loraRank",
+        "batchSize",
+        "batchSizeSamples",
+        "maxContextLength",
+        "outputModel",
+        "evaluationDataset",
+        "warmStartFrom",
+        "displayName",
+    ],
+    "/dpoJobs": ["dataset", "trainingConfig", "lossConfig", "displayName"],
+    "/datasets": ["datasetId", "dataset"],
+    "/datasets/fuzz:getUploadEndpoint": ["filenameToSize"],
+}
+TRAINING_FIELDS = ["baseModel", "epochs", "loraRank", "learningRate", "outputModel"]
+
+
+def test_odd_bodies_are_refused_in_fireworks_shape_never_a_5xx(
+    fw: Fireworks, simulator: RunningSimulator
+) -> None:
+    """A seeded fuzz: ~300 job, dataset and upload bodies with odd values, broken JSON, and
+    odd chat calls at the inference path; no answer of 500 or more, every refusal in shape."""
+    name = dataset(fw, chat_rows(12))
+    fw.datasets.create(dataset_id="fuzz", dataset={"user_uploaded": {}})
+    valid: dict[str, dict[str, Any]] = {
+        "/supervisedFineTuningJobs": {"dataset": name, "baseModel": BASE},
+        "/dpoJobs": {"dataset": name, "trainingConfig": {"baseModel": BASE}},
+        "/datasets": {"datasetId": "fz", "dataset": {"userUploaded": {}}},
+        "/datasets/fuzz:getUploadEndpoint": {"filenameToSize": {"a.jsonl": 10}},
+    }
+    rng = random.Random(20_261_205)
+    headers = {"authorization": "Bearer fw-test", "x-sim-ft-seconds": "0", **simulator.fast}
+    url = f"{simulator.base_url}/v1/accounts/acme"
+    with httpx.Client(headers=headers) as http:
+        for case in range(300):
+            path = rng.choice(list(valid))
+            body: Any = orjson.loads(orjson.dumps(valid[path]))
+            for _ in range(rng.randint(1, 3)):
+                key, value = rng.choice(FUZZ_FIELDS[path]), rng.choice(ODD)
+                if key == "trainingConfig" and isinstance(body.get(key), dict):
+                    body[key][rng.choice(TRAINING_FIELDS)] = value
+                elif key == "lossConfig":
+                    body[key] = {"method": rng.choice(["DPO", "X", 3]), "dpo": {"beta": value}}
+                else:
+                    body[key] = value
+            if path == "/datasets" and body.get("datasetId") == "fz":
+                body["datasetId"] = f"fz{case}"
+            raw = orjson.dumps(body) if case % 10 else rng.choice([b"{", b"\xff", b"[]", b"null"])
+            answer = http.post(url + path, content=raw)
+            assert answer.status_code < 500, (path, body, answer.text)
+            if answer.status_code >= 400:
+                assert set(answer.json()) == {"code", "message", "details"}, answer.text
+        for _ in range(40):
+            chat = {
+                "model": rng.choice([*ODD, BASE]),
+                "messages": rng.choice([[{"role": "user", "content": "hi"}], None, "x", [{}]]),
+            }
+            answer = http.post(f"{simulator.base_url}/inference/v1/chat/completions", json=chat)
+            assert answer.status_code < 500, (chat, answer.text)
+        broken = http.post(f"{url}/datasets/fuzz:upload", content=b"--x\r\nnot multipart")
+        assert broken.status_code == 400 and broken.json()["code"] == 3
+    assert fw.datasets.get(short(name)).state == "READY"  # and the service still answers
