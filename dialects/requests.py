@@ -41,7 +41,8 @@ OpenAI -> Anthropic
 
 Anthropic -> OpenAI
     ``system`` becomes one system message first. Text and images (base64 -> ``data:`` URL,
-    url -> url); documents: a base64 PDF becomes a ``file`` part (title -> filename), a text
+    an http(s) url -> url: no other scheme, which an OpenAI-format server might read from its
+    own disk); documents: a base64 PDF becomes a ``file`` part (title -> filename), a text
     source a text part (its title on the first line); ``tool_use`` blocks become the assistant's
     ``tool_calls`` (input dumped compactly); each ``tool_result`` becomes a ``tool`` message,
     placed before the rest of its user turn as OpenAI requires; its text blocks are kept as text
@@ -741,6 +742,10 @@ def _anthropic_image(block: dict[str, Any], path: str) -> dict[str, Any]:
         url = source.get("url")
         if not isinstance(url, str) or not url:
             raise Untranslatable(f"{path}.source.url", "must be a URL")
+        if not url[:8].lower().startswith(("https://", "http://")):
+            # Anthropic fetches http(s) only; an OpenAI-format server (vLLM...) reads file: URLs
+            # from its own disk.
+            raise Untranslatable(f"{path}.source.url", "must be an http(s) URL")
         return {"type": "image_url", "image_url": {"url": url}}
     raise Untranslatable(
         f"{path}.source.type", f"image source {kind!r} cannot be sent to OpenAI chat"

@@ -161,3 +161,55 @@ def test_count_tokens_of_pathological_text_takes_bounded_time(gw: Running) -> No
     started = time.monotonic()
     assert 35_000 < _count(gw, han) < 280_000
     assert time.monotonic() - started < 5
+
+
+# --- image URLs ---------------------------------------------------------------------------------
+
+
+def _image_call(url: str) -> dict[str, Any]:
+    image = {"type": "image", "source": {"type": "url", "url": url}}
+    messages = [{"role": "user", "content": [image]}]
+    return {"model": "student", "max_tokens": 20, "messages": messages}
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "FILE:///etc/shadow", "ftp://10.0.0.1/x", "gopher://x", "/etc"]
+)
+def test_image_urls_an_openai_format_server_could_read_itself_are_refused(
+    gw: Running, upstream: RecordingUpstream, url: str
+) -> None:
+    """Anthropic fetches http(s) image URLs only; vLLM and others read file: URLs from their
+    own disk (given a media path), so translated they must not get any other scheme."""
+    before = len(upstream.requests)
+    answer = httpx.post(f"{gw.url}/v1/messages", json=_image_call(url), headers=ANTHROPIC)
+    assert answer.status_code == 400, answer.text
+    error = _anthropic_error(answer)
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("messages[0].content[0].source.url:")
+    assert not _sent(upstream, before)
+
+
+def test_http_image_urls_are_translated(gw: Running, upstream: RecordingUpstream) -> None:
+    before = len(upstream.requests)
+    url = "https://images.example/cat.png?size=2"
+    answer = httpx.post(f"{gw.url}/v1/messages", json=_image_call(url), headers=ANTHROPIC)
+    assert answer.status_code == 200, answer.text
+    (sent,) = _sent(upstream, before)
+    part = json.loads(sent.body)["messages"][0]["content"][0]
+    assert part == {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_a_huge_data_image_is_a_413_in_anthropic_shape(
+    gw: Running, upstream: RecordingUpstream
+) -> None:
+    before = len(upstream.requests)
+    image = {"type": "base64", "media_type": "image/png", "data": "A" * 300_000}
+    body = {
+        "model": "student",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": [{"type": "image", "source": image}]}],
+    }
+    answer = httpx.post(f"{gw.url}/v1/messages", json=body, headers=ANTHROPIC)
+    assert answer.status_code == 413
+    assert _anthropic_error(answer)["type"] == "request_too_large"
+    assert not _sent(upstream, before)
