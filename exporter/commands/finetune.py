@@ -186,6 +186,12 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--suffix", help="up to 64 characters in the model's name")
     p.add_argument("--seed", type=int)
     p.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="the base model's tokenizer directory (tokenizer.json, chat template): exact token "
+        "counts and limits for an open-weight base (a local --base directory is read itself)",
+    )
+    p.add_argument(
         "--from",
         dest="parent",
         metavar="JOB|MODEL",
@@ -320,6 +326,7 @@ def finetune(args: argparse.Namespace) -> int:
         args.seed,
         say,
         parent=parent,
+        tokenizer=args.tokenizer,
     )
     return _follow_and_save(backend, job, data_dir, args)
 

@@ -56,6 +56,7 @@ def start(
     seed: int | None = None,
     say: Say = print,
     parent: str | None = None,
+    tokenizer: Path | None = None,
 ) -> Job:
     """Validate ``DATA_DIR/{train,valid}.jsonl``, upload them and create the job (continuing
     from ``parent``, the previous student, when given). The job's record (``job.json``) holds
@@ -65,12 +66,12 @@ def start(
     valid = data_dir / "valid.jsonl"
     if not train.is_file():
         raise InvalidDataset(f"no {train}: run `gateway export --out {data_dir}` first")
-    checked = validate_file(train, base_model)
+    checked = validate_file(train, base_model, tokenizer=tokenizer)
     if checked["errors"]:
         raise InvalidDataset(f"{train}: " + "; ".join(checked["errors"]))
     has_valid = valid.is_file() and valid.stat().st_size > 0
     if has_valid:
-        valid_report = validate_file(valid, base_model, side="valid")
+        valid_report = validate_file(valid, base_model, side="valid", tokenizer=tokenizer)
         if valid_report["errors"]:
             raise InvalidDataset(f"{valid}: " + "; ".join(valid_report["errors"]))
     method = "dpo" if checked["format"] == "preference" else "supervised"
