@@ -76,7 +76,8 @@ class VariantConfig(_Strict):
     """One way of answering a route: a provider and the model name it knows."""
 
     provider: str
-    model: str
+    model: str = Field(min_length=1)
+    """The provider's name for the model; for Azure's deployment URLs, the deployment."""
     weight: int = Field(default=1, ge=0)
     """Share of the route's traffic, relative to the other variants; 0 keeps it idle."""
     timeout: float | None = Field(default=None, gt=0)
@@ -84,6 +85,15 @@ class VariantConfig(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     """The default ``max_tokens`` when this variant's provider speaks Anthropic's API and the
     call set none; the provider's ``max_tokens`` if unset."""
+
+    @field_validator("model")
+    @classmethod
+    def _not_a_dot_segment(cls, value: str) -> str:
+        if value in (".", ".."):
+            # In a deployment URL it would be a path segment taking the call out of
+            # /openai/deployments/ at any server that normalises paths.
+            raise ValueError(f"{value!r} is not a model name")
+        return value
 
 
 class RetryConfig(_Strict):

@@ -19,6 +19,7 @@ from tests.gateway.recording_upstream import RecordingUpstream, WireRequest
 from tests.processes import Running, start_gateway
 
 GATEWAY_KEY = "sk-gw-attack-51c9"
+ADMIN_KEY = "sk-admin-attack-0e77"
 ENV = {"ATTACK_GATEWAY_KEY": GATEWAY_KEY}
 ANTHROPIC = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"}
 OPENAI = {"authorization": f"Bearer {GATEWAY_KEY}"}
@@ -38,13 +39,21 @@ def gw(workdir: Path, upstream: RecordingUpstream) -> Iterator[Running]:
     config: dict[str, Any] = {
         "server": {"max_body_bytes": 256 * 1024, "body_read_timeout_s": 1},
         "auth": {"keys": [{"name": "attack", "key": "${ATTACK_GATEWAY_KEY}"}]},
+        "admin": {"keys": [{"name": "ops", "key": ADMIN_KEY}]},
         "providers": {
             "up": {"base_url": f"{upstream.url}/v1", "api_key": "provider-openai-key"},
             "anth": {"base_url": f"{upstream.url}/v1", "api": "anthropic", "api_key": "anth-key"},
+            "azure": {
+                "base_url": upstream.url,
+                "api": "azure",
+                "api_version": "2024-10-21",
+                "api_key": "azure-key",
+            },
         },
         "routes": {
             "claude": {"variants": {"t": {"provider": "anth", "model": "claude-up"}}},
             "student": {"variants": {"s": {"provider": "up", "model": "student-up"}}},
+            "azure": {"variants": {"d": {"provider": "azure", "model": "dep/../x?y#z%2F"}}},
             "shadowed": {
                 "variants": {
                     "s": {"provider": "up", "model": "student-up"},
@@ -213,3 +222,35 @@ def test_a_huge_data_image_is_a_413_in_anthropic_shape(
     assert answer.status_code == 413
     assert _anthropic_error(answer)["type"] == "request_too_large"
     assert not _sent(upstream, before)
+
+
+# --- Azure deployment URLs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_an_azure_deployment_name_stays_in_its_path_segment(
+    gw: Running, upstream: RecordingUpstream, path: str
+) -> None:
+    before = len(upstream.requests)
+    body = {"model": "azure", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    answer = httpx.post(f"{gw.url}{path}", json=body, headers={**ANTHROPIC, **OPENAI})
+    assert answer.status_code == 200, answer.text
+    (sent,) = _sent(upstream, before)
+    assert sent.target == (
+        b"/openai/deployments/dep%2F..%2Fx%3Fy%23z%252F/chat/completions?api-version=2024-10-21"
+    )
+
+
+@pytest.mark.parametrize("model", ["..", "."])
+def test_the_admin_api_cannot_add_a_variant_whose_model_is_a_dot_segment(
+    gw: Running, model: str
+) -> None:
+    answer = httpx.post(
+        f"{gw.url}/admin/routes/azure/variants",
+        json={"name": "escape", "provider": "azure", "model": model, "weight": 1},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert "not a model name" in answer.text
+    routes = httpx.get(f"{gw.url}/admin/routes", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert "escape" not in routes.json()["routes"]["azure"]["variants"]
