@@ -101,7 +101,8 @@ def test_a_student_keeps_its_lineage_and_the_next_continues_from_it(
     price = written["capture"]["prices"][first_model]
     assert price["output"] == pytest.approx(2.5 / (800 * 3600) * 1e6, rel=1e-4)
 
-    (student,) = _students(loop.database_url, "support")
+    # Other tests of the session register students on this route too.
+    (student,) = [s for s in _students(loop.database_url, "support") if s["variant"] == "lora-one"]
     assert (student["variant"], student["model"]) == ("lora-one", first_model)
     assert (student["backend"], student["base_model"], student["parent_model"]) == (
         "openai",
@@ -119,8 +120,8 @@ def test_a_student_keeps_its_lineage_and_the_next_continues_from_it(
         params={"route": "support"},
         headers={"authorization": f"Bearer {ADMIN_KEY}"},
     ).json()["students"]
-    assert [(s["variant"], s["lineage"]["export"]["train_sha256"]) for s in shown] == [
-        ("lora-one", train_sha)
+    assert ("lora-one", train_sha) in [
+        (s["variant"], s["lineage"]["export"]["train_sha256"]) for s in shown
     ]
 
     # The next student starts from this one: --from the job id.
