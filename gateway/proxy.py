@@ -196,6 +196,13 @@ class Proxy:
                 anthropic = "anthropic-version" in request.forward
                 await self._models(runtime, path, send, call, anthropic)
             elif method == "POST" and path == COUNT_TOKENS_PATH:
+                # Counting is work (here, or a call on the provider's key): held to the key's
+                # limits like a call, and counted as a request.
+                if principal.limits:
+                    verdict = await self.limiter.begin(principal.key_id, principal.limits)
+                    if not verdict.allowed:
+                        raise refusal(verdict, principal.limits)
+                    call.extra_headers = ratelimit_headers(verdict, principal.limits)
                 raw = await self._read_body(runtime, receive, request)
                 await count_tokens(runtime, raw, principal, request.forward, send, call)
             else:

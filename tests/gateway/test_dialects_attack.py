@@ -20,6 +20,7 @@ from tests.processes import Running, start_gateway
 
 GATEWAY_KEY = "sk-gw-attack-51c9"
 ADMIN_KEY = "sk-admin-attack-0e77"
+LIMITED_KEY = "sk-gw-limited-93d1"
 ENV = {"ATTACK_GATEWAY_KEY": GATEWAY_KEY}
 ANTHROPIC = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"}
 OPENAI = {"authorization": f"Bearer {GATEWAY_KEY}"}
@@ -38,7 +39,12 @@ def upstream() -> Iterator[RecordingUpstream]:
 def gw(workdir: Path, upstream: RecordingUpstream) -> Iterator[Running]:
     config: dict[str, Any] = {
         "server": {"max_body_bytes": 256 * 1024, "body_read_timeout_s": 1},
-        "auth": {"keys": [{"name": "attack", "key": "${ATTACK_GATEWAY_KEY}"}]},
+        "auth": {
+            "keys": [
+                {"name": "attack", "key": "${ATTACK_GATEWAY_KEY}"},
+                {"name": "limited", "key": LIMITED_KEY, "rpm": 2},
+            ]
+        },
         "admin": {"keys": [{"name": "ops", "key": ADMIN_KEY}]},
         "providers": {
             "up": {"base_url": f"{upstream.url}/v1", "api_key": "provider-openai-key"},
@@ -254,3 +260,28 @@ def test_the_admin_api_cannot_add_a_variant_whose_model_is_a_dot_segment(
     assert "not a model name" in answer.text
     routes = httpx.get(f"{gw.url}/admin/routes", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert "escape" not in routes.json()["routes"]["azure"]["variants"]
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["claude", "student"])
+def test_count_tokens_is_held_to_the_keys_limits(
+    gw: Running, upstream: RecordingUpstream, model: str
+) -> None:
+    """Counting is work (here, or a call on the provider's key): a key over its requests per
+    minute may not go on counting, any more than calling."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": LIMITED_KEY, "anthropic-version": "2023-06-01"}
+    url = f"{gw.url}/v1/messages/count_tokens"
+    answers = [httpx.post(url, json=body, headers=headers) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] in ([200, 200], [200, 429], [429, 429])
+    refused = answers[-1]
+    assert refused.status_code == 429, refused.text
+    assert _anthropic_error(refused)["type"] == "rate_limit_error"
+    assert int(refused.headers["retry-after"]) >= 1
+    before = len(upstream.requests)
+    again = httpx.post(
+        f"{gw.url}/v1/messages", json={**body, "max_tokens": 5}, headers=headers
+    )  # and the calls' budget is the same one
+    assert again.status_code == 429 and not _sent(upstream, before)
