@@ -25,6 +25,7 @@ import yaml
 
 from capture.config import ModelPrice
 from capture.pricing import Price, PriceLike
+from capture.students import current_student
 from exporter.commands.common import OK, guarded, print_json, run_async
 from exporter.commands.export import add_database_arguments
 from exporter.database import database_url, open_store
@@ -34,6 +35,7 @@ from exporter.evaluate.bases import BasesOptions, run_bases
 from exporter.evaluate.held_out import trained_keys
 from exporter.evaluate.run import EvalOptions, run_eval
 from exporter.filters import Filters, parse_tags, parse_time
+from exporter.lineage import describe
 from exporter.output import write_json
 from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
 
@@ -252,12 +254,19 @@ def evaluate(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with open_store(database_url(args.database_url, args.config)) as store:
             built = await run_eval(store.engine, options)
+            student = await current_student(store.engine, args.route, args.candidate)
+        # Which data made the candidate (its lineage, as `gateway register` stored it).
+        built["lineage"] = student["lineage"] if student is not None else None
         if args.out is not None:
             write_json(args.out, built)
         if args.json:
             print_json(built)
         else:
             print(report.render(built))
+            if student is not None:
+                print("\n".join(["", "the candidate:", *describe(student)]))
+            else:
+                print(f"\nthe candidate {args.candidate}: no lineage stored (register it)")
         return OK
 
     return run_async(go())

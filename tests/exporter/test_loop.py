@@ -87,6 +87,9 @@ def test_finetune_register_eval(
     assert 0.0 <= low <= report["score"] <= high <= 1.0
     assert report["latency"]["candidate"]["p50_ms"] > 0
     assert report["cost"]["candidate"]["mean_usd"] > 0
+    # Which data made the candidate: its lineage, stored at register.
+    assert report["lineage"]["model"] == model and report["lineage"]["backend"] == "openai"
+    assert report["lineage"]["export"]["manifest"]["filters"]["route"] == "support"
 
 
 def test_register_live_through_the_admin_api(captured: Captured) -> None:
