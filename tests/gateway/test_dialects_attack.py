@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.recording_upstream import RecordingUpstream, WireRequest
+from tests.gateway.recording_upstream import Answer, RecordingUpstream, WireRequest
 from tests.processes import Running, start_gateway
 
 GATEWAY_KEY = "sk-gw-attack-51c9"
@@ -47,7 +48,11 @@ def gw(workdir: Path, upstream: RecordingUpstream) -> Iterator[Running]:
         },
         "admin": {"keys": [{"name": "ops", "key": ADMIN_KEY}]},
         "providers": {
-            "up": {"base_url": f"{upstream.url}/v1", "api_key": "provider-openai-key"},
+            "up": {
+                "base_url": f"{upstream.url}/v1",
+                "api_key": "provider-openai-key",
+                "headers": {"OpenAI-Organization": "org-provider"},
+            },
             "anth": {"base_url": f"{upstream.url}/v1", "api": "anthropic", "api_key": "anth-key"},
             "azure": {
                 "base_url": upstream.url,
@@ -285,3 +290,172 @@ def test_count_tokens_is_held_to_the_keys_limits(
         f"{gw.url}/v1/messages", json={**body, "max_tokens": 5}, headers=headers
     )  # and the calls' budget is the same one
     assert again.status_code == 429 and not _sent(upstream, before)
+
+
+# --- credentials and headers across dialects ------------------------------------------------
+
+FORGED = "client-forged-credential"
+SMUGGLED = {
+    "api-key": FORGED,
+    "x-goog-api-key": FORGED,
+    "proxy-authorization": f"Bearer {FORGED}",
+    "cookie": f"session={FORGED}",
+    "openai-organization": "org-client",
+    "anthropic-beta": "client-beta",
+}
+CREDENTIALS = {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"}
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "dialect", "expected"),
+    [
+        ("/v1/messages", "student", "anthropic", ("authorization", "Bearer provider-openai-key")),
+        ("/v1/messages", "claude", "anthropic", ("x-api-key", "anth-key")),
+        ("/v1/messages/count_tokens", "claude", "anthropic", ("x-api-key", "anth-key")),
+        ("/v1/chat/completions", "claude", "openai", ("x-api-key", "anth-key")),
+        ("/v1/chat/completions", "azure", "openai", ("api-key", "azure-key")),
+        ("/v1/messages", "azure", "anthropic", ("api-key", "azure-key")),
+    ],
+)
+def test_no_client_credential_reaches_an_upstream_and_the_providers_cannot_be_overridden(
+    gw: Running,
+    upstream: RecordingUpstream,
+    path: str,
+    model: str,
+    dialect: str,
+    expected: tuple[str, str],
+) -> None:
+    headers = dict(SMUGGLED)
+    if dialect == "anthropic":  # the gateway key where Anthropic's SDKs put it, a forged bearer
+        headers |= {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"}
+    else:  # the gateway key as a bearer, a forged x-api-key for Claude
+        headers |= {"authorization": f"Bearer {GATEWAY_KEY}", "x-api-key": FORGED}
+    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    if path.endswith("count_tokens"):
+        del body["max_tokens"]
+    before = len(upstream.requests)
+    answer = httpx.post(f"{gw.url}{path}", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    (sent,) = _sent(upstream, before)
+    wire = sent.line + repr(sent.headers).encode() + sent.body
+    assert GATEWAY_KEY.encode() not in wire and FORGED.encode() not in wire
+    credentials = [(n.lower(), v) for n, v in sent.headers if n.lower() in CREDENTIALS]
+    assert credentials == [expected]
+    assert "cookie" not in sent.header_names()
+    organizations = [v for n, v in sent.headers if n.lower() == "openai-organization"]
+    # A header the provider is configured with wins over the client's; other headers pass.
+    assert organizations == (["org-provider"] if model == "student" else ["org-client"])
+    anthropic_headers = {n.lower() for n, _ in sent.headers if n.lower().startswith("anthropic-")}
+    if model == "claude":
+        assert anthropic_headers == {"anthropic-version", "anthropic-beta"}
+    elif dialect == "anthropic":  # translated to OpenAI's format: Anthropic's own stay behind
+        assert not anthropic_headers
+
+
+# --- ids and text that could break the framing ---------------------------------------------
+
+ODD_ID = 'toolu_"quoted"\n\ndata: [DONE]\n\nevent: error\n</script>é\u2028'
+
+
+def test_odd_tool_ids_travel_intact_both_ways_and_never_break_the_stream(
+    gw: Running, upstream: RecordingUpstream
+) -> None:
+    history = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": ODD_ID, "name": "w", "input": {"c": ODD_ID}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": ODD_ID, "content": ODD_ID}],
+        },
+    ]
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "s"}
+    function = {"name": "w", "arguments": json.dumps({"c": ODD_ID})}
+    call = {"index": 0, "id": ODD_ID, "type": "function", "function": function}
+    stream = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ODD_ID}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in stream)
+    upstream.respond = lambda _: Answer(
+        content_type="text/event-stream", body=body + b"data: [DONE]\n\n"
+    )
+    try:
+        before = len(upstream.requests)
+        answer = httpx.post(
+            f"{gw.url}/v1/messages",
+            json={"model": "student", "max_tokens": 50, "messages": history, "stream": True},
+            headers=ANTHROPIC,
+        )
+    finally:
+        upstream.respond = None
+    assert answer.status_code == 200, answer.text
+    (sent,) = _sent(upstream, before)
+    messages = json.loads(sent.body)["messages"]
+    assert messages[1]["tool_calls"][0]["id"] == ODD_ID
+    assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"c": ODD_ID}
+    assert messages[2] == {"role": "tool", "tool_call_id": ODD_ID, "content": ODD_ID}
+    events = [
+        json.loads(block.split("\ndata: ", 1)[1])
+        for block in answer.text.split("\n\n")
+        if block.strip()
+    ]
+    assert [e["type"] for e in events][-1] == "message_stop"
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert text == ODD_ID
+    (use,) = [e for e in events if e["type"] == "content_block_start" and e["index"] == 1]
+    assert use["content_block"]["id"] == ODD_ID
+    fragments = [
+        e["delta"]["partial_json"]
+        for e in events
+        if e["type"] == "content_block_delta" and e["index"] == 1
+    ]
+    assert json.loads("".join(fragments)) == {"c": ODD_ID}
+
+
+# --- what the provider refuses or never gets ------------------------------------------------
+
+
+def test_an_upstream_refusing_a_translated_body_as_too_large_answers_in_the_callers_shape(
+    gw: Running, upstream: RecordingUpstream
+) -> None:
+    page = b"<html><head><title>413 Request Entity Too Large</title></head><body>nginx</body>"
+    upstream.respond = lambda _: Answer(status=413, content_type="text/html", body=page)
+    try:
+        body = {"model": "student", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+        to_openai_format = httpx.post(f"{gw.url}/v1/messages", json=body, headers=ANTHROPIC)
+        chat = {"model": "claude", "messages": [{"role": "user", "content": "x"}]}
+        to_claude = httpx.post(f"{gw.url}/v1/chat/completions", json=chat, headers=OPENAI)
+    finally:
+        upstream.respond = None
+    assert to_openai_format.status_code == 413
+    error = _anthropic_error(to_openai_format)
+    assert (
+        error["type"] == "request_too_large" and "413 Request Entity Too Large" in error["message"]
+    )
+    assert to_claude.status_code == 413
+    assert "413 Request Entity Too Large" in to_claude.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_a_client_too_slow_to_send_its_body_gets_a_408_in_anthropic_shape(
+    gw: Running, path: str
+) -> None:
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {GATEWAY_KEY}\r\n"
+        "content-type: application/json\r\ncontent-length: 1000\r\nconnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"model": "claude", "messages": [')
+        started = time.monotonic()
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert time.monotonic() - started < 5  # body_read_timeout_s: 1
+    status, _, rest = data.partition(b"\r\n")
+    assert b" 408 " in status, data[:300]
+    error = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
