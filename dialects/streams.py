@@ -23,7 +23,9 @@ OpenAI -> Anthropic: the first chunk gives message_start; ``reasoning_content`` 
 tool_use blocks, each stopped when another begins; fragments of tool arguments are
 input_json_delta events as they come. The finish_reason closes the last block; message_delta
 waits for the usage chunk that follows it (or ``[DONE]``) so its usage is right, and ``[DONE]``
-gives message_stop. An upstream ``{"error": ...}`` event becomes Anthropic's ``event: error``.
+gives message_stop. An upstream ``{"error": ...}`` event becomes Anthropic's ``event: error``,
+which ends the translation as Anthropic's own error events end its streams (vLLM sends
+``[DONE]`` after its error chunk: no message_stop follows).
 Anthropic blocks cannot interleave: a fragment for a tool call whose block was already stopped
 (no known server sends one) ends the translation with an error event instead of losing it.
 
@@ -366,6 +368,7 @@ class OpenAIToAnthropicStream:
         if not choices and "error" in payload:
             error_type, message = anthropic_error_from_openai_payload(payload)
             out.append(anthropic_error_event(error_type, message))
+            self._failed = True  # an Anthropic stream ends at its error event: nothing follows
             return
         if not self._started:
             self._message_start(payload, out)

@@ -114,3 +114,23 @@ def test_an_openai_stream_with_wrong_types_gives_readable_events(wrong: Any) -> 
     for _, data in events(out):
         ANTHROPIC_EVENT.validate_python(data)
     assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+
+def test_an_upstream_error_chunk_ends_the_translated_stream() -> None:
+    """Anthropic's streams end at an error event; an OpenAI-format server's error chunk (vLLM
+    still sends [DONE] after it) is translated to one, and nothing follows it."""
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    error = {"error": {"message": "engine overloaded", "type": "server_error", "code": 503}}
+    stream = b"".join(
+        [
+            openai_chunk({**head, "choices": [{"index": 0, "delta": {"content": "part"}}]}),
+            openai_chunk(error),
+            openai_chunk({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            openai_chunk("[DONE]"),
+        ]
+    )
+    translator = OpenAIToAnthropicStream()
+    out = translator.feed(stream) + translator.flush()
+    names = [name for name, _ in events(out)]
+    assert names[-1] == "error" and names.count("error") == 1
+    assert "message_stop" not in names and not translator.ended
