@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -71,6 +72,11 @@ _REQUEST_HEADERS_KEPT_BACK = frozenset(
         b"accept-encoding",
     }
 )
+
+
+_STREAM_ERROR = re.compile(rb'^(?:event: ?error\r?$|data: ?\{\s*"error"\s*:)', re.MULTILINE)
+"""An error event in a stream of either dialect: Anthropic's ``event: error``, OpenAI's (and
+vLLM's) ``data: {"error": ...}``. A chunk's text cannot fake one: JSON escapes its newlines."""
 
 
 class _Request:
@@ -175,6 +181,8 @@ class Proxy:
             answer = CachedAnswer(True, b"".join(call.chunks))
         else:
             return
+        if answer.stream and _STREAM_ERROR.search(answer.body):
+            return  # an error event mid-stream (ended with [DONE] all the same): not to repeat
         task = asyncio.get_running_loop().create_task(
             self.cache.put(call.cache_key, answer, call.cache_ttl)
         )

@@ -65,6 +65,10 @@ def gw(workdir: Path, upstream: RecordingUpstream) -> Iterator[Running]:
             "claude": {"variants": {"t": {"provider": "anth", "model": "claude-up"}}},
             "student": {"variants": {"s": {"provider": "up", "model": "student-up"}}},
             "azure": {"variants": {"d": {"provider": "azure", "model": "dep/../x?y#z%2F"}}},
+            "cached": {
+                "variants": {"s": {"provider": "up", "model": "student-up"}},
+                "cache": {"ttl_s": 600},
+            },
             "shadowed": {
                 "variants": {
                     "s": {"provider": "up", "model": "student-up"},
@@ -459,3 +463,37 @@ def test_a_client_too_slow_to_send_its_body_gets_a_408_in_anthropic_shape(
     assert b" 408 " in status, data[:300]
     error = json.loads(rest.split(b"\r\n\r\n", 1)[1])
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+
+
+# --- the cache ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "openai"])
+def test_a_stream_that_carried_an_upstream_error_is_not_cached(
+    gw: Running, upstream: RecordingUpstream, dialect: str
+) -> None:
+    """An OpenAI-format server may report a failure as an error chunk and still end with
+    [DONE]; that answer is not one to give the next caller of the same request."""
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "s"}
+    text = {**chunk, "choices": [{"index": 0, "delta": {"content": "partial"}}]}
+    error = {"error": {"message": "engine overloaded", "type": "server_error", "code": 503}}
+    stream = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in (text, error))
+    upstream.respond = lambda _: Answer(
+        content_type="text/event-stream", body=stream + b"data: [DONE]\n\n"
+    )
+    messages = [{"role": "user", "content": f"cache me ({dialect})"}]
+    body = {"model": "cached", "messages": messages, "temperature": 0, "stream": True}
+    if dialect == "anthropic":
+        url, headers, body = f"{gw.url}/v1/messages", ANTHROPIC, {**body, "max_tokens": 9}
+    else:
+        url, headers = f"{gw.url}/v1/chat/completions", OPENAI
+    try:
+        before = len(upstream.requests)
+        first = httpx.post(url, json=body, headers=headers)
+        second = httpx.post(url, json=body, headers=headers)
+    finally:
+        upstream.respond = None
+    assert "engine overloaded" in first.text
+    assert first.headers["x-gateway-cache"] == "miss"
+    assert second.headers["x-gateway-cache"] == "miss", second.text
+    assert len(_sent(upstream, before)) == 2
