@@ -54,6 +54,7 @@ def gw(workdir: Path, upstream: RecordingUpstream) -> Iterator[Running]:
                 "headers": {"OpenAI-Organization": "org-provider"},
             },
             "anth": {"base_url": f"{upstream.url}/v1", "api": "anthropic", "api_key": "anth-key"},
+            "tiny": {"base_url": f"{upstream.url}/v1", "pool_size": 1},
             "azure": {
                 "base_url": upstream.url,
                 "api": "azure",
@@ -65,6 +66,7 @@ def gw(workdir: Path, upstream: RecordingUpstream) -> Iterator[Running]:
             "claude": {"variants": {"t": {"provider": "anth", "model": "claude-up"}}},
             "student": {"variants": {"s": {"provider": "up", "model": "student-up"}}},
             "azure": {"variants": {"d": {"provider": "azure", "model": "dep/../x?y#z%2F"}}},
+            "tiny-pool": {"variants": {"s": {"provider": "tiny", "model": "student-up"}}},
             "cached": {
                 "variants": {"s": {"provider": "up", "model": "student-up"}},
                 "cache": {"ttl_s": 600},
@@ -497,3 +499,58 @@ def test_a_stream_that_carried_an_upstream_error_is_not_cached(
     assert first.headers["x-gateway-cache"] == "miss"
     assert second.headers["x-gateway-cache"] == "miss", second.text
     assert len(_sent(upstream, before)) == 2
+
+
+# --- slow clients ---------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a client that stops reading a long stream holds its pooled upstream "
+    "connection as long as it likes (no write timeout; waiting for a pool slot has none either)",
+)
+def test_a_client_that_stops_reading_a_long_stream_does_not_hold_the_providers_pool(
+    gw: Running, upstream: RecordingUpstream
+) -> None:
+    event = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "s"}
+    event["choices"] = [{"index": 0, "delta": {"content": "x" * 200}}]
+    data = (b"data: " + json.dumps(event).encode() + b"\n\n") * 30_000 + b"data: [DONE]\n\n"
+    chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]  # 7 MB, a long answer
+    upstream.respond = lambda request: (
+        Answer(content_type="text/event-stream", body=data, chunks=chunks)
+        if b"never read" in request.body
+        else None
+    )
+    body = json.dumps(
+        {
+            "model": "tiny-pool",
+            "max_tokens": 9,
+            "stream": True,
+            "messages": [{"role": "user", "content": "never read"}],
+        }
+    ).encode()
+    reader = socket.create_connection(("127.0.0.1", gw.port))
+    try:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nhost: gw\r\nx-api-key: "
+            + GATEWAY_KEY.encode()
+            + b"\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        time.sleep(1)  # the gateway relays until the client's socket is full, then waits
+        other = {
+            "model": "tiny-pool",
+            "max_tokens": 9,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        try:
+            answer = httpx.post(f"{gw.url}/v1/messages", json=other, headers=ANTHROPIC, timeout=4)
+        except httpx.ReadTimeout:
+            pytest.fail("the other call waited for the pool's only connection")
+        assert answer.status_code == 200
+    finally:
+        reader.close()
+        upstream.respond = None
