@@ -41,6 +41,10 @@ MISSING = (
 )
 
 
+HOSTED_ONLY = ("gpt-", "ft:", "o1", "o3", "o4", "claude-", "gemini-")
+"""Model names that no Hugging Face repository holds: a clear error rather than a Hub lookup."""
+
+
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -64,6 +68,11 @@ def resolve_base(given: str) -> dict[str, Any]:
                 "directory, as save_pretrained writes it, or a model id)"
             )
         return {**_describe_model(path), "given": given, "path": str(path.resolve())}
+    if given.startswith(HOSTED_ONLY):
+        raise BadFilter(
+            f"--base {given}: a hosted model; the local backend trains open-weight models: give "
+            "a Hugging Face id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a model directory"
+        )
     if path.exists() or _looks_like_path(given) or not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", given):
         raise BadFilter(f"--base {given}: no such model directory")
     try:
@@ -336,7 +345,7 @@ class LocalBackend:
     def get(self, job_id: str) -> Job:
         run = self._run(job_id)
         raw = state.read_json(run / state.JOB)
-        if raw.get("status") in ("queued", "running") and not state.is_running(run):
+        if raw.get("status") in ("queued", "running") and not state.is_running(run, raw.get("pid")):
             raw = state.read_json(run / state.JOB)  # it may have just finished
             starting = raw.get("status") == "queued" and state.pid_alive(raw.get("pid"))
             if raw.get("status") in ("queued", "running") and not starting:
@@ -390,6 +399,7 @@ class LocalBackend:
         if isinstance(pid, int) and state.pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)  # a stopped process handles SIGTERM once continued
             deadline = time.monotonic() + CANCEL_GRACE_S
             while state.pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)

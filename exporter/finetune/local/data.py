@@ -19,6 +19,7 @@ their JSON string into an object, a tool result given its tool's name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
+GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
+"""A ``{% generation %}`` tag, as TRL and transformers find it."""
 TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 
 
@@ -153,8 +156,6 @@ def hf_messages(messages: Sequence[Any], where: str = "row") -> list[dict[str, A
 def training_template(tokenizer: PreTrainedTokenizerBase) -> str:
     """The tokenizer's chat template, with ``{% generation %}`` markers (TRL's training variant
     when the model's own has none); TemplateError naming the fix when there is none."""
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
     template: Any = tokenizer.chat_template
     if isinstance(template, dict):
         template = template.get("tool_use") or template.get("default")
@@ -163,8 +164,10 @@ def training_template(tokenizer: PreTrainedTokenizerBase) -> str:
             f"{tokenizer.name_or_path}: the base model has no chat template: use its chat "
             "(instruct) version, or add a template to its tokenizer_config.json"
         )
-    if has_generation_markers(template):
+    if GENERATION.search(template):
         return str(template)
+    from trl.chat_template_utils import get_training_chat_template
+
     try:
         patched = get_training_chat_template(tokenizer)
     except ValueError:

@@ -114,9 +114,12 @@ def update_job(run: Path, **changes: Any) -> dict[str, Any]:
     return job
 
 
-def is_running(run: Path) -> bool:
+def is_running(run: Path, pid: Any = None) -> bool:
     """Whether a training process holds the job's lock (it does for as long as it lives; the
-    kernel drops the lock when the process ends, however it ends)."""
+    kernel drops the lock when the process ends, however it ends) and, given its pid, that
+    process is alive (not a zombie, whose lock some kernels keep until it is reaped)."""
+    if pid is not None and not pid_alive(pid):
+        return False
     try:
         fd = os.open(run / LOCK, os.O_RDONLY)
     except OSError:
@@ -143,8 +146,15 @@ def hold_lock(run: Path) -> int:
 
 
 def pid_alive(pid: Any) -> bool:
+    """Whether the process runs (a zombie does not; one that is this process's own child is
+    reaped here, since some kernels keep a zombie's locks until then)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -534,7 +534,9 @@ def train(run: Path, config: dict[str, Any]) -> dict[str, Any]:
         jobfiles.add_event(run, f"merged model written to {merged}")
     points = jobfiles.read_jsonl(run / jobfiles.METRICS)
     targets = getattr(model, "peft_config", {}).get("default")
-    resolved = sorted(targets.target_modules) if targets is not None else plan.lora_targets
+    resolved: Any = plan.lora_targets
+    if targets is not None and not isinstance(targets.target_modules, str):
+        resolved = sorted({name.rsplit(".", 1)[-1] for name in targets.target_modules})
     hyperparameters = {**plan.hyperparameters(), "lora_targets": resolved}
     manifest = {
         "job": config["id"],
