@@ -5,7 +5,9 @@ background process the backend starts. Nothing is downloaded (HF_HUB_OFFLINE=1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -123,18 +125,34 @@ def _job_dir(data: Path) -> Path:
     return found[-1]
 
 
-def test_sft_through_the_cli_loss_falls_and_the_adapter_generates(
-    tiny_model: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    runs = tmp_path / "runs"
+@dataclass
+class Sft:
+    runs: Path
+    out: str
+    saved: Path
+    """DATA/jobs/JOB: what the CLI saved."""
+
+
+@pytest.fixture(scope="module")
+def sft(tiny_model: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Sft:
+    """A supervised job through the CLI, followed to its end."""
+    runs = tmp_path_factory.mktemp("sft") / "runs"
     local = ["--backend", "local", "--output-dir", str(runs)]
     command = ["finetune", str(tiny_model.chat), "--base", str(tiny_model.model), *local]
     shape = ["--epochs", "3", "--batch-size", "4", "--suffix", "acme", "--merge"]
-    assert main([*command, *shape, *FAST]) == 0
-    out = capsys.readouterr().out
-    assert "Step " in out and "succeeded" in out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*command, *shape, *FAST]) == 0
+    return Sft(runs, printed.getvalue(), _job_dir(tiny_model.chat))
 
-    saved = _job_dir(tiny_model.chat)
+
+def test_sft_through_the_cli_loss_falls_and_the_adapter_generates(
+    tiny_model: Tiny, sft: Sft, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs, saved = sft.runs, sft.saved
+    local = ["--backend", "local", "--output-dir", str(runs)]
+    assert "Step " in sft.out and "succeeded" in sft.out
+
     for name in ("job.json", "events.jsonl", "metrics.csv", "summary.json", "READING.txt"):
         assert (saved / name).is_file(), name
     assert (saved / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -210,6 +228,10 @@ def test_sft_through_the_cli_loss_falls_and_the_adapter_generates(
     with torch.no_grad(), student.disable_adapter():
         before = student.generate(ids, max_new_tokens=12, do_sample=False)
     assert not tokenizer.decode(before[0, ids.shape[1] :]).startswith("Open Settings")
+    merged: Any = AutoModelForCausalLM.from_pretrained(run / "merged")
+    with torch.no_grad():
+        same = merged.generate(ids, max_new_tokens=12, do_sample=False)
+    assert same.tolist() == generated.tolist()
 
 
 def _decoded(tokenizer: Any, ids: list[int]) -> str:
@@ -292,23 +314,29 @@ def test_labels_are_the_trained_assistant_turns_only(tiny_model: Tiny, tmp_path:
         assert text in rendered
 
 
-def test_dpo_trains_on_preference_rows(
-    tiny_model: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_dpo_on_preference_rows_continues_from_the_sft_student(
+    tiny_model: Tiny, sft: Sft, tmp_path: Path
 ) -> None:
+    parent = Path(orjson.loads((sft.saved / "job.json").read_bytes())["job"]["adapter_path"])
     runs = tmp_path / "runs"
     command = ["finetune", str(tiny_model.dpo), "--base", str(tiny_model.model)]
     local = ["--backend", "local", "--output-dir", str(runs), "--dpo-beta", "0.2"]
-    assert main([*command, *local, "--epochs", "1", "--batch-size", "4", *FAST]) == 0
+    shape = ["--epochs", "1", "--batch-size", "4", "--from", str(parent)]
+    assert main([*command, *local, *shape, *FAST]) == 0
     saved = _job_dir(tiny_model.dpo)
     job = orjson.loads((saved / "job.json").read_bytes())["job"]
     assert job["status"] == "succeeded" and job["method"] == {"type": "dpo"}
     manifest = orjson.loads((runs / job["id"] / "manifest.json").read_bytes())
     assert manifest["method"] == "dpo" and manifest["hyperparameters"]["dpo_beta"] == 0.2
-    assert (Path(job["adapter_path"]) / "adapter_model.safetensors").is_file()
+    assert manifest["parent"] == str(parent)
+    adapter = Path(job["adapter_path"])
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert not (adapter / "ref").exists()  # the frozen reference copy is not the student
     points = state.read_jsonl(runs / job["id"] / state.METRICS)
     losses = [p["train_loss"] for p in points if "train_loss" in p]
     assert len(losses) == manifest["training"]["steps"] >= 4
-    assert abs(losses[0] - 0.6931) < 0.01  # DPO starts at log 2: the adapter starts at zero
+    # the reference is the SFT student itself, so the first step's loss is DPO's log 2
+    assert abs(losses[0] - 0.6931) < 0.01, losses
     assert losses[-1] < losses[0]
 
 

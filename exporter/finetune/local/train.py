@@ -524,6 +524,9 @@ def train(run: Path, config: dict[str, Any]) -> dict[str, Any]:
 
     adapter = run / jobfiles.ADAPTER
     model: Any = trainer.model
+    if "ref" in getattr(model, "peft_config", {}):
+        # DPO from a previous adapter trains against a frozen copy of it, named "ref"
+        model.delete_adapter("ref")
     model.save_pretrained(adapter)
     trained_tokens = prepared.tokens * plan.epochs
     merged = None
