@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@echo "Upgrading pip in $(VENV)..."
 	$(BIN)/pip install -q --upgrade pip
-	@echo "Installing the gateway and its dev tools into $(VENV) (pip runs quietly; the longest step)..."
+	@echo "Installing the gateway, its dev tools and the training libraries (torch, CPU build) into $(VENV) (pip runs quietly; the longest step)..."
 	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 	@echo "$(VENV) is ready."
