@@ -34,8 +34,11 @@ against the simulator direct in each dialect and every configuration, plain and 
 each configuration's runs next to those of the one it is compared with, their order alternating
 from round to round). Then an asyncio client calls every target one at a
 time, targets alternating call by call: streamed calls timed to their first body chunk, plain
-calls to their end with the gateway's ``x-gateway-overhead-ms``. bench/dialects_report.py
-aggregates, compares each configuration with its same-dialect one and marks the targets.
+calls to their end with the gateway's ``x-gateway-overhead-ms``. The CPU time the process
+under test (the gateway; the simulator for direct calls) used during each measured wrk run is
+read too: per call, it is the figure least moved by other load on the machine.
+bench/dialects_report.py aggregates, compares each configuration with its same-dialect one and
+marks the targets.
 """
 
 from __future__ import annotations
@@ -522,7 +525,10 @@ class Run:
                 try:
                     if args.warmup > 0:
                         wrk.run(self.executable, load, args.warmup, 1)
-                    series.runs.append(wrk.run(self.executable, load, args.dialects_seconds, 1))
+                    cpu = target.service.cpu_seconds()
+                    measured = wrk.run(self.executable, load, args.dialects_seconds, 1)
+                    series.cpu_s.append(target.service.cpu_seconds() - cpu)
+                    series.runs.append(measured)
                 except wrk.WrkError as exc:
                     series.errors.append(f"round {round_index + 1}: {str(exc)[:200]}")
                     series.runs.append(None)

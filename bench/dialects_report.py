@@ -238,6 +238,18 @@ class DialectResults:
         ]
         return statistics.median(pairs) if pairs else None
 
+    def cpu_us(self, name: str, mode: str) -> float | None:
+        """CPU µs per call of the process under test, over all its measured wrk runs."""
+        series = self.series.get(series_key(name, mode))
+        return None if series is None else series.cpu_us_per_call
+
+    def cpu_versus(self, config: DialectSpec, mode: str) -> float | None:
+        """CPU µs per call minus the reference configuration's."""
+        if config.reference is None or config.reference in self.skipped:
+            return None
+        mine, theirs = self.cpu_us(config.name, mode), self.cpu_us(config.reference, mode)
+        return None if mine is None or theirs is None else mine - theirs
+
     def ratio(self, config: DialectSpec, mode: str, percentile: str) -> float | None:
         if config.reference is None or config.reference in self.skipped:
             return None
@@ -322,9 +334,15 @@ def _verdict(
             why += f"; ({config.id})'s own overhead over the simulator: {own:+.3f} ms"
         return Verdict(text, why, None)
     measured = f"{delta:+.3f} ms {where}"
+    others = []
     second = results.client_versus(config, "plain" if mode == "plain" else "stream", "p50")
     if second is not None:
-        measured += f" (one at a time: {second:+.3f} ms)"
+        others.append(f"one at a time: {second:+.3f} ms")
+    cpu = results.cpu_versus(config, mode)
+    if cpu is not None:
+        others.append(f"gateway CPU {cpu:+.0f} µs/call")
+    if others:
+        measured += f" ({'; '.join(others)})"
     return Verdict(text, measured, delta <= limit)
 
 
@@ -364,6 +382,8 @@ WRK_HEADER = (
     "ratio p50",
     "calls/s",
     "errors",
+    "CPU µs/call",
+    "vs CPU µs/call",
 )
 
 
@@ -387,12 +407,16 @@ def wrk_rows(results: DialectResults) -> list[list[str]]:
                     *("",) * 8,
                     _n(series.rps),
                     str(series.error_count),
+                    _n(series.cpu_us_per_call),
+                    "",
                 ]
             )
     for config in SPECS:
         if config.name in results.skipped:
             reason = results.skipped[config.name]
-            rows.append([_name(config), "-", *("-",) * 10, f"not measured: {reason}", "-"])
+            rows.append(
+                [_name(config), "-", *("-",) * 10, f"not measured: {reason}", "-", "-", "-"]
+            )
             continue
         reference = spec(config.reference) if config.reference else None
         for mode in MODES:
@@ -414,6 +438,8 @@ def wrk_rows(results: DialectResults) -> list[list[str]]:
                     "-" if ratio is None else f"{ratio:.2f}x",
                     _n(series.rps),
                     str(series.error_count),
+                    _n(series.cpu_us_per_call),
+                    _f(results.cpu_versus(config, mode), 0, sign=True),
                 ]
             )
     return rows
@@ -509,7 +535,10 @@ def render(results: DialectResults) -> str:
         "round. Overhead is a configuration's figure minus the simulator's direct in "
         "the configuration's upstream dialect (same round, same percentile, same kind of "
         "call); 'vs' is the per-round difference with the configuration named (its same-"
-        "dialect call), ratio the two overheads divided; medians over the rounds (ms). Then "
+        "dialect call), ratio the two overheads divided; medians over the rounds (ms). CPU "
+        "µs/call is the process under test's CPU time (the gateway's; the simulator's for "
+        "direct calls) over its calls in the measured runs, the figure least moved by other "
+        "load on the machine. Then "
         f"an asyncio client calls every target one at a time, targets alternating call by "
         f"call, up to {results.client_calls:,} streamed calls each (time to the first body "
         "chunk, TTFB, and to the end) and as many plain ones (whole time, and the gateway's "
@@ -549,6 +578,8 @@ def _series_json(series: Series) -> dict[str, Any]:
         "p90_ms": series.latency("p90"),
         "p99_ms": series.latency("p99"),
         "rps": series.rps,
+        "cpu_s": [round(value, 4) for value in series.cpu_s],
+        "cpu_us_per_call": series.cpu_us_per_call,
     }
 
 
@@ -574,6 +605,8 @@ def to_json(results: DialectResults) -> dict[str, Any]:
                         p: results.versus(config, mode, p) for p in PERCENTILES
                     },
                     "ratio_p50": results.ratio(config, mode, "p50"),
+                    "cpu_us_per_call": results.cpu_us(config.name, mode),
+                    "cpu_versus_reference_us": results.cpu_versus(config, mode),
                 }
                 for mode in MODES
             },

@@ -163,6 +163,7 @@ def sample() -> DialectResults:
         "anthropic-anthropic": (0.40, 0.41, 0.40),
         "anthropic-openai": (0.50, 0.50, 0.50),
     }
+    cpu_s = {"now": 0.31, "openai-anthropic": 0.33}
     for api, values in direct.items():
         for mode in ("plain", "stream"):
             runs: list[wrk.WrkResult | None] = [result(v, v * 2) for v in values]
@@ -171,8 +172,11 @@ def sample() -> DialectResults:
         totals = [b + o for b, o in zip(direct[config.upstream], gateway[config.name], strict=True)]
         for mode in ("plain", "stream"):
             runs = [result(total, total * 2) for total in totals]
-            results.series[series_key(config.name, mode)] = Series(config.name, runs)
-    results.series[series_key("now", "plain")].runs[1] = None  # a failed run is left out
+            cpu = [cpu_s.get(config.name, 0.3)] * 3  # CPU seconds per run of 1000 calls
+            results.series[series_key(config.name, mode)] = Series(config.name, runs, cpu)
+    now = results.series[series_key("now", "plain")]
+    now.runs[1] = None  # a failed run is left out, and has no CPU time
+    del now.cpu_s[1]
     ttfb = {
         DIRECT["openai"]: 0.40,
         DIRECT["anthropic"]: 0.50,
@@ -205,12 +209,19 @@ def test_overheads_are_over_the_upstream_dialects_direct() -> None:
     assert results.client_versus(translated, "stream", "p50") == pytest.approx(0.20)
     assert results.client_versus(spec("now"), "plain", "p50") == pytest.approx(0.02)
     assert results.versus(spec("openai-openai"), "plain", "p50") is None
+    assert results.cpu_us("now", "plain") == pytest.approx(310)
+    assert results.cpu_versus(spec("openai-anthropic"), "stream") == pytest.approx(30)
+    assert results.cpu_versus(spec("openai-openai"), "stream") is None
 
 
 def test_verdicts_mark_each_target() -> None:
     found = verdicts(sample())
-    assert found[0].measured == "+0.030 ms (b) vs (a) (one at a time: +0.020 ms)"
-    assert found[2].measured == "+0.200 ms (d) vs (c) (one at a time: +0.200 ms)"
+    assert found[0].measured == (
+        "+0.030 ms (b) vs (a) (one at a time: +0.020 ms; gateway CPU +10 µs/call)"
+    )
+    assert found[2].measured == (
+        "+0.200 ms (d) vs (c) (one at a time: +0.200 ms; gateway CPU +30 µs/call)"
+    )
     marks = [(v.target.split(":")[0], v.measured.split()[0], v.met) for v in found]
     assert marks == [
         ("a same-dialect call costs what it costs today", "+0.030", True),
@@ -246,6 +257,7 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
     assert "### Dialects (c=1, upstream delay 0)" in text
     assert "| (d) OpenAI -> Anthropic (translated), the same gateway as (c) | stream |" in text
     assert "**no**" in text and "1.50x" in text
+    assert "| 1,000 | 0 | 310 | +10 |" in text
     widths: dict[str, int] = {}
     for line in text.split("### Dialects")[1].splitlines():
         if line.startswith("| configuration |"):
@@ -296,6 +308,7 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
             assert only["requests"] > 50 and only["errors"]["status"] == 0, config["name"]
             assert 0 < figures["p50_ms"] <= figures["p99_ms"] < 1000
             assert isinstance(figures["overhead_ms"]["p50"], float)
+            assert 20 < figures["cpu_us_per_call"] < 100_000, config["name"]
         client = config["client"]
         assert client["ttfb_ms"]["n"] == client["stream_ms"]["n"] == client["plain_ms"]["n"] == 20
         assert client["stream_ms"]["p50"] > client["ttfb_ms"]["p50"]
