@@ -195,7 +195,15 @@ def test_sft_through_the_cli_loss_falls_and_the_adapter_generates(
     assert manifest["versions"]["torch"].startswith("2.13.0")
     assert manifest["training"]["steps"] == steps
     assert manifest["merged"] == str(run / "merged")
-    assert f"--lora-modules {job['fine_tuned_model']}={adapter}" in manifest["serve"]["vllm"]
+    serve = manifest["serve"]
+    assert serve["vllm"] == (
+        f"vllm serve {tiny_model.model.resolve()} --enable-lora "
+        f"--lora-modules {job['fine_tuned_model']}={adapter} --max-lora-rank 16"
+    )
+    assert serve["vllm_load_lora_adapter"]["body"] == {
+        "lora_name": job["fine_tuned_model"],
+        "lora_path": str(adapter),
+    }
 
     # status and list read the job back from its files
     status = ["finetune", "status", job["id"], *local, "--dir", str(tiny_model.chat), "--json"]

@@ -469,6 +469,31 @@ def versions() -> dict[str, str]:
     return found
 
 
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The ranks vLLM's --max-lora-rank takes."""
+
+
+def serving(config: dict[str, Any], adapter: Path, rank: int) -> dict[str, Any]:
+    """How to serve the adapter with vLLM: at start (``--lora-modules``), or loaded into a
+    running server (``/v1/load_lora_adapter``); the adapter's name is the model to ask for."""
+    base = config["base"]
+    model = base["path"] if base.get("source") == "local" else base["given"]
+    name = config["fine_tuned_model"]
+    max_rank = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+    return {
+        "model": name,
+        "vllm": (
+            f"vllm serve {model} --enable-lora --lora-modules {name}={adapter} "
+            f"--max-lora-rank {max_rank}"
+        ),
+        "vllm_load_lora_adapter": {
+            "env": "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True",
+            "request": "POST /v1/load_lora_adapter",
+            "body": {"lora_name": name, "lora_path": str(adapter)},
+        },
+    }
+
+
 def _file_record(meta: dict[str, Any] | None) -> dict[str, Any] | None:
     if not meta:
         return None
@@ -563,13 +588,7 @@ def train(run: Path, config: dict[str, Any]) -> dict[str, Any]:
         },
         "device": plan.device.as_dict(),
         "versions": versions(),
-        "serve": {
-            "vllm": (
-                f"vllm serve {config['base']['given']} --enable-lora "
-                f"--lora-modules {config['fine_tuned_model']}={adapter} "
-                f"--max-lora-rank {max(plan.lora_r, 8)}"
-            )
-        },
+        "serve": serving(config, adapter, plan.lora_r),
     }
     jobfiles.write_json(run / jobfiles.MANIFEST, manifest)
     jobfiles.add_event(run, f"adapter written to {adapter}")
