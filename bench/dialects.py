@@ -36,7 +36,7 @@ from round to round). Then an asyncio client calls every target one at a
 time, targets alternating call by call: streamed calls timed to their first body chunk, plain
 calls to their end with the gateway's ``x-gateway-overhead-ms``. The CPU time the process
 under test (the gateway; the simulator for direct calls) used during each measured wrk run is
-read too: per call, it is the figure least moved by other load on the machine.
+read too (per call, a second figure; it also grows when other processes share the cores).
 bench/dialects_report.py aggregates, compares each configuration with its same-dialect one and
 marks the targets.
 """

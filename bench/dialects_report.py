@@ -239,9 +239,16 @@ class DialectResults:
         return statistics.median(pairs) if pairs else None
 
     def cpu_us(self, name: str, mode: str) -> float | None:
-        """CPU µs per call of the process under test, over all its measured wrk runs."""
+        """CPU µs per call of the process under test: the median over the rounds of each
+        measured wrk run's CPU time over its calls."""
         series = self.series.get(series_key(name, mode))
-        return None if series is None else series.cpu_us_per_call
+        if series is None:
+            return None
+        runs = series.measured()
+        if not runs or len(series.cpu_s) != len(runs):
+            return None
+        pairs = zip(series.cpu_s, runs, strict=True)
+        return _median([cpu / run.requests * 1e6 for cpu, run in pairs if run.requests])
 
     def cpu_versus(self, config: DialectSpec, mode: str) -> float | None:
         """CPU µs per call minus the reference configuration's."""
@@ -407,7 +414,7 @@ def wrk_rows(results: DialectResults) -> list[list[str]]:
                     *("",) * 8,
                     _n(series.rps),
                     str(series.error_count),
-                    _n(series.cpu_us_per_call),
+                    _n(results.cpu_us(DIRECT[api], mode)),
                     "",
                 ]
             )
@@ -438,7 +445,7 @@ def wrk_rows(results: DialectResults) -> list[list[str]]:
                     "-" if ratio is None else f"{ratio:.2f}x",
                     _n(series.rps),
                     str(series.error_count),
-                    _n(series.cpu_us_per_call),
+                    _n(results.cpu_us(config.name, mode)),
                     _f(results.cpu_versus(config, mode), 0, sign=True),
                 ]
             )
@@ -537,8 +544,8 @@ def render(results: DialectResults) -> str:
         "call); 'vs' is the per-round difference with the configuration named (its same-"
         "dialect call), ratio the two overheads divided; medians over the rounds (ms). CPU "
         "µs/call is the process under test's CPU time (the gateway's; the simulator's for "
-        "direct calls) over its calls in the measured runs, the figure least moved by other "
-        "load on the machine. Then "
+        "direct calls) over its calls in a measured run, the median over the rounds: a second "
+        "figure, which also grows when other processes share the cores. Then "
         f"an asyncio client calls every target one at a time, targets alternating call by "
         f"call, up to {results.client_calls:,} streamed calls each (time to the first body "
         "chunk, TTFB, and to the end) and as many plain ones (whole time, and the gateway's "
@@ -579,7 +586,6 @@ def _series_json(series: Series) -> dict[str, Any]:
         "p99_ms": series.latency("p99"),
         "rps": series.rps,
         "cpu_s": [round(value, 4) for value in series.cpu_s],
-        "cpu_us_per_call": series.cpu_us_per_call,
     }
 
 
@@ -605,7 +611,7 @@ def to_json(results: DialectResults) -> dict[str, Any]:
                         p: results.versus(config, mode, p) for p in PERCENTILES
                     },
                     "ratio_p50": results.ratio(config, mode, "p50"),
-                    "cpu_us_per_call": results.cpu_us(config.name, mode),
+                    "cpu_us_per_call_median": results.cpu_us(config.name, mode),
                     "cpu_versus_reference_us": results.cpu_versus(config, mode),
                 }
                 for mode in MODES
