@@ -45,8 +45,9 @@ bench: venv
 
 # The whole distillation loop against the simulator: traffic, feedback, export, fine-tune,
 # register in shadow, more traffic, eval. Writes to demo-output/.
+BACKEND ?= openai
 demo: venv
-	$(BIN)/python -m exporter.demo
+	$(BIN)/python -m exporter.demo --backend $(BACKEND)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,13 +1,17 @@
 """``make demo``: the whole distillation loop against the simulator, in one command.
 
-    python -m exporter.demo [--dir demo-output] [--calls 240]
+    python -m exporter.demo [--dir demo-output] [--calls 240] [--backend openai|local]
 
 1. starts the simulated upstream and a gateway (route ``support``: the teacher, gpt-4o),
 2. sends support questions through the gateway, the way an app would, and posts feedback on
    some answers,
 3. exports them (``gateway export``) and prints the report,
-4. fine-tunes gpt-4o-mini on the simulator (``gateway finetune``), with the loss curves,
-5. registers the student in shadow (``gateway register``, config file + reload),
+4. fine-tunes gpt-4o-mini on the simulator (``gateway finetune``), with the loss curves; with
+   ``--backend local`` (``make demo BACKEND=local``) it trains a LoRA adapter here instead,
+   with TRL and PEFT, on a tiny model built from the export (``exporter.finetune.local.tiny``),
+5. registers the student in shadow (``gateway register``, config file + reload; the local
+   adapter on a "vllm" provider that the simulator plays, loaded by name and priced from a
+   GPU-hour),
 6. sends more traffic (the student answers shadow copies), then
 7. evaluates the student against the teacher (``gateway eval``).
 
@@ -177,7 +181,39 @@ def newest_job(data: Path) -> str:
     return jobs[-1].name
 
 
-def demo(workdir: Path, calls: int) -> None:
+def finetune_local(workdir: Path, data: Path) -> str:
+    """Step 4 with the local backend: a tiny base model from the export, then a LoRA adapter
+    trained on it here; the job's id."""
+    tiny = workdir / "tiny-model"
+    run_module(["exporter.finetune.local.tiny", str(data), str(tiny)])
+    runs = workdir / "finetune-runs"
+    run(
+        [
+            "finetune",
+            str(data),
+            "--backend",
+            "local",
+            "--base",
+            str(tiny),
+            "--suffix",
+            "support",
+            "--output-dir",
+            str(runs),
+            "--epochs",
+            "3",
+            "--poll",
+            "0.5",
+        ]
+    )
+    return newest_job(data)
+
+
+def run_module(args: list[str]) -> None:
+    print("\n$ python -m " + shlex.join(args), flush=True)
+    subprocess.run([sys.executable, "-m", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def demo(workdir: Path, calls: int, backend: str = "openai") -> None:
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     database = workdir / "capture.db"
@@ -223,21 +259,39 @@ def demo(workdir: Path, calls: int) -> None:
             ]
         )
         api = ["--api-base", f"{sim_url}/v1", "--api-key", "sk-sim"]
-        step(4, "fine-tune gpt-4o-mini on them (the simulator plays the fine-tuning service)")
-        run(
-            [
-                "finetune",
-                str(data),
-                "--base",
-                "gpt-4o-mini",
-                "--suffix",
-                "support",
-                "--poll",
-                "0.5",
-                *api,
+        serve: list[str] = []
+        if backend == "local":
+            step(4, "train a LoRA adapter here (TRL + PEFT, CPU) on a tiny model built from them")
+            job = finetune_local(workdir, data)
+            # The simulator plays the vLLM server that serves the adapter by name.
+            serve = [
+                "--provider",
+                "vllm",
+                "--provider-url",
+                f"{sim_url}/v1",
+                "--load-adapter",
+                f"{sim_url}/v1",
+                "--gpu-hour-usd",
+                "2.5",
+                "--tokens-per-s",
+                "900",
             ]
-        )
-        job = newest_job(data)
+        else:
+            step(4, "fine-tune gpt-4o-mini on them (the simulator plays the fine-tuning service)")
+            run(
+                [
+                    "finetune",
+                    str(data),
+                    "--base",
+                    "gpt-4o-mini",
+                    "--suffix",
+                    "support",
+                    "--poll",
+                    "0.5",
+                    *api,
+                ]
+            )
+            job = newest_job(data)
         model = orjson.loads((data / "jobs" / job / "job.json").read_bytes())["job"][
             "fine_tuned_model"
         ]
@@ -261,7 +315,7 @@ def demo(workdir: Path, calls: int) -> None:
                 ADMIN_KEY,
                 "--dir",
                 str(data),
-                *api,
+                *(serve or api),
             ]
         )
         answered, _ = asyncio.run(traffic(gw_url, calls // 2, seed=2, feedback_share=0.0))
@@ -303,6 +357,8 @@ def demo(workdir: Path, calls: int) -> None:
     print(
         f"  fine-tune job   {data}/jobs/{job}/ (loss.png, READING.txt, metrics.csv, summary.json)"
     )
+    if backend == "local":
+        print(f"  adapter         {workdir}/finetune-runs/{job}/ (adapter/, manifest.json)")
     print(f"  gateway config  {config} (the student registered in shadow)")
     print(f"  capture store   {database}")
     print(f"  eval report     {workdir / 'eval.json'}")
@@ -317,9 +373,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dir", type=Path, default=Path("demo-output"))
     parser.add_argument("--calls", type=int, default=240)
+    parser.add_argument(
+        "--backend",
+        choices=("openai", "local"),
+        default="openai",
+        help="local: train a LoRA adapter here on a tiny model (pip install '.[train]')",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    demo(args.dir.resolve(), args.calls)
+    demo(args.dir.resolve(), args.calls, args.backend)
 
 
 if __name__ == "__main__":

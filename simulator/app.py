@@ -36,6 +36,7 @@ from simulator.fireworks import add_fireworks_routes
 from simulator.profile import BUILTIN_PROFILE, Profile
 from simulator.responses import responses
 from simulator.together import add_together_routes
+from simulator.vllm import add_vllm_routes, loaded_adapters
 from simulator.wire import json_response
 
 MODEL_CREATED = 1_700_000_000
@@ -60,7 +61,7 @@ def model_object(model_id: str) -> dict[str, object]:
 
 async def list_models(request: web.Request) -> web.StreamResponse:
     call = await begin(request, require_json=False)
-    models = [*MODELS, *fine_tuned_models(request.app)]
+    models = [*MODELS, *fine_tuned_models(request.app), *loaded_adapters(request.app)]
     payload = {"object": "list", "data": [model_object(model) for model in models]}
     return await respond(request, call, payload, 0.0)
 
@@ -106,6 +107,7 @@ def create_app(profile: Profile | None = None) -> web.Application:
     add_file_routes(app)
     add_finetune_routes(app)
     add_fireworks_routes(app)
+    add_vllm_routes(app)
     router.add_route("*", "/v1/{tail:.*}", passthrough)
     add_azure_routes(app)
     add_together_routes(app)

@@ -249,6 +249,7 @@ def evaluate(args: argparse.Namespace) -> int:
         filters=_filters(args),
         concurrency=args.concurrency,
         seed=args.seed,
+        prices=config_prices(args.config) if args.config else {},
     )
 
     async def go() -> int:

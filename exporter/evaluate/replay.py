@@ -85,8 +85,11 @@ async def replay(
     route: str,
     candidate: str,
     concurrency: int = 8,
+    prices: PriceTable | None = None,
 ) -> list[Replayed]:
-    prices = PriceTable()
+    """``prices``: the built-in table over the config's ``capture.prices`` (an open-weight
+    student's price is set there by ``gateway register``)."""
+    prices = prices or PriceTable()
     gate = asyncio.Semaphore(concurrency)
 
     async def one(item: HeldOut) -> Replayed:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from capture.pricing import PriceLike, PriceTable
 from exporter.errors import EvalError
 from exporter.evaluate import report
 from exporter.evaluate.checks import check
@@ -40,6 +42,8 @@ class EvalOptions:
     concurrency: int = 8
     seed: int = 0
     timeout_s: float = 120.0
+    prices: Mapping[str, PriceLike] = field(default_factory=dict)
+    """The config's ``capture.prices``, over the built-in table, for the candidate's cost."""
 
 
 async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
@@ -76,7 +80,12 @@ async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
         except httpx.HTTPError as exc:
             raise EvalError(f"cannot reach the gateway at {options.gateway_url}: {exc}") from None
         replayed = await replay(
-            client, items, options.route, options.candidate, options.concurrency
+            client,
+            items,
+            options.route,
+            options.candidate,
+            options.concurrency,
+            PriceTable(options.prices),
         )
         failures = [r for r in replayed if r.error is not None]
         if len(failures) == len(replayed):

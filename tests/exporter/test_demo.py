@@ -23,3 +23,22 @@ def test_the_demo_numbers_its_steps_and_explains_trained_tokens(
     assert "validation file is not billed" in out  # the export's own line says it too
     assert "mean of the last 10% of steps" in out  # which loss figure is an average
     assert "once the dashboard issue lands" not in out
+
+
+def test_the_demo_with_the_local_backend_trains_serves_and_prices_the_adapter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make demo BACKEND=local``: a LoRA adapter trained here on a tiny model built from the
+    export, loaded by name into the "vllm" provider the simulator plays, priced from a
+    GPU-hour, answering shadow copies, evaluated with its cost and lineage."""
+    demo.demo(tmp_path / "demo", calls=80, backend="local")
+    out = capsys.readouterr().out
+    steps = [int(n) for n in re.findall(r"^(\d+)\. ", out, re.MULTILINE)]
+    assert steps == [1, 2, 3, 4, 5, 6, 7], out
+    assert "--backend local" in out and "lineage stored" in out
+    assert (tmp_path / "demo" / "finetune-runs").is_dir()
+    adapters = list((tmp_path / "demo" / "finetune-runs").glob("*/adapter/adapter_config.json"))
+    assert len(adapters) == 1
+    cost_line = next(line for line in out.splitlines() if "cost/call" in line)
+    assert cost_line.count("$") == 2, cost_line  # the student is priced (from the GPU-hour)
+    assert "trained by local job" in out and "(gpu_hour)" in out
