@@ -5,6 +5,7 @@ Usage::
     make bench                                  # ~17 minutes
     make bench BENCH_ARGS=--quick               # ~1 minute, the same report with fewer samples
     .venv/bin/python -m bench.run --duration 5 --only 'plain/c1/*,ttfb'
+    .venv/bin/python -m bench.run --only dialects --dialects-baseline /tmp/bench-base
 
 Method. Everything runs on loopback, in processes this module starts and stops (also on Ctrl-C
 or an error): the simulated upstream (``gateway simulate``) with a profile whose latency is zero,
