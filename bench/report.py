@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import dialects_report, features_report
+from bench import capture_size, dialects_report, features_report
 from bench.dialects_report import DialectResults
 from bench.features_report import FeatureResults
 from bench.wrk import WrkResult
@@ -75,6 +75,9 @@ class Results:
     """What each gateway feature adds (bench/features.py), when that part ran."""
     dialects: DialectResults | None = None
     """What a provider dialect costs (bench/dialects.py), when that part ran."""
+    capture_size: dict[str, Any] | None = None
+    """Bytes per captured call, write rate and prune (bench/capture_size.py), when that part
+    ran."""
 
     def cell(self, cell_id: str) -> Cell | None:
         return next((c for c in self.cells if c.id == cell_id and c.gateway is not None), None)
@@ -341,6 +344,8 @@ def render(results: Results) -> str:
         lines += [features_report.render(results.features)]
     if results.dialects is not None:
         lines += [dialects_report.render(results.dialects)]
+    if results.capture_size is not None:
+        lines += [capture_size.render(results.capture_size)]
     return "\n".join(lines)
 
 

@@ -37,6 +37,10 @@ and rewrites ``model``. Each call sets the simulator's delay itself (``x-sim-ttf
    of another checkout (``--dialects-baseline PATH``, e.g. a worktree of the commit before the
    dialect work), and OpenAI <-> Anthropic calls, translated and passed through, against the
    same-dialect call, at c=1, plain and streamed, with wrk and an asyncio client for TTFB.
+7. Capture size (bench/capture_size.py; ``--only capture-size``): a generated, seeded workload
+   written through the capture path into a scratch PostgreSQL database and a SQLite file: bytes
+   per call (heap, TOAST, indexes after VACUUM; the SQLite file), against the request and response
+   stored whole, the repeated share of the requests, the write rate and the DELETE-based prune.
 
 The report (markdown, for the README's "Benchmarks" section) goes to stdout with the issue's
 targets marked met or not, and with the JSON to bench/results/latest.{md,json}. Progress goes to
@@ -60,7 +64,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from types import FrameType
 
-from bench import client, dialects, features, procs, wrk
+from bench import capture_size, client, dialects, features, procs, wrk
 from bench.report import Cell, MemoryPoint, Results, machine, render, to_json
 from bench.stats import summarize
 
@@ -81,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         help="comma-separated globs over the parts to run: the matrix cells "
         "(plain/c1/d0 ... stream/c50/d50), 'ttfb', 'memory', 'features' (or one half: "
-        "'features/overhead', 'features/sustain') and 'dialects'; e.g. 'plain/c1/*,ttfb'",
+        "'features/overhead', 'features/sustain'), 'dialects' and 'capture-size'; "
+        "e.g. 'plain/c1/*,ttfb'",
     )
     parser.add_argument(
         "--memory-calls",
@@ -104,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     features.add_arguments(parser)
     dialects.add_arguments(parser)
+    capture_size.add_arguments(parser)
     args = parser.parse_args(argv)
     features.finish_arguments(args)
     dialects.finish_arguments(args)
@@ -120,6 +126,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--memory-calls: the second count must be larger than the first")
     args.memory_counts = (first, second)
     args.patterns = [p.strip() for p in args.only.split(",")] if args.only else ["*"]
+    if args.capture_size_records is None:
+        args.capture_size_records = (
+            capture_size.QUICK_RECORDS if quick else capture_size.DEFAULT_RECORDS
+        )
+    if args.capture_size_records < 10:
+        parser.error("--capture-size-records: at least 10")
     return args
 
 
@@ -248,6 +260,14 @@ class Bench:
         # simulator.
         if _selected(self.args, "dialects"):
             self.results.dialects = dialects.run(self.args, self.wrk, simulator, workdir, _progress)
+        # What capture stores per call and how fast (bench/capture_size.py): no gateway, the
+        # capture path itself into a scratch PostgreSQL database and a SQLite file.
+        if _selected(self.args, "capture-size"):
+            self.results.capture_size = capture_size.measure(
+                self.args.capture_size_records,
+                postgres_url=self.args.capture_size_postgres or None,
+                progress=_progress,
+            )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
