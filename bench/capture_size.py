@@ -491,6 +491,7 @@ def workload_stats(
         "request_bytes_per_call": round(request_bytes / n),
         "repeated_request_bytes_per_call": round(repeated / n),
         "repeated_share_of_request": round(repeated / max(request_bytes, 1), 4),
+        "whole_without_repeated_bytes_per_call": round((whole - repeated) / n),
         "part_min_bytes": part_min_bytes,
         "prepare_cpu_us_per_record": round(cpu / n * 1e6, 1),
     }
@@ -723,6 +724,9 @@ def render(result: dict[str, Any]) -> str:
         f"| of the request, parts ≥ {w['part_min_bytes']} B seen before (system prompts, tools, "
         f"earlier turns): {w['repeated_share_of_request']:.1%} | "
         f"{_kb(w['repeated_request_bytes_per_call'])} |",
+        f"| request + response with each repeated part once (no references counted, "
+        f"uncompressed): {(whole - w['repeated_request_bytes_per_call']) / max(whole, 1):.0%} "
+        f"of the reference | {_kb(whole - w['repeated_request_bytes_per_call'])} |",
         f"| the normalized view (Anthropic-dialect calls), averaged over all calls "
         f"| {_kb(w['normalized_bytes_per_call'])} |",
         "",

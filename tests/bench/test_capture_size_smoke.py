@@ -52,6 +52,9 @@ def test_the_repeated_share_counts_parts_seen_before() -> None:
     assert stats["whole_json_bytes_per_call"] > stats["request_bytes_per_call"]
     assert stats["repeated_request_bytes_per_call"] < stats["request_bytes_per_call"]
     assert stats["normalized_bytes_per_call"] > 0
+    assert stats["whole_without_repeated_bytes_per_call"] == pytest.approx(
+        stats["whole_json_bytes_per_call"] - stats["repeated_request_bytes_per_call"], abs=1
+    )
     assert stats["prepare_cpu_us_per_record"] > 0
     # One call alone repeats nothing; the same call twice repeats all its large parts.
     one = capture_size.workload_stats(records[:1])
