@@ -62,6 +62,10 @@ class StageGates:
     latency_quantile: float = 0.95
     max_cost_ratio: float | None = 1.0
     """Candidate cost per call must be < max_cost_ratio x incumbent's; None: no cost gate."""
+    watch_window: int | None = 2000
+    """The FAIL sides restart every watch_window observations of an arm (alpha spent over the
+    windows as 6 / (pi^2 j^2)), so a candidate that degrades is caught on fresh evidence;
+    None: one window for the whole stage."""
     min_samples: int = 200
     min_dwell_s: float = 0.0
     max_duration_s: float = float("inf")
@@ -78,6 +82,8 @@ class StageGates:
                 raise ValueError(f"{name} must be in (0, 1), got {v}")
         if self.slices < 1:
             raise ValueError(f"slices must be >= 1, got {self.slices}")
+        if self.watch_window is not None and self.watch_window < 1:
+            raise ValueError(f"watch_window must be >= 1, got {self.watch_window}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
         if self.min_dwell_s < 0 or not self.max_duration_s > self.min_dwell_s:
@@ -121,27 +127,31 @@ class SliceGates:
     def __init__(self, config: StageGates, shape: tuple[int, ...] = ()) -> None:
         self.config = config
         self.shape = shape
-        a, ar = config.slice_alpha, config.slice_alpha_rollback
-        self.quality = WinRateTest(config.quality_margin, a, ar, shape)
+        a, ar, w = config.slice_alpha, config.slice_alpha_rollback, config.watch_window
+        self.quality = WinRateTest(config.quality_margin, a, ar, shape, window=w)
         self.errors = (
             None
             if config.error_margin is None
-            else TwoSampleTest(config.error_margin, a, ar, False, shape, "errors")
+            else TwoSampleTest(config.error_margin, a, ar, False, shape, "errors", w)
         )
         self.feedback = (
             None
             if config.feedback_margin is None
-            else TwoSampleTest(config.feedback_margin, a, ar, True, shape, "feedback")
+            else TwoSampleTest(config.feedback_margin, a, ar, True, shape, "feedback", w)
         )
         self.latency = (
             None
             if config.latency_p95_ms is None
-            else QuantileTest(config.latency_p95_ms, a, ar, config.latency_quantile, shape)
+            else QuantileTest(
+                config.latency_p95_ms, a, ar, config.latency_quantile, shape, window=w
+            )
         )
         self.ttft = (
             None
             if config.ttft_p95_ms is None
-            else QuantileTest(config.ttft_p95_ms, a, ar, config.latency_quantile, shape, "ttft_p95")
+            else QuantileTest(
+                config.ttft_p95_ms, a, ar, config.latency_quantile, shape, "ttft_p95", w
+            )
         )
         self.reset()
 
@@ -160,8 +170,10 @@ class SliceGates:
             self.cand_cost = np.zeros(self.shape)
             self.inc_cost = np.zeros(self.shape)
         else:
-            for arr in (self.cand_calls, self.inc_calls, self.cand_cost, self.inc_cost):
-                arr[mask] = 0.0
+            self.cand_calls = np.where(mask, 0.0, self.cand_calls)
+            self.inc_calls = np.where(mask, 0.0, self.inc_calls)
+            self.cand_cost = np.where(mask, 0.0, self.cand_cost)
+            self.inc_cost = np.where(mask, 0.0, self.inc_cost)
 
     # --- evidence, as batches of counts and sums (arrays of `shape`) -------------------------
 

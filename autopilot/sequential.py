@@ -33,6 +33,10 @@ more than the margin), each side at its own alpha:
 - `cost_verdict`: a rule, not a test: costs are priced from known per-token prices, not judged.
 Across slices, `bonferroni` splits alpha; the intersection of PASS verdicts needed to advance is
 an intersection-union test, so no correction is needed across the gates of one slice.
+
+The FAIL sides watch through `RestartedConfidenceSequence`: a CS restarted every `window`
+observations with alpha spent over the windows (6 / (pi^2 j^2)), so a candidate that degrades
+half way is judged on the evidence after the change, not on its average with the good start.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class ConfidenceSequence:
         self.alpha = alpha
         self.shape = shape
         self.cap = cap
-        self._log = math.log(1.0 / alpha)
+        self._log = np.full(shape, math.log(1.0 / alpha))
         self.reset()
 
     def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
@@ -100,11 +104,19 @@ class ConfidenceSequence:
             self._lower = z.copy()
             self._upper = np.ones(self.shape)
             return
-        for a in (self.n, self.sum_x, self._sum_lam, self._sum_lam_x, self._sum_pen):
-            a[mask] = 0.0
-        self._sum_sq_dev[mask] = 0.0
-        self._lower[mask] = 0.0
-        self._upper[mask] = 1.0
+        # np.where, not item assignment: arithmetic on shape () arrays gives numpy scalars
+        self.n = np.where(mask, 0.0, self.n)
+        self.sum_x = np.where(mask, 0.0, self.sum_x)
+        self._sum_lam = np.where(mask, 0.0, self._sum_lam)
+        self._sum_lam_x = np.where(mask, 0.0, self._sum_lam_x)
+        self._sum_pen = np.where(mask, 0.0, self._sum_pen)
+        self._sum_sq_dev = np.where(mask, 0.0, self._sum_sq_dev)
+        self._lower = np.where(mask, 0.0, self._lower)
+        self._upper = np.where(mask, 1.0, self._upper)
+
+    def set_alpha(self, alpha: Array, mask: NDArray[np.bool_]) -> None:
+        """Give the (just reset) elements in `mask` a new alpha."""
+        self._log = np.where(mask, np.log(1.0 / alpha), self._log)
 
     def update(self, count: Counts, sum_x: Counts, sum_x2: Counts) -> None:
         """Add a batch: per element, how many observations, their sum and their sum of squares."""
@@ -155,6 +167,61 @@ class ConfidenceSequence:
     def mean(self) -> Array:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.n > 0, self.sum_x / self.n, np.nan)
+
+
+class RestartedConfidenceSequence:
+    """The watch on a FAIL side: a CS restarted every `window` observations, so that evidence
+    from before a change (a candidate that degrades) does not dilute the evidence after it.
+
+    The j-th window's CS holds at alpha * 6 / (pi^2 j^2); these sum to alpha, so by the union
+    bound the current window's bound is valid at every look of every window at once with
+    probability >= 1 - alpha. The restart depends only on counts, never on the values.
+    window None: never restarts, the whole stage at alpha.
+    """
+
+    def __init__(self, alpha: float, window: int | None, shape: tuple[int, ...] = ()) -> None:
+        if window is not None and window < 1:
+            raise ValueError(f"the watch window must be >= 1 observation, got {window}")
+        self.alpha = alpha
+        self.window = window
+        self.shape = shape
+        self._cs = ConfidenceSequence(alpha, shape)
+        self.reset()
+
+    def _alpha(self) -> Array:
+        if self.window is None:
+            return np.full(self.shape, self.alpha)
+        return self.alpha * 6.0 / (math.pi**2 * self.windows * self.windows)
+
+    def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
+        self._cs.reset(mask)
+        if mask is None:
+            self.windows = np.ones(self.shape)
+            mask = np.ones(self.shape, dtype=bool)
+        else:
+            self.windows = np.where(mask, 1.0, self.windows)
+        self._cs.set_alpha(self._alpha(), mask)
+
+    def update(self, count: Counts, sum_x: Counts, sum_x2: Counts) -> None:
+        if self.window is not None:
+            full = self._cs.n >= self.window
+            if full.any():
+                self.windows = np.where(full, self.windows + 1.0, self.windows)
+                self._cs.reset(full)
+                self._cs.set_alpha(self._alpha(), full)
+        self._cs.update(count, sum_x, sum_x2)
+
+    @property
+    def lower(self) -> Array:
+        return self._cs.lower
+
+    @property
+    def upper(self) -> Array:
+        return self._cs.upper
+
+    @property
+    def n(self) -> Array:
+        return self._cs.n
 
 
 def _verdicts(passed: NDArray[np.bool_], failed: NDArray[np.bool_]) -> NDArray[np.int8]:
@@ -212,6 +279,7 @@ class WinRateTest:
         alpha_fail: float,
         shape: tuple[int, ...] = (),
         name: str = "quality",
+        window: int | None = None,
     ) -> None:
         if not 0.0 <= margin < 0.5:
             raise ValueError(f"the win-rate margin must be in [0, 0.5), got {margin}")
@@ -220,7 +288,7 @@ class WinRateTest:
         self.alpha_pass = alpha_pass
         self.alpha_fail = alpha_fail
         self._pass = ConfidenceSequence(alpha_pass, shape)
-        self._fail = ConfidenceSequence(alpha_fail, shape)
+        self._fail = RestartedConfidenceSequence(alpha_fail, window, shape)
 
     def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
         self._pass.reset(mask)
@@ -271,6 +339,7 @@ class TwoSampleTest:
         higher_is_better: bool,
         shape: tuple[int, ...] = (),
         name: str = "errors",
+        window: int | None = None,
     ) -> None:
         if not 0.0 <= margin < 1.0:
             raise ValueError(f"the margin must be in [0, 1), got {margin}")
@@ -286,8 +355,8 @@ class TwoSampleTest:
         )
         self.cand_pass = ConfidenceSequence(alpha_pass / 2, shape)
         self.inc_pass = ConfidenceSequence(alpha_pass / 2, shape)
-        self.cand_fail = ConfidenceSequence(alpha_fail / 2, shape)
-        self.inc_fail = ConfidenceSequence(alpha_fail / 2, shape)
+        self.cand_fail = RestartedConfidenceSequence(alpha_fail / 2, window, shape)
+        self.inc_fail = RestartedConfidenceSequence(alpha_fail / 2, window, shape)
 
     def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
         for cs in (self.cand_pass, self.inc_pass, self.cand_fail, self.inc_fail):
@@ -351,6 +420,7 @@ class QuantileTest:
         quantile: float = 0.95,
         shape: tuple[int, ...] = (),
         name: str = "latency_p95",
+        window: int | None = None,
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"the quantile must be in (0, 1), got {quantile}")
@@ -364,7 +434,7 @@ class QuantileTest:
         self.alpha_fail = alpha_fail
         self.statistic = f"P(value > {bound:g})"
         self._pass = ConfidenceSequence(alpha_pass, shape)
-        self._fail = ConfidenceSequence(alpha_fail, shape)
+        self._fail = RestartedConfidenceSequence(alpha_fail, window, shape)
 
     def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
         self._pass.reset(mask)

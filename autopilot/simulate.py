@@ -16,8 +16,10 @@ the incumbent three times as many, and the controller's `SliceGates.actions` dec
 - degrading half way: equal until `--degrade-at` judged pairs, then win rate 0.5 - 2 delta and
   errors + 2 margins; promoted slices keep being watched (at the target) until `--horizon`.
 
-A false promotion is a slice promoted while truly worse by at least its margin; the table gives
-its rate across rollouts (any slice: the family-wise rate the Bonferroni split bounds by alpha).
+Samples are judged pairs per slice; at one pair per simulated second they are also the simulated
+seconds to each decision. A false promotion is a slice promoted while truly worse by at least its
+margin; the table gives its rate across rollouts (any slice: the family-wise rate the Bonferroni
+split bounds by alpha).
 The last rows show why: a fixed-sample one-sided z-test at alpha, looked at every few samples,
 "promotes" a candidate at the boundary far more often than alpha.
 """
@@ -297,6 +299,7 @@ def simulate(
             "error_margin": gates.error_margin,
             "latency_p95_ms": gates.latency_p95_ms,
             "min_samples": gates.min_samples,
+            "watch_window": gates.watch_window,
             "min_dwell_s": gates.min_dwell_s,
             "max_duration_s": gates.max_duration_s,
             "alpha": gates.alpha,
@@ -319,7 +322,7 @@ def _num(x: Any) -> str:
 def table(report: dict[str, Any]) -> str:
     rows = [
         "| truth | false promotion | all good slices promoted | promoted | rolled back | gave up "
-        "| median pairs to promotion | to rollback | to give-up |",
+        "| median pairs (= simulated s) to promotion | to rollback | to give-up |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["scenarios"]:

@@ -8,6 +8,7 @@ import pytest
 from autopilot.sequential import (
     ConfidenceSequence,
     QuantileTest,
+    RestartedConfidenceSequence,
     TwoSampleTest,
     Verdict,
     WinRateTest,
@@ -151,3 +152,32 @@ def test_cost_rule() -> None:
         np.array([100.0, 100.0, 0.0]),
     )
     assert list(v) == [Verdict.PASS, Verdict.CONTINUE, Verdict.CONTINUE]
+
+
+def test_restarted_sequence_spends_alpha_over_its_windows_and_keeps_coverage() -> None:
+    rng = np.random.default_rng(3)
+    alpha, runs, p = 0.1, 2000, 0.3
+    cs = RestartedConfidenceSequence(alpha, 200, (runs,))
+    missed = np.zeros(runs, dtype=bool)
+    for _ in range(300):  # 3000 observations: 15 windows, every one looked at after each batch
+        k = rng.binomial(10, p, size=runs).astype(np.float64)
+        cs.update(10, k, k)
+        missed |= (cs.upper < p) | (cs.lower > p)
+    assert float(cs.windows[0]) == 15.0
+    assert missed.mean() <= alpha  # sum of 6 / (pi^2 j^2) over the windows is below 1
+    with pytest.raises(ValueError, match="window"):
+        RestartedConfidenceSequence(0.05, 0)
+
+
+def test_a_watch_window_catches_a_change_that_the_whole_stage_dilutes() -> None:
+    # 3000 pairs at win rate 0.5, then 0.35: the windowed FAIL side sees only the new evidence.
+    def first_fail(window: int | None) -> int:
+        t = WinRateTest(0.05, 0.05, 0.05, window=window)
+        for i in range(800):
+            t.update(*((3, 4, 3) if i < 300 else (2, 3, 5)))
+            if t.verdict() == Verdict.FAIL:
+                return i
+        return 800
+
+    windowed, whole = first_fail(500), first_fail(None)
+    assert 300 < windowed < whole
