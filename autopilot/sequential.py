@@ -123,7 +123,8 @@ class ConfidenceSequence:
         c = _arr(count, self.shape)
         s = _arr(sum_x, self.shape)
         s2 = _arr(sum_x2, self.shape)
-        if np.any(c < 0) or np.any(s < -1e-9) or np.any(s > c + 1e-9):
+        finite = np.all(np.isfinite(c)) and np.all(np.isfinite(s)) and np.all(np.isfinite(s2))
+        if not finite or np.any(c < 0) or np.any(s < -1e-9) or np.any(s > c + 1e-9):
             raise ValueError("observations must lie in [0, 1] and counts be >= 0")
         # Predictable plug-ins: computed from the evidence before this batch.
         mean = (0.5 + self.sum_x) / (self.n + 1.0)

@@ -80,6 +80,8 @@ def test_bad_parameters_are_refused() -> None:
         QuantileTest(800, 0.05, 0.05, quantile=1.0)
     with pytest.raises(ValueError, match="counts"):
         ConfidenceSequence(0.05).update(-1, 0, 0)
+    with pytest.raises(ValueError, match="counts"):
+        ConfidenceSequence(0.05).update(1, float("nan"), 0)
 
 
 def test_bonferroni_splits_alpha() -> None:
