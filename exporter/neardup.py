@@ -202,25 +202,69 @@ class NearDuplicateIndex:
         return keys
 
     def _candidates(self, keys: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """(text, kept example) pairs that share a bucket, from the sorted runs."""
+        """(text, kept example) pairs that share a bucket, from the sorted runs.
+
+        The batch's keys are looked up in ascending order (each search then starts where the
+        one before ended, in memory the cache already holds), once each, and only the keys
+        found in a run are looked up again for the end of their bucket."""
         flat = keys.ravel()
+        needles, inverse = np.unique(flat, return_inverse=True)
         texts: list[npt.NDArray[np.int64]] = []
         kept: list[npt.NDArray[np.int64]] = []
-        owner = np.repeat(np.arange(len(keys), dtype=np.int64), self.bands)
         for run in self._runs:
-            low = np.searchsorted(run, flat, "left")
-            high = np.searchsorted(run, flat + _LOW, "left")
-            hits = high - low
-            if not hits.any():
+            low = np.searchsorted(run, needles, "left")
+            inside = low < len(run)
+            found = np.flatnonzero(inside)
+            found = found[(run[low[found]] & ~_LOW) == needles[found]]
+            if not len(found):
                 continue
-            rows = np.repeat(np.arange(len(flat)), hits)
-            step = np.arange(len(rows)) - np.repeat(np.cumsum(hits) - hits, hits)
-            texts.append(owner[rows])
-            kept.append((run[low[rows] + step] & _LOW).astype(np.int64))
+            high = np.searchsorted(run, needles[found] + _LOW, "left")
+            hits = np.zeros(len(needles), dtype=np.intp)
+            hits[found] = high - low[found]
+            per_key = hits[inverse]
+            rows = np.repeat(np.arange(len(flat)), per_key)
+            step = np.arange(len(rows)) - np.repeat(np.cumsum(per_key) - per_key, per_key)
+            texts.append(rows // self.bands)
+            kept.append((run[low[inverse[rows]] + step] & _LOW).astype(np.int64))
         if not texts:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty
         return np.concatenate(texts), np.concatenate(kept)
+
+    def _pairs(self, keys: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(later, earlier) pairs of texts of one batch that share a bucket, each pair once,
+        ordered by the later text, then the earlier."""
+        count = len(keys)
+        numbers = np.repeat(np.arange(count, dtype=np.uint64), self.bands)
+        tagged = np.sort(keys.ravel() | numbers)
+        bucket = tagged & ~_LOW
+        text = (tagged & _LOW).astype(np.int64)
+        earlier: list[npt.NDArray[np.int64]] = []
+        later: list[npt.NDArray[np.int64]] = []
+        distance = 1
+        while distance < len(tagged):
+            same = np.flatnonzero(bucket[distance:] == bucket[:-distance])
+            if not len(same):
+                break
+            earlier.append(text[same])
+            later.append(text[same + distance])
+            distance += 1
+        if not earlier:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty
+        first, second = np.concatenate(earlier), np.concatenate(later)
+        apart = first != second  # two bands of one text may hash alike
+        codes = np.unique(second[apart] * count + first[apart])
+        return codes // count, codes % count
+
+    def _close_pairs(
+        self, small: U8, keys: U64
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The batch's (later, earlier, estimated Jaccard) pairs that reach the threshold."""
+        later, earlier = self._pairs(keys)
+        close = similarity(small[earlier], small[later])
+        hit = close >= self.options.threshold
+        return later[hit], earlier[hit], close[hit]
 
     def keep(self, texts: Sequence[str]) -> list[bool]:
         """For each text in order: True if it is no near duplicate of a kept one (then it is
@@ -235,20 +279,11 @@ class NearDuplicateIndex:
         if len(pair_text):
             close = similarity(small[pair_text], self._kept.take(pair_kept))
             duplicate[pair_text[close >= self.options.threshold]] = True
-        kept: list[bool] = []
-        buckets: dict[int, list[int]] = {}
-        for index, row in enumerate(keys.tolist()):
-            if not duplicate[index]:
-                others = {o for key in row for o in buckets.get(key, ())}
-                if others:
-                    close = similarity(small[sorted(others)], small[[index] * len(others)])
-                    duplicate[index] = bool((close >= self.options.threshold).any())
-            if duplicate[index]:
-                kept.append(False)
-                continue
-            kept.append(True)
-            for key in row:
-                buckets.setdefault(key, []).append(index)
+        later, earlier, _ = self._close_pairs(small, keys)
+        for text, other in zip(later.tolist(), earlier.tolist(), strict=True):
+            if not duplicate[other]:  # kept: the batch's texts are decided in order
+                duplicate[text] = True
+        kept: list[bool] = (~duplicate).tolist()
         mask = np.array(kept, dtype=bool)
         if mask.any():
             numbers = np.arange(self.size, self.size + int(mask.sum()), dtype=np.uint64)
@@ -274,16 +309,11 @@ class NearDuplicateIndex:
                 pair_text[hit].tolist(), pair_kept[hit].tolist(), close[hit].tolist(), strict=True
             ):
                 found[text][other] = value
-        buckets: dict[int, list[int]] = {}
-        for index, row in enumerate(keys.tolist()):
-            others = sorted({o for key in row for o in buckets.get(key, ())})
-            if others:
-                close = similarity(small[others], small[[index] * len(others)])
-                for other, value in zip(others, close.tolist(), strict=True):
-                    if value >= self.options.threshold:
-                        found[index][self.size + other] = value
-            for key in row:
-                buckets.setdefault(key, []).append(index)
+        later, earlier, close = self._close_pairs(small, keys)
+        for text, other, value in zip(
+            later.tolist(), (earlier + self.size).tolist(), close.tolist(), strict=True
+        ):
+            found[text][other] = value
         numbers = np.arange(self.size, self.size + len(texts), dtype=np.uint64)
         self._add(np.sort((keys | numbers[:, None]).ravel()))
         self._kept.add(small)
@@ -295,5 +325,5 @@ class NearDuplicateIndex:
         while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
             last = self._runs.pop()
             merged = np.concatenate([self._runs.pop(), last])
-            merged.sort()
+            merged.sort(kind="stable")  # two sorted runs: merged in one linear pass
             self._runs.append(merged)

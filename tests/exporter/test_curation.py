@@ -74,6 +74,41 @@ def test_threshold_and_ngram_are_configurable() -> None:
         NearDupOptions(threshold=1.5)
 
 
+def _edited_texts(count: int, seed: int) -> list[str]:
+    """Texts where many are one-word edits of an earlier one, some very short or empty."""
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(300)]
+    texts: list[str] = []
+    for _ in range(count):
+        draw = rng.random()
+        if texts and draw < 0.3:
+            words = rng.choice(texts).split()
+            if words:
+                words[rng.randrange(len(words))] = rng.choice(vocabulary)
+            texts.append(" ".join(words))
+        elif draw < 0.35:
+            texts.append(" ".join(rng.choices(vocabulary, k=rng.randint(0, 3))))
+        else:
+            texts.append(" ".join(rng.choices(vocabulary, k=rng.randint(5, 40))))
+    return texts
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.6])
+def test_a_batch_is_decided_as_one_text_at_a_time(threshold: float) -> None:
+    """Texts of one batch are compared with each other in bulk; the answers are those of
+    giving the texts one by one (each compared with the index only)."""
+    texts = _edited_texts(600, seed=int(threshold * 10))
+    options = NearDupOptions(threshold=threshold)
+    batched, single = NearDuplicateIndex(options), NearDuplicateIndex(options)
+    kept = batched.keep(texts[:250]) + batched.keep(texts[250:])
+    assert kept == [single.keep([text])[0] for text in texts]
+    assert 30 < kept.count(False) < 400
+    batched, single = NearDuplicateIndex(options), NearDuplicateIndex(options)
+    links = batched.link(texts[:250]) + batched.link(texts[250:])
+    assert links == [single.link([text])[0] for text in texts]
+    assert sum(1 for near in links if len(near) > 1) > 5
+
+
 def test_signatures_are_datasketch_minhash_values() -> None:
     index = NearDuplicateIndex()
     texts = ["one two three four five six", "a b", "", "single", "x y z " * 50]
