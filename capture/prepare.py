@@ -33,6 +33,7 @@ import orjson
 
 from capture.assemble import Assembled, assemble_stream, summarize
 from capture.config import CaptureSettings
+from capture.content import CONTENT_KEY, FLAG, Parts, externalize
 from capture.pricing import PriceTable
 from capture.record import CallRecord
 from capture.redaction import ALL_KINDS, Redactor
@@ -168,6 +169,9 @@ class Preparer:
         self._redactors: dict[tuple[str, ...], Redactor] = {}
         self._strictest = Redactor(ALL_KINDS)
         """For a record whose own redaction cannot be built: more is hidden, never less."""
+        self.content_min_bytes = settings.content_min_bytes if settings.content_store else None
+        """With ``capture.content_store``: large parts of requests are cut out
+        (``capture.content``) and go with the row under ``CONTENT_KEY``."""
 
     def redactor_for(self, kinds: tuple[str, ...] | None) -> Redactor:
         if kinds is None:
@@ -240,7 +244,21 @@ class Preparer:
             "shadow_of": _clip(record.shadow_of, ID_LENGTH),
             "cache_hit": bool(record.cache_hit),
         }
+        if self.content_min_bytes is not None:
+            self._cut_parts(row, self.content_min_bytes)
         return Prepared(row, unpriced)
+
+    @staticmethod
+    def _cut_parts(row: Row, min_bytes: int) -> None:
+        """The row's large request parts replaced by references (``capture.content``)."""
+        parts: Parts = {}
+        row["request"] = externalize(row["request"], parts, min_bytes)
+        view = row["normalized"]
+        if view is not None and isinstance(view.get("request"), dict):
+            row["normalized"] = {**view, "request": externalize(view["request"], parts, min_bytes)}
+        row[FLAG] = True if parts else None
+        if parts:
+            row[CONTENT_KEY] = parts
 
     def _normalized(
         self, request: Any, request_dialect: str, response: Any, response_dialect: str

@@ -38,6 +38,8 @@ NAME_LENGTH = 200
 LABEL_LENGTH = 100
 DIALECT_LENGTH = 16
 COMMENT_LENGTH = 4000
+SLICE_LENGTH = 400
+"""A rollout slice's name (its tag values) is cut to this length."""
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -110,6 +112,7 @@ calls = Table(
     Column("stream", Boolean, nullable=False),
     Column("shadow_of", String(ID_LENGTH)),
     Column("cache_hit", Boolean, nullable=False),
+    Column("content_refs", Boolean),
     Index("ix_calls_created_at", "created_at"),
     Index("ix_calls_route_variant_created_at", "route", "variant", "created_at"),
     Index("ix_calls_upstream_model_created_at", "upstream_model", "created_at"),
@@ -123,7 +126,23 @@ provider's ("openai", "anthropic", "azure"); NULL in rows written before migrati
 "openai". ``request`` is in the client's dialect, ``response`` in the upstream's; ``normalized``
 is the chat view of a call in Anthropic's dialect (``capture.prepare``), NULL for the others.
 ``prompt_tokens`` counts every input token, ``cached_tokens`` (cache reads) and
-``cache_write_tokens`` (cache writes) included."""
+``cache_write_tokens`` (cache writes) included. ``content_refs`` true: the request (and the
+normalized view's request) hold ``{"$ref": hash}`` in place of parts stored once in ``content``
+(``capture.content``); NULL in rows written before migration 0006 or with the setting off."""
+
+HASH_LENGTH = 64
+
+content = Table(
+    "content",
+    metadata,
+    Column("hash", String(HASH_LENGTH), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("body", json_type(), nullable=False),
+)
+"""Large repeated parts of requests (system prompts, tools, earlier turns), each stored once,
+keyed by the sha256 (hex) of its compact JSON (``capture.content``). No foreign key from
+``calls``: a part is written before or with the first call that refers to it, and outlives the
+calls pruned after it until a collector (a later step) removes what nothing refers to."""
 
 feedback = Table(
     "feedback",
@@ -188,3 +207,50 @@ students = Table(
 and job that trained it, its base model, the student it continued from, and in ``lineage`` the
 export it was trained on (manifest: filters, time window, counts; sha256 of the files), the
 hyperparameters and its price. The newest row of a (route, variant) describes what serves it."""
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("route", String(NAME_LENGTH), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("state", json_type(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+"""One rollout per route (``autopilot.controller``): its state as plain JSON (configuration,
+each slice's stage and the numbers of its sequential tests), so a restarted controller carries
+on; ``status`` (running, promoted, rolled_back, aborted, gave_up) for listing without parsing.
+A new rollout of the same route replaces the row; its decisions stay."""
+
+rollout_decisions = Table(
+    "rollout_decisions",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("route", String(NAME_LENGTH), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("slice", String(SLICE_LENGTH), nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("from_stage", Integer, nullable=False),
+    Column("to_stage", Integer, nullable=False),
+    Column("share", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", json_type()),
+    Index("ix_rollout_decisions_route_at", "route", "at"),
+)
+"""Every decision of every rollout, with its evidence (each gate's verdict, statistic, bounds,
+alphas and sample sizes; the costs per call): the dashboard's timeline and the audit trail."""
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(NAME_LENGTH), primary_key=True),
+    Column("holder", String(NAME_LENGTH), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+"""Who holds a named lease until when (``capture.lease``): one rollout controller across
+replicas. Taken with one atomic UPDATE ... WHERE the lease is free, expired or already ours."""

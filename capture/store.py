@@ -19,13 +19,17 @@ from sqlalchemy import Insert, delete, exists, func, insert, literal, select, te
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from capture.content import CONTENT_KEY, FLAG, Parts, resolve_rows
 from capture.engine import CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_MS, create_engine, sqlite_path
 from capture.errors import SchemaOutOfDate, SchemaTooNew, UnknownCall
 from capture.migrate import head, known_revisions, revision_of
-from capture.schema import calls, feedback
+from capture.schema import calls, content, feedback
 
 Row = dict[str, Any]
 INSERT_CHUNK_ROWS = 64
+KNOWN_HASHES_LIMIT = 100_000
+"""Hashes of parts known to be in ``content`` (committed by this store); forgotten, all at
+once, when there are more."""
 
 
 class Store:
@@ -38,6 +42,8 @@ class Store:
     ) -> None:
         self.engine = engine
         self._insert_calls = self._idempotent_insert()
+        self._insert_content = self._content_insert()
+        self._known_hashes: set[str] = set()
         self._timeouts = (connect_timeout_s, statement_timeout_s)
         self._probe_engine: AsyncEngine | None = None
 
@@ -77,6 +83,36 @@ class Store:
             return sqlite.insert(calls).on_conflict_do_nothing(index_elements=["id"])
         return insert(calls)
 
+    def _content_insert(self) -> Insert:
+        """INSERT ... ON CONFLICT (hash) DO NOTHING: a part another call (or replica) stored
+        first is left as it is (same hash, same bytes)."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(content).on_conflict_do_nothing(index_elements=["hash"])
+        if self.dialect == "sqlite":
+            return sqlite.insert(content).on_conflict_do_nothing(index_elements=["hash"])
+        return insert(content)
+
+    def _split_content(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Row], Parts]:
+        """The rows as columns (every row with ``content_refs``), and the parts not stored yet."""
+        parts: Parts = {}
+        known = self._known_hashes
+        clean: list[Row] = []
+        for row in rows:
+            own = row.get(CONTENT_KEY)
+            values = {key: value for key, value in row.items() if key != CONTENT_KEY}
+            values.setdefault(FLAG, None)
+            clean.append(values)
+            if own:
+                for digest, part in own.items():
+                    if digest not in known:
+                        parts[digest] = part
+        return clean, parts
+
+    def _remember(self, hashes: Sequence[str]) -> None:
+        if len(self._known_hashes) + len(hashes) > KNOWN_HASHES_LIMIT:
+            self._known_hashes.clear()
+        self._known_hashes.update(hashes)
+
     async def check_schema(self, config_path: str = "FILE") -> None:
         """Raise ``SchemaOutOfDate`` unless the database is at this code's revision.
 
@@ -93,7 +129,9 @@ class Store:
 
     async def insert_calls(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert prepared rows (``capture.prepare``) in one transaction; ids already stored are
-        skipped.
+        skipped. Rows prepared with ``content_store`` bring their request parts
+        (``capture.content``): those this store has not written yet go first, in the same
+        transaction, each once.
 
         One executemany INSERT per ``INSERT_CHUNK_ROWS`` rows: SQLAlchemy and the driver encode
         a statement's parameters without yielding to the event loop (~25 us a row), so a
@@ -101,10 +139,26 @@ class Store:
         """
         if not rows:
             return
+        parts: Parts = {}
+        if any(FLAG in row for row in rows):
+            rows, parts = self._split_content(rows)
+        hashes = sorted(parts)  # one order for every writer: no deadlock between replicas
         async with self.engine.begin() as connection:
+            if hashes:
+                now = dt.datetime.now(dt.UTC)
+                for start in range(0, len(hashes), INSERT_CHUNK_ROWS):
+                    await connection.execute(
+                        self._insert_content,
+                        [
+                            {"hash": digest, "created_at": now, "body": parts[digest]}
+                            for digest in hashes[start : start + INSERT_CHUNK_ROWS]
+                        ],
+                    )
             for start in range(0, len(rows), INSERT_CHUNK_ROWS):
                 chunk = rows[start : start + INSERT_CHUNK_ROWS]
                 await connection.execute(self._insert_calls, list(chunk))
+        if hashes:
+            self._remember(hashes)
 
     async def ping(self) -> None:
         """Raise unless the database can be written now, asked on a fresh connection.
@@ -166,8 +220,13 @@ class Store:
     async def get_call(self, request_id: str) -> Row | None:
         async with self.engine.connect() as connection:
             result = await connection.execute(select(calls).where(calls.c.id == request_id))
-            row = result.mappings().first()
-        return dict(row) if row is not None else None
+            found = result.mappings().first()
+            if found is None:
+                return None
+            row = dict(found)
+            await resolve_rows(connection, [row])
+        row.pop(FLAG, None)
+        return row
 
     async def feedback_for(self, request_id: str) -> list[Row]:
         """The call's feedback, oldest first."""

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from capture.content import resolve_rows
 from capture.schema import calls
 from exporter.filters import Filters, after, conditions, feedback_score
 
@@ -42,7 +43,10 @@ COLUMNS = (
     calls.c.cost_usd,
     calls.c.total_ms,
     calls.c.shadow_of,
+    calls.c.content_refs,
 )
+"""``content_refs`` is read only to put the request's stored-once parts back
+(``capture.content.resolve_rows``, one query per page); the rows handed out do not have it."""
 
 
 def page_query(filters: Filters, cursor: tuple[dt.datetime, str] | None, size: int) -> Select[Any]:
@@ -55,7 +59,9 @@ def page_query(filters: Filters, cursor: tuple[dt.datetime, str] | None, size: i
 async def _fetch(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
     async with engine.connect() as connection:
         result = await connection.execute(query)
-        return [dict(row) for row in result.mappings()]
+        rows = [dict(row) for row in result.mappings()]
+        await resolve_rows(connection, rows)
+        return rows
 
 
 async def stream_pages(
