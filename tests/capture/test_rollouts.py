@@ -72,6 +72,7 @@ def test_state_and_decisions_survive_a_restart(database_url: str) -> None:
             assert any(r.action == "advance" for r in made)
             # a restart: the state comes back as saved, and decides as the original would
             saved = await store.load("support")
+            assert saved is not None
             assert saved == json.loads(json.dumps(rollout.state()))
             restored = Rollout.from_state(saved)
             assert restored.state() == rollout.state()
