@@ -1,0 +1,107 @@
+"""The savings ledger: what the calls students answered would have cost on the incumbent, and
+what was saved per route and day, net of evaluating the students.
+
+From `capture.ledger.UsageSums` (SQL: `capture.ledger.usage_sums`; pure:
+`capture.ledger.sums_from_rows`), priced here with the incumbent's price (a
+`capture.pricing.Price`, e.g. ``PriceTable.price(incumbent_model)``):
+
+    incumbent_cost = (input * price.input + cached * cached_rate + cache_writes * write_rate
+                      + completion * price.output) / 1e6   over the students' priced calls
+    gross_savings  = incumbent_cost - student_cost
+    net_savings    = gross_savings - judge - counterfactual - shadow costs
+
+Calls without a price (``unpriced``) are left out of both sides and counted. Training cost is
+not in it yet (the backends' reports would be subtracted here once recorded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from capture.ledger import COUNTERFACTUAL, JUDGE, UsageSums
+from capture.pricing import Price
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    route: str
+    day: str
+    student_calls: int
+    unpriced_calls: int
+    student_cost_usd: float
+    incumbent_cost_usd: float
+    gross_savings_usd: float
+    judge_cost_usd: float
+    counterfactual_cost_usd: float
+    shadow_cost_usd: float
+    net_savings_usd: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def incumbent_cost(price: Price, sums: UsageSums) -> float:
+    """What the incumbent's price makes of the same tokens, USD."""
+    cached = price.cached_input if price.cached_input is not None else price.input
+    write = price.cache_write if price.cache_write is not None else price.input
+    return (
+        sums.input_tokens * price.input
+        + sums.cached_tokens * cached
+        + sums.cache_write_tokens * write
+        + sums.completion_tokens * price.output
+    ) / 1_000_000
+
+
+def ledger(sums: Iterable[UsageSums], incumbents: Mapping[str, Price]) -> list[LedgerLine]:
+    """One line per route and day, sorted; ValueError for a route without an incumbent price."""
+    by_day: dict[tuple[str, str], dict[str, UsageSums]] = {}
+    for s in sums:
+        if s.route not in incumbents:
+            raise ValueError(f"no incumbent price for route {s.route!r}")
+        by_day.setdefault((s.route, s.day), {})[s.kind] = s
+    out = []
+    for (route, day), kinds in sorted(by_day.items()):
+        student = kinds.get("student")
+        spent = student.cost_usd if student else 0.0
+        would = incumbent_cost(incumbents[route], student) if student else 0.0
+        judge = kinds[JUDGE].cost_usd if JUDGE in kinds else 0.0
+        cf = kinds[COUNTERFACTUAL].cost_usd if COUNTERFACTUAL in kinds else 0.0
+        shadow = kinds["shadow"].cost_usd if "shadow" in kinds else 0.0
+        gross = would - spent
+        out.append(
+            LedgerLine(
+                route,
+                day,
+                student.calls if student else 0,
+                student.unpriced if student else 0,
+                spent,
+                would,
+                gross,
+                judge,
+                cf,
+                shadow,
+                gross - judge - cf - shadow,
+            )
+        )
+    return out
+
+
+def totals(lines: Iterable[LedgerLine]) -> dict[str, dict[str, float]]:
+    """Per route, the lines' money columns summed over days (for the API's summary)."""
+    money = (
+        "student_cost_usd",
+        "incumbent_cost_usd",
+        "gross_savings_usd",
+        "judge_cost_usd",
+        "counterfactual_cost_usd",
+        "shadow_cost_usd",
+        "net_savings_usd",
+    )
+    out: dict[str, dict[str, float]] = {}
+    for line in lines:
+        t = out.setdefault(line.route, dict.fromkeys(money, 0.0))
+        for name in money:
+            t[name] += getattr(line, name)
+    return out
