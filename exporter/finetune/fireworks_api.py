@@ -388,6 +388,27 @@ class FireworksBackend:
                 f"fine-tune, such as {self._tunable_examples()}"
             ) from None
 
+    def check_base(self, model: str) -> None:
+        """A base Fireworks does not have, or cannot tune, is an error before any upload (the
+        loop calls this first, so no dataset is left behind in the account)."""
+        name = self._model_name(model, "fireworks")
+        account, _, model_id = name.removeprefix("accounts/").partition("/models/")
+        what = f"looking up the base model {name}"
+        try:
+            found = self._call(what, lambda: self._client.models.get(model_id, account_id=account))
+        except StatusError as exc:
+            if exc.status != 404:
+                raise
+            raise BackendError(
+                f"--base {model}: Fireworks has no model {name}; give a base model it can "
+                f"fine-tune, such as {self._tunable_examples()}"
+            ) from None
+        if getattr(found, "tunable", True) is False:
+            raise BackendError(
+                f"--base {model}: Fireworks cannot fine-tune {name}; give a base model it can "
+                f"fine-tune, such as {self._tunable_examples()}"
+            )
+
     def _tunable_examples(self) -> str:
         try:
             page = self._client.models.list(account_id="fireworks", page_size=200)

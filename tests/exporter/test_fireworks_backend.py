@@ -226,15 +226,17 @@ def one_line(result: Any) -> str:
 
 
 def test_an_unknown_base_model_is_one_line_naming_the_fix(setup: Setup) -> None:
-    before = len(recorded(setup, "/supervisedFineTuningJobs"))
+    jobs, datasets = (len(recorded(setup, p)) for p in ("/supervisedFineTuningJobs", "/datasets"))
     result = gateway("finetune", str(setup.chat), "--base", "gpt-4o-mini", *service(setup))
     assert result.returncode == 1
     line = one_line(result)
-    assert line.startswith("gateway: --base gpt-4o-mini: ")
-    assert "give a base model Fireworks can fine-tune, such as " + BASE in line
-    assert len(recorded(setup, "/supervisedFineTuningJobs")) == before + 1  # refused, not made
+    assert line.startswith("gateway: --base gpt-4o-mini: Fireworks has no model ")
+    assert "give a base model it can fine-tune, such as " + BASE in line
     untunable = gateway("finetune", str(setup.chat), "--base", "deepseek-v3", *service(setup))
-    assert "does not support fine-tuning" in one_line(untunable)
+    assert "Fireworks cannot fine-tune accounts/fireworks/models/deepseek-v3" in one_line(untunable)
+    # Refused before anything was sent: no dataset left behind in the account, no job.
+    assert len(recorded(setup, "/supervisedFineTuningJobs")) == jobs
+    assert len(recorded(setup, "/datasets")) == datasets
 
 
 def test_missing_key_or_account_is_one_line_naming_the_variable(setup: Setup) -> None:
