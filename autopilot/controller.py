@@ -332,6 +332,7 @@ class Rollout:
         self.reason = ""
         self.slices: dict[str, SliceState] = {}
         self.shadow_on = False
+        self.begun = False
 
     # --- state --------------------------------------------------------------------------------
 
@@ -345,6 +346,7 @@ class Rollout:
                 "status": self.status,
                 "reason": self.reason,
                 "shadow_on": self.shadow_on,
+                "begun": self.begun,
                 "slices": [s.as_dict() for s in self.slices.values()],
             }
         )
@@ -358,6 +360,7 @@ class Rollout:
         rollout.status = str(data["status"])
         rollout.reason = str(data.get("reason", ""))
         rollout.shadow_on = bool(data.get("shadow_on", False))
+        rollout.begun = bool(data.get("begun", False))
         for s in data["slices"]:
             gates = SliceGates(rollout.config.gates)
             _load(gates, s["gates"])
@@ -399,8 +402,17 @@ class Rollout:
         A finished rollout (aborted, rolled back, gave up) decides nothing more."""
         if self.status in (ABORTED, ROLLED_BACK, GAVE_UP):
             return []
+        if not math.isfinite(now):
+            raise ValueError("now must be a finite time")
+        for ev in evidence.slices:  # all checked before any is added: a bad look changes nothing
+            self._check(ev)
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         out: list[DecisionRecord] = []
+        if not self.begun:
+            self.begun = True
+            if self.config.slice_keys:  # slices not seen yet stay on the incumbent
+                c = self.config
+                actions.set_weights(c.route, {c.incumbent: 1.0, c.candidate: 0.0}, None)
         if evidence.abort is not None or evidence.breaker_open:
             why = (
                 f"aborted: {evidence.abort}"
@@ -444,6 +456,23 @@ class Rollout:
         out.append(self._record(at, s, "start", 0, 0, "first evidence for this slice", {}))
         return s
 
+    def _check(self, ev: SliceEvidence) -> None:
+        counts: tuple[int, ...] = (ev.wins, ev.ties, ev.losses)
+        for arm in (ev.candidate, ev.incumbent):
+            counts += (arm.calls, arm.errors)
+            if arm.errors > arm.calls:
+                raise ValueError("a side cannot have more errors than calls")
+            if not (math.isfinite(arm.cost_usd) and arm.cost_usd >= 0):
+                raise ValueError("costs must be finite and >= 0")
+            times = np.asarray((*arm.latencies_ms, *arm.ttfts_ms), np.float64)
+            if not np.all(np.isfinite(times)):
+                raise ValueError("latencies must be finite")
+            lo, hi = self.config.gates.feedback_range
+            if any(not (lo <= f <= hi) for f in arm.feedback):  # NaN fails too
+                raise ValueError(f"feedback values must lie in [{lo}, {hi}]")
+        if any(not isinstance(n, int) or n < 0 for n in counts):
+            raise ValueError("counts must be whole numbers >= 0")
+
     def _add(self, g: SliceGates, ev: SliceEvidence) -> None:
         c = self.config.gates
         if ev.wins or ev.ties or ev.losses:
@@ -452,14 +481,12 @@ class Rollout:
             if arm.calls:
                 lat = np.asarray(arm.latencies_ms, np.float64)
                 ttft = np.asarray(arm.ttfts_ms, np.float64)
-                if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(ttft))):
-                    raise ValueError("latencies must be finite")
                 over = int(np.count_nonzero(lat > c.latency_p95_ms)) if c.latency_p95_ms else 0
                 t_over = int(np.count_nonzero(ttft > c.ttft_p95_ms)) if c.ttft_p95_ms else 0
                 g.add_calls(
                     candidate,
                     arm.calls,
-                    min(arm.errors, arm.calls),
+                    arm.errors,
                     arm.cost_usd,
                     latency_over=over,
                     ttft_count=ttft.size,

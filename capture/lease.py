@@ -2,9 +2,10 @@
 
 The autopilot's controller runs on every replica, but decides only while it holds the lease
 ``autopilot``. ``acquire`` is one atomic UPDATE ... WHERE the lease is expired or already
-ours (after an INSERT that creates the row the first time and fails harmlessly if another
-replica created it first), so two replicas racing for it never both get it: the database
-serialises the two UPDATEs, and the second finds the row no longer expired.
+ours (after an INSERT ... ON CONFLICT DO NOTHING that creates the row the first time, and
+inserts nothing if another replica created it first), so two replicas racing for it never
+both get it: the database serialises the two UPDATEs (or INSERTs), and the second finds the row
+no longer expired (or already there).
 
 Times come from the caller's clock (``now``, UTC), so the replicas' clocks must agree to well
 within the time-to-live; a holder renews (``acquire`` again) well before its lease expires, and
@@ -18,7 +19,7 @@ import datetime as dt
 from typing import Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from capture.schema import NAME_LENGTH, leases
@@ -70,14 +71,19 @@ class DatabaseLease:
         async with self.engine.begin() as connection:
             if (await connection.execute(take)).rowcount == 1:
                 return True
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(
-                    leases.insert().values(name=self.name, holder=holder, expires_at=expires)
-                )
-            return True
-        except IntegrityError:  # another holder created the row first: it holds the lease
-            return False
+            # The first time: create the row. If another holder created it first, nothing is
+            # inserted (and nothing fails), and the lease is theirs.
+            insert = (
+                postgresql.insert(leases)
+                if connection.dialect.name == "postgresql"
+                else sqlite.insert(leases)
+            )
+            created = await connection.execute(
+                insert.values(
+                    name=self.name, holder=holder, expires_at=expires
+                ).on_conflict_do_nothing(index_elements=["name"])
+            )
+            return bool(created.rowcount == 1)
 
     async def release(self, holder: str, now: dt.datetime | None = None) -> None:
         now = self._now(now)

@@ -15,7 +15,6 @@ from autopilot.controller import (
     DEFAULT_SLICE,
     PROMOTED,
     ROLLED_BACK,
-    RUNNING,
     SLICE_PINNED,
     SLICE_PROMOTED,
     ArmEvidence,
@@ -162,6 +161,8 @@ def test_a_slice_worse_than_the_margin_is_pinned_while_the_others_advance() -> N
     by_slice: dict[str, list[str]] = {}
     for r in records:
         by_slice.setdefault(r.slice, []).append(r.action)
+    # slices not seen yet stay on the incumbent
+    assert routing.calls[0] == ("weights", ("chat", "default", {"teacher": 1.0, "student": 0.0}))
     assert by_slice["task=sql"] == ["start", "pin"]
     assert by_slice["task=chat"][-1] == "promote"
     assert by_slice["task=mail"][-1] == "promote"
@@ -273,10 +274,20 @@ def test_bad_configurations_and_evidence_are_refused() -> None:
         config(candidate="teacher")
     with pytest.raises(ValueError, match="unknown rollout settings: colour"):
         RolloutConfig.from_dict({"route": "r", "incumbent": "a", "candidate": "b", "colour": 1})
-    rollout = Rollout(config(), started=0.0)
-    bad = SliceEvidence(candidate=ArmEvidence(calls=1, latencies_ms=(float("nan"),)))
-    with pytest.raises(ValueError, match="finite"):
-        rollout.tick(1.0, Evidence([bad]), FakeRouting())
-    assert rollout.status == RUNNING
+    rollout = Rollout(config(slice_keys=("task",), max_slices=3), started=0.0)
+    good = SliceEvidence(tags={"task": "a"}, wins=3, candidate=ArmEvidence(calls=3))
+    before = rollout.state()
+    for bad, message in (
+        (SliceEvidence(candidate=ArmEvidence(calls=1, latencies_ms=(float("nan"),))), "finite"),
+        (SliceEvidence(incumbent=ArmEvidence(calls=1, errors=2)), "more errors than calls"),
+        (SliceEvidence(wins=-1), "counts"),
+        (SliceEvidence(candidate=ArmEvidence(calls=1, cost_usd=float("inf"))), "costs"),
+        (SliceEvidence(candidate=ArmEvidence(feedback=(2.0,))), r"feedback values"),
+    ):
+        routing = FakeRouting()
+        with pytest.raises(ValueError, match=message):
+            rollout.tick(1.0, Evidence([good, bad]), routing)
+        assert rollout.state() == before  # nothing added, nothing done
+        assert routing.calls == []
     with pytest.raises(ValueError, match="state version"):
         Rollout.from_state({"version": 99})
