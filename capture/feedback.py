@@ -54,16 +54,24 @@ async def record_feedback(
 ) -> int:
     """Store ``body`` and return the feedback's id; ``UnknownCall`` (404) for an unknown call.
 
+    ``label`` and ``comment`` are redacted with the capture's redaction list (``capture.redact``).
     Apps often send feedback right after the answer, before the writer has stored the call
     (batches are written every ``flush_interval_ms``): when ``writer`` still holds the call,
     it is flushed first.
     """
+    label, comment = body.label, body.comment
+    if writer is not None:
+        # Free text from the app's users: redacted like every string the capture stores.
+        redactor = writer.default_redactor()
+        if redactor:
+            label = redactor.redact_text(label)[:LABEL_LENGTH] if label is not None else None
+            comment = redactor.redact_text(comment)[:COMMENT_LENGTH] if comment else comment
     try:
-        return await store.add_feedback(body.request_id, body.score, body.label, body.comment)
+        return await store.add_feedback(body.request_id, body.score, label, comment)
     except UnknownCall:
         if writer is None or not writer.is_pending(body.request_id):
             raise
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(PENDING_WAIT_S):
             await writer.flush()
-    return await store.add_feedback(body.request_id, body.score, body.label, body.comment)
+    return await store.add_feedback(body.request_id, body.score, label, comment)

@@ -55,6 +55,7 @@ from capture.config import CaptureSettings
 from capture.errortext import describe_error
 from capture.prepare import Normalize, Prepared, Preparer, Row
 from capture.record import CallRecord
+from capture.redaction import Redactor
 from capture.store import Store
 
 log = logging.getLogger("capture.writer")
@@ -149,6 +150,11 @@ class CaptureWriter:
     def normalize_failed(self) -> int:
         """Records stored without their normalised view because the normaliser failed."""
         return self._preparer.normalize_failed
+
+    def default_redactor(self) -> Redactor:
+        """The redaction of the settings' list (``capture.redact``), for strings stored outside
+        a call record (feedback's label and comment)."""
+        return self._preparer.redactor_for(None)
 
     # --- the hot path ---------------------------------------------------------------------
 

@@ -206,3 +206,24 @@ def test_feedback_needs_a_gateway_key(gw: Running) -> None:
     assert missing["code"] == "missing_api_key"
     wrong = assert_openai_error(feedback_post(gw.url, body, key="not-the-key"), 401)
     assert wrong["code"] == "invalid_api_key"
+
+
+def test_a_feedback_comment_is_redacted_like_the_calls(
+    gw: Running, sdk: openai.OpenAI, rows: Rows
+) -> None:
+    request_id = call(sdk)
+    comment = "wrong again, write to jane.doe@example.com or call +1 415 555 0199"
+    answer = feedback_post(
+        gw.url,
+        {
+            "request_id": request_id,
+            "score": -1,
+            "label": "mail bob@example.org",
+            "comment": comment,
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    (stored,) = rows.feedback(request_id)
+    assert "jane.doe@example.com" not in stored["comment"] and "[EMAIL]" in stored["comment"]
+    assert "555 0199" not in stored["comment"] and "[PHONE]" in stored["comment"]
+    assert stored["label"] == "mail [EMAIL]"
