@@ -451,10 +451,11 @@ def _parts(body: Any) -> Iterator[bytes]:
 
 
 def workload_stats(
-    records: list[CallRecord], part_min_bytes: int = PART_MIN_BYTES
+    records: list[CallRecord], part_min_bytes: int = PART_MIN_BYTES, *, content_store: bool = False
 ) -> dict[str, Any]:
     """Sizes the store is measured against, and the prepare CPU per record (with the gateway's
-    normaliser), from one pass of ``Preparer.prepare`` over every record."""
+    normaliser), from one pass of ``Preparer.prepare`` over every record (today's layout); with
+    ``content_store``, a second pass times the preparation that cuts the repeated parts out."""
     preparer = Preparer(CaptureSettings(), chat_view)
     wire = whole = normalized = request_bytes = repeated = 0
     seen: set[bytes] = set()
@@ -482,6 +483,15 @@ def workload_stats(
         kind = f"{record.dialect}->{record.upstream_api}{' stream' if record.stream else ''}"
         kinds[kind] = kinds.get(kind, 0) + 1
     n = max(len(records), 1)
+    content_cpu = None
+    if content_store:
+        cutter = Preparer(
+            CaptureSettings(content_store=True, content_min_bytes=part_min_bytes), chat_view
+        )
+        started = time.process_time()
+        for record in records:
+            cutter.prepare(record)
+        content_cpu = round((time.process_time() - started) / n * 1e6, 1)
     return {
         "records": len(records),
         "kinds": dict(sorted(kinds.items())),
@@ -494,6 +504,7 @@ def workload_stats(
         "whole_without_repeated_bytes_per_call": round((whole - repeated) / n),
         "part_min_bytes": part_min_bytes,
         "prepare_cpu_us_per_record": round(cpu / n * 1e6, 1),
+        "prepare_cpu_us_per_record_content_store": content_cpu,
     }
 
 
@@ -608,6 +619,7 @@ async def measure_postgres(
             "calls_total_after_vacuum": after_vacuum.get("calls", {}).get("total", 0),
             "vacuum_full_s": full_s,
             "calls_total_after_vacuum_full": after_full.get("calls", {}).get("total", 0),
+            "content_total_after_vacuum_full": after_full.get("content", {}).get("total", 0),
         },
     }
 
@@ -660,8 +672,11 @@ def measure(
     seed: int = 15,
     part_min_bytes: int = PART_MIN_BYTES,
     progress: Progress = lambda message: None,
+    content_store: bool = True,
 ) -> dict[str, Any]:
-    """The whole measurement, as a JSON-able dict (``render`` makes the report)."""
+    """The whole measurement, as a JSON-able dict (``render`` makes the report): today's layout
+    (each request whole), and with ``content_store`` the same calls again with
+    ``capture.content_store: true`` (each large repeated part once, ``capture.content``)."""
     progress(f"generating {records_count:,} calls (seed {seed})")
     records = make_workload(records_count, seed)
     gc.freeze()  # the fixtures are not the system's garbage
@@ -671,18 +686,28 @@ def measure(
         "load_at_start": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "seed": seed,
-        "workload": workload_stats(records, part_min_bytes),
+        "workload": workload_stats(records, part_min_bytes, content_store=content_store),
         "postgresql": None,
         "sqlite": None,
+        "content_store": None,
     }
-    settings = CaptureSettings()
-    if postgres_url:
-        result["postgresql"] = _run(measure_postgres(postgres_url, records, settings, progress))
-    if sqlite:
-        with tempfile.TemporaryDirectory(prefix="capture-size-") as tmp:
-            result["sqlite"] = _run(
-                measure_sqlite(Path(tmp) / "capture.db", records, settings, progress)
-            )
+    layouts: list[tuple[dict[str, Any], CaptureSettings, str]] = [(result, CaptureSettings(), "")]
+    if content_store:
+        result["content_store"] = {"min_bytes": part_min_bytes, "postgresql": None, "sqlite": None}
+        settings = CaptureSettings(content_store=True, content_min_bytes=part_min_bytes)
+        layouts.append((result["content_store"], settings, "content store: "))
+    for into, settings, label in layouts:
+
+        def told(message: str, label: str = label) -> None:
+            progress(label + message)
+
+        if postgres_url:
+            into["postgresql"] = _run(measure_postgres(postgres_url, records, settings, told))
+        if sqlite:
+            with tempfile.TemporaryDirectory(prefix="capture-size-") as tmp:
+                into["sqlite"] = _run(
+                    measure_sqlite(Path(tmp) / "capture.db", records, settings, told)
+                )
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     return result
 
@@ -707,7 +732,8 @@ def render(result: dict[str, Any]) -> str:
     n = w["records"]
     whole = w["whole_json_bytes_per_call"]
     lines = [
-        "### Capture at scale: bytes per call, write rate, prune (today's layout)",
+        "### Capture at scale: bytes per call, write rate, prune (today's layout, then with "
+        "the content store)",
         "",
         f"{n:,} generated calls (seed {result['seed']}; "
         + ", ".join(f"{kind}: {count:,}" for kind, count in w["kinds"].items())
@@ -734,8 +760,31 @@ def render(result: dict[str, Any]) -> str:
         f"{w['prepare_cpu_us_per_record']} µs CPU per record.",
         "",
     ]
+    lines += _store_lines(result.get("postgresql"), result.get("sqlite"), n, whole)
+    content = result.get("content_store")
+    if content and (content.get("postgresql") or content.get("sqlite")):
+        lines += [
+            f"#### With `capture.content_store: true` (each part ≥ {content['min_bytes']} B stored "
+            "once in `content`, calls refer to it by its sha256)",
+            "",
+        ]
+        cpu = w.get("prepare_cpu_us_per_record_content_store")
+        if cpu is not None:
+            lines += [
+                f"Preparation with the parts cut out (hashing included): {cpu} µs CPU per record "
+                f"(today's layout: {w['prepare_cpu_us_per_record']}).",
+                "",
+            ]
+        lines += _store_lines(content.get("postgresql"), content.get("sqlite"), n, whole)
+    return "\n".join(lines)
+
+
+def _store_lines(
+    pg: dict[str, Any] | None, sq: dict[str, Any] | None, n: int, whole: int
+) -> list[str]:
+    """Sizes, write rate and prune of one layout."""
+    lines: list[str] = []
     rows: list[list[str]] = []
-    pg = result.get("postgresql")
     if pg:
         for name, size in pg["tables"].items():
             if size["total"] < 64 * 1024 and name != "calls":
@@ -754,7 +803,6 @@ def render(result: dict[str, Any]) -> str:
         rows.append(
             ["PostgreSQL, all tables", "", "", "", _kb(total / n), f"{total / whole / n:.0%}"]
         )
-    sq = result.get("sqlite")
     if sq:
         for name, size in sq["tables"].items():
             if size < 64 * 1024 and name != "calls":
@@ -814,10 +862,16 @@ def render(result: dict[str, Any]) -> str:
             f"{_kb(p['calls_total_after_vacuum'] / 1024)} MiB after VACUUM "
             f"({p['vacuum_s']} s; the space is reusable, not returned) and "
             f"{_kb(p['calls_total_after_vacuum_full'] / 1024)} MiB after VACUUM FULL "
-            f"({p['vacuum_full_s']} s, under an exclusive lock).",
+            f"({p['vacuum_full_s']} s, under an exclusive lock)."
+            + (
+                f" `content` keeps {_kb(p['content_total_after_vacuum_full'] / 1024)} MiB: "
+                "parts no call refers to any more are not collected yet."
+                if p.get("content_total_after_vacuum_full")
+                else ""
+            ),
             "",
         ]
-    return "\n".join(lines)
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -847,6 +901,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--part-min-bytes", type=int, default=PART_MIN_BYTES)
+    parser.add_argument(
+        "--no-content-store",
+        action="store_true",
+        help="today's layout only (not again with capture.content_store: true)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     if args.records is None:
@@ -869,9 +928,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         part_min_bytes=args.part_min_bytes,
         progress=_progress,
+        content_store=not args.no_content_store,
     )
     print(json.dumps(result, indent=2) if args.json else render(result))
-    writes = [result[b]["write"] for b in ("postgresql", "sqlite") if result[b]]
+    runs = [result, result["content_store"] or {}]
+    writes = [run[b]["write"] for run in runs for b in ("postgresql", "sqlite") if run.get(b)]
     return 0 if all(w["stored"] == w["records"] for w in writes) else 1
 
 

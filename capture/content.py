@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -69,43 +69,95 @@ def _is_marker(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and REF_KEY in value
 
 
-def _ref(value: Any, parts: Parts, min_bytes: int) -> dict[str, str] | None:
-    if value is None or isinstance(value, bool | int | float):
-        return None
-    data = orjson.dumps(value)
-    if len(data) < min_bytes and not _is_marker(value):
-        return None
-    digest = hashlib.sha256(data).hexdigest()
-    parts[digest] = value
-    return {REF_KEY: digest}
-
-
 def externalize(body: Any, parts: Parts, min_bytes: int = MIN_PART_BYTES) -> Any:
     """``body`` with its large parts replaced by references, added to ``parts``; ``body``
     itself when nothing was cut (it is never changed in place)."""
-    if not isinstance(body, dict):
-        return body
-    out: dict[str, Any] | None = None
-    for key in WHOLE_KEYS:
-        if key in body:
-            ref = _ref(body[key], parts, min_bytes)
-            if ref is not None:
+    return Cutter(min_bytes, memo_bytes=0).cut(body, parts)
+
+
+Redact = Callable[[Any], Any]
+MEMO_BYTES = 32 * 1024 * 1024
+"""What a ``Cutter`` remembers of the parts it has seen (their bytes before redaction)."""
+
+
+class Cutter:
+    """``externalize`` for the writer, remembering the parts it has cut: a part whose exact
+    bytes it has seen already (the system prompt of every call of a feature) costs one
+    ``orjson.dumps`` and a dict lookup, not its redaction nor its sha256 again.
+
+    ``cut(body, redact)`` takes the parsed, not yet redacted request: each large part is redacted
+    alone (redaction is per string, so a part redacted alone is the part redacted in its body),
+    then hashed; the rest is left for the caller to redact. Parts are measured before
+    redaction. One memo per ``redact`` function (a call's redaction kinds), cleared whole when it
+    holds more than ``memo_bytes``.
+    """
+
+    def __init__(self, min_bytes: int = MIN_PART_BYTES, memo_bytes: int = MEMO_BYTES) -> None:
+        self.min_bytes = min_bytes
+        self.memo_bytes = memo_bytes
+        self._memos: dict[Redact | None, dict[bytes, tuple[str, Any]]] = {}
+        self._sizes: dict[Redact | None, int] = {}
+
+    def cut(self, body: Any, parts: Parts, redact: Redact | None = None) -> Any:
+        """``body`` with its large parts replaced by references (their redacted form added to
+        ``parts``); ``body`` itself when nothing was cut."""
+        if not isinstance(body, dict):
+            return body
+        memo = self._memos.get(redact)
+        if memo is None:
+            memo = self._memos[redact] = {}
+            self._sizes[redact] = 0
+        out: dict[str, Any] | None = None
+        for key in WHOLE_KEYS:
+            if key in body:
+                ref = self._ref(body[key], parts, redact, memo)
+                if ref is not None:
+                    out = out if out is not None else dict(body)
+                    out[key] = ref
+        for key in LIST_KEYS:
+            items = body.get(key)
+            if not isinstance(items, list):
+                continue
+            new: list[Any] | None = None
+            for index, item in enumerate(items):
+                ref = self._ref(item, parts, redact, memo)
+                if ref is not None:
+                    new = new if new is not None else list(items)
+                    new[index] = ref
+            if new is not None:
                 out = out if out is not None else dict(body)
-                out[key] = ref
-    for key in LIST_KEYS:
-        items = body.get(key)
-        if not isinstance(items, list):
-            continue
-        new: list[Any] | None = None
-        for index, item in enumerate(items):
-            ref = _ref(item, parts, min_bytes)
-            if ref is not None:
-                new = new if new is not None else list(items)
-                new[index] = ref
-        if new is not None:
-            out = out if out is not None else dict(body)
-            out[key] = new
-    return out if out is not None else body
+                out[key] = new
+        return out if out is not None else body
+
+    def _ref(
+        self,
+        value: Any,
+        parts: Parts,
+        redact: Redact | None,
+        memo: dict[bytes, tuple[str, Any]],
+    ) -> dict[str, str] | None:
+        if value is None or isinstance(value, bool | int | float):
+            return None
+        data = orjson.dumps(value)
+        if len(data) < self.min_bytes and not _is_marker(value):
+            return None
+        known = memo.get(data)
+        if known is None:
+            stored = value
+            stored_bytes = data
+            if redact is not None:
+                stored = redact(value)
+                stored_bytes = orjson.dumps(stored)
+            known = (hashlib.sha256(stored_bytes).hexdigest(), stored)
+            size = self._sizes[redact] + len(data)
+            if size > self.memo_bytes:
+                memo.clear()
+                size = len(data)
+            self._sizes[redact] = size
+            memo[data] = known
+        digest, stored = known
+        parts[digest] = stored
+        return {REF_KEY: digest}
 
 
 def _hash_of(value: Any) -> str | None:

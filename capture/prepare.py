@@ -33,7 +33,7 @@ import orjson
 
 from capture.assemble import Assembled, assemble_stream, summarize
 from capture.config import CaptureSettings
-from capture.content import CONTENT_KEY, FLAG, Parts, externalize
+from capture.content import CONTENT_KEY, FLAG, Cutter, Parts, substitute
 from capture.pricing import PriceTable
 from capture.record import CallRecord
 from capture.redaction import ALL_KINDS, Redactor
@@ -169,7 +169,7 @@ class Preparer:
         self._redactors: dict[tuple[str, ...], Redactor] = {}
         self._strictest = Redactor(ALL_KINDS)
         """For a record whose own redaction cannot be built: more is hidden, never less."""
-        self.content_min_bytes = settings.content_min_bytes if settings.content_store else None
+        self.cutter = Cutter(settings.content_min_bytes) if settings.content_store else None
         """With ``capture.content_store``: large parts of requests are cut out
         (``capture.content``) and go with the row under ``CONTENT_KEY``."""
 
@@ -207,9 +207,20 @@ class Preparer:
             request = _without_nul(request)
         if _may_hold_nul([record.response_body or b"", b"".join(record.stream_chunks or ())]):
             response = _without_nul(response)
+        parts: Parts = {}
+        cut = None
+        if self.cutter is not None:
+            # Large parts cut out and redacted one by one (a part seen before is not redacted
+            # again); the rest is redacted below; the whole redacted request is put back
+            # together for the normaliser.
+            cut = self.cutter.cut(request, parts, redactor.redact if redactor else None)
+            if parts:
+                request = cut
         if redactor:
             request = redactor.redact(request)
             response = redactor.redact(response)
+        if parts:
+            cut, request = request, substitute(request, parts)
         normalized = None
         if (request_dialect == "anthropic" or response_dialect == "anthropic") and (
             record.endpoint in NORMALIZED_ENDPOINTS
@@ -244,18 +255,19 @@ class Preparer:
             "shadow_of": _clip(record.shadow_of, ID_LENGTH),
             "cache_hit": bool(record.cache_hit),
         }
-        if self.content_min_bytes is not None:
-            self._cut_parts(row, self.content_min_bytes)
+        if self.cutter is not None:
+            self._cut_parts(row, self.cutter, cut if parts else None, parts)
         return Prepared(row, unpriced)
 
     @staticmethod
-    def _cut_parts(row: Row, min_bytes: int) -> None:
-        """The row's large request parts replaced by references (``capture.content``)."""
-        parts: Parts = {}
-        row["request"] = externalize(row["request"], parts, min_bytes)
+    def _cut_parts(row: Row, cutter: Cutter, cut: Any, parts: Parts) -> None:
+        """The row's request (already cut) and its normalized view's request with their large
+        parts replaced by references (``capture.content``)."""
+        if cut is not None:
+            row["request"] = cut
         view = row["normalized"]
         if view is not None and isinstance(view.get("request"), dict):
-            row["normalized"] = {**view, "request": externalize(view["request"], parts, min_bytes)}
+            row["normalized"] = {**view, "request": cutter.cut(view["request"], parts)}
         row[FLAG] = True if parts else None
         if parts:
             row[CONTENT_KEY] = parts
