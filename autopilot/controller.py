@@ -552,7 +552,7 @@ class Rollout:
     def _apply_share(self, s: SliceState, actions: Actions) -> None:
         c = self.config
         share = self.share(s)
-        weights = {c.incumbent: 1.0 - share, c.candidate: share}
+        weights = {c.incumbent: round(1.0 - share, 9), c.candidate: share}
         actions.set_weights(c.route, weights, None if s.name == DEFAULT_SLICE else s.tags)
 
     def _sync_shadow(self, actions: Actions) -> None:
