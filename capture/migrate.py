@@ -9,13 +9,16 @@ code (a CLI), or use the ``*_async`` forms inside a running loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from capture.engine import create_engine
@@ -51,6 +54,11 @@ async def revision_of(connection: AsyncConnection) -> str | None:
     return await connection.run_sync(_current)
 
 
+MIGRATION_LOCK = 0x6761_7465_7761_79
+"""PostgreSQL advisory lock key held while migrating: several replicas or workers starting on
+a fresh database migrate one after the other (the later ones find it at head)."""
+
+
 async def _run(engine: AsyncEngine, action: str, revision: str) -> None:
     def run(connection: Connection) -> None:
         config = alembic_config()
@@ -58,15 +66,43 @@ async def _run(engine: AsyncEngine, action: str, revision: str) -> None:
         getattr(command, action)(config, revision)
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         await connection.run_sync(run)
 
 
-async def upgrade_async(url: str, revision: str = "head") -> None:
-    engine = create_engine(url)
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    name = url.split("///", 1)[1].split("?", 1)[0]
+    return None if name in ("", ":memory:") else Path(name)
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_lock(url: str) -> AsyncIterator[None]:
+    """An exclusive lock on a file beside a SQLite database while it is migrated (SQLite runs
+    DDL outside transactions, so two processes creating the tables at once would collide)."""
+    path = _sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = await asyncio.to_thread(Path(f"{path}.migrate-lock").open, "a+b")
     try:
-        await _run(engine, "upgrade", revision)
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        yield
     finally:
-        await engine.dispose()
+        handle.close()  # releases the lock
+
+
+async def upgrade_async(url: str, revision: str = "head") -> None:
+    """Migrate to ``revision``; safe when several processes start on a fresh database at once."""
+    async with _sqlite_lock(url):
+        engine = create_engine(url)
+        try:
+            await _run(engine, "upgrade", revision)
+        finally:
+            await engine.dispose()
 
 
 async def downgrade_async(url: str, revision: str) -> None:
