@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -18,7 +19,10 @@ from exporter.examples import Example, Message
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
+@lru_cache(maxsize=4096)
 def text(value: str) -> str:
+    """``value`` normalised (remembered: an example's texts are normalised for its duplicate
+    key, its split key and its compared words, and a system prompt for every example)."""
     if value.isascii():
         return " ".join(value.lower().split())
     return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
