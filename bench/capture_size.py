@@ -765,7 +765,7 @@ def render(result: dict[str, Any]) -> str:
     if content and (content.get("postgresql") or content.get("sqlite")):
         lines += [
             f"#### With `capture.content_store: true` (each part ≥ {content['min_bytes']} B stored "
-            "once in `content`, calls refer to it by its sha256)",
+            "once in `content`, compressed; calls refer to it by its sha256)",
             "",
         ]
         cpu = w.get("prepare_cpu_us_per_record_content_store")
@@ -866,7 +866,7 @@ def _store_lines(
             + (
                 f" `content` keeps {_kb(p['content_total_after_vacuum_full'] / 1024)} MiB: "
                 "parts no call refers to any more are not collected yet."
-                if p.get("content_total_after_vacuum_full")
+                if p.get("content_total_after_vacuum_full", 0) > 64 * 1024
                 else ""
             ),
             "",

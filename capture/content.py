@@ -1,29 +1,38 @@
-"""Large repeated parts of requests stored once, addressed by their hash (content_store).
+"""Large repeated parts of calls stored once, addressed by their hash (content_store).
 
 Real traffic repeats itself: the same system prompt and tool definitions ride on every call of a
-feature, and each turn of a conversation repeats the turns before it (91% of a request's bytes
-on ``python -m bench.capture_size``'s workload). With ``capture.content_store: true`` the
-preparer (``capture.prepare``) cuts such parts out of the stored request and of the request of
-the ``normalized`` view, and the ``content`` table keeps each part once.
+feature, and each turn of a conversation repeats the turns before it, the answers included (91%
+of a request's bytes on ``python -m bench.capture_size``'s workload). With
+``capture.content_store: true`` the preparer (``capture.prepare``) cuts such parts out of the
+stored request, response and ``normalized`` view, and the ``content`` table keeps each part once.
 
-Which parts: in a request that is a JSON object, the values of ``system``, ``tools`` and
-``instructions``, and each item of ``messages`` and of ``input`` (when a list), whose compact
-JSON is at least ``MIN_PART_BYTES`` long. A part is addressed by the sha256 (hex) of its compact
-JSON as ``orjson`` writes it, keys in the order they came: two parts share a row only when their
-bytes are the same, so a part read back is exactly the part written, on SQLite (JSON text kept as
-written) as on PostgreSQL (JSONB).
+Which parts (``slots``), when their compact JSON is at least ``MIN_PART_BYTES`` long:
 
-How a call refers to a part: the part's place in the stored request holds ``{"$ref": "<hash>"}``
-and the call's ``content_refs`` column is true. Only rows with ``content_refs`` true are resolved
-(rows written before migration 0006, or with the setting off, are read as they are), and only at
-the places above, so a client's own ``{"$ref": ...}`` elsewhere in a body is never touched. A part
-that is itself a one-key ``{"$ref": ...}`` object is always stored in ``content``, whatever its
-size, so that every marker at those places is a reference.
+- a request (and the normalized view's request): the values of ``system``, ``tools`` and
+  ``instructions``; each item of ``messages`` and of ``input`` (when a list), or, for an item
+  whose ``content`` is a string, that string (so a turn that was an answer shares its row with
+  the response that gave it);
+- a response: the ``content`` string of each choice's ``message`` (OpenAI's chat completion, and
+  the normalized view's response), the ``text`` of each ``text`` block (Anthropic's message).
+
+A part is addressed by the sha256 (hex) of its compact JSON as ``orjson`` writes it, keys in the
+order they came, and stored as those bytes compressed (zlib): PostgreSQL compresses nothing in a
+row under ~2 kB, and most parts are smaller. A part read back is the part written; on
+PostgreSQL its objects' keys are put in JSONB's order (shorter keys first), as a JSONB column
+gives them, so a record reads exactly as it did when stored whole.
+
+How a call refers to a part: the part's place holds ``{"$ref": "<hash>"}`` and the call's
+``content_refs`` column is true. Only rows with ``content_refs`` true are resolved (rows written
+before migration 0006, or with the setting off, are read as they are), and only at the places
+above, so a client's own ``{"$ref": ...}`` elsewhere in a body is never touched. A part that is
+itself a one-key ``{"$ref": ...}`` object is always stored in ``content``, whatever its size, so
+that every marker at those places is a reference.
 
 Writing: the prepared row carries its parts under ``CONTENT_KEY``; ``Store.insert_calls`` inserts
 the parts it has not stored yet (``INSERT ... ON CONFLICT (hash) DO NOTHING``, in hash order,
 before the calls, in the same transaction) and remembers the hashes once committed, so a part
-already stored costs its hash and nothing in the database.
+already stored costs its hash and nothing in the database. The ``Cutter`` remembers the parts
+it has seen before redaction, so a repeated part is not redacted nor hashed again.
 
 Reading: ``resolve_rows`` puts the parts back in a page of rows with one query per 500 distinct
 hashes (never one per row): ``Store.get_call``, the exporter's ``selection`` (export, eval's
@@ -40,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -61,17 +71,122 @@ FLAG = "content_refs"
 WHOLE_KEYS = ("system", "tools", "instructions")
 LIST_KEYS = ("messages", "input")
 RESOLVE_CHUNK = 500
+ZLIB_LEVEL = 6
 
 Parts = dict[str, Any]
+Visit = Callable[[Any], Any]
+"""Given a slot's value: its replacement, or None to leave it."""
 
 
 def _is_marker(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and REF_KEY in value
 
 
+def _text_slot(value: Any) -> bool:
+    return isinstance(value, str) or _is_marker(value)
+
+
+def _in_key(node: dict[str, Any], key: str, visit: Visit) -> dict[str, Any] | None:
+    """``node`` with ``node[key]`` visited (a copy), or None when it did not change."""
+    new = visit(node[key])
+    if new is None:
+        return None
+    out = dict(node)
+    out[key] = new
+    return out
+
+
+def _in_list(items: list[Any], visit_item: Visit) -> list[Any] | None:
+    out: list[Any] | None = None
+    for index, item in enumerate(items):
+        new = visit_item(item)
+        if new is not None:
+            out = out if out is not None else list(items)
+            out[index] = new
+    return out
+
+
+def map_request(body: Any, visit: Visit) -> Any:
+    """``body`` (a request) with each slot replaced by ``visit``; copies only what changes."""
+    if not isinstance(body, dict):
+        return body
+    out: dict[str, Any] | None = None
+    for key in WHOLE_KEYS:
+        if key in body:
+            new = visit(body[key])
+            if new is not None:
+                out = out if out is not None else dict(body)
+                out[key] = new
+
+    def message(item: Any) -> Any:
+        if isinstance(item, dict) and _text_slot(item.get("content")):
+            return _in_key(item, "content", visit)
+        return visit(item)
+
+    for key in LIST_KEYS:
+        items = body.get(key)
+        if isinstance(items, list):
+            new_items = _in_list(items, message)
+            if new_items is not None:
+                out = out if out is not None else dict(body)
+                out[key] = new_items
+    return out if out is not None else body
+
+
+def map_response(body: Any, visit: Visit) -> Any:
+    """``body`` (a chat completion or an Anthropic message) with each answer text replaced by
+    ``visit``; copies only what changes."""
+    if not isinstance(body, dict):
+        return body
+    choices = body.get("choices")
+    if isinstance(choices, list):
+
+        def choice(item: Any) -> Any:
+            message = item.get("message") if isinstance(item, dict) else None
+            if isinstance(message, dict) and _text_slot(message.get("content")):
+                new = _in_key(message, "content", visit)
+                if new is not None:
+                    return {**item, "message": new}
+            return None
+
+        new_choices = _in_list(choices, choice)
+        return body if new_choices is None else {**body, "choices": new_choices}
+    blocks = body.get("content")
+    if body.get("type") == "message" and isinstance(blocks, list):
+
+        def block(item: Any) -> Any:
+            if (
+                isinstance(item, dict)
+                and item.get("type") == "text"
+                and _text_slot(item.get("text"))
+            ):
+                return _in_key(item, "text", visit)
+            return None
+
+        new_blocks = _in_list(blocks, block)
+        return body if new_blocks is None else {**body, "content": new_blocks}
+    return body
+
+
+def map_row(row: dict[str, Any], visit: Visit) -> None:
+    """Every slot of a row (request, response, the normalized view's two halves), in place."""
+    if "request" in row:
+        row["request"] = map_request(row["request"], visit)
+    if "response" in row:
+        row["response"] = map_response(row["response"], visit)
+    view = row.get("normalized")
+    if isinstance(view, dict):
+        new = dict(view)
+        if isinstance(view.get("request"), dict):
+            new["request"] = map_request(view["request"], visit)
+        if isinstance(view.get("response"), dict):
+            new["response"] = map_response(view["response"], visit)
+        row["normalized"] = new
+
+
 def externalize(body: Any, parts: Parts, min_bytes: int = MIN_PART_BYTES) -> Any:
-    """``body`` with its large parts replaced by references, added to ``parts``; ``body``
-    itself when nothing was cut (it is never changed in place)."""
+    """``body`` (a request) with its large parts replaced by references, added to ``parts``;
+    ``body`` itself when nothing was cut (it is never changed in place)."""
     return Cutter(min_bytes, memo_bytes=0).cut(body, parts)
 
 
@@ -81,15 +196,16 @@ MEMO_BYTES = 32 * 1024 * 1024
 
 
 class Cutter:
-    """``externalize`` for the writer, remembering the parts it has cut: a part whose exact
-    bytes it has seen already (the system prompt of every call of a feature) costs one
-    ``orjson.dumps`` and a dict lookup, not its redaction nor its sha256 again.
+    """Cuts parts out, remembering those it has cut: a part whose exact bytes it has seen
+    already (the system prompt of every call of a feature) costs one ``orjson.dumps`` and a dict
+    lookup, not its redaction nor its sha256 again.
 
-    ``cut(body, redact)`` takes the parsed, not yet redacted request: each large part is redacted
-    alone (redaction is per string, so a part redacted alone is the part redacted in its body),
-    then hashed; the rest is left for the caller to redact. Parts are measured before
-    redaction. One memo per ``redact`` function (a call's redaction kinds), cleared whole when it
-    holds more than ``memo_bytes``.
+    ``cut(body, parts, redact)`` takes a parsed request, not redacted yet when ``redact`` is
+    given: each large part is redacted alone (redaction is per string, so a part redacted alone
+    is the part redacted in its body), then hashed; the rest is left for the caller to redact.
+    Parts are measured before redaction. One memo per ``redact`` function (a call's redaction
+    kinds), cleared whole when it holds more than ``memo_bytes``. ``cut_response`` cuts an
+    answer (already redacted; answers do not repeat, so they are not remembered).
     """
 
     def __init__(self, min_bytes: int = MIN_PART_BYTES, memo_bytes: int = MEMO_BYTES) -> None:
@@ -107,41 +223,24 @@ class Cutter:
         if memo is None:
             memo = self._memos[redact] = {}
             self._sizes[redact] = 0
-        out: dict[str, Any] | None = None
-        for key in WHOLE_KEYS:
-            if key in body:
-                ref = self._ref(body[key], parts, redact, memo)
-                if ref is not None:
-                    out = out if out is not None else dict(body)
-                    out[key] = ref
-        for key in LIST_KEYS:
-            items = body.get(key)
-            if not isinstance(items, list):
-                continue
-            new: list[Any] | None = None
-            for index, item in enumerate(items):
-                ref = self._ref(item, parts, redact, memo)
-                if ref is not None:
-                    new = new if new is not None else list(items)
-                    new[index] = ref
-            if new is not None:
-                out = out if out is not None else dict(body)
-                out[key] = new
-        return out if out is not None else body
+        return map_request(body, lambda value: self._ref(value, parts, redact, memo))
+
+    def cut_response(self, body: Any, parts: Parts) -> Any:
+        return map_response(body, lambda value: self._ref(value, parts, None, None))
 
     def _ref(
         self,
         value: Any,
         parts: Parts,
         redact: Redact | None,
-        memo: dict[bytes, tuple[str, Any]],
+        memo: dict[bytes, tuple[str, Any]] | None,
     ) -> dict[str, str] | None:
         if value is None or isinstance(value, bool | int | float):
             return None
         data = orjson.dumps(value)
         if len(data) < self.min_bytes and not _is_marker(value):
             return None
-        known = memo.get(data)
+        known = memo.get(data) if memo is not None else None
         if known is None:
             stored = value
             stored_bytes = data
@@ -149,81 +248,95 @@ class Cutter:
                 stored = redact(value)
                 stored_bytes = orjson.dumps(stored)
             known = (hashlib.sha256(stored_bytes).hexdigest(), stored)
-            size = self._sizes[redact] + len(data)
-            if size > self.memo_bytes:
-                memo.clear()
-                size = len(data)
-            self._sizes[redact] = size
-            memo[data] = known
+            if memo is not None:
+                size = self._sizes[redact] + len(data)
+                if size > self.memo_bytes:
+                    memo.clear()
+                    size = len(data)
+                self._sizes[redact] = size
+                memo[data] = known
         digest, stored = known
         parts[digest] = stored
         return {REF_KEY: digest}
 
 
-def _hash_of(value: Any) -> str | None:
-    if _is_marker(value):
+def encode(part: Any) -> bytes:
+    """A part as stored in ``content.body``: its compact JSON, compressed."""
+    return zlib.compress(orjson.dumps(part), ZLIB_LEVEL)
+
+
+def _jsonb_order(value: Any) -> Any:
+    """``value`` with every object's keys in JSONB's order: shorter (in UTF-8 bytes) first,
+    then bytewise."""
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda key: (len(key.encode()), key.encode()))
+        return {key: _jsonb_order(value[key]) for key in keys}
+    if isinstance(value, list):
+        return [_jsonb_order(item) for item in value]
+    return value
+
+
+def decode(body: bytes, dialect: str) -> Any:
+    """A part from ``content.body``; on PostgreSQL in the order a JSONB column gives."""
+    part = orjson.loads(zlib.decompress(body))
+    return _jsonb_order(part) if dialect == "postgresql" else part
+
+
+def _collect(into: set[str]) -> Visit:
+    def visit(value: Any) -> None:
+        if _is_marker(value) and isinstance(value[REF_KEY], str):
+            into.add(value[REF_KEY])
+
+    return visit
+
+
+def references(body: Any) -> set[str]:
+    """The hashes a stored request refers to."""
+    found: set[str] = set()
+    map_request(body, _collect(found))
+    return found
+
+
+def row_references(row: dict[str, Any]) -> set[str]:
+    """The hashes a stored row refers to (request, response, normalized)."""
+    found: set[str] = set()
+    map_row(dict(row), _collect(found))
+    return found
+
+
+def _put_back(found: dict[str, Any]) -> Visit:
+    def visit(value: Any) -> Any:
+        if not _is_marker(value):
+            return None
         digest = value[REF_KEY]
-        if isinstance(digest, str):
-            return digest
-    return None
+        if not isinstance(digest, str) or digest not in found:
+            log.error("capture content %s is missing: the reference is left in place", digest)
+            return None
+        return found[digest]
 
-
-def references(body: Any) -> Iterable[str]:
-    """The hashes a stored body refers to (at the places ``externalize`` cuts)."""
-    if not isinstance(body, dict):
-        return
-    for key in WHOLE_KEYS:
-        digest = _hash_of(body.get(key))
-        if digest is not None:
-            yield digest
-    for key in LIST_KEYS:
-        items = body.get(key)
-        if isinstance(items, list):
-            for item in items:
-                digest = _hash_of(item)
-                if digest is not None:
-                    yield digest
-
-
-def _put_back(value: Any, found: dict[str, Any]) -> Any:
-    digest = _hash_of(value)
-    if digest is None:
-        return value
-    if digest not in found:
-        log.error("capture content %s is missing: the reference is left in place", digest)
-        return value
-    return found[digest]
+    return visit
 
 
 def substitute(body: Any, found: dict[str, Any]) -> Any:
-    """``body`` with each reference replaced by its part from ``found`` (hash -> part)."""
-    if not isinstance(body, dict):
-        return body
-    out = dict(body)
-    for key in WHOLE_KEYS:
-        if key in out:
-            out[key] = _put_back(out[key], found)
-    for key in LIST_KEYS:
-        items = out.get(key)
-        if isinstance(items, list):
-            out[key] = [_put_back(item, found) for item in items]
-    return out
+    """``body`` (a request) with each reference replaced by its part from ``found``."""
+    return map_request(body, _put_back(found))
 
 
-def _normalized_request(row: dict[str, Any]) -> Any:
-    view = row.get("normalized")
-    return view.get("request") if isinstance(view, dict) else None
+def substitute_row(row: dict[str, Any], found: dict[str, Any]) -> None:
+    """``row`` with each reference replaced by its part from ``found``, in place."""
+    map_row(row, _put_back(found))
 
 
 async def fetch_parts(connection: AsyncConnection, hashes: Iterable[str]) -> dict[str, Any]:
     """The parts with these hashes, one query per ``RESOLVE_CHUNK`` of them."""
     wanted = sorted(set(hashes))
+    dialect = connection.dialect.name
     found: dict[str, Any] = {}
     for start in range(0, len(wanted), RESOLVE_CHUNK):
         chunk = wanted[start : start + RESOLVE_CHUNK]
         query = select(content.c.hash, content.c.body).where(content.c.hash.in_(chunk))
         for digest, body in (await connection.execute(query)).all():
-            found[digest] = body
+            found[digest] = decode(body, dialect)
     return found
 
 
@@ -235,12 +348,7 @@ async def resolve_rows(connection: AsyncConnection, rows: Sequence[dict[str, Any
         return
     hashes: set[str] = set()
     for row in targets:
-        hashes.update(references(row.get("request")))
-        hashes.update(references(_normalized_request(row)))
+        hashes |= row_references(row)
     found = await fetch_parts(connection, hashes)
     for row in targets:
-        if "request" in row:
-            row["request"] = substitute(row["request"], found)
-        view = row.get("normalized")
-        if isinstance(view, dict) and isinstance(view.get("request"), dict):
-            row["normalized"] = {**view, "request": substitute(view["request"], found)}
+        substitute_row(row, found)

@@ -261,13 +261,19 @@ class Preparer:
 
     @staticmethod
     def _cut_parts(row: Row, cutter: Cutter, cut: Any, parts: Parts) -> None:
-        """The row's request (already cut) and its normalized view's request with their large
-        parts replaced by references (``capture.content``)."""
+        """The row's request (already cut), its response and its normalized view with their
+        large parts replaced by references (``capture.content``)."""
         if cut is not None:
             row["request"] = cut
+        row["response"] = cutter.cut_response(row["response"], parts)
         view = row["normalized"]
-        if view is not None and isinstance(view.get("request"), dict):
-            row["normalized"] = {**view, "request": cutter.cut(view["request"], parts)}
+        if view is not None:
+            view = dict(view)
+            if isinstance(view.get("request"), dict):
+                view["request"] = cutter.cut(view["request"], parts)
+            if isinstance(view.get("response"), dict):
+                view["response"] = cutter.cut_response(view["response"], parts)
+            row["normalized"] = view
         row[FLAG] = True if parts else None
         if parts:
             row[CONTENT_KEY] = parts

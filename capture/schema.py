@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -126,8 +127,8 @@ provider's ("openai", "anthropic", "azure"); NULL in rows written before migrati
 "openai". ``request`` is in the client's dialect, ``response`` in the upstream's; ``normalized``
 is the chat view of a call in Anthropic's dialect (``capture.prepare``), NULL for the others.
 ``prompt_tokens`` counts every input token, ``cached_tokens`` (cache reads) and
-``cache_write_tokens`` (cache writes) included. ``content_refs`` true: the request (and the
-normalized view's request) hold ``{"$ref": hash}`` in place of parts stored once in ``content``
+``cache_write_tokens`` (cache writes) included. ``content_refs`` true: the request, response
+and normalized view hold ``{"$ref": hash}`` in place of parts stored once in ``content``
 (``capture.content``); NULL in rows written before migration 0006 or with the setting off."""
 
 HASH_LENGTH = 64
@@ -137,10 +138,11 @@ content = Table(
     metadata,
     Column("hash", String(HASH_LENGTH), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
-    Column("body", json_type(), nullable=False),
+    Column("body", LargeBinary(), nullable=False),
 )
-"""Large repeated parts of requests (system prompts, tools, earlier turns), each stored once,
-keyed by the sha256 (hex) of its compact JSON (``capture.content``). No foreign key from
+"""Large repeated parts of calls (system prompts, tools, earlier turns, answers), each stored
+once, keyed by the sha256 (hex) of its compact JSON, which ``body`` holds compressed (zlib;
+``capture.content``). No foreign key from
 ``calls``: a part is written before or with the first call that refers to it, and outlives the
 calls pruned after it until a collector (a later step) removes what nothing refers to."""
 

@@ -19,7 +19,7 @@ from sqlalchemy import Insert, delete, exists, func, insert, literal, select, te
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from capture.content import CONTENT_KEY, FLAG, Parts, resolve_rows
+from capture.content import CONTENT_KEY, FLAG, Parts, encode, resolve_rows
 from capture.engine import CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_MS, create_engine, sqlite_path
 from capture.errors import SchemaOutOfDate, SchemaTooNew, UnknownCall
 from capture.migrate import head, known_revisions, revision_of
@@ -150,7 +150,7 @@ class Store:
                     await connection.execute(
                         self._insert_content,
                         [
-                            {"hash": digest, "created_at": now, "body": parts[digest]}
+                            {"hash": digest, "created_at": now, "body": encode(parts[digest])}
                             for digest in hashes[start : start + INSERT_CHUNK_ROWS]
                         ],
                     )

@@ -25,6 +25,7 @@ from tests.capture.factories import (
     anthropic_message,
     anthropic_request,
     anthropic_stream,
+    chat_body,
     chat_request,
     make_anthropic_record,
     make_record,
@@ -46,6 +47,8 @@ TOOLS = [
     for n in range(3)
 ]
 EARLIER = "An earlier turn of this conversation, long enough to be stored once. " * 6
+ANSWER = "A long answer, which the next turn of the conversation sends back. " * 6
+SECRET_TURN = "Write to me at someone@example.com, my key is sk-proj-abcdefghijklmnop0123. " * 5
 
 
 def with_store(url: str, scenario: Callable[[Store], Awaitable[Any]]) -> Any:
@@ -75,6 +78,15 @@ def big_chat(**fields: Any) -> CallRecord:
     return make_record(request_body=orjson.dumps(request), **fields)
 
 
+def conversation(*turns: str) -> bytes:
+    """A chat request with the big system prompt and these earlier turns (user, assistant, ...)."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    for index, turn in enumerate(turns):
+        messages.append({"role": "user" if index % 2 == 0 else "assistant", "content": turn})
+    messages.append({"role": "user", "content": "And now?"})
+    return orjson.dumps({"model": "gpt-4o-mini", "messages": messages, "tools": TOOLS})
+
+
 def shapes() -> list[CallRecord]:
     """One record of every shape the capture stores."""
     message = anthropic_message()
@@ -87,7 +99,18 @@ def shapes() -> list[CallRecord]:
     )
     return [
         make_record(),  # small: everything inline
-        big_chat(),
+        make_record(response_body=chat_body(ANSWER)),  # a long answer
+        make_anthropic_record(response_body=orjson.dumps(anthropic_message(ANSWER))),
+        make_stream_record(list(ANSWER)),
+        make_anthropic_record(  # Claude streaming a long answer, with thinking
+            response_body=None,
+            stream_chunks=[anthropic_stream(anthropic_message(ANSWER))],
+            stream=True,
+        ),
+        make_record(request_body=conversation(SECRET_TURN)),  # redacted parts
+        make_record(request_body=conversation(SECRET_TURN), redact=()),  # the same, not redacted
+        make_record(request_body=conversation(SECRET_TURN), redact=("email",)),
+        big_chat(variant="big"),
         big_chat(variant="again"),  # the same parts again
         make_stream_record(["a", "b"], request_body=big_chat().request_body),
         make_anthropic_record(request_body=big_anthropic),
@@ -153,7 +176,8 @@ def test_large_parts_are_cut_in_place_keeping_the_order_of_keys() -> None:
     cut = externalize(body, parts)
     assert orjson.dumps(body) == before  # not changed in place
     assert list(cut) == list(body)
-    assert set(cut["tools"]) == {"$ref"} and set(cut["messages"][0]) == {"$ref"}
+    assert set(cut["tools"]) == {"$ref"}
+    assert cut["messages"][0]["role"] == "system" and set(cut["messages"][0]["content"]) == {"$ref"}
     assert cut["messages"][-1] == {"role": "user", "content": "And now?"}  # small: inline
     assert len(parts) == 4  # tools, system, the two earlier turns
     assert all(len(orjson.dumps(part)) >= MIN_PART_BYTES for part in parts.values())
@@ -199,9 +223,10 @@ def test_every_shape_reads_back_byte_for_byte_as_with_the_setting_off(database_u
         assert orjson.dumps(row["request"]) == orjson.dumps(expected["request"])
         assert orjson.dumps(row["normalized"]) == orjson.dumps(expected["normalized"])
         assert orjson.dumps(row["response"]) == orjson.dumps(expected["response"])
-    assert before[1] is not None and before[1]["request"] == off[1]["request"]
+    assert before[0] is not None and before[0]["request"] == off[0]["request"]
     stored = dict(raw)
-    assert "$ref" in orjson.dumps(stored[on[1]["id"]]).decode()  # what is stored is the cut
+    big = records.index(next(r for r in records if r.variant == "big"))
+    assert "$ref" in orjson.dumps(stored[on[big]["id"]]).decode()  # what is stored is the cut
     assert "$ref" not in orjson.dumps(stored[on[0]["id"]]).decode()  # the small one: inline
     assert parts > 0
 
@@ -228,6 +253,34 @@ def test_parts_are_shared_across_calls_and_written_once(database_url: str) -> No
     assert parts == len(first[CONTENT_KEY]) == 4
     assert len(inserts) == 1
     assert one["messages"][:3] == two["messages"][:3] and one["tools"] == two["tools"]
+
+
+def test_an_answer_and_the_turn_that_sends_it_back_share_a_part(database_url: str) -> None:
+    first = make_record(request_body=conversation(EARLIER), response_body=chat_body(ANSWER))
+    second = make_record(request_body=conversation(EARLIER, ANSWER, EARLIER[::-1]))
+    claude = make_anthropic_record(response_body=orjson.dumps(anthropic_message(ANSWER)))
+    rows = prepared([first, second, claude], ON)
+    answer_refs = [
+        rows[0]["response"]["choices"][0]["message"]["content"],
+        rows[1]["request"]["messages"][2]["content"],
+        rows[2]["response"]["content"][0]["text"],
+        rows[2]["normalized"]["response"]["choices"][0]["message"]["content"],
+    ]
+    assert all(set(ref) == {"$ref"} for ref in answer_refs)
+    assert len({ref["$ref"] for ref in answer_refs}) == 1
+
+    async def scenario(store: Store) -> tuple[int, list[Any]]:
+        await store.insert_calls(rows)
+        async with store.engine.connect() as connection:
+            parts = await connection.scalar(select(func.count()).select_from(content))
+        return int(parts or 0), [await store.get_call(row["id"]) for row in rows]
+
+    parts, got = with_store(database_url, scenario)
+    # system prompt, tools, EARLIER, ANSWER, EARLIER reversed; Claude's system prompt is small
+    assert parts == 5
+    assert got[0]["response"]["choices"][0]["message"]["content"] == ANSWER
+    assert got[1]["request"]["messages"][2] == {"role": "assistant", "content": ANSWER}
+    assert got[2]["normalized"]["response"]["choices"][0]["message"]["content"] == ANSWER
 
 
 def test_a_second_store_writes_parts_already_there_without_conflict(database_url: str) -> None:

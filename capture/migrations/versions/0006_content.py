@@ -6,7 +6,8 @@ Create Date: 2026-12-05
 
 A new table and a nullable column (PostgreSQL adds it in the catalogue only, without rewriting
 ``calls``). Rows written before have ``content_refs`` NULL: their request is read as stored.
-The downgrade first puts every referenced part back in place (in pages of 500 calls), so no
+``content.body`` holds each part's compact JSON compressed (zlib, ``capture.content``). The
+downgrade first puts every referenced part back in place (in pages of 500 calls), so no
 record changes, then drops the column and the table.
 """
 
@@ -36,54 +37,54 @@ def upgrade() -> None:
         "content",
         sa.Column("hash", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("body", _json(), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("hash", name="pk_content"),
     )
     op.add_column("calls", sa.Column("content_refs", sa.Boolean()))
 
 
 def _inline_references() -> None:
-    from capture.content import references, substitute
+    from capture.content import decode, row_references, substitute_row
 
     bind = op.get_bind()
     calls = sa.table(
         "calls",
         sa.column("id", sa.String()),
         sa.column("request", _json()),
+        sa.column("response", _json()),
         sa.column("normalized", _json()),
         sa.column("content_refs", sa.Boolean()),
     )
-    content = sa.table("content", sa.column("hash", sa.String()), sa.column("body", _json()))
+    content = sa.table(
+        "content", sa.column("hash", sa.String()), sa.column("body", sa.LargeBinary())
+    )
     last = ""
     while True:
-        rows = bind.execute(
-            sa.select(calls.c.id, calls.c.request, calls.c.normalized)
-            .where(calls.c.content_refs.is_(True), calls.c.id > last)
-            .order_by(calls.c.id)
-            .limit(PAGE)
-        ).all()
+        rows = [
+            dict(row)
+            for row in bind.execute(
+                sa.select(calls.c.id, calls.c.request, calls.c.response, calls.c.normalized)
+                .where(calls.c.content_refs.is_(True), calls.c.id > last)
+                .order_by(calls.c.id)
+                .limit(PAGE)
+            ).mappings()
+        ]
         if not rows:
             return
-        last = rows[-1].id
+        last = rows[-1]["id"]
         hashes: set[str] = set()
         for row in rows:
-            hashes.update(references(row.request))
-            view = row.normalized
-            if isinstance(view, dict):
-                hashes.update(references(view.get("request")))
+            hashes |= row_references(row)
         found: dict[str, Any] = {}
         if hashes:
             query = sa.select(content.c.hash, content.c.body).where(content.c.hash.in_(hashes))
-            found = {digest: body for digest, body in bind.execute(query)}
+            dialect = bind.dialect.name
+            found = {digest: decode(body, dialect) for digest, body in bind.execute(query)}
         for row in rows:
-            values: dict[str, Any] = {
-                "request": substitute(row.request, found),
-                "content_refs": None,
-            }
-            view = row.normalized
-            if isinstance(view, dict) and isinstance(view.get("request"), dict):
-                values["normalized"] = {**view, "request": substitute(view["request"], found)}
-            bind.execute(calls.update().where(calls.c.id == row.id).values(**values))
+            substitute_row(row, found)
+            bind.execute(
+                calls.update().where(calls.c.id == row.pop("id")).values(**row, content_refs=None)
+            )
 
 
 def downgrade() -> None:
