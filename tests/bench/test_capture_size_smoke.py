@@ -80,8 +80,19 @@ def test_measured_on_postgresql_and_sqlite() -> None:
     assert prune["calls_total_after_vacuum_full"] < calls["total"]
     assert sq["file_bytes"] > 0 and sq["tables"]["calls"] > 0
     assert sq["tables"]["calls"] <= sq["file_bytes"]
+    # the same calls again with capture.content_store: true
+    stored_once = result["content_store"]
+    pg_once, sq_once = stored_once["postgresql"], stored_once["sqlite"]
+    assert pg_once["write"]["stored"] == RECORDS and sq_once["write"]["stored"] == RECORDS
+    assert pg_once["tables"]["content"]["total"] > 0 and sq_once["tables"]["content"] > 0
+    assert sum(t["total"] for t in pg_once["tables"].values()) < sum(
+        t["total"] for t in pg["tables"].values()
+    )
+    assert sq_once["file_bytes"] < sq["file_bytes"]
+    assert result["workload"]["prepare_cpu_us_per_record_content_store"] > 0
     text = capture_size.render(result)
     assert "PostgreSQL `calls`" in text and "SQLite, the file after VACUUM" in text
+    assert "capture.content_store: true" in text and "PostgreSQL `content`" in text
     assert f"{prune['deleted']:,} calls in" in text
 
     args = run.parse_args(["--quick", "--only", "capture-size"])
