@@ -237,7 +237,10 @@ class Cutter:
     ) -> dict[str, str] | None:
         if value is None or isinstance(value, bool | int | float):
             return None
-        data = orjson.dumps(value)
+        try:
+            data = orjson.dumps(value)
+        except orjson.JSONEncodeError:  # nested too deep: left inline, as without the store
+            return None
         if len(data) < self.min_bytes and not _is_marker(value):
             return None
         known = memo.get(data) if memo is not None else None

@@ -404,6 +404,32 @@ def test_the_writer_stores_parts_once_and_reads_give_the_record(database_url: st
     assert parts == 4  # big_chat's four parts; the small Anthropic calls have none
 
 
+def test_a_record_the_database_rejects_costs_only_itself(database_url: str) -> None:
+    from tests.capture.test_writer_isolation import deep_body
+
+    bad = make_record(request_body=deep_body())
+    good = [big_chat() for _ in range(10)] + [make_anthropic_record() for _ in range(10)]
+    records = [*good[:10], bad, *good[10:]]
+    expected = {row["id"]: row for row in prepared(good, OFF)}
+
+    async def scenario(store: Store) -> tuple[CaptureWriter, list[Any], Any]:
+        settings = ON.model_copy(update={"batch_size": 100, "flush_interval_ms": 50})
+        writer = CaptureWriter(store, settings, normalize=simple_chat_view)
+        for record in records:
+            assert writer.submit(record)
+        await writer.start()
+        await asyncio.wait_for(writer.drain(30), 60)
+        return (
+            writer,
+            [await store.get_call(record.id) for record in good],
+            await store.get_call(bad.id),
+        )
+
+    writer, got, rejected = with_store(database_url, scenario)
+    assert (writer.written, writer.failed) == (20, 1) and rejected is None
+    assert [_dump(row) for row in got] == [_dump(expected[record.id]) for record in good]
+
+
 # --- the migration -------------------------------------------------------------------------------
 
 
