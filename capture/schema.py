@@ -142,9 +142,9 @@ content = Table(
 )
 """Large repeated parts of calls (system prompts, tools, earlier turns, answers), each stored
 once, keyed by the sha256 (hex) of its compact JSON, which ``body`` holds compressed (zlib;
-``capture.content``). No foreign key from
-``calls``: a part is written before or with the first call that refers to it, and outlives the
-calls pruned after it until a collector (a later step) removes what nothing refers to."""
+``capture.content``). No foreign key from ``calls``: a part is written before or with the first
+call that refers to it, and outlives the calls pruned after it until a collector (a later step)
+removes what nothing refers to."""
 
 feedback = Table(
     "feedback",
