@@ -18,25 +18,30 @@ process, exactly as a user runs it::
     python -m exporter export --database-url URL --route support --variant teacher --out DIR --json
 
 with exact dedup, near-dup (MinHash LSH, defaults), the leak check, validation, o200k_base
-token counts and the train/valid split all on. The figure is the wall time of that process and
-its peak RSS (``ru_maxrss`` of the child); targets: under 10 minutes and under 1 GB.
+token counts and the train/valid split all on. The figures are the wall time of that process,
+its CPU time, its peak RSS (``ru_maxrss``) and the peak RSS of it and any processes it starts
+together (sampled every 0.1 s); targets (issue 15): at most 60 s and 1 GB for 1,000,000 rows.
+``--database`` names the scratch database (``--keep`` and ``--reuse`` then work on that one).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -45,7 +50,7 @@ from capture.migrate import upgrade
 SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 DATABASE = "export_bench"
 BATCH = 100_000
-TARGET_S = 600.0
+TARGET_S = 60.0
 TARGET_RSS_MB = 1024.0
 
 SYSTEM_PROMPT = (
@@ -128,10 +133,10 @@ async def _fill(url: str, rows: int) -> None:
         await engine.dispose()
 
 
-def prepare(server: str, rows: int) -> str:
-    url = f"{server}/{DATABASE}"
-    asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-    asyncio.run(_admin(server, f"CREATE DATABASE {DATABASE}"))
+def prepare(server: str, rows: int, database: str = DATABASE) -> str:
+    url = f"{server}/{database}"
+    asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    asyncio.run(_admin(server, f"CREATE DATABASE {database}"))
     upgrade(url)
     print(f"filling {url} with {rows:,} rows (not timed)")
     asyncio.run(_fill(url, rows))
@@ -144,6 +149,37 @@ class Measured:
     peak_rss_mb: float
     report: dict[str, Any]
     """The export's --json report."""
+    total_rss_mb: float
+    """The peak of the export's processes' resident memory together (sampled)."""
+    cpu_seconds: float
+    """User and system CPU time of the export and its workers."""
+
+
+class _TreeMemory(threading.Thread):
+    """Samples the resident memory of a process and all its children (the export's worker
+    processes) every 0.1 s; ``peak`` is the largest sum seen."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self.done.wait(0.1):
+            try:
+                members = [root, *root.children(recursive=True)]
+                total = 0
+                for member in members:
+                    with contextlib.suppress(psutil.Error):  # a worker that just ended
+                        total += int(member.memory_info().rss)
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, total)
 
 
 def measure(url: str, out: Path, extra: list[str]) -> Measured:
@@ -152,13 +188,26 @@ def measure(url: str, out: Path, extra: list[str]) -> Measured:
         "--route", "support", "--variant", "teacher", "--out", str(out), "--json", *extra,
     ]  # fmt: skip
     print("$ " + " ".join(command[1:]), flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = _TreeMemory(process.pid)
+    sampler.start()
+    stdout, stderr = process.communicate()
     elapsed = time.monotonic() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if done.returncode != 0:
-        raise SystemExit(f"the export failed ({done.returncode}): {done.stderr.strip()}")
-    return Measured(round(elapsed, 1), round(peak_mb, 1), json.loads(done.stdout))
+    sampler.done.set()
+    sampler.join()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
+    if process.returncode != 0:
+        raise SystemExit(f"the export failed ({process.returncode}): {stderr.strip()}")
+    return Measured(
+        round(elapsed, 1),
+        round(usage.ru_maxrss / 1024, 1),
+        json.loads(stdout),
+        round(sampler.peak / 2**20, 1),
+        round(cpu, 1),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,27 +218,35 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--server", default=SERVER, help="PostgreSQL server URL, no database")
+    parser.add_argument("--database", default=DATABASE, help="the scratch database's name")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--reuse", action="store_true", help="export from the kept database")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("export_args", nargs="*", help="more `gateway export` options, after --")
     args = parser.parse_args(argv)
-    url = f"{args.server}/{DATABASE}" if args.reuse else prepare(args.server, args.rows)
+    if not args.database.isidentifier():
+        parser.error("--database: letters, digits and underscores only")
+    url = f"{args.server}/{args.database}"
+    if not args.reuse:
+        prepare(args.server, args.rows, args.database)
     try:
         with tempfile.TemporaryDirectory(prefix="export-bench-") as out:
             result = measure(url, Path(out), args.export_args)
     finally:
         if not args.keep and not args.reuse:
-            asyncio.run(_admin(args.server, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+            asyncio.run(
+                _admin(args.server, f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
+            )
     report = result.report
     selected = int(report["selected"])
     rate = selected / result.seconds
     print(
         f"exported {selected:,} rows in {result.seconds:.1f} s ({rate:,.0f} rows/s), "
-        f"peak RSS {result.peak_rss_mb:,.0f} MB"
+        f"{result.cpu_seconds:.1f} s of CPU; peak RSS {result.peak_rss_mb:,.0f} MB (the "
+        f"largest process), {result.total_rss_mb:,.0f} MB (all its processes together)"
     )
     print(f"  kept {report['kept']:,}, dropped {report['dropped']}")
-    fast, small = result.seconds < TARGET_S, result.peak_rss_mb < TARGET_RSS_MB
+    fast, small = result.seconds < TARGET_S, result.total_rss_mb < TARGET_RSS_MB
     print(
         f"  target < {TARGET_S:.0f} s: {'met' if fast else 'MISSED'}; "
         f"< {TARGET_RSS_MB:.0f} MB: {'met' if small else 'MISSED'}"
@@ -199,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
             "rows": selected,
             "seconds": result.seconds,
             "peak_rss_mb": result.peak_rss_mb,
+            "total_rss_mb": result.total_rss_mb,
+            "cpu_seconds": result.cpu_seconds,
             "kept": report["kept"],
             "dropped": report["dropped"],
         }
