@@ -35,12 +35,12 @@ from capture.pricing import PriceLike, PriceTable
 from exporter.errors import EvalError
 from exporter.evaluate import bases_report
 from exporter.evaluate.checks import check
-from exporter.evaluate.held_out import HeldOut, held_out
+from exporter.evaluate.held_out import HeldOut, baseline_filters, baseline_held_out
 from exporter.evaluate.judge import Verdict, judge
 from exporter.evaluate.replay import DROPPED_FIELDS, Replayed
 from exporter.evaluate.shots import Shot, training_shots, with_shots
 from exporter.examples import Dropped, answer_of
-from exporter.filters import CHAT_ENDPOINTS, Filters
+from exporter.filters import Filters
 from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
 
 
@@ -166,15 +166,8 @@ def _checks(replayed: list[Replayed]) -> dict[str, Counter[bool]]:
 
 
 async def run_bases(engine: AsyncEngine, options: BasesOptions) -> dict[str, Any]:
-    filters = Filters(
-        endpoints=CHAT_ENDPOINTS,
-        route=options.route,
-        variant=options.baseline,
-        since=options.filters.since,
-        until=options.filters.until,
-        tags=options.filters.tags,
-    )
-    items, eligible = await held_out(
+    filters = baseline_filters(options.route, options.baseline, options.filters)
+    items, eligible = await baseline_held_out(
         engine,
         filters,
         options.sample,
@@ -182,11 +175,6 @@ async def run_bases(engine: AsyncEngine, options: BasesOptions) -> dict[str, Any
         options.split_salt,
         trained=options.trained,
     )
-    if not items:
-        raise EvalError(
-            f"no held-out prompts: no captured {options.baseline} calls of route "
-            f"{options.route!r} fall on the validation side of the split"
-        )
     shots = await training_shots(
         engine, filters, options.shots, options.valid_share, options.split_salt
     )

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exporter.errors import EvalError
 from exporter.examples import Dropped, Example, chat_parts, example_from_call
-from exporter.filters import Filters
+from exporter.filters import CHAT_ENDPOINTS, Filters
 from exporter.normalize import prompt_key
 from exporter.selection import stream_pages
 from exporter.split import share_of
@@ -98,3 +99,34 @@ async def held_out(
                 heapq.heapreplace(chosen, entry)
     ordered = sorted(chosen, key=lambda entry: -entry[0])
     return [item for _, _, item in ordered], eligible
+
+
+def baseline_filters(route: str, baseline: str, given: Filters) -> Filters:
+    """The recorded calls eval compares with: the baseline's chat calls of the route (Anthropic
+    Messages calls in their normalised chat form), in ``given``'s window and tags."""
+    return Filters(
+        endpoints=CHAT_ENDPOINTS,
+        route=route,
+        variant=baseline,
+        since=given.since,
+        until=given.until,
+        tags=given.tags,
+    )
+
+
+async def baseline_held_out(
+    engine: AsyncEngine,
+    filters: Filters,
+    sample: int,
+    valid_share: float,
+    salt: str,
+    trained: frozenset[bytes] = frozenset(),
+) -> tuple[list[HeldOut], int]:
+    """``held_out`` of ``baseline_filters``; EvalError when there is none."""
+    items, eligible = await held_out(engine, filters, sample, valid_share, salt, trained=trained)
+    if not items:
+        raise EvalError(
+            f"no held-out prompts: no captured {filters.variant} calls of route "
+            f"{filters.route!r} fall on the validation side of the split"
+        )
+    return items, eligible

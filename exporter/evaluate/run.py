@@ -16,10 +16,10 @@ from capture.pricing import PriceLike, PriceTable
 from exporter.errors import EvalError
 from exporter.evaluate import report
 from exporter.evaluate.checks import check
-from exporter.evaluate.held_out import held_out
+from exporter.evaluate.held_out import baseline_filters, baseline_held_out
 from exporter.evaluate.judge import Verdict, judge
 from exporter.evaluate.replay import Replayed, replay
-from exporter.filters import CHAT_ENDPOINTS, Filters
+from exporter.filters import Filters
 from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
 
 
@@ -47,17 +47,9 @@ class EvalOptions:
 
 
 async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
-    filters = Filters(
-        # Replayed to /v1/chat/completions as the app sent them (Anthropic Messages calls
-        # in their normalised chat form).
-        endpoints=CHAT_ENDPOINTS,
-        route=options.route,
-        variant=options.baseline,
-        since=options.filters.since,
-        until=options.filters.until,
-        tags=options.filters.tags,
-    )
-    items, eligible = await held_out(
+    # Replayed to /v1/chat/completions as the app sent them.
+    filters = baseline_filters(options.route, options.baseline, options.filters)
+    items, eligible = await baseline_held_out(
         engine,
         filters,
         options.sample,
@@ -65,11 +57,6 @@ async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
         options.split_salt,
         trained=options.trained,
     )
-    if not items:
-        raise EvalError(
-            f"no held-out prompts: no captured {options.baseline} calls of route "
-            f"{options.route!r} fall on the validation side of the split"
-        )
     headers = {"authorization": f"Bearer {options.gateway_key}"}
     timeout = httpx.Timeout(options.timeout_s, connect=5.0)
     async with httpx.AsyncClient(
