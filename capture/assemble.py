@@ -7,7 +7,8 @@ tool calls merged from their deltas by index, refusal), finish reason and the us
 usage; for completions, a ``text_completion``; for the Responses API, the final ``response``
 object (or what can be rebuilt from the deltas when the stream stopped short); for an Anthropic
 upstream (``upstream_api`` "anthropic", whatever the client's dialect), its ``Message`` with each
-content block rebuilt from its deltas (tool inputs from their JSON fragments).
+content block rebuilt from its deltas (tool inputs from their JSON fragments: in
+``capture.assemble_anthropic``). The types and the SSE framing are ``capture.events``.
 
 Anthropic answers (a ``Message``, streamed or not) are summarised in OpenAI's terms, so that one
 set of columns serves every provider: usage as ``prompt_tokens`` = all input tokens (uncached,
@@ -22,76 +23,28 @@ choice; no ``response.completed``; no ``message_stop``) still yields what arrive
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-JSON = Any
-
-
-@dataclass(slots=True)
-class Usage:
-    prompt_tokens: int | None = None
-    """Input tokens, cached ones included."""
-    completion_tokens: int | None = None
-    """Output tokens, reasoning tokens included."""
-    cached_tokens: int | None = None
-    """Input tokens read from the provider's prompt cache."""
-    cache_write_tokens: int | None = None
-    """Input tokens written to the provider's prompt cache (Anthropic bills them above the input
-    price); 0 when the usage does not report any (OpenAI's never does)."""
-
-
-@dataclass(slots=True)
-class Assembled:
-    response: JSON
-    usage: Usage = field(default_factory=Usage)
-    finish_reason: str | None = None
-    """The first choice's; the stored response has every choice's."""
-    model: str | None = None
-    complete: bool = True
-    note: str | None = None
-    """What was wrong with the stream (error event, cut short, unparsable events)."""
-
-
-@dataclass(slots=True)
-class Event:
-    name: str | None
-    data: bytes
-
-
-# --- server-sent events ---------------------------------------------------------------------
-
-
-def _frame(raw: bytes) -> Iterator[tuple[str | None, bytes]]:
-    """(event name, data) of each event in ``raw``; the last may lack its blank line."""
-    if b"\r" in raw:
-        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    for block in raw.split(b"\n\n"):
-        if block.startswith(b"data: ") and b"\n" not in block:
-            yield None, block[6:]  # the common case: one data line
-            continue
-        name: str | None = None
-        data: list[bytes] = []
-        for line in block.split(b"\n"):
-            if not line or line.startswith(b":"):
-                continue
-            key, _, value = line.partition(b":")
-            if value.startswith(b" "):
-                value = value[1:]
-            if key == b"data":
-                data.append(value)
-            elif key == b"event":
-                name = value.decode("utf-8", "replace")
-        if data:
-            yield name, b"\n".join(data)
-
-
-def parse_events(chunks: Iterable[bytes]) -> list[Event]:
-    """The events of an SSE byte stream, split anywhere into ``chunks``."""
-    return [Event(name, data) for name, data in _frame(b"".join(chunks))]
+from capture.assemble_anthropic import (
+    anthropic_finish_reason,
+    assemble_anthropic,
+    parse_anthropic_usage,
+)
+from capture.events import (
+    JSON,
+    Assembled,
+    Usage,
+    error_message,
+    frame,
+    load_json,
+    non_negative_int,
+    parse_events,
+    string_or_none,
+)
 
 
 def _datas(chunks: Iterable[bytes]) -> list[bytes]:
@@ -102,7 +55,7 @@ def _datas(chunks: Iterable[bytes]) -> list[bytes]:
         datas = raw[6:-2].split(b"\n\ndata: ")
         if raw.count(b"\n") == 2 * len(datas):
             return datas
-    return [data for _, data in _frame(raw)]
+    return [data for _, data in frame(raw)]
 
 
 def _decode(datas: list[bytes]) -> tuple[list[Any], bool]:
@@ -119,32 +72,7 @@ def _decode(datas: list[bytes]) -> tuple[list[Any], bool]:
     try:
         return orjson.loads(b"[" + b",".join(datas) + b"]"), done
     except orjson.JSONDecodeError:
-        return [_load(data) for data in datas], done
-
-
-def _load(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _error_message(error: Any) -> str:
-    if isinstance(error, dict):
-        message = error.get("message")
-        if isinstance(message, str):
-            return message
-    return str(error)[:500]
+        return [load_json(data) for data in datas], done
 
 
 # --- usage and finish reasons of whole bodies ------------------------------------------------
@@ -160,61 +88,23 @@ def parse_usage(usage: Any) -> Usage:
         "cache_creation_input_tokens" in usage or "cache_read_input_tokens" in usage
     ):
         return parse_anthropic_usage(usage)
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
+    prompt = non_negative_int(usage.get("prompt_tokens"))
+    completion = non_negative_int(usage.get("completion_tokens"))
     details = usage.get("prompt_tokens_details")
     if prompt is None:
-        prompt = _int(usage.get("input_tokens"))
-        completion = _int(usage.get("output_tokens"))
+        prompt = non_negative_int(usage.get("input_tokens"))
+        completion = non_negative_int(usage.get("output_tokens"))
         details = usage.get("input_tokens_details")
     if prompt is None and completion is None:
         return Usage()
     cached = written = None
     if isinstance(details, dict):
-        cached = _int(details.get("cached_tokens"))
+        cached = non_negative_int(details.get("cached_tokens"))
         # What the gateway's translation of a Claude answer for an OpenAI client carries.
-        written = _int(details.get("cache_creation_input_tokens"))
+        written = non_negative_int(details.get("cache_creation_input_tokens"))
     if completion is None:
         completion = 0  # embeddings report prompt tokens only
     return Usage(prompt, completion, cached if cached is not None else 0, written if written else 0)
-
-
-def parse_anthropic_usage(usage: Any) -> Usage:
-    """An Anthropic Message's usage in OpenAI's terms: ``prompt_tokens`` counts every input
-    token (uncached, written to the cache and read from it, as OpenAI's counts cached ones),
-    ``cached_tokens`` the cache reads, ``cache_write_tokens`` the cache writes."""
-    if not isinstance(usage, dict):
-        return Usage()
-    uncached = _int(usage.get("input_tokens"))
-    output = _int(usage.get("output_tokens"))
-    written = _int(usage.get("cache_creation_input_tokens")) or 0
-    read = _int(usage.get("cache_read_input_tokens")) or 0
-    if uncached is None and output is None and not written and not read:
-        return Usage()
-    return Usage((uncached or 0) + written + read, output or 0, read, written)
-
-
-ANTHROPIC_FINISH_REASONS: dict[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-"""Anthropic's ``stop_reason`` as the chat finish reason the dashboards and the exporter use;
-a reason not listed is kept as it came."""
-
-
-def anthropic_finish_reason(stop_reason: Any) -> str | None:
-    if not isinstance(stop_reason, str):
-        return None
-    return ANTHROPIC_FINISH_REASONS.get(stop_reason, stop_reason)
-
-
-def is_anthropic_message(body: Any) -> bool:
-    return isinstance(body, dict) and body.get("type") == "message"
 
 
 def responses_finish_reason(response: Any) -> str | None:
@@ -232,8 +122,8 @@ def responses_finish_reason(response: Any) -> str | None:
     if status == "incomplete":
         details = response.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
-        return "length" if reason == "max_output_tokens" else _str(reason) or "incomplete"
-    return _str(status)
+        return "length" if reason == "max_output_tokens" else string_or_none(reason) or "incomplete"
+    return string_or_none(status)
 
 
 def summarize(endpoint: str, body: JSON) -> Assembled:
@@ -245,7 +135,7 @@ def summarize(endpoint: str, body: JSON) -> Assembled:
             body,
             parse_anthropic_usage(body.get("usage")),
             anthropic_finish_reason(body.get("stop_reason")),
-            _str(body.get("model")),
+            string_or_none(body.get("model")),
         )
     if endpoint == "responses" or body.get("object") == "response":
         finish = responses_finish_reason(body)
@@ -253,8 +143,10 @@ def summarize(endpoint: str, body: JSON) -> Assembled:
         finish = None
         choices = body.get("choices")
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            finish = _str(choices[0].get("finish_reason"))
-    return Assembled(body, parse_usage(body.get("usage")), finish, _str(body.get("model")))
+            finish = string_or_none(choices[0].get("finish_reason"))
+    return Assembled(
+        body, parse_usage(body.get("usage")), finish, string_or_none(body.get("model"))
+    )
 
 
 # --- chat and completions streams ------------------------------------------------------------
@@ -419,7 +311,7 @@ def _assemble_choices(chunks: Iterable[bytes], *, chat: bool) -> Assembled:
     complete = True
     if error is not None:
         response["error"] = error
-        notes.append(f"upstream error event in stream: {_error_message(error)}")
+        notes.append(f"upstream error event in stream: {error_message(error)}")
         complete = False
     finished = bool(choices) and all(c.finish_reason is not None for c in choices.values())
     if not done and not finished and error is None:
@@ -432,7 +324,7 @@ def _assemble_choices(chunks: Iterable[bytes], *, chat: bool) -> Assembled:
         response,
         parse_usage(usage),
         first.finish_reason if first is not None else None,
-        _str(head.get("model")),
+        string_or_none(head.get("model")),
         complete,
         "; ".join(notes) or None,
     )
@@ -486,7 +378,7 @@ def assemble_responses(chunks: Iterable[bytes]) -> Assembled:
         if event.data == b"[DONE]":
             continue
         events += 1
-        payload = _load(event.data)
+        payload = load_json(event.data)
         if not isinstance(payload, dict):
             unparsable += 1
             continue
@@ -518,7 +410,7 @@ def assemble_responses(chunks: Iterable[bytes]) -> Assembled:
         result = final
         complete = final.get("status") != "failed"
         if not complete:
-            notes.append(f"response failed: {_error_message(final.get('error'))}")
+            notes.append(f"response failed: {error_message(final.get('error'))}")
     else:
         result = dict(base)
         result["output"] = _rebuild_output(items, texts, arguments)
@@ -528,7 +420,7 @@ def assemble_responses(chunks: Iterable[bytes]) -> Assembled:
             notes.append(f"stream cut: ended before response.completed after {events} events")
     if error is not None:
         result["error"] = error
-        notes.append(f"upstream error event in stream: {_error_message(error)}")
+        notes.append(f"upstream error event in stream: {error_message(error)}")
         complete = False
     if unparsable:
         notes.append(f"{unparsable} stream events were not JSON objects")
@@ -536,7 +428,7 @@ def assemble_responses(chunks: Iterable[bytes]) -> Assembled:
         result,
         parse_usage(result.get("usage")),
         responses_finish_reason(result) if final is not None else None,
-        _str(result.get("model")),
+        string_or_none(result.get("model")),
         complete,
         "; ".join(notes) or None,
     )
@@ -559,176 +451,6 @@ def _rebuild_output(
                 item["content"] = [{"type": "output_text", "text": text} for _, text in parts]
         output.append(item)
     return output
-
-
-# --- Anthropic Messages streams ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Block:
-    block: dict[str, Any]
-    """The ``content_block`` of its ``content_block_start`` (a copy), completed at the end."""
-    texts: list[str] | None = None
-    partial_json: list[str] | None = None
-    thinking: list[str] | None = None
-    signature: list[str] | None = None
-
-
-_BLOCK_DELTAS = {
-    "text_delta": ("text", "texts"),
-    "input_json_delta": ("partial_json", "partial_json"),
-    "thinking_delta": ("thinking", "thinking"),
-    "signature_delta": ("signature", "signature"),
-}
-"""Delta type -> (the delta's field, the ``_Block`` list it is gathered in)."""
-
-
-def _anthropic_payloads(chunks: Iterable[bytes]) -> list[tuple[str | None, Any]]:
-    """(type, payload) of each event of an Anthropic SSE stream; the payload None when its data
-    is not JSON. The type is the payload's own, else the ``event:`` line's."""
-    names, datas = _named_datas(b"".join(chunks))
-    try:
-        payloads: list[Any] = orjson.loads(b"[" + b",".join(datas) + b"]")
-    except orjson.JSONDecodeError:
-        payloads = [_load(data) for data in datas]
-    typed: list[tuple[str | None, Any]] = []
-    for name, payload in zip(names, payloads, strict=True):
-        kind = payload.get("type") if isinstance(payload, dict) else None
-        typed.append((kind if isinstance(kind, str) else name, payload))
-    return typed
-
-
-def _named_datas(raw: bytes) -> tuple[list[str | None], list[bytes]]:
-    """The event names and data of an SSE stream; fast for Anthropic's usual
-    ``event: NAME\ndata: JSON\n\n`` events, the general framing otherwise."""
-    if raw.endswith(b"\n\n") and b"\r" not in raw:
-        names: list[str | None] = []
-        datas: list[bytes] = []
-        for block in raw[:-2].split(b"\n\n"):
-            head, _, data = block.partition(b"\n")
-            if not head.startswith(b"event: ") or not data.startswith(b"data: ") or b"\n" in data:
-                break
-            names.append(head[7:].decode("utf-8", "replace"))
-            datas.append(data[6:])
-        else:
-            return names, datas
-    events = list(_frame(raw))
-    return [name for name, _ in events], [data for _, data in events]
-
-
-def _block_of(blocks: dict[int, _Block], payload: dict[str, Any]) -> _Block | None:
-    index = payload.get("index")
-    return blocks.get(index) if isinstance(index, int) else None
-
-
-def _finish_block(index: int, block: _Block, notes: list[str]) -> dict[str, Any]:
-    content = block.block
-    kind = content.get("type")
-    if block.texts is not None:
-        content["text"] = str(content.get("text") or "") + "".join(block.texts)
-    if block.thinking is not None:
-        content["thinking"] = str(content.get("thinking") or "") + "".join(block.thinking)
-    if block.signature is not None:
-        content["signature"] = block.signature[-1]  # sent whole, in one delta
-    if block.partial_json is not None:
-        joined = "".join(block.partial_json)
-        if joined.strip():
-            try:
-                content["input"] = orjson.loads(joined)
-            except orjson.JSONDecodeError:
-                content["input"] = joined
-                notes.append(f"content block {index} ({kind}): its input is not JSON, kept as text")
-    return content
-
-
-def assemble_anthropic(chunks: Iterable[bytes]) -> Assembled:
-    """The Anthropic ``Message`` of a streamed Messages API answer, or what arrived of it.
-
-    ``message_start`` gives the message; each content block is its ``content_block_start``'s
-    block with its deltas applied (``text_delta`` text, ``thinking_delta`` and
-    ``signature_delta`` for thinking, ``input_json_delta`` fragments joined and parsed into
-    ``input``; fragments that do not parse are kept as the string, with a note);
-    ``message_delta`` sets ``stop_reason``/``stop_sequence`` (and any other field it carries)
-    and updates the usage (its counts are cumulative totals, and overwrite). Without
-    ``message_stop``, or with an ``error`` event, ``complete`` is False and the note says why.
-    """
-    message: dict[str, Any] = {}
-    usage: dict[str, Any] = {}
-    blocks: dict[int, _Block] = {}
-    error: Any = None
-    stopped = False
-    unparsable = 0
-    notes: list[str] = []
-    typed = _anthropic_payloads(chunks)
-    for kind, payload in typed:
-        if not isinstance(payload, dict):
-            unparsable += 1
-            continue
-        if kind == "content_block_delta":
-            block = _block_of(blocks, payload)
-            delta = payload.get("delta")
-            if block is None or not isinstance(delta, dict):
-                continue
-            delta_type = delta.get("type")
-            gathered = _BLOCK_DELTAS.get(delta_type) if isinstance(delta_type, str) else None
-            if gathered is None:
-                if delta_type == "citations_delta" and "citation" in delta:
-                    block.block.setdefault("citations", []).append(delta["citation"])
-                continue
-            field_name, attribute = gathered
-            value = delta.get(field_name)
-            if isinstance(value, str):
-                parts = getattr(block, attribute)
-                if parts is None:
-                    setattr(block, attribute, [value])
-                else:
-                    parts.append(value)
-        elif kind == "content_block_start":
-            index = payload.get("index")
-            content = payload.get("content_block")
-            if isinstance(index, int) and isinstance(content, dict):
-                blocks[index] = _Block(dict(content))
-        elif kind == "message_start":
-            start = payload.get("message")
-            if isinstance(start, dict):
-                message = dict(start)
-                if isinstance(start.get("usage"), dict):
-                    usage.update(start["usage"])
-        elif kind == "message_delta":
-            delta = payload.get("delta")
-            if isinstance(delta, dict):
-                for key, value in delta.items():
-                    if value is not None or key in ("stop_reason", "stop_sequence"):
-                        message[key] = value
-            if isinstance(payload.get("usage"), dict):
-                usage.update({k: v for k, v in payload["usage"].items() if v is not None})
-        elif kind == "message_stop":
-            stopped = True
-        elif kind == "error":
-            error = payload.get("error", payload)
-    message.setdefault("type", "message")
-    message.setdefault("role", "assistant")
-    message["content"] = [_finish_block(i, blocks[i], notes) for i in sorted(blocks)]
-    if usage:
-        message["usage"] = usage
-    complete = True
-    if error is not None:
-        message["error"] = error
-        notes.insert(0, f"upstream error event in stream: {_error_message(error)}")
-        complete = False
-    elif not stopped:
-        notes.insert(0, f"stream cut: ended before message_stop after {len(typed)} events")
-        complete = False
-    if unparsable:
-        notes.append(f"{unparsable} stream events were not JSON objects")
-    return Assembled(
-        message,
-        parse_anthropic_usage(usage),
-        anthropic_finish_reason(message.get("stop_reason")),
-        _str(message.get("model")),
-        complete,
-        "; ".join(notes) or None,
-    )
 
 
 def assemble_stream(

@@ -31,9 +31,10 @@ from typing import Any
 
 import orjson
 
-from capture.assemble import Assembled, assemble_stream, summarize
+from capture.assemble import assemble_stream, summarize
 from capture.config import CaptureSettings
 from capture.content import CONTENT_KEY, FLAG, Cutter, Parts, substitute
+from capture.events import Assembled
 from capture.pricing import PriceTable
 from capture.record import CallRecord
 from capture.redaction import ALL_KINDS, Redactor

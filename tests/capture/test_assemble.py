@@ -8,10 +8,10 @@ from capture.assemble import (
     assemble_completions,
     assemble_responses,
     assemble_stream,
-    parse_events,
     parse_usage,
     summarize,
 )
+from capture.events import parse_events
 from tests.capture.factories import (
     chat_chunk,
     chat_text_stream,

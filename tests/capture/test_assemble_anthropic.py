@@ -15,13 +15,9 @@ import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
 
-from capture.assemble import (
-    Usage,
-    assemble_anthropic,
-    assemble_stream,
-    parse_usage,
-    summarize,
-)
+from capture.assemble import assemble_stream, parse_usage, summarize
+from capture.assemble_anthropic import assemble_anthropic
+from capture.events import Usage
 from tests.capture.factories import (
     TOOL_ANSWER,
     anthropic_events,
