@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from bench import capture_size, run
+from bench import capture_size, capture_workload, run
 from bench.report import Results, machine, render, to_json
 from tests.capture_support import PG_ADMIN_URL, postgres_unreachable
 
@@ -14,9 +14,9 @@ RECORDS = 240
 
 
 def test_the_workload_is_seeded_and_shaped_as_the_issue_says() -> None:
-    first = capture_size.make_workload(RECORDS, seed=3)
-    again = capture_size.make_workload(RECORDS, seed=3)
-    other = capture_size.make_workload(RECORDS, seed=4)
+    first = capture_workload.make_workload(RECORDS, seed=3)
+    again = capture_workload.make_workload(RECORDS, seed=3)
+    other = capture_workload.make_workload(RECORDS, seed=4)
     assert [r.request_body for r in first] == [r.request_body for r in again]
     assert [r.request_body for r in first] != [r.request_body for r in other]
     assert [r.started_at for r in first] == sorted(r.started_at for r in first)
@@ -34,19 +34,19 @@ def test_the_workload_is_seeded_and_shaped_as_the_issue_says() -> None:
         else:
             system, messages = body["messages"][0]["content"], body["messages"][1:]
         systems.add(system)
-        assert 900 <= len(system) // capture_size.CHARS_PER_TOKEN <= 3300
+        assert 900 <= len(system) // capture_workload.CHARS_PER_TOKEN <= 3300
         users = [m for m in messages if m["role"] == "user"]
         assert len(users) == len(messages) // 2 + 1
         conversations += len(users) > 1
         if record.stream_chunks is not None:
             assert record.response_body is None and len(record.stream_chunks) > 1
-    assert len(systems) == len(capture_size.FEATURES)
+    assert len(systems) == len(capture_workload.FEATURES)
     assert conversations > RECORDS // 10
 
 
 def test_the_repeated_share_counts_parts_seen_before() -> None:
-    records = capture_size.make_workload(RECORDS)
-    stats = capture_size.workload_stats(records)
+    records = capture_workload.make_workload(RECORDS)
+    stats = capture_workload.workload_stats(records)
     assert stats["records"] == RECORDS
     assert 0.5 < stats["repeated_share_of_request"] < 1
     assert stats["whole_json_bytes_per_call"] > stats["request_bytes_per_call"]
@@ -57,9 +57,9 @@ def test_the_repeated_share_counts_parts_seen_before() -> None:
     )
     assert stats["prepare_cpu_us_per_record"] > 0
     # One call alone repeats nothing; the same call twice repeats all its large parts.
-    one = capture_size.workload_stats(records[:1])
+    one = capture_workload.workload_stats(records[:1])
     assert one["repeated_request_bytes_per_call"] == 0
-    twice = capture_size.workload_stats([records[0], records[0]])
+    twice = capture_workload.workload_stats([records[0], records[0]])
     assert twice["repeated_share_of_request"] > 0.4
 
 
