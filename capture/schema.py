@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -218,11 +219,13 @@ rollouts = Table(
     Column("state", json_type(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("abort", Text),
 )
 """One rollout per route (``autopilot.controller``): its state as plain JSON (configuration,
 each slice's stage and the numbers of its sequential tests), so a restarted controller carries
 on; ``status`` (running, promoted, rolled_back, aborted, gave_up) for listing without parsing.
-A new rollout of the same route replaces the row; its decisions stay."""
+A new rollout of the same route replaces the row; its decisions stay. ``abort`` holds an abort
+asked for (admin API, CLI) on any replica, with why, until the controller acts on it."""
 
 rollout_decisions = Table(
     "rollout_decisions",
@@ -246,6 +249,35 @@ rollout_decisions = Table(
 )
 """Every decision of every rollout, with its evidence (each gate's verdict, statistic, bounds,
 alphas and sample sizes; the costs per call): the dashboard's timeline and the audit trail."""
+
+judgements = Table(
+    "judgements",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("route", String(NAME_LENGTH), nullable=False),
+    Column("slice", String(SLICE_LENGTH), nullable=False),
+    Column("incumbent_call", String(ID_LENGTH), nullable=False),
+    Column("candidate_call", String(ID_LENGTH), nullable=False),
+    Column("incumbent", String(NAME_LENGTH), nullable=False),
+    Column("candidate", String(NAME_LENGTH), nullable=False),
+    Column("verdict", String(20)),
+    Column("judge_calls", json_type()),
+    Column("checks", json_type()),
+    Column("reason", Text),
+    UniqueConstraint("incumbent_call", "candidate_call", name="uq_judgements_pair"),
+    Index("ix_judgements_route_id", "route", "id"),
+)
+"""One judged pair of a rollout: the incumbent's and the candidate's answers to the same request
+(a shadow copy or a counterfactual teacher call, linked by the calls' ids, no foreign keys: calls
+are written in batches and pruned by time), the verdict from the candidate's side (``win``,
+``tie``, ``loss``, or NULL when the judge gave none), the judge calls' ids, and each side's
+deterministic check results. The controller reads them by ``id`` since its last look."""
 
 leases = Table(
     "leases",

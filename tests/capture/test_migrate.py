@@ -142,8 +142,8 @@ def test_the_migrations_ship_as_packages() -> None:
 DIALECT_COLUMNS = ("dialect", "upstream_api", "cache_write_tokens", "normalized")
 
 
-def test_head_is_0007() -> None:
-    assert head() == "0007"
+def test_head_is_0008() -> None:
+    assert head() == "0008"
 
 
 def _columns(url: str) -> set[str]:
