@@ -105,3 +105,45 @@ def totals(lines: Iterable[LedgerLine]) -> dict[str, dict[str, float]]:
         for name in money:
             t[name] += getattr(line, name)
     return out
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What moving ``share`` of a route's traffic to the candidate would save, from its shadow
+    copies: the same requests, priced at the candidate's real cost and at the incumbent's price
+    for the same tokens."""
+
+    route: str
+    share: float
+    calls_per_day: float
+    """The route's live calls per day over the window the projection was made from."""
+    sample_calls: int
+    """Priced shadow copies the per-call figures come from (0: no projection can be made)."""
+    candidate_cost_per_call_usd: float | None
+    incumbent_cost_per_call_usd: float | None
+    savings_per_day_usd: float | None
+    """None when there is nothing priced to project from (unknown, never 0)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def project(
+    route: str,
+    shadow: UsageSums | None,
+    incumbent: Price,
+    calls_per_day: float,
+    share: float,
+) -> Projection:
+    """Savings per day at ``share``: (incumbent's price - candidate's cost) per call, over the
+    candidate's priced shadow copies, times the calls it would answer per day."""
+    if not 0.0 <= share <= 1.0 or not calls_per_day >= 0.0:
+        raise ValueError("share must lie in [0, 1] and calls_per_day be >= 0")
+    priced = (shadow.calls - shadow.unpriced) if shadow is not None else 0
+    if shadow is None or priced <= 0:
+        return Projection(route, share, calls_per_day, 0, None, None, None)
+    spent = shadow.cost_usd / priced
+    would = incumbent_cost(incumbent, shadow) / priced
+    return Projection(
+        route, share, calls_per_day, priced, spent, would, (would - spent) * calls_per_day * share
+    )
