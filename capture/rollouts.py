@@ -83,6 +83,42 @@ class RolloutTable:
             if rows:
                 await connection.execute(rollout_decisions.insert(), rows)
 
+    async def load_all(self) -> dict[str, dict[str, Any]]:
+        """Every route's rollout state, by route."""
+        query = sa.select(rollouts.c.route, rollouts.c.state).order_by(rollouts.c.route)
+        async with self.engine.connect() as connection:
+            return {r.route: dict(r.state) for r in await connection.execute(query)}
+
+    async def request_abort(self, route: str, reason: str, running: str = "running") -> bool:
+        """Ask for the route's rollout to be aborted, with why (any replica may ask; the
+        controller's holder acts on it at its next look). False when the route has no rollout
+        whose status is ``running``."""
+        c = rollouts.c
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                rollouts.update()
+                .where(c.route == route[:NAME_LENGTH], c.status == running)
+                .values(abort=reason)
+            )
+        return bool(result.rowcount)
+
+    async def pending_abort(self, route: str) -> str | None:
+        """The abort asked for the route's rollout and not yet acted on (its reason), or None."""
+        query = sa.select(rollouts.c.abort).where(rollouts.c.route == route[:NAME_LENGTH])
+        async with self.engine.connect() as connection:
+            reason: str | None = (await connection.execute(query)).scalar_one_or_none()
+        return reason
+
+    async def clear_abort(self, route: str, reason: str | None = None) -> None:
+        """Forget the route's pending abort (the controller acted on it, or a new rollout
+        started); with ``reason``, only if it is still that one (a newer ask stays)."""
+        c = rollouts.c
+        where = [c.route == route[:NAME_LENGTH]]
+        if reason is not None:
+            where.append(c.abort == reason)
+        async with self.engine.begin() as connection:
+            await connection.execute(rollouts.update().where(*where).values(abort=None))
+
     async def delete(self, route: str) -> bool:
         """Forget a route's rollout state (its decisions stay, for the record)."""
         async with self.engine.begin() as connection:

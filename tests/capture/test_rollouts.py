@@ -101,3 +101,31 @@ def test_state_and_decisions_survive_a_restart(database_url: str) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def test_an_abort_is_asked_for_a_running_rollout_and_kept_until_cleared(
+    database_url: str,
+) -> None:
+    async def run() -> None:
+        engine = create_engine(database_url)
+        try:
+            table = RolloutTable(engine)
+            assert not await table.request_abort("support", "no rollout")  # nothing to abort
+            await table.save("support", {"n": 1}, "running", [])
+            assert await table.pending_abort("support") is None
+            assert await table.request_abort("support", "bad answers")
+            assert await table.pending_abort("support") == "bad answers"
+            await table.save("support", {"n": 2}, "running", [])  # a look keeps the ask
+            assert await table.pending_abort("support") == "bad answers"
+            assert await table.request_abort("support", "worse answers")
+            await table.clear_abort("support", "bad answers")  # a newer ask stays
+            assert await table.pending_abort("support") == "worse answers"
+            await table.clear_abort("support")
+            assert await table.pending_abort("support") is None
+            await table.save("support", {"n": 3}, "aborted", [])
+            assert not await table.request_abort("support", "again")  # finished: nothing
+            assert await table.load_all() == {"support": {"n": 3}}
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
