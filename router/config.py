@@ -119,6 +119,46 @@ class ShadowConfig(_Strict):
 
     variant: str
     sample: float = Field(default=1.0, ge=0, le=1)
+    live: bool = False
+    """Whether ``variant`` also answers its own share (its weight) of live calls; copies are made
+    only of the calls another variant answers. Off: the shadow variant answers copies only,
+    whatever its weight. A rollout turns it on: its weights decide every variant's share."""
+
+
+class SliceRouting(_Strict):
+    """The split of one slice of a route's calls: those whose tags hold every ``match`` pair
+    (``x-gateway-tags``, or the body's OpenAI ``metadata``) go by these weights instead of the
+    variants' own. The first slice that matches wins; one variant at a weight above 0 pins the
+    slice to it. Variants not named get nothing of the slice."""
+
+    match: dict[str, str] = Field(min_length=1)
+    weights: dict[str, int] = Field(min_length=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _some_weight(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(w < 0 for w in value.values()):
+            raise ValueError("slice weights must be >= 0")
+        if not any(w > 0 for w in value.values()):
+            raise ValueError("a slice needs at least one variant with a weight above 0")
+        return value
+
+
+class CounterfactualConfig(_Strict):
+    """Once the candidate ``of`` answers live calls, copy a ``sample`` of the calls it answers to
+    ``variant`` (the incumbent) in the background, as a shadow copy marked
+    ``gateway.purpose=counterfactual``, so judged pairs keep coming. Unlike ``shadow``,
+    ``variant`` keeps its own live share."""
+
+    of: str
+    variant: str
+    sample: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _differ(self) -> CounterfactualConfig:
+        if self.of == self.variant:
+            raise ValueError("counterfactual: `of` and `variant` must differ")
+        return self
 
 
 class CacheConfig(_Strict):
@@ -140,6 +180,9 @@ class RouteConfig(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     """Variants tried, in order, when the chosen one fails before its first byte."""
     shadow: ShadowConfig | None = None
+    slices: list[SliceRouting] = Field(default_factory=list)
+    """Per-slice splits, tried in order before the variants' own weights."""
+    counterfactual: CounterfactualConfig | None = None
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
     capture: bool = True
@@ -150,18 +193,34 @@ class RouteConfig(_Strict):
     """What is redacted before this route's calls are stored; the capture setting when unset,
     ``[]`` for nothing."""
 
+    def answers_copies_only(self) -> str | None:
+        """The shadow variant when it takes no live share (``shadow.live`` off), else None."""
+        return self.shadow.variant if self.shadow is not None and not self.shadow.live else None
+
     @model_validator(mode="after")
     def _consistent(self) -> RouteConfig:
-        if self.shadow is None and not any(v.weight > 0 for v in self.variants.values()):
+        known = ", ".join(self.variants)
+        named = [*self.fallbacks, *([self.shadow.variant] if self.shadow else [])]
+        if self.counterfactual is not None:
+            named += [self.counterfactual.of, self.counterfactual.variant]
+        for routing in self.slices:
+            named += list(routing.weights)
+        for name in named:
+            if name not in self.variants:
+                raise ValueError(f"unknown variant {name!r} (this route has: {known})")
+        copies_only = self.answers_copies_only()
+        if copies_only is None and not any(v.weight > 0 for v in self.variants.values()):
             raise ValueError("at least one variant needs a weight above 0")
-        if self.shadow is not None and not any(
-            v.weight > 0 for name, v in self.variants.items() if name != self.shadow.variant
+        if copies_only is not None and not any(
+            v.weight > 0 for name, v in self.variants.items() if name != copies_only
         ):
             raise ValueError("at least one variant besides the shadow needs a weight above 0")
-        for name in [*self.fallbacks, *([self.shadow.variant] if self.shadow else [])]:
-            if name not in self.variants:
-                known = ", ".join(self.variants)
-                raise ValueError(f"unknown variant {name!r} (this route has: {known})")
+        for routing in self.slices:
+            if not any(w > 0 for name, w in routing.weights.items() if name != copies_only):
+                raise ValueError(
+                    f"slice {routing.match}: at least one variant besides the shadow "
+                    f"({copies_only}) needs a weight above 0 (or set shadow.live)"
+                )
         return self
 
 

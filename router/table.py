@@ -1,4 +1,11 @@
-"""The route table and the routing decision: pure, no I/O."""
+"""The route table and the routing decision: pure, no I/O.
+
+A route splits its calls by its variants' weights; a route with ``slices`` first looks for the
+first slice whose ``match`` pairs the call's tags all hold and splits by that slice's weights
+(sticky users stay put within a slice's weights, by the same rendezvous hash). A route with
+``counterfactual`` copies a sample of the calls its candidate answers to the incumbent. Routes
+without slices pay nothing for them: the decision is the same code as before, behind one ``if``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,17 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from router.config import BreakerConfig, RetryConfig, RouteConfig, ShadowConfig
+from router.config import (
+    BreakerConfig,
+    CounterfactualConfig,
+    RetryConfig,
+    RouteConfig,
+    ShadowConfig,
+)
 from router.sticky import pick
+
+COUNTERFACTUAL = "counterfactual"
+"""``Plan.shadow_purpose`` of a counterfactual copy."""
 
 
 class UnknownVariant(LookupError):
@@ -34,9 +50,37 @@ class Plan:
     primary: Decision
     fallbacks: tuple[Decision, ...]
     shadow: Decision | None
+    shadow_purpose: str | None = None
+    """``COUNTERFACTUAL`` when the shadow is the route's counterfactual copy, else None."""
 
     def chain(self) -> tuple[Decision, ...]:
         return (self.primary, *self.fallbacks)
+
+
+class _Split:
+    """One way of dividing calls between variants: by weight, or by the user's hash."""
+
+    __slots__ = ("active", "cumulative", "single", "total")
+
+    def __init__(
+        self, active: tuple[tuple[str, int], ...], decisions: Mapping[str, Decision]
+    ) -> None:
+        self.active = active
+        self.cumulative: list[tuple[int, Decision]] = []
+        total = 0
+        for vname, weight in active:
+            total += weight
+            self.cumulative.append((total, decisions[vname]))
+        self.total = total
+        self.single = decisions[active[0][0]] if len(active) == 1 else None
+
+
+class _Slice:
+    __slots__ = ("match", "split")
+
+    def __init__(self, match: tuple[tuple[str, str], ...], split: _Split) -> None:
+        self.match = match
+        self.split = split
 
 
 class Route:
@@ -47,11 +91,13 @@ class Route:
         "_cumulative",
         "_fallbacks",
         "_single",
+        "_slices",
         "_total",
         "breaker",
         "cache",
         "capture",
         "config",
+        "counterfactual",
         "decisions",
         "name",
         "redact",
@@ -67,22 +113,30 @@ class Route:
             vname: Decision(name, vname, v.provider, v.model, v.timeout, v.max_tokens)
             for vname, v in config.variants.items()
         }
-        shadow_name = config.shadow.variant if config.shadow else None
-        # The shadow variant only ever answers copies, so it takes no share of the live traffic.
+        # A shadow variant (unless ``shadow.live``) only ever answers copies, so it takes no share
+        # of the live traffic.
+        copies_only = config.answers_copies_only()
         self._active = tuple(
             (vname, v.weight)
             for vname, v in config.variants.items()
-            if v.weight > 0 and vname != shadow_name
+            if v.weight > 0 and vname != copies_only
         )
         if not self._active:
             raise ValueError(f"route {name!r} has no variant with a weight above 0")
-        self._cumulative: list[tuple[int, Decision]] = []
-        total = 0
-        for vname, weight in self._active:
-            total += weight
-            self._cumulative.append((total, self.decisions[vname]))
-        self._total = total
-        self._single = self.decisions[self._active[0][0]] if len(self._active) == 1 else None
+        default = _Split(self._active, self.decisions)
+        self._cumulative = default.cumulative
+        self._total = default.total
+        self._single = default.single
+        slices: list[_Slice] = []
+        for routing in config.slices:
+            active = tuple(
+                (vname, w) for vname, w in routing.weights.items() if w > 0 and vname != copies_only
+            )
+            if not active:
+                raise ValueError(f"route {name!r}: slice {routing.match} has no live variant")
+            slices.append(_Slice(tuple(routing.match.items()), _Split(active, self.decisions)))
+        self._slices = tuple(slices)
+        self.counterfactual: CounterfactualConfig | None = config.counterfactual
         self._fallbacks = tuple(self.decisions[f] for f in config.fallbacks)
         self.sticky = config.sticky == "user"
         self.shadow: ShadowConfig | None = config.shadow
@@ -104,19 +158,55 @@ class Route:
                 return decision
         raise AssertionError("unreachable: point below total weight")
 
+    @property
+    def has_slices(self) -> bool:
+        """Whether the decision reads the call's tags (the caller parses them only then)."""
+        return bool(self._slices)
+
+    def slice_of(self, tags: Mapping[str, str]) -> int | None:
+        """The index of the first slice whose match the tags hold, or None (default weights)."""
+        for index, routing in enumerate(self._slices):
+            if all(tags.get(key) == value for key, value in routing.match):
+                return index
+        return None
+
+    def _choose_in(self, split: _Split, user: str | None, rng: random.Random | None) -> Decision:
+        if split.single is not None:
+            return split.single
+        if self.sticky and user:
+            return self.decisions[pick(self.name, user, split.active)]
+        point = (rng or random).randrange(split.total)
+        for bound, decision in split.cumulative:
+            if point < bound:
+                return decision
+        raise AssertionError("unreachable: point below total weight")
+
     def plan(
         self,
         user: str | None = None,
         forced: str | None = None,
         rng: random.Random | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Plan:
         if forced is not None:
             primary = self.decisions.get(forced)
             if primary is None:
                 raise UnknownVariant(forced)
+        elif self._slices and tags:
+            index = self.slice_of(tags)
+            if index is None:
+                primary = self.choose(user, rng)
+            else:
+                primary = self._choose_in(self._slices[index].split, user, rng)
         else:
             primary = self.choose(user, rng)
         fallbacks = tuple(d for d in self._fallbacks if d is not primary)
+        counterfactual = self.counterfactual
+        if counterfactual is not None and counterfactual.of == primary.variant:
+            sample = counterfactual.sample
+            if sample >= 1.0 or (sample > 0.0 and (rng or random).random() < sample):
+                copy = self.decisions[counterfactual.variant]
+                return Plan(primary, fallbacks, copy, COUNTERFACTUAL)
         shadow = None
         if self.shadow is not None and self.shadow.variant != primary.variant:
             sample = self.shadow.sample
