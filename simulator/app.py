@@ -18,6 +18,9 @@ POST /inference/v1/chat/completions|completions   fireworks.py (Fireworks' infer
 GET  /_sim/health             {"ok": true}
 GET  /_sim/requests           the last 200 /v1 requests, oldest first
 DELETE /_sim/requests         forget them
+POST /_sim/quality            {"model", "quality", "match"}: a model's quality on a slice, from now
+GET  /_sim/quality            the quality rules in force; DELETE /_sim/quality forgets them
+                              (slices.py; a profile's ``quality_rules`` are the first ones)
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from simulator.finetune import add_finetune_routes, fine_tuned_models
 from simulator.fireworks import add_fireworks_routes
 from simulator.profile import BUILTIN_PROFILE, Profile
 from simulator.responses import responses
+from simulator.slices import add_quality_routes
 from simulator.together import add_together_routes
 from simulator.vllm import add_vllm_routes, loaded_adapters
 from simulator.wire import json_response
@@ -95,7 +99,8 @@ async def clear_requests(request: web.Request) -> web.Response:
 def create_app(profile: Profile | None = None) -> web.Application:
     """The simulator as an aiohttp application; the built-in profile when none is given."""
     app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[shaped_errors])
-    app[STATE] = Simulator(profile if profile is not None else BUILTIN_PROFILE)
+    profile = profile if profile is not None else BUILTIN_PROFILE
+    app[STATE] = Simulator(profile)
     router = app.router
     router.add_post("/v1/chat/completions", chat_completions)
     router.add_post("/v1/completions", completions)
@@ -114,4 +119,5 @@ def create_app(profile: Profile | None = None) -> web.Application:
     router.add_get("/_sim/health", health, allow_head=False)
     router.add_get("/_sim/requests", recorded_requests, allow_head=False)
     router.add_delete("/_sim/requests", clear_requests)
+    add_quality_routes(app, profile.quality_rules)
     return app

@@ -20,6 +20,7 @@ from simulator.content import (
 )
 from simulator.exchange import Call, begin, respond
 from simulator.quality import defective, degrade, judged
+from simulator.slices import RULES
 from simulator.streaming import interleave, stream_events
 from simulator.tokens import count_prompt, split_tokens
 from simulator.wire import (
@@ -172,7 +173,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 replies.append(json_reply(rng, cap, schema))
         else:
             replies.append(text_reply(rng, cap))
-    quality = call.latency.quality
+    quality = request.app[RULES].quality(call.model, messages, call.latency.quality)
     if quality < 1.0:
         replies = [
             degrade(reply, as_json) if defective(seed, index, quality) else reply

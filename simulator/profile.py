@@ -60,10 +60,29 @@ class FaultRule(_Strict):
         return str(value) if isinstance(value, int) else value
 
 
+class QualityRule(_Strict):
+    """From now on (or from the start, in a profile), the answers of models matching ``model``
+    (an fnmatch glob; a plain name matches itself) to requests whose text contains ``match``
+    (every request when None) have this ``quality`` (`Latency.quality`). Among the rules that
+    match a request the latest wins (``simulator.slices``)."""
+
+    model: str = Field(min_length=1)
+    quality: float = Field(ge=0, le=1, strict=True)
+    match: str | None = Field(default=None, min_length=1)
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _whole_numbers_too(cls, value: Any) -> Any:
+        # Strict: no "0.5" strings and no booleans, but 0 and 1 are numbers like 0.5.
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class Profile(_Strict):
     default: Latency = Latency()
     models: dict[str, Latency] = Field(default_factory=dict)
     faults: list[FaultRule] = Field(default_factory=list)
+    quality_rules: list[QualityRule] = Field(default_factory=list)
+    """Per-slice quality from the start; ``POST /_sim/quality`` adds more at run time."""
     seed: int = 0
     """Seeds the draws that decide whether a fault with rate < 1 fires."""
 
