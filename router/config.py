@@ -161,6 +161,51 @@ class CounterfactualConfig(_Strict):
         return self
 
 
+class RolloutGates(_Strict):
+    """What each stage of a rollout asks of the candidate (``autopilot.gates.StageGates``; the
+    defaults are the same, and a test keeps them so). Margins are on [0, 1] scales."""
+
+    quality_margin: float = Field(default=0.05, ge=0, lt=0.5)
+    """The judge's win rate (ties as halves) must stay >= 0.5 - this."""
+    error_margin: float | None = Field(default=0.03, ge=0, le=1)
+    feedback_margin: float | None = Field(default=None, ge=0, le=1)
+    feedback_range: tuple[float, float] = (0.0, 1.0)
+    latency_p95_ms: float | None = Field(default=None, gt=0)
+    ttft_p95_ms: float | None = Field(default=None, gt=0)
+    latency_quantile: float = Field(default=0.95, gt=0, lt=1)
+    max_cost_ratio: float | None = Field(default=1.0, gt=0)
+    watch_window: int | None = Field(default=2000, ge=1)
+    min_samples: int = Field(default=200, ge=1)
+    min_dwell_s: float = Field(default=0.0, ge=0)
+    max_duration_s: float | None = Field(default=None, gt=0)
+    """None: a stage may last forever."""
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    alpha_rollback: float = Field(default=0.05, gt=0, lt=1)
+
+
+class RouteRollout(_Strict):
+    """A rollout of ``candidate`` on this route (``autopilot.controller.RolloutConfig`` without
+    the route), started once when the gateway first sees it; never restarted once finished."""
+
+    candidate: str
+    incumbent: str | None = None
+    """The variant with the largest weight when unset."""
+    stages: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.25, 0.5], min_length=1)
+    target: float = Field(default=0.9, ge=0, le=1)
+    holdout: float = Field(default=0.1, ge=0, lt=1)
+    shadow_sample: float = Field(default=0.2, ge=0, le=1)
+    slice_keys: list[str] = Field(default_factory=list)
+    max_slices: int = Field(default=1, ge=1)
+    retries: int = Field(default=0, ge=0)
+    gates: RolloutGates = RolloutGates()
+
+    def incumbent_in(self, variants: dict[str, VariantConfig]) -> str:
+        """The incumbent: as given, else the variant with the largest weight (first of ties)."""
+        if self.incumbent is not None:
+            return self.incumbent
+        return max(variants, key=lambda name: variants[name].weight)
+
+
 class CacheConfig(_Strict):
     """The response cache of a route (off unless the route has this section)."""
 
@@ -183,6 +228,8 @@ class RouteConfig(_Strict):
     slices: list[SliceRouting] = Field(default_factory=list)
     """Per-slice splits, tried in order before the variants' own weights."""
     counterfactual: CounterfactualConfig | None = None
+    rollout: RouteRollout | None = None
+    """A rollout of a candidate variant, moved by the gateway's autopilot."""
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
     capture: bool = True
@@ -205,6 +252,8 @@ class RouteConfig(_Strict):
             named += [self.counterfactual.of, self.counterfactual.variant]
         for routing in self.slices:
             named += list(routing.weights)
+        if self.rollout is not None:
+            named += [self.rollout.candidate, *filter(None, [self.rollout.incumbent])]
         for name in named:
             if name not in self.variants:
                 raise ValueError(f"unknown variant {name!r} (this route has: {known})")
