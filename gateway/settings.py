@@ -106,6 +106,42 @@ class RedisSettings(_Strict):
     false: every call waits for Redis's answer."""
 
 
+class AutopilotSettings(_Strict):
+    """The rollout controller (``routes.R.rollout``, ``/admin/routes/R/rollout``): how often it
+    looks, how pairs are judged, where decisions are posted. Runs with the capture database."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=5.0, gt=0, le=3600)
+    """Seconds between two looks at every rollout."""
+    lease_ttl_s: float = Field(default=15.0, gt=0)
+    """How long the deciding replica's lease lasts without renewal (renewed at every look)."""
+    judge_route: str | None = None
+    """The route that judges shadow and counterfactual pairs (through the gateway's own
+    routes); without it no pair is judged and the quality gate cannot pass."""
+    rubric: str | None = None
+    """The judge's instructions; the judge's built-in rubric when unset."""
+    judge_sample: float = Field(default=1.0, ge=0, le=1)
+    """The share of pairs that are judged."""
+    both_orders: bool = True
+    """Judge each pair in both orders (a verdict only when they agree, else a tie)."""
+    judge_concurrency: int = Field(default=4, ge=1, le=64)
+    judge_batch: int = Field(default=50, ge=1, le=10000)
+    """At most this many pairs judged per look."""
+    counterfactual_sample: float = Field(default=0.1, ge=0, le=1)
+    """Once the candidate answers live calls, the share of them also sent to the incumbent in
+    the background, so pairs keep coming."""
+    webhook_url: str | None = None
+    """Every decision is POSTed here as JSON (in the background, 5 s timeout)."""
+
+    @model_validator(mode="after")
+    def _http_webhook(self) -> AutopilotSettings:
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("webhook_url must start with http:// or https://")
+        return self
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     auth: Literal["none"] | KeyAuth
@@ -119,12 +155,15 @@ class Settings(_Strict):
     """Without it, limits and budgets hold per process."""
     capture: CaptureSettings = CaptureSettings()
     """Recording of calls (the store, sampling, redaction, the writer's queue)."""
+    autopilot: AutopilotSettings = AutopilotSettings()
+    """The rollout controller."""
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
         problems = check_references(self.providers, self.routes)
         if self.default_provider is not None and self.default_provider not in self.providers:
             problems.append(f"default_provider: unknown provider {self.default_provider!r}")
+        problems += _rollout_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -132,6 +171,26 @@ class Settings(_Strict):
     @property
     def passthrough_provider(self) -> str:
         return self.default_provider or next(iter(self.providers))
+
+
+def _rollout_problems(settings: Settings) -> list[str]:
+    """Every configured rollout checked as the controller will take it, and the judge route."""
+    problems: list[str] = []
+    judge = settings.autopilot.judge_route
+    if judge is not None and judge not in settings.routes:
+        known = ", ".join(settings.routes) or "none"
+        problems.append(f"autopilot.judge_route: unknown route {judge!r} (configured: {known})")
+    planned = {name: r for name, r in settings.routes.items() if r.rollout is not None}
+    if planned:
+        from gateway.rolloutplan import rollout_config  # numpy, only when a rollout is set
+
+        for name, route in planned.items():
+            assert route.rollout is not None
+            try:
+                rollout_config(name, route, route.rollout)
+            except ValueError as exc:
+                problems.append(f"routes.{name}.rollout: {exc}")
+    return problems
 
 
 def hash_key(key: str) -> str:
