@@ -125,16 +125,23 @@ def without_vectors(body: Any) -> Any:
     return body
 
 
+_MARK = "gateway."
+
+
 def merge_tags(
     header_tags: Mapping[str, str], request: Any, redactor: Redactor | None = None
 ) -> dict[str, str]:
     """``x-gateway-tags`` plus the body's OpenAI ``metadata``; the header wins a conflict. Keys
-    and values are redacted before they are cut to their length."""
+    and values are redacted before they are cut to their length. The ``gateway.*`` marks
+    (ledger.MARK_TAGS) come only from the header tags, which the gateway strips of a client's:
+    the body's are dropped, so a client cannot mark its own calls."""
     tags: dict[str, str] = {}
     metadata = request.get("metadata") if isinstance(request, dict) else None
     sources: list[Mapping[Any, Any]] = [header_tags]
     if isinstance(metadata, dict):
-        sources.append(metadata)
+        sources.append(
+            {k: v for k, v in metadata.items() if not (isinstance(k, str) and k.startswith(_MARK))}
+        )
     for source in sources:
         for key, value in source.items():
             if len(tags) >= MAX_TAGS:

@@ -1,8 +1,16 @@
-"""Gateway keys: checked on every /v1 call, kept only as sha256 digests, never forwarded."""
+"""Gateway keys: checked on every /v1 call, kept only as sha256 digests, never forwarded.
+
+Besides the configured and virtual keys there is the gateway's own: the internal client
+(gateway/internal.py) calls the /v1 routes in-process with a random per-process key. It counts
+only on requests that carry the `InternalKey` in their ASGI scope (``INTERNAL_SCOPE``), which only
+the in-process transport sets: the same key sent over the socket is refused like any unknown key.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,6 +39,33 @@ class Principal:
 
 ANONYMOUS = Principal(name="anonymous", key_digest=None, allow_variant_override=True)
 
+INTERNAL = Principal(name="gateway-internal", key_digest=None, allow_variant_override=True)
+"""The gateway's own calls (judges, counterfactuals): every route, no limits, and the only
+caller whose ``gateway.*`` tags are kept."""
+
+INTERNAL_SCOPE = "gateway.internal"
+"""The ASGI scope key under which the in-process transport puts the `InternalKey`."""
+
+
+class InternalKey:
+    """The per-process key of the internal client; only its digest is compared, never logged."""
+
+    __slots__ = ("_digest", "_token")
+
+    def __init__(self) -> None:
+        self._token = secrets.token_urlsafe(32)
+        self._digest = hashlib.sha256(self._token.encode()).digest()
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value that carries it."""
+        return f"Bearer {self._token}"
+
+    def matches(self, token: bytes) -> bool:
+        return hmac.compare_digest(hashlib.sha256(token).digest(), self._digest)
+
+    def __repr__(self) -> str:
+        return "InternalKey(...)"
+
 
 def principal_for(key: GatewayKey) -> Principal:
     return Principal(
@@ -58,8 +93,15 @@ class Authenticator:
                 principal = principal_for(key)
                 self._by_digest[principal.key_digest or ""] = principal
 
-    def authenticate(self, authorization: bytes | None) -> Principal:
-        """The caller behind an ``Authorization`` header value, or AuthenticationFailed."""
+    def authenticate(
+        self, authorization: bytes | None, internal: InternalKey | None = None
+    ) -> Principal:
+        """The caller behind an ``Authorization`` header value, or AuthenticationFailed;
+        ``internal``: the request came through the in-process transport (its scope's key)."""
+        if internal is not None and authorization:
+            scheme, _, token = authorization.partition(b" ")
+            if scheme.lower() == b"bearer" and internal.matches(token.strip()):
+                return INTERNAL
         if not self.required:
             if authorization and self._extra is not None:  # a virtual key brings its limits
                 _, _, token = authorization.partition(b" ")

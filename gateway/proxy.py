@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from capture.ledger import PURPOSE_TAG, ROLLOUT_TAG
+from gateway.auth import INTERNAL, INTERNAL_SCOPE
 from gateway.bodyread import BodyReader
 from gateway.cache import CachedAnswer, MemoryCache, ResponseCache, cache_key, cacheable
 from gateway.dialect import body_user, count_tokens, forwarded_headers, translate_answer
@@ -29,7 +31,7 @@ from gateway.limits import Limiter, LocalLimiter
 from gateway.passthrough import upstream_target
 from gateway.payload import UpstreamPayload, end_marker
 from gateway.ratelimits import ratelimit_headers, refusal
-from gateway.recording import Recorder
+from gateway.recording import Recorder, routing_tags, strip_marks
 from gateway.relay import (
     JSON,
     Call,
@@ -197,7 +199,11 @@ class Proxy:
         method: str = scope["method"]
         if path.startswith("/v1/messages"):
             call.dialect = "anthropic"  # errors from here on are in Anthropic's shape
-        principal = runtime.authenticator.authenticate(request.authorization)
+        principal = runtime.authenticator.authenticate(
+            request.authorization, scope.get(INTERNAL_SCOPE)
+        )
+        if request.tags is not None and "gateway." in request.tags and principal is not INTERNAL:
+            request.tags = strip_marks(request.tags)  # a client may not mark its own calls
         endpoint = ROUTED_ENDPOINTS.get(path) if method == "POST" else None
         if endpoint is None:
             if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
@@ -250,9 +256,12 @@ class Proxy:
         user = request.user
         if user is None:
             user = body_user(endpoint, body)
+        tags = None
+        if route.has_slices:  # only then are the call's tags read before it is answered
+            tags = routing_tags(request.tags, body if call.dialect == "openai" else None)
         try:
             # Without a user, stickiness falls back to the key (its digest is never stored).
-            plan = route.plan(user or principal.key_digest, request.variant)
+            plan = route.plan(user or principal.key_digest, request.variant, None, tags)
         except UnknownVariant:
             raise InvalidRequest(
                 f"Route `{route.name}` has no variant `{request.variant}` "
@@ -311,7 +320,12 @@ class Proxy:
         finally:
             # The shadow copy starts once the answer is out, so its work never delays it.
             if plan.shadow is not None:
-                self._launch_shadow(runtime, plan.shadow, payload, request, call, route.redact)
+                marks = None
+                if plan.shadow_purpose is not None:
+                    marks = {PURPOSE_TAG: plan.shadow_purpose, ROLLOUT_TAG: route.name}
+                self._launch_shadow(
+                    runtime, plan.shadow, payload, request, call, route.redact, marks
+                )
 
     def _launch_shadow(
         self,
@@ -321,6 +335,7 @@ class Proxy:
         request: _Request,
         call: Call,
         redact: tuple[str, ...] | None,
+        marks: dict[str, str] | None = None,
     ) -> None:
         upstream = runtime.upstreams[shadow.provider]
         try:
@@ -345,6 +360,7 @@ class Proxy:
                 record=call.capture,
                 user=call.user,
                 tags=request.tags,
+                marks=marks,
                 redact=redact,
                 dialect=call.dialect,
                 upstream_api=upstream.api,

@@ -40,6 +40,34 @@ def parse_tags(header: str | None) -> dict[str, str]:
     return tags
 
 
+MARK_PREFIX = "gateway."
+"""Tag keys the gateway sets on its own calls (``gateway.purpose``, ``gateway.rollout``: see
+capture/ledger.py); a client's are dropped so that it cannot mark its calls."""
+
+
+def strip_marks(header: str) -> str | None:
+    """``x-gateway-tags`` without the pairs whose key starts with ``gateway.``; None if empty."""
+    kept = [
+        pair
+        for pair in header.split(",")
+        if not pair.partition("=")[0].strip().startswith(MARK_PREFIX)
+    ]
+    return ",".join(kept) if any(p.strip() for p in kept) else None
+
+
+def routing_tags(header: str | None, body: object) -> dict[str, str]:
+    """A call's tags for routing: ``x-gateway-tags`` plus the string values of an OpenAI body's
+    ``metadata`` (the header wins a conflict, ``gateway.*`` keys of the body never count), as the
+    capture merges them."""
+    tags = parse_tags(header)
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            if isinstance(key, str) and isinstance(value, str) and not key.startswith(MARK_PREFIX):
+                tags.setdefault(key, value)
+    return tags
+
+
 class Recorder:
     def __init__(
         self,
@@ -230,7 +258,7 @@ class Recorder:
                 ttft_ms=result.ttft_ms,
                 upstream_ms=result.total_ms,
                 user_key=result.user,
-                tags=parse_tags(result.tags),
+                tags={**parse_tags(result.tags), **(result.marks or {})},
                 shadow_of=result.shadow_of,
                 redact=result.redact,
                 dialect=result.dialect,

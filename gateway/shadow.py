@@ -39,6 +39,8 @@ class ShadowResult:
     record: bool
     user: str | None = None
     tags: str | None = None
+    marks: dict[str, str] | None = None
+    """Tags the gateway adds to the copy's record (a counterfactual's ``gateway.*`` marks)."""
     redact: tuple[str, ...] | None = None
     query: str = ""
     dialect: str = "openai"
