@@ -4,7 +4,7 @@ Every filter becomes a WHERE condition, so the database does the selecting and o
 may be kept cross the wire. Defaults pick what a fine-tuning set wants: Chat Completions,
 Anthropic Messages and Responses API calls answered with status 200 and finish reason ``stop``
 or ``tool_calls`` (the capture gives Responses and Anthropic calls a chat-style one), no shadow
-copies.
+copies, never a judge's calls (tagged ``gateway.purpose=judge`` by the gateway).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, ScalarSelect, and_, func, or_, select, true
 
+from capture.ledger import JUDGE, PURPOSE_TAG
 from capture.retention import parse_duration
 from capture.schema import calls, feedback
 from exporter.errors import BadFilter
@@ -147,7 +148,12 @@ def conditions(filters: Filters) -> ColumnElement[bool]:
         if len(filters.endpoints) == 1
         else c.endpoint.in_(filters.endpoints)
     )
-    where: list[ColumnElement[bool]] = [endpoint, c.status == filters.status]
+    where: list[ColumnElement[bool]] = [
+        endpoint,
+        c.status == filters.status,
+        # a judge's calls (the autopilot's, marked by the gateway) are never training data
+        func.coalesce(c.tags[PURPOSE_TAG].as_string(), "") != JUDGE,
+    ]
     if filters.route is not None:
         where.append(c.route == filters.route)
     if filters.variant is not None:
