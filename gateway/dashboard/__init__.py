@@ -6,6 +6,8 @@
 - the rollup's tables and triggers live in ``capture.dashboard_rollup`` (migration 0003)
 - ``stats``: confidence intervals, Welch's t-test, Mann-Whitney U (standard library only)
 - ``report``: query results -> the JSON the page draws
+- ``rollouts``: each route's rollout (slices, gates now, the decisions) from the store
+- ``savings``: the savings ledger per route and day, the incumbent chosen and priced
 - ``access``: the admin key, as a bearer token for the API or a session cookie for the browser
 - ``routes``: ``build_dashboard(state)``, the FastAPI router
 - ``static/``: the page (HTML, CSS, JS) and the vendored chart library (uPlot)

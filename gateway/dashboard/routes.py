@@ -10,9 +10,12 @@
     GET  /dashboard/api/health       the capture writer's counters and the rows in the store
     GET  /dashboard/api/calls        the last calls, newest first, a page at a time
     GET  /dashboard/api/calls/{id}   one call with its request, response and feedback
+    GET  /dashboard/api/rollouts     every route's rollout: status, each slice's stage and share
+    GET  /dashboard/api/rollouts/{route}  one rollout: state, each slice's gates, its decisions
+    GET  /dashboard/api/savings      per route and day, what students saved (``savings``)
 
 The API takes the admin key as a bearer token or the session cookie; errors have OpenAI's
-shape. Window parameters (overview, timeseries, calls): ``window=15m|1h|24h|7d`` or
+shape. Window parameters (overview, timeseries, calls, savings): ``window=15m|1h|24h|7d`` or
 ``start``/``end`` (ISO 8601).
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import mimetypes
 import re
+import time
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
@@ -30,10 +34,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from capture.pricing import PriceTable
+from capture.rollouts import RolloutTable
 from capture.store import Store
 from capture.students import list_students
 from capture.writer import CaptureWriter
-from gateway.dashboard import queries
+from gateway.dashboard import queries, rollouts, savings
 from gateway.dashboard.access import COOKIE, SESSION_S, DashboardAccess
 from gateway.dashboard.report import Configured, build_overview, build_series
 from gateway.dashboard.window import Window, WindowError, parse_window
@@ -288,6 +294,37 @@ def build_dashboard(state: DashboardState) -> APIRouter:
             raise NotFound(f"No recorded call has the id `{call_id}`.", code="call_not_found")
         row["feedback"] = await state.store.feedback_for(normalised)
         return _json(row)
+
+    @api.get("/rollouts")
+    async def rollout_list() -> Response:
+        """Every route's rollout: status, incumbent, candidate, each slice's stage and share."""
+        return _json({"rollouts": await rollouts.list_view(RolloutTable(engine()))})
+
+    @api.get("/rollouts/{route:path}")
+    async def rollout_detail(route: str) -> Response:
+        """One route's rollout: its state, each slice's gates, and the timeline of decisions."""
+        view = await rollouts.detail_view(RolloutTable(engine()), route, time.time())
+        if view is None:
+            raise NotFound(f"The route `{route}` has no rollout.", code="rollout_not_found")
+        return _json(view)
+
+    @api.get("/savings")
+    async def savings_by_day(
+        window: str | None = None, start: str | None = None, end: str | None = None
+    ) -> Response:
+        """Per route and day: student calls and cost, the incumbent's price for the same
+        tokens, gross, the cost of evaluating (judge, counterfactual, shadow), net."""
+        span = _window(window, start, end)
+        table = RolloutTable(engine())
+        settings = state.manager.settings
+        body = await savings.build_savings(
+            table.engine,
+            settings.routes,
+            await rollouts.incumbents(table),
+            PriceTable(settings.capture.prices),
+            span,
+        )
+        return _json(body)
 
     router.include_router(api)
     return router
