@@ -54,6 +54,8 @@ class Controller:
         self.ttl_s = ttl_s
         self.holding = False
         """Whether the last look found this replica holding the lease."""
+        self.seen: dict[str, Rollout] = {}
+        """Each route's rollout as this replica's last look left it (holder only)."""
 
     async def start(self, config: RolloutConfig, now: float, cursor: Any = None) -> Rollout:
         """A new rollout of ``config.route`` (replacing a finished or running one), saved with
@@ -80,6 +82,7 @@ class Controller:
         if state is None:
             return None
         rollout = Rollout.from_state(state)
+        self.seen[route] = rollout
         if rollout.status in FINISHED:
             return []
         evidence, cursor = await gather(rollout.config, cursor_of(state))

@@ -22,6 +22,7 @@ from capture.writer import CaptureWriter, is_transient
 from gateway.admin import AdminDenied
 from gateway.errors import Conflict, GatewayError, NotFound, Unavailable, error_body
 from gateway.metrics import Metrics
+from gateway.rollouts import RolloutError
 from gateway.runtime import RuntimeManager
 
 log = logging.getLogger("gateway.api")
@@ -64,6 +65,10 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
 
     @api.exception_handler(AdminDenied)
     async def _admin_denied(request: Request, exc: AdminDenied) -> Response:
+        return _openai_error(exc.status, exc.message, code=exc.code)
+
+    @api.exception_handler(RolloutError)
+    async def _rollout_error(request: Request, exc: RolloutError) -> Response:
         return _openai_error(exc.status, exc.message, code=exc.code)
 
     @api.exception_handler(Exception)

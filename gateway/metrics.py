@@ -179,6 +179,33 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self.capture_store_up.set(1)
+        self.rollout_decisions = Counter(
+            "gateway_rollout_decisions",
+            "Rollout decisions by route, slice and action (start, advance, promote, rollback, "
+            "pin, give_up, abort).",
+            ("route", "slice", "action"),
+            registry=registry,
+        )
+        self.rollout_share = Gauge(
+            "gateway_rollout_share",
+            "The candidate's share of a rollout's slice of traffic (0 while shadowed or pinned).",
+            ("route", "slice"),
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.judge_verdicts = Counter(
+            "gateway_judge_verdicts",
+            "Judged pairs the rollout controller counted, by verdict (win, tie, loss from the "
+            "candidate's side).",
+            ("route", "verdict"),
+            registry=registry,
+        )
+        self.rollout_webhook = Counter(
+            "gateway_rollout_webhook_posts",
+            "Decisions posted to the autopilot's webhook, by outcome (ok, failed, dropped).",
+            ("outcome",),
+            registry=registry,
+        )
 
         self._fast = FastExposition(
             [value for value in vars(self).values() if isinstance(value, MetricWrapperBase)],

@@ -115,6 +115,8 @@ class AutopilotSettings(_Strict):
     """Seconds between two looks at every rollout."""
     lease_ttl_s: float = Field(default=15.0, gt=0)
     """How long the deciding replica's lease lasts without renewal (renewed at every look)."""
+    evidence_lag_s: float = Field(default=2.0, ge=0, le=600)
+    """Calls are read this long after they were made (the capture writer writes in batches)."""
     judge_route: str | None = None
     """The route that judges shadow and counterfactual pairs (through the gateway's own
     routes); without it no pair is judged and the quality gate cannot pass."""

@@ -1,0 +1,499 @@
+"""The rollout service: the autopilot's controller run by the gateway, off the hot path.
+
+Started in the app's lifespan when the capture database is configured, on every replica. Every
+``autopilot.interval_s`` it takes or renews the lease (Redis's when Redis is configured, else
+the database's) and, on the holder only:
+
+- starts each route's configured rollout (``routes.R.rollout``) that the store does not hold yet
+  (once: a finished rollout is never restarted from the configuration);
+- when it has just taken the lease (or after a restart), re-applies every rollout's current
+  shares, pins, shadow and counterfactual copies from the saved state, so routing follows the
+  state even on a replica that reads its file's weights (no Redis);
+- looks at every rollout (``autopilot.runner.Controller.look``): the evidence since the saved
+  cursor (``autopilot.evidence.EvidenceReader``), an abort asked on any replica
+  (``rollouts.abort``), the candidate's breaker; the decisions are applied through the gateway's
+  `RoutingActions` and shared (``flush``);
+- reports each decision: logged at INFO, counted in /metrics, posted to the webhook.
+A second task judges the pending pairs of every live rollout (``autopilot.judging.PairJudge``,
+bounded per look), on the holder only. Nothing here runs on a call's path.
+
+The admin API and the CLI start, describe and abort rollouts through `RolloutService`; any
+replica may, since they only write the store (an abort is acted on by the holder's next look).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from autopilot.controller import (
+    DEFAULT_SLICE,
+    PROMOTED,
+    RUNNING,
+    SLICE_PINNED,
+    Actions,
+    DecisionRecord,
+    Evidence,
+    Rollout,
+    RolloutConfig,
+)
+from autopilot.evidence import EvidenceReader
+from autopilot.runner import FINISHED, Controller, Gather
+from capture.errortext import describe_error
+from capture.lease import Lease
+from capture.rollouts import RolloutTable
+from capture.schema import NAME_LENGTH
+from gateway.metrics import Metrics
+from gateway.rolloutplan import rollout_config
+from gateway.runtime import RuntimeManager
+from gateway.settings import AutopilotSettings
+from router.breaker import BreakerState
+from router.config import RouteRollout
+
+log = logging.getLogger("gateway.rollouts")
+
+DECISIONS_SHOWN = 50
+WEBHOOK_TIMEOUT_S = 5.0
+WEBHOOK_QUEUE = 1000
+LIVE = (RUNNING, PROMOTED)
+"""Rollouts still looked at (a promoted one stays watched); FINISHED ones are left alone."""
+
+
+class RoutingActions(Actions, Protocol):
+    """The gateway's side of the controller's actions (``gateway.rollout_actions``)."""
+
+    def set_counterfactual(self, route: str, of: str, variant: str, sample: float) -> None:
+        """Copy ``sample`` of the calls ``of`` answers to ``variant`` (0 removes it)."""
+
+    async def flush(self) -> None:
+        """Make the changes so far take effect here and on every replica."""
+
+
+class Judge(Protocol):
+    async def judge_pending(
+        self, config: RolloutConfig, since: dt.datetime, limit: int = 200
+    ) -> int: ...
+
+
+class RolloutError(Exception):
+    """A request the service cannot do; ``status`` and ``code`` for the admin API."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def holder_name() -> str:
+    """This process's name for the lease: host, pid and a random part (restarts differ)."""
+    name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return name[-NAME_LENGTH:]
+
+
+def _at(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+class Webhook:
+    """Decisions POSTed as JSON in the background: a bounded queue, one sender, 5 s each;
+    failures and drops counted and logged, never raised (the URL is never logged: it may hold
+    a token)."""
+
+    def __init__(self, url: str, metrics: Metrics) -> None:
+        self.url = url
+        self._metrics = metrics
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WEBHOOK_QUEUE)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._send_all())
+
+    def post(self, payload: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self._metrics.rollout_webhook.labels("dropped").inc()
+            log.warning("rollout webhook: queue full, a decision was not posted")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), grace_s)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _send_all(self) -> None:
+        async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S) as client:
+            while True:
+                payload = await self._queue.get()
+                try:
+                    response = await client.post(self.url, json=payload)
+                    response.raise_for_status()
+                    self._metrics.rollout_webhook.labels("ok").inc()
+                except Exception as exc:
+                    self._metrics.rollout_webhook.labels("failed").inc()
+                    log.warning("rollout webhook: a decision was not posted: %s", _why(exc))
+                finally:
+                    self._queue.task_done()
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__ if isinstance(exc, httpx.HTTPError) else describe_error(exc)
+
+
+class RolloutService:
+    def __init__(
+        self,
+        manager: RuntimeManager,
+        table: RolloutTable,
+        lease: Lease,
+        actions: RoutingActions,
+        metrics: Metrics,
+        *,
+        judge: Judge | None = None,
+        holder: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.manager = manager
+        self.table = table
+        self.actions = actions
+        self.metrics = metrics
+        self.judge = judge
+        self.clock = clock
+        settings = self.settings
+        self.controller = Controller(table, lease, holder or holder_name(), settings.lease_ttl_s)
+        self.webhook = Webhook(settings.webhook_url, metrics) if settings.webhook_url else None
+        self._counterfactual: dict[str, tuple[str, str, float] | None] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def settings(self) -> AutopilotSettings:
+        return self.manager.settings.autopilot
+
+    @property
+    def holder(self) -> str:
+        return self.controller.holder
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.webhook is not None:
+            self.webhook.start()
+        self._tasks = [loop.create_task(self._looking())]
+        if self.judge is not None:
+            self._tasks.append(loop.create_task(self._judging()))
+
+    async def stop(self) -> None:
+        """Stop looking and judging, and hand the lease over at once."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        try:
+            await self.controller.stop(self.clock())
+        except Exception as exc:
+            log.warning("the autopilot's lease was not released: %s", describe_error(exc))
+        if self.webhook is not None:
+            await self.webhook.stop()
+
+    async def _looking(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("the rollout controller's look failed: %s", describe_error(exc))
+                log.debug("the look's failure", exc_info=True)
+            await asyncio.sleep(self.settings.interval_s)
+
+    async def _judging(self) -> None:
+        assert self.judge is not None
+        while True:
+            await asyncio.sleep(self.settings.interval_s)
+            if not self.controller.holding:
+                continue
+            for route, rollout in list(self.controller.seen.items()):
+                if rollout.status not in LIVE:
+                    continue
+                try:
+                    await self.judge.judge_pending(
+                        rollout.config, _at(rollout.started), self.settings.judge_batch
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.error("judging the pairs of %s failed: %s", route, describe_error(exc))
+
+    # --- one look at every rollout ------------------------------------------------------------
+
+    async def tick(self) -> list[DecisionRecord]:
+        """One look at every rollout, on the lease's holder; the decisions made."""
+        now = self.clock()
+        was_holding = self.controller.holding
+        if not await self.controller.acquire(now):
+            if was_holding:
+                log.info("autopilot: %s no longer holds the lease", self.holder)
+            return []
+        states = await self.table.load_all()
+        await self._start_configured(states, now)
+        if not was_holding:
+            log.info("autopilot: %s holds the lease; re-applying the saved rollouts", self.holder)
+            self._counterfactual.clear()
+            for state in states.values():
+                self._reapply(Rollout.from_state(state))
+        decided: list[DecisionRecord] = []
+        for route, state in states.items():
+            if state.get("status") in FINISHED and route in self.controller.seen:
+                continue  # nothing more to decide or apply
+            asked: list[str] = []
+            records = await self.controller.look(
+                route, now, self._gatherer(route, float(state["started"]), now, asked), self.actions
+            )
+            if records is None:
+                break  # the lease was lost meanwhile
+            if asked:
+                await self.table.clear_abort(route, asked[0])
+            for record in records:
+                self._report(record)
+            decided += records
+            rollout = self.controller.seen.get(route)
+            if rollout is not None:
+                self._counterfactuals(rollout)
+                self._gauges(rollout)
+        await self.actions.flush()
+        return decided
+
+    def _gatherer(self, route: str, started: float, now: float, asked: list[str]) -> Gather:
+        async def gather(config: RolloutConfig, cursor: Any) -> tuple[Evidence, Any]:
+            reader = EvidenceReader(
+                self.table.engine,
+                config,
+                lag_s=self.settings.evidence_lag_s,
+                started=_at(started),
+            )
+            evidence, after = await reader.read(cursor, _at(now))
+            abort = await self.table.pending_abort(route)
+            if abort is not None:
+                asked.append(abort)
+            for s in evidence.slices:
+                for verdict, n in (("win", s.wins), ("tie", s.ties), ("loss", s.losses)):
+                    if n:
+                        self.metrics.judge_verdicts.labels(route, verdict).inc(n)
+            breaker = self._breaker_open(route, config.candidate)
+            return Evidence(evidence.slices, abort=abort, breaker_open=breaker), after
+
+        return gather
+
+    def _breaker_open(self, route: str, candidate: str) -> bool:
+        config = self.manager.settings.routes.get(route)
+        variant = config.variants.get(candidate) if config is not None else None
+        if variant is None:
+            return False
+        state = self.manager.breakers.states().get((variant.provider, variant.model))
+        return state == BreakerState.OPEN
+
+    async def _start_configured(self, states: dict[str, dict[str, Any]], now: float) -> None:
+        for route, config in self.manager.settings.routes.items():
+            if config.rollout is None or route in states:
+                continue
+            try:
+                rollout = await self._begin(route, config.rollout, now)
+            except RolloutError as exc:
+                log.error("the configured rollout of %s cannot start: %s", route, exc.message)
+                continue
+            log.info(
+                "rollout of %s started from the configuration: %s -> %s",
+                route,
+                rollout.config.incumbent,
+                rollout.config.candidate,
+            )
+            states[route] = rollout.state()
+
+    async def _begin(self, route: str, plan: RouteRollout, now: float) -> Rollout:
+        config = self.manager.settings.routes.get(route)
+        if config is None:
+            raise RolloutError(404, f"No route named `{route}`.", "route_not_found")
+        try:
+            rollout_cfg = rollout_config(route, config, plan)
+        except ValueError as exc:
+            raise RolloutError(400, f"Invalid rollout: {exc}.", "invalid_rollout") from None
+        rollout = await self.controller.start(rollout_cfg, now)
+        await self.table.clear_abort(route)
+        return rollout
+
+    # --- applying the saved state ------------------------------------------------------------
+
+    def _reapply(self, rollout: Rollout) -> None:
+        """Every slice's current share or pin, the shadow and the counterfactual, as saved."""
+        c = rollout.config
+        a = self.actions
+        if rollout.begun and c.slice_keys:
+            a.set_weights(c.route, {c.incumbent: 1.0, c.candidate: 0.0}, None)
+        for s in rollout.slices.values():
+            default = s.name == DEFAULT_SLICE
+            if s.status == SLICE_PINNED:
+                if default:
+                    a.set_weights(c.route, {c.incumbent: 1.0}, None)
+                else:
+                    a.pin_slice(c.route, s.tags, c.incumbent)
+                continue
+            share = rollout.share(s)
+            weights = {c.incumbent: round(1.0 - share, 9), c.candidate: share}
+            a.set_weights(c.route, weights, None if default else s.tags)
+        if rollout.shadow_on or rollout.status in FINISHED:
+            a.set_shadow_sample(c.route, c.candidate, c.shadow_sample if rollout.shadow_on else 0)
+        self._counterfactuals(rollout)
+        self._gauges(rollout)
+
+    def _counterfactuals(self, rollout: Rollout) -> None:
+        """Counterfactual copies while the rollout is live, none once it has finished."""
+        c = rollout.config
+        want = (
+            (c.candidate, c.incumbent, self.settings.counterfactual_sample)
+            if rollout.status in LIVE
+            else None
+        )
+        if c.route in self._counterfactual and self._counterfactual[c.route] == want:
+            return
+        if want is not None:
+            self.actions.set_counterfactual(c.route, *want)
+        else:
+            self.actions.set_counterfactual(c.route, c.candidate, c.incumbent, 0.0)
+        self._counterfactual[c.route] = want
+
+    def _gauges(self, rollout: Rollout) -> None:
+        for s in rollout.slices.values():
+            self.metrics.rollout_share.labels(rollout.config.route, s.name).set(rollout.share(s))
+
+    def _report(self, record: DecisionRecord) -> None:
+        log.info(
+            "rollout %s slice %s: %s (stage %d -> %d, share %.3g): %s",
+            record.route,
+            record.slice,
+            record.action,
+            record.from_stage,
+            record.to_stage,
+            record.share,
+            record.reason,
+        )
+        self.metrics.rollout_decisions.labels(record.route, record.slice, record.action).inc()
+        if self.webhook is not None:
+            self.webhook.post({"event": "rollout_decision", **record.as_dict()})
+
+    # --- what the admin API asks -------------------------------------------------------------
+
+    async def begin(self, route: str, plan: RouteRollout) -> dict[str, Any]:
+        """Start a rollout (409 while one is running); its description."""
+        state = await self.table.load(route)
+        if state is not None and state.get("status") == RUNNING:
+            raise RolloutError(
+                409,
+                f"Route `{route}` already has a running rollout; abort it first.",
+                "rollout_running",
+            )
+        rollout = await self._begin(route, plan, self.clock())
+        log.info(
+            "rollout of %s started through the admin API: %s -> %s",
+            route,
+            rollout.config.incumbent,
+            rollout.config.candidate,
+        )
+        return await self.describe(route)
+
+    async def abort(self, route: str, reason: str) -> dict[str, Any]:
+        """Ask for the running rollout to be aborted (the holder acts at its next look)."""
+        if not await self.table.request_abort(route, reason):
+            state = await self.table.load(route)
+            if state is None:
+                raise RolloutError(404, f"Route `{route}` has no rollout.", "rollout_not_found")
+            raise RolloutError(
+                409,
+                f"The rollout of `{route}` is not running (it is {state.get('status')}).",
+                "rollout_not_running",
+            )
+        log.info("rollout of %s: abort asked (%s)", route, reason)
+        return await self.describe(route)
+
+    async def describe(self, route: str) -> dict[str, Any]:
+        """The rollout's summary, each slice's gates as they stand, the last decisions."""
+        state = await self.table.load(route)
+        if state is None:
+            raise RolloutError(404, f"Route `{route}` has no rollout.", "rollout_not_found")
+        out = describe_state(state, self.clock())
+        out["abort_requested"] = await self.table.pending_abort(route)
+        decisions = await self.table.decisions(route, limit=DECISIONS_SHOWN)
+        out["decisions"] = [_decision(d) for d in decisions]
+        out["holder"] = await self.controller.lease.holder()
+        return out
+
+    async def describe_all(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [
+            _brief(describe_state(state, now)) for state in (await self.table.load_all()).values()
+        ]
+
+
+def describe_state(state: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """A saved rollout for people: configuration, status, slices with their gates' numbers."""
+    rollout = Rollout.from_state(state)
+    c = rollout.config
+    slices = []
+    for s in rollout.slices.values():
+        decision = s.gates.decision(now - s.stage_started).as_dict()
+        slices.append(
+            {
+                "name": s.name,
+                "tags": s.tags,
+                "stage": s.stage,
+                "share": rollout.share(s),
+                "status": s.status,
+                "stage_started": _at(s.stage_started).isoformat(),
+                "retries_used": s.retries_used,
+                "gates": decision,
+            }
+        )
+    return {
+        "route": c.route,
+        "status": rollout.status,
+        "reason": rollout.reason,
+        "incumbent": c.incumbent,
+        "candidate": c.candidate,
+        "started": _at(rollout.started).isoformat(),
+        "config": c.as_dict(),
+        "shadow_on": rollout.shadow_on,
+        "slices": slices,
+    }
+
+
+def _brief(described: dict[str, Any]) -> dict[str, Any]:
+    keys = ("route", "status", "reason", "incumbent", "candidate", "started")
+    out = {k: described[k] for k in keys}
+    out["slices"] = [
+        {k: s[k] for k in ("name", "stage", "share", "status")} for s in described["slices"]
+    ]
+    return out
+
+
+def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in ("slice", "action", "from_stage", "to_stage", "share", "reason")}
+    at = row["at"]
+    out["at"] = at.isoformat() if isinstance(at, dt.datetime) else str(at)
+    out["evidence"] = row.get("evidence")
+    return out
