@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from capture.redaction import ALL_KINDS, RedactionKind
@@ -52,5 +54,14 @@ class CaptureSettings(BaseModel):
     record unchanged either way."""
     content_min_bytes: int = Field(default=256, ge=16)
     """With ``content_store``: parts shorter than this (compact JSON) stay inline."""
+    partition: Literal["day", "week", "month"] = "day"
+    """PostgreSQL: the span of a time partition of ``calls`` and ``feedback`` (UTC days, weeks
+    from Monday, months), what retention drops at a time (``capture.partitions``)."""
+    retention_days: int | None = Field(default=None, ge=1)
+    """Keep calls this many days (and at most one partition's span more); None: keep all.
+    Applied by the writer's maintenance by dropping whole partitions (``capture.retention``)."""
+    maintenance_interval_s: float = Field(default=3600.0, gt=0)
+    """How often the writer's maintenance runs (partitions created ahead, retention, the
+    collection of content no call refers to), the first time at start."""
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Per-model price overrides, keyed by model name (dated names match their family)."""

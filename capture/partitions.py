@@ -154,7 +154,7 @@ async def is_partitioned(connection: AsyncConnection, table: str = "calls") -> b
     if connection.dialect.name != "postgresql":
         return False
     kind = await connection.scalar(
-        text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:name)"), {"name": table}
+        text("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(:name)"), {"name": table}
     )
     return bool(kind == "p")
 

@@ -18,10 +18,10 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
-    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -130,7 +130,13 @@ is the chat view of a call in Anthropic's dialect (``capture.prepare``), NULL fo
 ``prompt_tokens`` counts every input token, ``cached_tokens`` (cache reads) and
 ``cache_write_tokens`` (cache writes) included. ``content_refs`` true: the request, response
 and normalized view hold ``{"$ref": hash}`` in place of parts stored once in ``content``
-(``capture.content``); NULL in rows written before migration 0006 or with the setting off."""
+(``capture.content``); NULL in rows written before migration 0006 or with the setting off.
+
+On PostgreSQL (migration 0009) the table is range-partitioned on ``created_at``
+(``capture.partitions``: a partition per day, week or month, and a DEFAULT one) and its primary
+key is ``(id, created_at)``, as PostgreSQL requires of a partitioned table's unique keys; ids
+are random, and the writer's ``ON CONFLICT (id, created_at)`` keeps a retried batch a no-op.
+SQLite keeps one plain table keyed by ``id``."""
 
 HASH_LENGTH = 64
 
@@ -140,12 +146,15 @@ content = Table(
     Column("hash", String(HASH_LENGTH), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("body", LargeBinary(), nullable=False),
+    Column("last_seen", Date(), nullable=False),
+    Index("ix_content_last_seen", "last_seen"),
 )
 """Large repeated parts of calls (system prompts, tools, earlier turns, answers), each stored
 once, keyed by the sha256 (hex) of its compact JSON, which ``body`` holds compressed (zlib;
 ``capture.content``). No foreign key from ``calls``: a part is written before or with the first
-call that refers to it, and outlives the calls pruned after it until a collector (a later step)
-removes what nothing refers to."""
+call that refers to it. ``last_seen`` is the latest UTC day a writer stored a call referring to
+it (refreshed at most once a day per part, ``Store.insert_calls``); the collector
+(``capture.retention.collect_content``) deletes the parts not seen since the oldest call kept."""
 
 feedback = Table(
     "feedback",
@@ -156,19 +165,18 @@ feedback = Table(
         primary_key=True,
         autoincrement=True,
     ),
-    Column(
-        "request_id",
-        String(ID_LENGTH),
-        ForeignKey("calls.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    Column("request_id", String(ID_LENGTH), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("score", Float, nullable=False),
     Column("label", String(LABEL_LENGTH)),
     Column("comment", Text),
     Index("ix_feedback_request_id", "request_id"),
 )
-"""Scores attached to calls by the app (``POST /v1/feedback``); several per call allowed."""
+"""Scores attached to calls by the app (``POST /v1/feedback``); several per call allowed, only
+to a call that exists (``Store.add_feedback``). No foreign key since migration 0009: ``calls`` is
+partitioned on PostgreSQL, so ``calls.id`` alone is not a unique key there; ``feedback`` is
+partitioned by its own ``created_at`` (primary key ``(id, created_at)``) and a prune removes a
+dropped call's feedback itself (``capture.partitions``)."""
 
 gateway_keys = Table(
     "gateway_keys",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,14 @@ from capture.content import CONTENT_KEY, FLAG, Parts, encode, resolve_rows
 from capture.engine import CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_MS, create_engine, sqlite_path
 from capture.errors import SchemaOutOfDate, SchemaTooNew, UnknownCall
 from capture.migrate import head, known_revisions, revision_of
+from capture.partitions import PruneResult, Unit, drop_partitions_before
 from capture.schema import calls, content, feedback
 
 Row = dict[str, Any]
 INSERT_CHUNK_ROWS = 64
 KNOWN_HASHES_LIMIT = 100_000
-"""Hashes of parts known to be in ``content`` (committed by this store); forgotten, all at
-once, when there are more."""
+"""Hashes of parts known to be in ``content`` (committed by this store), with the UTC day their
+``last_seen`` was last set; forgotten, all at once, when there are more."""
 
 
 class Store:
@@ -43,9 +44,11 @@ class Store:
         self.engine = engine
         self._insert_calls = self._idempotent_insert()
         self._insert_content = self._content_insert()
-        self._known_hashes: set[str] = set()
+        self._known_hashes: dict[str, dt.date] = {}
         self._timeouts = (connect_timeout_s, statement_timeout_s)
         self._probe_engine: AsyncEngine | None = None
+        self.clock: Callable[[], dt.datetime] = _utc_now
+        """The time parts are marked seen at (``content.last_seen``); tests move it."""
 
     @classmethod
     async def connect(
@@ -76,24 +79,43 @@ class Store:
 
     def _idempotent_insert(self) -> Insert:
         """INSERT ... ON CONFLICT (id) DO NOTHING: a batch retried after a commit whose
-        acknowledgement was lost (the connection died) does not fail on its own rows."""
+        acknowledgement was lost (the connection died) does not fail on its own rows.
+        PostgreSQL's ``calls`` is partitioned by time, keyed by ``(id, created_at)``
+        (``capture.partitions``); a retried row has the same time."""
         if self.dialect == "postgresql":
-            return postgresql.insert(calls).on_conflict_do_nothing(index_elements=["id"])
+            return postgresql.insert(calls).on_conflict_do_nothing(
+                index_elements=["id", "created_at"]
+            )
         if self.dialect == "sqlite":
             return sqlite.insert(calls).on_conflict_do_nothing(index_elements=["id"])
         return insert(calls)
 
     def _content_insert(self) -> Insert:
-        """INSERT ... ON CONFLICT (hash) DO NOTHING: a part another call (or replica) stored
-        first is left as it is (same hash, same bytes)."""
+        """INSERT ... ON CONFLICT (hash) DO UPDATE SET last_seen: a part another call (or
+        replica) stored first keeps its bytes (same hash, same bytes) and is marked seen today,
+        unless it already is (no row version written then)."""
         if self.dialect == "postgresql":
-            return postgresql.insert(content).on_conflict_do_nothing(index_elements=["hash"])
+            upsert = postgresql.insert(content)
+            return upsert.on_conflict_do_update(
+                index_elements=["hash"],
+                set_={"last_seen": upsert.excluded.last_seen},
+                where=content.c.last_seen < upsert.excluded.last_seen,
+            )
         if self.dialect == "sqlite":
-            return sqlite.insert(content).on_conflict_do_nothing(index_elements=["hash"])
+            lite = sqlite.insert(content)
+            return lite.on_conflict_do_update(
+                index_elements=["hash"],
+                set_={"last_seen": lite.excluded.last_seen},
+                where=content.c.last_seen < lite.excluded.last_seen,
+            )
         return insert(content)
 
-    def _split_content(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Row], Parts]:
-        """The rows as columns (every row with ``content_refs``), and the parts not stored yet."""
+    def _split_content(
+        self, rows: Sequence[Mapping[str, Any]], today: dt.date
+    ) -> tuple[list[Row], Parts]:
+        """The rows as columns (every row with ``content_refs``), and the parts to write: those
+        not stored yet, or not marked seen today by this store (``content.last_seen``, which
+        the collector relies on: ``capture.retention``)."""
         parts: Parts = {}
         known = self._known_hashes
         clean: list[Row] = []
@@ -104,14 +126,14 @@ class Store:
             clean.append(values)
             if own:
                 for digest, part in own.items():
-                    if digest not in known:
+                    if known.get(digest) != today:
                         parts[digest] = part
         return clean, parts
 
-    def _remember(self, hashes: Sequence[str]) -> None:
+    def _remember(self, hashes: Sequence[str], today: dt.date) -> None:
         if len(self._known_hashes) + len(hashes) > KNOWN_HASHES_LIMIT:
             self._known_hashes.clear()
-        self._known_hashes.update(hashes)
+        self._known_hashes.update(dict.fromkeys(hashes, today))
 
     async def check_schema(self, config_path: str = "FILE") -> None:
         """Raise ``SchemaOutOfDate`` unless the database is at this code's revision.
@@ -140,17 +162,23 @@ class Store:
         if not rows:
             return
         parts: Parts = {}
+        now = self.clock()
+        today = now.astimezone(dt.UTC).date()
         if any(FLAG in row for row in rows):
-            rows, parts = self._split_content(rows)
+            rows, parts = self._split_content(rows, today)
         hashes = sorted(parts)  # one order for every writer: no deadlock between replicas
         async with self.engine.begin() as connection:
             if hashes:
-                now = dt.datetime.now(dt.UTC)
                 for start in range(0, len(hashes), INSERT_CHUNK_ROWS):
                     await connection.execute(
                         self._insert_content,
                         [
-                            {"hash": digest, "created_at": now, "body": encode(parts[digest])}
+                            {
+                                "hash": digest,
+                                "created_at": now,
+                                "body": encode(parts[digest]),
+                                "last_seen": today,
+                            }
                             for digest in hashes[start : start + INSERT_CHUNK_ROWS]
                         ],
                     )
@@ -158,7 +186,7 @@ class Store:
                 chunk = rows[start : start + INSERT_CHUNK_ROWS]
                 await connection.execute(self._insert_calls, list(chunk))
         if hashes:
-            self._remember(hashes)
+            self._remember(hashes, today)
 
     async def ping(self) -> None:
         """Raise unless the database can be written now, asked on a fresh connection.
@@ -246,18 +274,39 @@ class Store:
 
     async def prune(self, older_than: dt.timedelta, *, now: dt.datetime | None = None) -> int:
         """Delete calls created more than ``older_than`` ago, and their feedback; the number of
-        calls deleted."""
+        calls deleted (``prune_partitions``)."""
+        return (await self.prune_partitions(older_than, now=now)).calls
+
+    async def prune_partitions(
+        self, older_than: dt.timedelta, *, unit: Unit = "day", now: dt.datetime | None = None
+    ) -> PruneResult:
+        """Remove every call created more than ``older_than`` ago, and its feedback: on
+        PostgreSQL the partitions that end before the cutoff are dropped
+        (``capture.partitions.drop_partitions_before``), then the older rows of the partition
+        holding the cutoff are deleted (SQLite: all of them are deleted)."""
         cutoff = (now or dt.datetime.now(dt.UTC)) - older_than
+        dropped = PruneResult(cutoff)
+        if self.dialect == "postgresql":
+            dropped = await drop_partitions_before(self.engine, cutoff, unit=unit)
         old = select(calls.c.id).where(calls.c.created_at < cutoff)
         async with self.engine.begin() as connection:
-            await connection.execute(delete(feedback).where(feedback.c.request_id.in_(old)))
+            gone = await connection.execute(delete(feedback).where(feedback.c.request_id.in_(old)))
             result = await connection.execute(delete(calls).where(calls.c.created_at < cutoff))
-        return int(result.rowcount)
+        return PruneResult(
+            cutoff,
+            dropped.dropped,
+            dropped.calls + int(result.rowcount),
+            dropped.feedback + int(gone.rowcount),
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()
         if self._probe_engine is not None:
             await self._probe_engine.dispose()
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _take_write_lock(path: Path) -> None:

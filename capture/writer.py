@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 from sqlalchemy import exc as sa_exc
 
+from capture import retention
 from capture.config import CaptureSettings
 from capture.errortext import describe_error
 from capture.prepare import Normalize, Prepared, Preparer, Row
@@ -95,8 +96,20 @@ class CaptureWriter:
         prepare: Literal["loop", "thread"] = "loop",
         sample_random: Callable[[], float] = random.random,
         normalize: Normalize | None = None,
+        maintenance: bool = True,
     ) -> None:
         self.store = store
+        self.maintenance = (
+            retention.Maintenance(
+                store.engine,
+                unit=settings.partition,
+                retention_days=settings.retention_days,
+                interval_s=settings.maintenance_interval_s,
+            )
+            if maintenance
+            else None
+        )
+        self._maintenance_task: asyncio.Task[None] | None = None
         self.settings = settings
         self._clock = clock
         self._prepare_in_thread = prepare == "thread"
@@ -230,9 +243,13 @@ class CaptureWriter:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the background task (records submitted before are kept)."""
+        """Start the background task (records submitted before are kept), and the database's
+        maintenance (``capture.retention.Maintenance``: partitions ahead, retention, the
+        content collector) unless ``maintenance=False``."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="capture-writer")
+        if self.maintenance is not None and self._maintenance_task is None:
+            self._maintenance_task = retention.start(self.maintenance)
 
     async def flush(self) -> None:
         """Write everything submitted so far now, without waiting for a batch to fill; returns
@@ -276,6 +293,8 @@ class CaptureWriter:
         """Stop now: submit refuses from here on, and what is still queued is given up."""
         self._accepting = False
         self._closing = True
+        await retention.stop(self._maintenance_task)
+        self._maintenance_task = None
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
