@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.keys import KeySpec, VirtualKeys
+from gateway.routechange import InvalidRouteChange, apply_route, share_route, validated_route
 from gateway.runtime import RuntimeManager
 from gateway.settings import ConfigError, Settings
 from gateway.sync import RouteSync
 from router.breaker import BreakerState
-from router.config import RouteConfig, ShadowConfig
+from router.config import ShadowConfig
 
 
 class AdminDenied(Exception):
@@ -82,6 +83,8 @@ def describe(manager: RuntimeManager) -> dict[str, Any]:
             "sticky": route.sticky,
             "fallbacks": route.fallbacks,
             "shadow": route.shadow.model_dump() if route.shadow else None,
+            "slices": [routing.model_dump() for routing in route.slices],
+            "counterfactual": route.counterfactual.model_dump() if route.counterfactual else None,
             "retry": route.retry.model_dump(),
             "breaker": route.breaker.model_dump(),
             "capture": route.capture,
@@ -174,17 +177,11 @@ def build_admin(
     async def _apply(route: str, update: dict[str, Any]) -> None:
         """Make the change here, and on every other replica when they share a Redis."""
         try:
-            new_route = RouteConfig.model_validate(update)
-        except ValidationError as exc:
-            message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-            raise AdminDenied(400, message, "invalid_route") from None
-        settings = manager.settings
-        manager.replace(
-            settings.model_copy(update={"routes": {**settings.routes, route: new_route}})
-        )
-        shared = sync()
-        if shared is not None:
-            await shared.share_route(route, new_route)
+            new_route = validated_route(update)
+        except InvalidRouteChange as exc:
+            raise AdminDenied(400, str(exc), "invalid_route") from None
+        apply_route(manager, route, new_route)
+        await share_route(sync(), route, new_route)
 
     def key_store() -> VirtualKeys:
         current = keys()
