@@ -99,6 +99,7 @@ class Route:
         "config",
         "counterfactual",
         "decisions",
+        "has_slices",
         "name",
         "redact",
         "retry",
@@ -136,6 +137,8 @@ class Route:
                 raise ValueError(f"route {name!r}: slice {routing.match} has no live variant")
             slices.append(_Slice(tuple(routing.match.items()), _Split(active, self.decisions)))
         self._slices = tuple(slices)
+        self.has_slices = bool(slices)
+        """Whether the decision reads the call's tags (the caller parses them only then)."""
         self.counterfactual: CounterfactualConfig | None = config.counterfactual
         self._fallbacks = tuple(self.decisions[f] for f in config.fallbacks)
         self.sticky = config.sticky == "user"
@@ -157,11 +160,6 @@ class Route:
             if point < bound:
                 return decision
         raise AssertionError("unreachable: point below total weight")
-
-    @property
-    def has_slices(self) -> bool:
-        """Whether the decision reads the call's tags (the caller parses them only then)."""
-        return bool(self._slices)
 
     def slice_of(self, tags: Mapping[str, str]) -> int | None:
         """The index of the first slice whose match the tags hold, or None (default weights)."""
