@@ -26,6 +26,7 @@ keyword argument: the rollout's start) when given, and at the beginning of the s
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
@@ -51,15 +52,21 @@ from exporter.examples import Dropped, chat_parts
 
 Key = tuple[dt.datetime, str]
 
+CHECKED_KEYS = ("response_format", "tools", "functions")
+"""What of a request the checks read: only these are fetched (a prompt is most of a row)."""
 CALL_COLUMNS = (
     calls.c.id,
     calls.c.created_at,
     calls.c.endpoint,
+    calls.c.dialect,
     calls.c.variant,
     calls.c.upstream_api,
-    calls.c.request,
+    *(calls.c.request[key].label(f"request.{key}") for key in CHECKED_KEYS),
     calls.c.response,
-    calls.c.normalized,
+    *(calls.c.normalized["request"][key].label(f"view.{key}") for key in CHECKED_KEYS),
+    calls.c.normalized["response"].label("view.response"),
+    calls.c.normalized["error"].label("view.error"),
+    (calls.c.normalized.is_(None)).label("view.none"),
     calls.c.status,
     calls.c.cost_usd,
     calls.c.total_ms,
@@ -70,6 +77,30 @@ CALL_COLUMNS = (
 )
 CHAT_ENDPOINTS = ("chat", "messages")
 """Endpoints whose answers have a chat view that the checks read."""
+
+
+YIELD_EVERY = 100
+"""Rows checked between two yields to the event loop."""
+
+
+def _checked_parts(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read with `CALL_COLUMNS` in the stored shape (``request``, ``normalized``),
+    holding only what the checks read."""
+    row["request"] = {
+        key: value for key in CHECKED_KEYS if (value := row.pop(f"request.{key}")) is not None
+    }
+    view_request = {
+        key: value for key in CHECKED_KEYS if (value := row.pop(f"view.{key}")) is not None
+    }
+    view = {
+        "request": view_request if row.pop("view.request.kind") == "object" else None,
+        "response": row.pop("view.response"),
+    }
+    error = row.pop("view.error")
+    if error is not None:
+        view["error"] = error
+    row["normalized"] = None if row.pop("view.none") else view
+    return row
 
 
 def not_judge() -> sa.ColumnElement[bool]:
@@ -270,8 +301,14 @@ class EvidenceReader:
         until: dt.datetime,
         slices: dict[str, _Slice],
     ) -> Key | None:
+        # whether the view's request is an object (not absent, not JSON null)
+        kind = (
+            sa.func.jsonb_typeof(calls.c.normalized["request"])
+            if connection.dialect.name == "postgresql"
+            else sa.func.json_type(calls.c.normalized, "$.request")
+        )
         query = (
-            sa.select(*CALL_COLUMNS)
+            sa.select(*CALL_COLUMNS, kind.label("view.request.kind"))
             .where(
                 self._arms(),
                 not_judge(),
@@ -281,11 +318,13 @@ class EvidenceReader:
             .order_by(calls.c.created_at, calls.c.id)
             .limit(self.page)
         )
-        rows = [dict(r) for r in (await connection.execute(query)).mappings()]
+        rows = [_checked_parts(dict(r)) for r in (await connection.execute(query)).mappings()]
         if not rows:
             return last
         await resolve_rows(connection, [r for r in rows if r["status"] == 200])
-        for row in rows:
+        for n, row in enumerate(rows):
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # the event loop serves calls: let them through
             arm = self._arm(self._slice(slices, row["tags"]), row["variant"])
             if arm is None:
                 continue

@@ -85,6 +85,11 @@ def call_row(
         "stream": ttft_ms is not None,
         "shadow_of": shadow_of,
         "cache_hit": False,
+        # every row has every key: an executemany takes its columns from the first row
+        "dialect": None,
+        "upstream_api": None,
+        "normalized": None,
+        "content_refs": None,
     }
 
 

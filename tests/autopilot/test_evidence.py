@@ -11,7 +11,9 @@ from typing import Any
 from autopilot.controller import Evidence, RolloutConfig, SliceEvidence
 from autopilot.evidence import EvidenceReader, tags_of_slice
 from autopilot.gates import StageGates
+from capture.content import encode, externalize
 from capture.engine import create_engine
+from capture.schema import content
 from tests.autopilot.stores import (  # noqa: F401  (fixtures)
     T0,
     backend,
@@ -177,3 +179,98 @@ def test_tags_of_slice() -> None:
     assert tags_of_slice("task=a,tenant=b,c", ("task", "tenant")) == {"task": "a", "tenant": "b,c"}
     assert tags_of_slice("task=,tenant=x", ("task", "tenant")) == {"task": "", "tenant": "x"}
     assert tags_of_slice("*", ()) == {}
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def chat_completion(content: str | None, tool_args: str | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_args is not None:
+        message["tool_calls"] = [
+            {"id": "t1", "type": "function",
+             "function": {"name": "get_weather", "arguments": tool_args}}
+        ]  # fmt: skip
+    return {"object": "chat.completion", "choices": [{"index": 0, "message": message,
+            "finish_reason": "tool_calls" if tool_args else "stop"}]}  # fmt: skip
+
+
+def test_checks_read_the_chat_view_and_the_content_store(database_url: str) -> None:  # noqa: F811
+    """An answer that fails a check is an error, whether the call was OpenAI's, answered by
+    Claude (the stored request, the normalised answer), in Anthropic's dialect (the normalised
+    request and answer), or had its tools cut out into the content store."""
+
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        try:
+            json_request = {"model": "support", "response_format": {"type": "json_object"},
+                            "messages": [{"role": "user", "content": "JSON please"}]}  # fmt: skip
+            question = [{"role": "user", "content": "Weather in Rome?"}]
+            tool_request = {"model": "support", "tools": TOOLS, "messages": question}
+            rows = []
+            # OpenAI's: good JSON, cut JSON
+            for i, text in enumerate(['{"a": 1}', '{"a": ']):
+                row = call_row(at=s(1 + i), variant="student", request=json_request)
+                row["response"] = chat_completion(text)
+                rows.append(row)
+            # a chat call answered by Claude: the view holds the answer only
+            for i, text in enumerate(['{"a": 1}', '{"a": ']):
+                row = call_row(at=s(3 + i), variant="student", request=json_request)
+                row["upstream_api"] = "anthropic"
+                row["response"] = {"type": "message", "content": [{"type": "text", "text": text}]}
+                row["normalized"] = {"request": None, "response": chat_completion(text)}
+                rows.append(row)
+            # an Anthropic Messages call: the view holds both halves
+            for i, args in enumerate(['{"city": "Rome"}', '{"town": "Rome"}']):
+                row = call_row(at=s(5 + i), variant="student")
+                row.update(endpoint="messages", dialect="anthropic", upstream_api="anthropic")
+                row["request"] = {"model": "support", "max_tokens": 50, "messages": [
+                    {"role": "user", "content": "Weather in Rome?"}]}  # fmt: skip
+                row["response"] = {"type": "message", "content": []}
+                row["normalized"] = {
+                    "request": tool_request,
+                    "response": chat_completion(None, args),
+                }
+                rows.append(row)
+            # tools stored once in the content store
+            parts: dict[str, Any] = {}
+            cut = externalize(tool_request, parts, min_bytes=1)
+            assert cut["tools"] != TOOLS
+            for i, args in enumerate(['{"city": "Rome"}', '{"city": 3}']):
+                row = call_row(at=s(7 + i), variant="student", request=cut)
+                row["response"] = chat_completion(None, args)
+                row["content_refs"] = True
+                rows.append(row)
+            async with engine.begin() as connection:
+                await connection.execute(content.insert(), [
+                    {"hash": h, "created_at": T0, "body": encode(p), "last_seen": T0.date()}
+                    for h, p in parts.items()
+                ])  # fmt: skip
+            await insert_calls(engine, rows)
+            evidence, _ = await EvidenceReader(engine, CONFIG, lag_s=0.0).read(None, s(20))
+            (only,) = evidence.slices
+            assert only.candidate.calls == 8
+            # each pair's second row is the one that fails: look at them one at a time
+            errors = []
+            for n in range(8):
+                reader = EvidenceReader(engine, CONFIG, lag_s=0.0, started=s(1 + n))
+                one, _ = await reader.read(None, s(1 + n) + dt.timedelta(seconds=0.5))
+                errors.append(one.slices[0].candidate.errors)
+            assert errors == [0, 1] * 4
+            assert only.candidate.errors == 4
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
