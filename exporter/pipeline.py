@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,6 +39,9 @@ from exporter.split import (
 from exporter.system_prompt import SystemPrompt
 from exporter.tokens import counter_for
 from exporter.validate import check_chat_row
+
+if TYPE_CHECKING:
+    from exporter.archive_source import ArchiveSource
 
 Weighting = Literal["none", "last"]
 MANIFEST = "manifest.json"
@@ -69,6 +72,8 @@ class ExportOptions:
     limit: int | None = None
     tokenizer: Path | None = None
     """A directory with the base model's tokenizer.json (and chat template) to count with."""
+    archive: ArchiveSource | None = None
+    """Archived calls to read beside the database's, with the same filters."""
 
     def splitter(self) -> GroupSplit:
         groups = group_options(self.split_groups) if self.split_groups is not None else None
@@ -155,7 +160,9 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
     splitter = options.splitter()
     selected = 0
     try:
-        async for page in stream_pages(engine, options.filters, options.page_size, options.limit):
+        async for page in stream_pages(
+            engine, options.filters, options.page_size, options.limit, options.archive
+        ):
             selected += len(page)
             batch = [item for row in page if (item := curator.example(row)) is not None]
             fitting = []

@@ -97,7 +97,9 @@ async def _feedback_pairs(
         filters = dataclasses.replace(filters, min_feedback=-1.0)  # calls with feedback only
     extremes: dict[bytes, _Extremes] = {}
     selected = 0
-    async for page in stream_pages(engine, filters, options.page_size, options.limit):
+    async for page in stream_pages(
+        engine, filters, options.page_size, options.limit, options.archive
+    ):
         selected += len(page)
         for row in page:
             example = builder.example(row)
@@ -132,9 +134,11 @@ async def _shadow_pairs(
         filters = dataclasses.replace(filters, min_feedback=-1.0)
     selected = 0
     pairs: list[tuple[str, str]] = []
-    async for page in stream_pages(engine, filters, options.page_size, options.limit):
+    async for page in stream_pages(
+        engine, filters, options.page_size, options.limit, options.archive
+    ):
         selected += len(page)
-        primaries = await fetch_by_ids(engine, [row["shadow_of"] for row in page])
+        primaries = await fetch_by_ids(engine, [row["shadow_of"] for row in page], options.archive)
         to_judge: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for shadow in page:
             primary = primaries.get(shadow["shadow_of"])
@@ -191,7 +195,9 @@ async def run_preference_export(
         for start in range(0, len(pairs), options.page_size):
             chunk = pairs[start : start + options.page_size]
             fitting = []
-            rows = await fetch_by_ids(engine, [call for pair in chunk for call in pair])
+            rows = await fetch_by_ids(
+                engine, [call for pair in chunk for call in pair], options.archive
+            )
             for better_id, worse_id in chunk:
                 better = builder.example(rows.get(better_id))
                 worse = builder.example(rows.get(worse_id))

@@ -6,6 +6,10 @@ before the page), no server-side cursor held open for the whole export (which wo
 connection and, on SQLite, a read snapshot), and a row written while the export runs is
 either in a later page or after the end, never read twice. The next page is requested before
 the current one is handed out, so the database works while the caller does.
+
+With an archive (``exporter.archive_source``) the calls archived out of the database are read
+too, with the same filters, and merged in key order into pages of the same size: a call reads
+the same whether the database or the archive holds it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from capture.content import resolve_rows
 from capture.schema import calls
 from exporter.filters import Filters, after, conditions, feedback_score
+
+if TYPE_CHECKING:
+    from exporter.archive_source import ArchiveSource
 
 Row = dict[str, Any]
 DEFAULT_PAGE_SIZE = 1000
@@ -69,8 +76,24 @@ async def stream_pages(
     filters: Filters,
     page_size: int = DEFAULT_PAGE_SIZE,
     limit: int | None = None,
+    archive: ArchiveSource | None = None,
 ) -> AsyncIterator[list[Row]]:
-    """The selected calls, oldest first, ``page_size`` at a time, at most ``limit`` in all."""
+    """The selected calls, oldest first, ``page_size`` at a time, at most ``limit`` in all;
+    those in ``archive`` too when given."""
+    if archive is None:
+        pages = _database_pages(engine, filters, page_size, limit)
+    else:
+        from exporter.archive_source import merge_pages
+
+        database = _database_pages(engine, filters, page_size, limit)
+        pages = merge_pages(database, archive.rows(filters), page_size, limit)
+    async for page in pages:
+        yield page
+
+
+async def _database_pages(
+    engine: AsyncEngine, filters: Filters, page_size: int, limit: int | None
+) -> AsyncIterator[list[Row]]:
     remaining = limit
 
     def size() -> int:
@@ -107,8 +130,11 @@ async def count(engine: AsyncEngine, filters: Filters) -> int:
         return int(await connection.scalar(query) or 0)
 
 
-async def fetch_by_ids(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Row]:
-    """Calls by id (any filter aside), for pairs found in an earlier pass."""
+async def fetch_by_ids(
+    engine: AsyncEngine, ids: Sequence[str], archive: ArchiveSource | None = None
+) -> dict[str, Row]:
+    """Calls by id (any filter aside), for pairs found in an earlier pass; those not in the
+    database are looked for in ``archive`` when given."""
     found: dict[str, Row] = {}
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
@@ -117,4 +143,7 @@ async def fetch_by_ids(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Row
         )
         for row in await _fetch(engine, query):
             found[row["id"]] = row
+    missing = [call_id for call_id in ids if call_id not in found]
+    if archive is not None and missing:
+        found.update(await archive.by_ids(missing))
     return found

@@ -28,7 +28,7 @@ from capture.pricing import Price, PriceLike
 from capture.students import current_student
 from exporter.commands.common import OK, guarded, print_json, run_async
 from exporter.commands.export import add_database_arguments
-from exporter.database import database_url, open_store
+from exporter.database import archive_errors, archive_source, database_url, open_store
 from exporter.errors import BadFilter
 from exporter.evaluate import bases_report, report
 from exporter.evaluate.bases import BasesOptions, run_bases
@@ -210,6 +210,7 @@ def _bases_options(args: argparse.Namespace, key: str) -> BasesOptions:
         filters=_filters(args),
         concurrency=args.concurrency,
         seed=args.seed,
+        archive=archive_source(args.archive, args.config),
     )
 
 
@@ -250,11 +251,13 @@ def evaluate(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         seed=args.seed,
         prices=config_prices(args.config) if args.config else {},
+        archive=archive_source(args.archive, args.config),
     )
 
     async def go() -> int:
         async with open_store(database_url(args.database_url, args.config)) as store:
-            built = await run_eval(store.engine, options)
+            with archive_errors():
+                built = await run_eval(store.engine, options)
             student = await current_student(store.engine, args.route, args.candidate)
         # Which data made the candidate (its lineage, as `gateway register` stored it).
         built["lineage"] = student["lineage"] if student is not None else None
@@ -276,7 +279,8 @@ def evaluate(args: argparse.Namespace) -> int:
 def _evaluate_bases(args: argparse.Namespace, options: BasesOptions) -> int:
     async def go() -> int:
         async with open_store(database_url(args.database_url, args.config)) as store:
-            built = await run_bases(store.engine, options)
+            with archive_errors():
+                built = await run_bases(store.engine, options)
         if args.out is not None:
             write_json(args.out, built)
         if args.json:

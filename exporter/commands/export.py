@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from exporter import report
 from exporter.check_file import validate_file
 from exporter.commands.common import FAILED, OK, USAGE, fail, guarded, print_json, run_async
-from exporter.database import database_url, describe_url, first_line, open_store
+from exporter.database import (
+    archive_errors,
+    archive_source,
+    database_url,
+    describe_url,
+    first_line,
+    open_store,
+)
 from exporter.errors import BadFilter, DatabaseUnavailable
 from exporter.filters import (
     DEFAULT_FINISH_REASONS,
@@ -35,6 +43,13 @@ def add_database_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--database-url",
         help="capture database (else $GATEWAY_DATABASE_URL, else sqlite+aiosqlite:///gateway.db)",
+    )
+    p.add_argument(
+        "--archive",
+        metavar="URL",
+        help="also read the calls archived out of the database (file:///path or "
+        "s3://bucket/prefix), with the same filters; else the config's capture.archive; "
+        "'off': the database alone",
     )
 
 
@@ -253,14 +268,17 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
 
 async def _export(args: argparse.Namespace, options: ExportOptions) -> ExportResult:
     url = database_url(args.database_url, args.config)
+    options = dataclasses.replace(options, archive=archive_source(args.archive, args.config))
     async with open_store(url) as store:
         try:
             if args.format == "dpo":
                 judge = _pair_judge(args)
-                return await run_preference_export(
-                    store.engine, options, args.pairs, args.margin, judge
-                )
-            return await run_export(store.engine, options)
+                with archive_errors():
+                    return await run_preference_export(
+                        store.engine, options, args.pairs, args.margin, judge
+                    )
+            with archive_errors():
+                return await run_export(store.engine, options)
         except (OSError, SQLAlchemyError) as exc:  # the connection died mid-way
             raise DatabaseUnavailable(
                 f"reading {describe_url(url)} failed: {first_line(exc)}"

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,6 +42,9 @@ from exporter.evaluate.shots import Shot, training_shots, with_shots
 from exporter.examples import Dropped, answer_of
 from exporter.filters import Filters
 from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
+
+if TYPE_CHECKING:
+    from exporter.archive_source import ArchiveSource
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class BasesOptions:
     concurrency: int = 8
     seed: int = 0
     timeout_s: float = 120.0
+    archive: ArchiveSource | None = None
+    """Archived calls to choose held-out prompts and shots from too."""
 
 
 @dataclass
@@ -174,9 +179,15 @@ async def run_bases(engine: AsyncEngine, options: BasesOptions) -> dict[str, Any
         options.valid_share,
         options.split_salt,
         trained=options.trained,
+        archive=options.archive,
     )
     shots = await training_shots(
-        engine, filters, options.shots, options.valid_share, options.split_salt
+        engine,
+        filters,
+        options.shots,
+        options.valid_share,
+        options.split_salt,
+        archive=options.archive,
     )
     if options.shots and not shots:
         raise EvalError(

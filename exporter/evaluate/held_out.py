@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +25,9 @@ from exporter.filters import CHAT_ENDPOINTS, Filters
 from exporter.normalize import prompt_key
 from exporter.selection import stream_pages
 from exporter.split import share_of
+
+if TYPE_CHECKING:
+    from exporter.archive_source import ArchiveSource
 
 
 @dataclass(slots=True)
@@ -65,13 +68,14 @@ async def held_out(
     salt: str,
     page_size: int = 1000,
     trained: frozenset[bytes] = frozenset(),
+    archive: ArchiveSource | None = None,
 ) -> tuple[list[HeldOut], int]:
     """Up to ``sample`` held-out prompts, and how many validation-side prompts there were;
-    none of ``trained`` (prompt keys)."""
+    none of ``trained`` (prompt keys); from ``archive`` too when given."""
     chosen: list[tuple[float, str, HeldOut]] = []  # a max-heap by share (negated)
     keys: set[bytes] = set()
     eligible = 0
-    async for page in stream_pages(engine, filters, page_size):
+    async for page in stream_pages(engine, filters, page_size, archive=archive):
         for row in page:
             try:
                 example = example_from_call(row)
@@ -121,9 +125,12 @@ async def baseline_held_out(
     valid_share: float,
     salt: str,
     trained: frozenset[bytes] = frozenset(),
+    archive: ArchiveSource | None = None,
 ) -> tuple[list[HeldOut], int]:
     """``held_out`` of ``baseline_filters``; EvalError when there is none."""
-    items, eligible = await held_out(engine, filters, sample, valid_share, salt, trained=trained)
+    items, eligible = await held_out(
+        engine, filters, sample, valid_share, salt, trained=trained, archive=archive
+    )
     if not items:
         raise EvalError(
             f"no held-out prompts: no captured {filters.variant} calls of route "

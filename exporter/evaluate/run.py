@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +21,9 @@ from exporter.evaluate.judge import Verdict, judge
 from exporter.evaluate.replay import Replayed, replay
 from exporter.filters import Filters
 from exporter.split import DEFAULT_SALT, DEFAULT_VALID_SHARE
+
+if TYPE_CHECKING:
+    from exporter.archive_source import ArchiveSource
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class EvalOptions:
     timeout_s: float = 120.0
     prices: Mapping[str, PriceLike] = field(default_factory=dict)
     """The config's ``capture.prices``, over the built-in table, for the candidate's cost."""
+    archive: ArchiveSource | None = None
+    """Archived calls to choose held-out prompts from too."""
 
 
 async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
@@ -56,6 +61,7 @@ async def run_eval(engine: AsyncEngine, options: EvalOptions) -> dict[str, Any]:
         options.valid_share,
         options.split_salt,
         trained=options.trained,
+        archive=options.archive,
     )
     headers = {"authorization": f"Bearer {options.gateway_key}"}
     timeout = httpx.Timeout(options.timeout_s, connect=5.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +20,9 @@ from exporter.filters import Filters
 from exporter.normalize import prompt_key
 from exporter.selection import stream_pages
 from exporter.split import share_of
+
+if TYPE_CHECKING:
+    from exporter.archive_source import ArchiveSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +56,14 @@ async def training_shots(
     valid_share: float,
     salt: str,
     page_size: int = 1000,
+    archive: ArchiveSource | None = None,
 ) -> list[Shot]:
     """Up to ``count`` shots from the training side of the split (share >= valid_share)."""
     if count <= 0:
         return []
     chosen: list[tuple[float, str, Shot]] = []  # a max-heap by share (negated)
     keys: set[bytes] = set()
-    async for page in stream_pages(engine, filters, page_size):
+    async for page in stream_pages(engine, filters, page_size, archive=archive):
         for row in page:
             try:
                 example = example_from_call(row)

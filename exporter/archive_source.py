@@ -1,0 +1,290 @@
+"""The archive as a second source of calls, read with the same filters as the database.
+
+``ArchiveSource.pages(filters, page_size)`` reads the archive's Parquet files
+(``capture.archive``) in range order, only those whose range meets the filters' time window,
+with a pyarrow dataset scan: the filters on plain columns (endpoint, status, route, variant,
+model, time, finish reason, shadow, token bounds) are pushed down, so row groups whose
+statistics rule them out are skipped (rows are in time order, so a time window skips most of
+a file), and only the columns the exporter reads are decoded. Tags (JSON text) and the
+feedback mean (a nested column) are checked on the rows that pass. Record batches stream: memory
+holds one batch. An S3 file is downloaded to a temporary file first, one at a time.
+
+A row read back is the row the database gives (``exporter.selection.COLUMNS`` and
+``feedback_score``): JSON columns parsed from the text they were archived as (keys in the order
+they were stored in, JSONB's on PostgreSQL), times as UTC datetimes. ``merge_pages`` merges the
+database's pages and the archive's by (created_at, id), a call present in both (archived, not yet
+dropped) once, into pages of the same size: the export reads the same rows in the same pages
+whichever side holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import tempfile
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from capture.archive import FEEDBACK_COLUMN, JSON_COLUMNS
+from capture.archive_location import (
+    ArchivedFile,
+    ArchiveError,
+    LocalLocation,
+    S3Location,
+    S3Options,
+    open_location,
+    read_manifest,
+)
+from exporter.filters import Filters
+
+Row = dict[str, Any]
+_compute: Any = pc
+"""pyarrow's compute functions over expressions (the stubs type them over arrays only)."""
+Key = tuple[dt.datetime, str]
+
+COLUMNS = (
+    "id",
+    "created_at",
+    "endpoint",
+    "route",
+    "variant",
+    "upstream_model",
+    "dialect",
+    "upstream_api",
+    "request",
+    "response",
+    "normalized",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "total_ms",
+    "shadow_of",
+)
+"""What ``exporter.selection`` reads of a call, in its order; then ``feedback_score``."""
+READ_COLUMNS = (*COLUMNS, "tags", FEEDBACK_COLUMN)
+
+
+def pushed_down(filters: Filters) -> ds.Expression:
+    """The filters that Parquet statistics and Arrow can evaluate (all but tags and feedback)."""
+    field = pc.field
+    where = [field("endpoint").isin(list(filters.endpoints)), field("status") == filters.status]
+    for name, value in (
+        ("route", filters.route),
+        ("variant", filters.variant),
+        ("upstream_model", filters.upstream_model),
+    ):
+        if value is not None:
+            where.append(field(name) == value)
+    if filters.since is not None:
+        where.append(field("created_at") >= pa.scalar(filters.since, pa.timestamp("us", "UTC")))
+    if filters.until is not None:
+        where.append(field("created_at") < pa.scalar(filters.until, pa.timestamp("us", "UTC")))
+    if filters.finish_reasons:
+        where.append(field("finish_reason").isin(list(filters.finish_reasons)))
+    if filters.shadow == "exclude":
+        where.append(field("shadow_of").is_null())
+    elif filters.shadow == "only":
+        where.append(~field("shadow_of").is_null())
+    zero = pa.scalar(0, pa.int64())
+    total = _compute.add(
+        _compute.coalesce(field("prompt_tokens"), zero),
+        _compute.coalesce(field("completion_tokens"), zero),
+    )
+    if filters.min_tokens is not None:
+        where.append(total >= filters.min_tokens)
+    if filters.max_tokens is not None:
+        where.append(total <= filters.max_tokens)
+    expression = where[0]
+    for condition in where[1:]:
+        expression = expression & condition
+    return expression
+
+
+def _tag_text(value: Any) -> str | None:
+    """A tag's value as SQL's ``tags ->> key`` gives it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def to_row(record: Row, filters: Filters | None) -> Row | None:
+    """An archived record as the database's row, or None when tags or feedback rule it out."""
+    if filters is not None and filters.tags:
+        tags = orjson.loads(record["tags"]) if record["tags"] else {}
+        if not isinstance(tags, dict):
+            return None
+        for key, wanted in filters.tags.items():
+            if _tag_text(tags.get(key)) != wanted:
+                return None
+    scores = [entry["score"] for entry in record[FEEDBACK_COLUMN] or ()]
+    score = sum(scores) / len(scores) if scores else None
+    minimum = filters.min_feedback if filters is not None else None
+    if minimum is not None and (score is None or score < minimum):
+        return None
+    row: Row = {}
+    for name in COLUMNS:
+        value = record[name]
+        if name in JSON_COLUMNS and value is not None:
+            value = orjson.loads(value)
+        elif name == "created_at":
+            value = _utc(value)
+        row[name] = value
+    row["feedback_score"] = score
+    return row
+
+
+def _meets(entry: ArchivedFile, filters: Filters) -> bool:
+    if filters.since is not None and entry.end <= filters.since:
+        return False
+    return filters.until is None or entry.start < filters.until
+
+
+@dataclass
+class ArchiveSource:
+    """An archive (``file:///path`` or ``s3://bucket/prefix``) read as a source of calls."""
+
+    location: LocalLocation | S3Location
+    batch_size: int = 1000
+
+    @property
+    def url(self) -> str:
+        return self.location.url
+
+    def files(self, filters: Filters | None = None) -> list[ArchivedFile]:
+        entries = read_manifest(self.location)
+        return [e for e in entries if e.rows and (filters is None or _meets(e, filters))]
+
+    def _records(
+        self, entry: ArchivedFile, where: ds.Expression | None, folder: Path
+    ) -> Iterator[list[Row]]:
+        if isinstance(self.location, LocalLocation):
+            path = self.location.local_path(entry.name)
+        else:
+            path = folder / entry.name
+            self.location.download(entry.name, path)
+        try:
+            dataset = ds.dataset(path, format="parquet")
+            columns = [name for name in READ_COLUMNS if name in dataset.schema.names]
+            scanner = dataset.scanner(columns=columns, filter=where, batch_size=self.batch_size)
+            for batch in scanner.to_batches():
+                if batch.num_rows:
+                    yield batch.to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            raise ArchiveError(f"cannot read {self.url}/{entry.name}: {first}") from None
+        finally:
+            if not isinstance(self.location, LocalLocation):
+                path.unlink(missing_ok=True)
+
+    def _batches(
+        self, filters: Filters | None, where: ds.Expression | None
+    ) -> Generator[list[Row], None, None]:
+        with tempfile.TemporaryDirectory(prefix="gateway-archive-read-") as folder:
+            for entry in self.files(filters):
+                for records in self._records(entry, where, Path(folder)):
+                    rows = [row for r in records if (row := to_row(r, filters)) is not None]
+                    if rows:
+                        yield rows
+
+    async def rows(self, filters: Filters) -> AsyncIterator[list[Row]]:
+        """The selected archived calls, oldest first, a batch at a time (the reading and
+        decoding in a worker thread, so the database's next page is fetched meanwhile)."""
+        batches = self._batches(filters, pushed_down(filters))
+        done = object()
+        try:
+            while True:
+                batch = await asyncio.to_thread(next, batches, done)
+                if batch is done:
+                    return
+                assert isinstance(batch, list)
+                yield batch
+        finally:
+            batches.close()
+
+    async def by_ids(self, ids: Sequence[str]) -> dict[str, Row]:
+        """Archived calls by id (any filter aside)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+
+        def read() -> dict[str, Row]:
+            found: dict[str, Row] = {}
+            for batch in self._batches(None, pc.field("id").isin(wanted)):
+                for row in batch:
+                    found[row["id"]] = row
+            return found
+
+        return await asyncio.to_thread(read)
+
+
+def open_archive(url: str, s3: S3Options | None = None, batch_size: int = 1000) -> ArchiveSource:
+    """ArchiveError (capture.archive_location) for a URL that names no archive."""
+    return ArchiveSource(open_location(url, s3), batch_size)
+
+
+async def merge_pages(
+    database: AsyncIterator[list[Row]],
+    archive: AsyncIterator[list[Row]],
+    page_size: int,
+    limit: int | None = None,
+) -> AsyncIterator[list[Row]]:
+    """The two sources' rows in (created_at, id) order, a row in both once (the database's),
+    in pages of ``page_size``, at most ``limit`` rows in all."""
+    sources = [database, archive]
+    buffers: list[list[Row]] = [[], []]
+    positions = [0, 0]
+    live = [True, True]
+
+    async def head(side: int) -> Row | None:
+        while live[side] and positions[side] >= len(buffers[side]):
+            try:
+                buffers[side] = await anext(sources[side])
+            except StopAsyncIteration:
+                live[side] = False
+                buffers[side] = []
+            positions[side] = 0
+        return buffers[side][positions[side]] if live[side] else None
+
+    def key(row: Row) -> Key:
+        return (row["created_at"], row["id"])
+
+    page: list[Row] = []
+    emitted = 0
+    while limit is None or emitted < limit:
+        first, second = await head(0), await head(1)
+        if first is None and second is None:
+            break
+        if second is None or (first is not None and key(first) <= key(second)):
+            assert first is not None
+            chosen = first
+            positions[0] += 1
+            if second is not None and key(second) == key(first):
+                positions[1] += 1
+        else:
+            chosen = second
+            positions[1] += 1
+        page.append(chosen)
+        emitted += 1
+        if len(page) == page_size:
+            yield page
+            page = []
+    if page:
+        yield page
