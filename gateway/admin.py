@@ -16,6 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.keys import KeySpec, VirtualKeys
+from gateway.rolloutadmin import build_rollout_admin
+from gateway.rollouts import RolloutService
 from gateway.routechange import InvalidRouteChange, apply_route, share_route, validated_route
 from gateway.runtime import RuntimeManager
 from gateway.settings import ConfigError, Settings
@@ -98,6 +100,7 @@ def build_admin(
     load: Callable[[Path], Settings],
     keys: Callable[[], VirtualKeys | None] = lambda: None,
     sync: Callable[[], RouteSync | None] = lambda: None,
+    rollouts: Callable[[], RolloutService | None] = lambda: None,
 ) -> APIRouter:
     def require_admin(request: Request) -> None:
         admin = manager.settings.admin
@@ -238,4 +241,5 @@ def build_admin(
             await shared.share_reload()
         return {"reloaded": str(path), "routes": list(settings.routes), "needs_restart": ignored}
 
+    router.include_router(build_rollout_admin(rollouts))
     return router

@@ -22,8 +22,11 @@ from typing import Any
 from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
+from autopilot.judging import PairJudge
 from capture.errortext import describe_error
+from capture.lease import DatabaseLease, Lease
 from capture.pricing import PriceTable
+from capture.rollouts import RolloutTable
 from capture.store import Store
 from capture.writer import CaptureWriter
 from gateway.admin import build_admin
@@ -34,14 +37,18 @@ from gateway.dashboard import build_dashboard
 from gateway.dashboard.rollup import fold_pending
 from gateway.draining import DRAIN, SHUTTING_DOWN
 from gateway.errors import Unavailable
+from gateway.internal import InternalClient
 from gateway.keys import KeyStore, VirtualKeys
 from gateway.limits import Limiter, LocalLimiter
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.recording import Recorder
+from gateway.redislease import RedisLease
 from gateway.redislimits import RedisLimiter
 from gateway.relay import Call, send_error
 from gateway.resp import PipelinedRedis
+from gateway.rollout_actions import GatewayActions
+from gateway.rollouts import RolloutService
 from gateway.runtime import RuntimeManager, UpstreamFactory
 from gateway.settings import RedisSettings, Settings, load_settings, with_upstream_override
 from gateway.shadow import ShadowResult, ShadowRunner
@@ -87,6 +94,8 @@ class GatewayApp:
         self.keys: VirtualKeys | None = None
         self.sync: RouteSync | None = None
         self.writer: CaptureWriter | None = None
+        self.rollouts: RolloutService | None = None
+        self.internal: InternalClient | None = None
         self.ready = False
         self._sync_task: asyncio.Task[None] | None = None
         self._reported = {"written": 0, "dropped": 0, "retried": 0, "failed": 0}
@@ -98,6 +107,7 @@ class GatewayApp:
                 self.load,
                 lambda: self.keys,
                 lambda: self.sync,
+                lambda: self.rollouts,
             ),
             build_dashboard(self),
         )
@@ -183,6 +193,9 @@ class GatewayApp:
         if self._redis is not None and settings.redis is not None:
             self.sync = RouteSync(self._redis, settings.redis.prefix, self.manager, self.reload)
             await self.sync.start()
+        if self.store is not None and settings.autopilot.enabled:
+            self.rollouts = self._rollout_service(settings)
+            self.rollouts.start()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_metrics())
         # Everything made so far (imported modules, the app, the clients) lives as long as the
         # process: out of the collector's sight, a full collection scans only what calls make.
@@ -193,6 +206,34 @@ class GatewayApp:
         if self.handle_signals:
             server = settings.server
             DRAIN.install(server.shutdown_delay_s, server.shutdown_timeout_s, self._draining)
+
+    def _rollout_service(self, settings: Settings) -> RolloutService:
+        """The autopilot on this replica: the lease in Redis when there is one, else in the
+        capture database; judges through the gateway's own routes, in-process."""
+        assert self.store is not None
+        autopilot = settings.autopilot
+        engine = self.store.engine
+        lease: Lease = (
+            RedisLease(self._redis, settings.redis.prefix)
+            if self._redis is not None and settings.redis is not None
+            else DatabaseLease(engine)
+        )
+        judge = None
+        if autopilot.judge_route is not None:
+            self.internal = InternalClient(self, concurrency=autopilot.judge_concurrency)
+            judge = PairJudge(
+                engine,
+                self.internal.chat,
+                judge_route=autopilot.judge_route,
+                rubric=autopilot.rubric,
+                both_orders=autopilot.both_orders,
+                sample=autopilot.judge_sample,
+                concurrency=autopilot.judge_concurrency,
+            )
+        actions = GatewayActions(self.manager, lambda: self.sync)
+        return RolloutService(
+            self.manager, RolloutTable(engine), lease, actions, self.metrics, judge=judge
+        )
 
     def _draining(self) -> None:
         """SIGTERM (called from the signal handler): not ready from now on."""
@@ -205,6 +246,10 @@ class GatewayApp:
             DRAIN.uninstall()
         if self.keys is not None:
             await self.keys.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
+        if self.internal is not None:
+            await self.internal.aclose()
         if self.sync is not None:
             await self.sync.stop()
         await self.shadows.drain(SHADOW_GRACE_SECONDS)

@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, simulate, check-config, hash-key."""
+"""The ``gateway`` command: serve, simulate, check-config, hash-key, db, keys, rollout."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.draining import STREAM_END_MARGIN_S
+from gateway.rolloutcli import add_commands as add_rollout_commands
 from gateway.settings import ConfigError, Settings, hash_key, load_settings
 
 log = logging.getLogger("gateway")
@@ -359,6 +360,8 @@ def build_parser(with_exporter: bool = True) -> argparse.ArgumentParser:
     q.add_argument("key")
     q.set_defaults(func=keys_command)
 
+    add_rollout_commands(commands)
+
     if with_exporter:
         from exporter.cli import add_commands as add_exporter_commands
 
@@ -377,6 +380,6 @@ def build_parser(with_exporter: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     words = sys.argv[1:] if argv is None else argv
     # The exporter's commands import numpy and friends: not worth a second of every start.
-    fast = bool(words) and words[0] in ("serve", "simulate", "hash-key", "check-config")
+    fast = bool(words) and words[0] in ("serve", "simulate", "hash-key", "check-config", "rollout")
     args = build_parser(with_exporter=not fast).parse_args(argv)
     sys.exit(args.func(args))

@@ -1,0 +1,163 @@
+"""The autopilot end to end, in accelerated time: real gateway processes, the real simulator
+(its judge sees the defects of a worse model's answers), the store on SQLite and PostgreSQL.
+
+(a) an equal student is promoted to the target; (b) a student worse on one slice is kept off
+that slice (pinned) while promoted on the other; (c) a student that degrades mid-rollout is
+rolled back to the incumbent; (d) an A/A candidate (the incumbent's own model) is promoted
+without a rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.capture_support import BACKENDS, Backend, BackendKind, open_backend
+from tests.gateway.rollout_support import (
+    FAST_GATES,
+    SLICE_TEXT,
+    STUDENT,
+    Load,
+    actions,
+    gateway_config,
+    plan,
+    reset_quality,
+    rollout,
+    set_quality,
+    share_of,
+    wait_until,
+    weights,
+)
+from tests.processes import Running, start_gateway, start_simulator
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    running = start_simulator(tmp_path_factory.mktemp("rollout-simulator"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    kind: BackendKind = request.param
+    with open_backend(kind, tmp_path, "rollout_e2e") as opened:
+        yield opened
+
+
+@pytest.fixture
+def quality(simulator: Running) -> Iterator[Running]:
+    reset_quality(simulator)
+    yield simulator
+    reset_quality(simulator)
+
+
+def _gateway(tmp_path: Path, backend: Backend, simulator: Running, **kw: Any) -> Running:
+    return start_gateway(tmp_path, gateway_config(simulator.url, backend.new_url(), **kw))
+
+
+def test_an_equal_student_is_promoted_to_the_target(
+    tmp_path: Path, backend: Backend, quality: Running
+) -> None:
+    gateway = _gateway(tmp_path, backend, quality, rollout=plan())
+    try:
+        with Load([gateway]) as load:
+            done = wait_until(
+                lambda: (r := rollout(gateway)) is not None and r["status"] == "promoted" and r,
+                "the student promoted",
+                logs=(gateway,),
+            )
+        assert [a for _, a in actions(done)] == ["start", "advance", "promote"]
+        assert share_of(weights(gateway), "student") == pytest.approx(0.9)
+        assert not load.failed
+        assert load.variants.get("student", 0) > 0  # it answered live calls
+        evidence = done["decisions"][-1]["evidence"]
+        quality_gate = next(g for g in evidence["gates"] if g["name"] == "quality")
+        assert quality_gate["verdict"] == "pass"
+    finally:
+        gateway.stop()
+
+
+def test_a_student_worse_on_one_slice_is_kept_off_it_and_promoted_on_the_other(
+    tmp_path: Path, backend: Backend, quality: Running
+) -> None:
+    set_quality(quality, STUDENT, 0.0, match=SLICE_TEXT["billing"])
+    gateway = _gateway(tmp_path, backend, quality, rollout=plan(slice_keys=["task"], max_slices=3))
+    try:
+        with Load([gateway]) as load:
+
+            def settled() -> dict[str, Any] | None:
+                r = rollout(gateway)
+                if r is None or r["status"] == "running":
+                    return None
+                return r
+
+            done = wait_until(settled, "both slices decided", logs=(gateway,))
+        slices = {s["name"]: s for s in done["slices"]}
+        assert slices["task=billing"]["status"] == "pinned"
+        assert slices["task=shipping"]["status"] == "promoted"
+        assert done["status"] == "promoted"
+        decided = actions(done)
+        assert ("task=billing", "pin") in decided
+        assert ("task=shipping", "promote") in decided
+        assert not [a for s, a in decided if s == "task=shipping" and a in ("pin", "rollback")]
+        routed = weights(gateway)
+        assert share_of(routed, "student", "task=billing") == 0.0
+        assert share_of(routed, "student", "task=shipping") == pytest.approx(0.9)
+        assert share_of(routed, "student") == 0.0  # slices not seen stay on the incumbent
+        assert not load.failed
+    finally:
+        gateway.stop()
+
+
+def test_a_student_that_degrades_mid_rollout_is_rolled_back(
+    tmp_path: Path, backend: Backend, quality: Running
+) -> None:
+    gates = {**FAST_GATES, "min_dwell_s": 3.0}
+    gateway = _gateway(tmp_path, backend, quality, rollout=plan(gates=gates))
+    try:
+        with Load([gateway]) as load:
+
+            def live() -> bool:
+                r = rollout(gateway)
+                return r is not None and any(s["share"] == 0.5 for s in r["slices"])
+
+            wait_until(live, "the student live at half the traffic", logs=(gateway,))
+            set_quality(quality, STUDENT, 0.0)  # from now on, every answer has a defect
+            done = wait_until(
+                lambda: (r := rollout(gateway)) is not None and r["status"] == "rolled_back" and r,
+                "the rollback",
+                logs=(gateway,),
+            )
+            routed = weights(gateway)
+        assert actions(done)[-1] == ("*", "pin")
+        assert [a for _, a in actions(done)][:2] == ["start", "advance"]
+        assert "quality" in done["decisions"][-1]["reason"]
+        assert share_of(routed, "student") == 0.0
+        assert routed["counterfactual"] is None and routed["shadow"] is None
+        assert not load.failed
+    finally:
+        gateway.stop()
+
+
+def test_an_a_a_rollout_is_promoted_without_a_rollback(
+    tmp_path: Path, backend: Backend, quality: Running
+) -> None:
+    gates = {**FAST_GATES, "max_cost_ratio": None}  # the same model costs the same
+    gateway = _gateway(
+        tmp_path, backend, quality, twin=True, rollout=plan(candidate="twin", gates=gates)
+    )
+    try:
+        with Load([gateway]) as load:
+            done = wait_until(
+                lambda: (r := rollout(gateway)) is not None and r["status"] == "promoted" and r,
+                "the twin promoted",
+                logs=(gateway,),
+            )
+        assert [a for _, a in actions(done)] == ["start", "advance", "promote"]
+        assert share_of(weights(gateway), "twin") == pytest.approx(0.9)
+        assert not load.failed
+    finally:
+        gateway.stop()
