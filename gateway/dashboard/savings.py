@@ -66,9 +66,11 @@ def _known(sums: UsageSums | None) -> bool:
     return sums is None or sums.calls > sums.unpriced
 
 
-def _day_line(
+def day_line(
     route: str, day: str, kinds: Mapping[str, UsageSums], price: Price | None
 ) -> dict[str, Any]:
+    """One route's day from its sums by kind, priced at the incumbent's ``price`` (None:
+    unknown), with every unknown figure null."""
     student = kinds.get("student")
     if price is not None:
         line = ledger(kinds.values(), {route: price})[0].as_dict()
@@ -131,7 +133,7 @@ async def build_savings(
         model = routes[name].variants[incumbent].model
         price = prices.price(model)
         days = by_day.get(name, {})
-        lines = [_day_line(name, day, days[day], price) for day in sorted(days)]
+        lines = [day_line(name, day, days[day], price) for day in sorted(days)]
         out.append(
             {
                 "route": name,

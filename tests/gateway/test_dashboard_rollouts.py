@@ -19,6 +19,11 @@ import httpx
 import pytest
 
 from autopilot.controller import DecisionRecord
+from capture.ledger import UsageSums
+from capture.pricing import Price
+from capture.rollouts import RolloutTable
+from capture.store import Store
+from gateway.dashboard.savings import day_line
 from tests.capture_support import (
     BACKENDS,
     Backend,
@@ -62,9 +67,14 @@ def backend(
 
 
 @pytest.fixture(scope="module")
-def seeded(backend: Backend) -> Iterator[tuple[Running, list[DecisionRecord]]]:
+def database_url(backend: Backend) -> str:
+    return backend.new_url()
+
+
+@pytest.fixture(scope="module")
+def seeded(backend: Backend, database_url: str) -> Iterator[tuple[Running, list[DecisionRecord]]]:
     workdir = Path(backend.workdir)
-    url = backend.new_url()
+    url = database_url
     simulator = start_simulator(workdir)
     try:
         gateway = start_gateway(workdir, gateway_config(simulator.url, url), env=ENV)
@@ -102,7 +112,7 @@ def test_the_seeded_rollout_made_the_decisions_the_page_shows(
 def test_the_list_of_rollouts(http: httpx.Client) -> None:
     response = http.get("/dashboard/api/rollouts")
     assert response.status_code == 200, response.text
-    (rollout,) = response.json()["rollouts"]
+    (rollout,) = [r for r in response.json()["rollouts"] if r["route"] == seed.ROUTE]
     assert rollout["route"] == seed.ROUTE and rollout["status"] == "running"
     assert rollout["incumbent"] == "teacher" and rollout["candidate"] == "student"
     assert rollout["slices"] == {
@@ -209,3 +219,53 @@ def test_savings_per_route_and_day(http: httpx.Client) -> None:
     assert all(
         r["days"] == [] and r["totals"]["net_savings_usd"] == 0 for r in earlier.json()["routes"]
     )
+
+
+def test_a_state_this_gateway_cannot_read_is_shown_as_stored(
+    http: httpx.Client, database_url: str
+) -> None:
+    async def save() -> None:
+        store = await Store.connect(database_url)
+        try:
+            await RolloutTable(store.engine).save("future", {"version": 99}, "running", [])
+        finally:
+            await store.close()
+
+    seed.run(save())
+    listed = {r["route"]: r for r in http.get("/dashboard/api/rollouts").json()["rollouts"]}
+    assert "version 99" in listed["future"]["problem"] and listed["future"]["slices"] == {}
+    detail = http.get("/dashboard/api/rollouts/future")
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["state"] == {"version": 99} and detail.json()["slices"] == []
+    # the other rollout is still read, and savings still made
+    assert listed[seed.ROUTE]["status"] == "running"
+    assert http.get("/dashboard/api/savings").status_code == 200
+
+
+def _sums(kind: str, calls: int, unpriced: int, cost: float) -> UsageSums:
+    priced = calls - unpriced
+    return UsageSums(
+        "r", "2026-12-05", kind, calls, unpriced, 1000 * priced, 0, 0, 500 * priced, cost
+    )
+
+
+def test_an_unknown_cost_is_never_a_zero() -> None:
+    price = Price(2.5, 1.25, 10.0)
+    known = day_line("r", "d", {"student": _sums("student", 2, 0, 0.002)}, price)
+    assert known["incumbent_cost_usd"] == pytest.approx(0.015)
+    assert known["net_savings_usd"] == pytest.approx(0.013)
+    assert known["judge_cost_usd"] == 0.0  # no judge calls: nothing spent, known
+    # every student call unpriced: its cost, the incumbent's for the same tokens, gross and net
+    unpriced = day_line("r", "d", {"student": _sums("student", 3, 3, 0.0)}, price)
+    for name in ("student_cost_usd", "incumbent_cost_usd", "gross_savings_usd", "net_savings_usd"):
+        assert unpriced[name] is None, name
+    assert unpriced["unpriced_calls"] == 3
+    # judge calls without a price: the gross is known, the net is not
+    kinds = {"student": _sums("student", 2, 0, 0.002), "judge": _sums("judge", 1, 1, 0.0)}
+    judged = day_line("r", "d", kinds, price)
+    assert judged["gross_savings_usd"] == pytest.approx(0.013)
+    assert judged["judge_cost_usd"] is None and judged["net_savings_usd"] is None
+    assert judged["judge_unpriced_calls"] == 1
+    # partly priced: the priced calls on both sides, the rest counted
+    partly = day_line("r", "d", {"student": _sums("student", 4, 1, 0.003)}, price)
+    assert partly["incumbent_cost_usd"] == pytest.approx(0.0225) and partly["unpriced_calls"] == 1
