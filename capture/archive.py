@@ -25,6 +25,7 @@ once its file is written and recorded, and a failed archive stops the prune ther
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import tempfile
@@ -61,6 +62,7 @@ from capture.archive_location import (
 )
 from capture.content import FLAG, resolve_rows
 from capture.partitions import (
+    BeforeDrop,
     Partition,
     Unit,
     adopt_default_rows,
@@ -203,6 +205,12 @@ def _table(rows: list[Row], scores: dict[str, list[Row]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+def _write_page(
+    writer: pq.ParquetWriter, rows: list[Row], scores: dict[str, list[Row]], page_size: int
+) -> None:
+    writer.write_table(_table(rows, scores), row_group_size=page_size)
+
+
 async def count_range(engine: AsyncEngine, start: dt.datetime, end: dt.datetime) -> int:
     async with engine.connect() as connection:
         query = select(func.count()).select_from(calls).where(_in_range(start, end))
@@ -223,7 +231,8 @@ async def write_range(
             if not rows:
                 break
             cursor = (rows[-1]["created_at"], rows[-1]["id"])
-            writer.write_table(_table(rows, scores), row_group_size=page_size)
+            # Encoding and compressing off the event loop: the gateway's maintenance runs here.
+            await asyncio.to_thread(_write_page, writer, rows, scores, page_size)
             written += len(rows)
             scored += sum(len(entries) for entries in scores.values())
             if len(rows) < page_size:
@@ -245,7 +254,8 @@ async def archive_range(
     if start >= end:
         raise ArchiveError(f"empty range: {start.isoformat()} is not before {end.isoformat()}")
     name = file_name(start, end)
-    earlier = next((entry for entry in read_manifest(location) if entry.name == name), None)
+    manifest = await asyncio.to_thread(read_manifest, location)
+    earlier = next((entry for entry in manifest if entry.name == name), None)
     with tempfile.TemporaryDirectory(prefix="gateway-archive-") as folder:
         path = Path(folder) / name
         rows, scored = await write_range(engine, start, end, path, page_size)
@@ -261,11 +271,11 @@ async def archive_range(
             rows=rows,
             feedback=scored,
             bytes=path.stat().st_size,
-            sha256=sha256_file(path),
+            sha256=await asyncio.to_thread(sha256_file, path),
             archived_at=now or dt.datetime.now(dt.UTC),
         )
-        location.put_file(name, path)
-    record_file(location, entry)
+        await asyncio.to_thread(location.put_file, name, path)
+    await asyncio.to_thread(record_file, location, entry)
     return entry
 
 
@@ -341,6 +351,22 @@ async def archive_before(
     return done
 
 
+def partition_archiver(
+    engine: AsyncEngine, location: Location, page_size: int = PAGE_SIZE
+) -> BeforeDrop:
+    """A ``before_drop`` for ``capture.partitions.drop_partitions_before`` (and the retention's
+    ``Maintenance``): each partition holding calls is archived before it goes; an ArchiveError
+    keeps it, and the later ones, in the database."""
+
+    async def before_drop(partition: Partition) -> None:
+        if await count_range(engine, partition.start, partition.end):
+            await archive_range(
+                engine, location, partition.start, partition.end, page_size=page_size
+            )
+
+    return before_drop
+
+
 @dataclass(frozen=True)
 class Pruned:
     archived: tuple[ArchivedFile, ...]
@@ -368,7 +394,7 @@ async def archive_and_prune(
             entry = await archive_range(
                 engine, location, partition.start, partition.end, page_size=page_size
             )
-            archived.append(entry)
+            archived.append(entry)  # like partition_archiver, keeping what it wrote
 
     async with engine.connect() as connection:
         partitioned = await is_partitioned(connection)

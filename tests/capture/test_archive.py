@@ -23,6 +23,7 @@ from capture.archive import (
     archive_range,
     delete_archived,
     file_name,
+    partition_archiver,
 )
 from capture.archive_location import (
     ArchiveError,
@@ -33,6 +34,7 @@ from capture.archive_location import (
     read_manifest,
 )
 from capture.content import resolve_rows
+from capture.partitions import drop_partitions_before
 from capture.schema import calls
 from capture.store import Store
 from tests.capture.s3_server import S3Server, s3_server
@@ -312,3 +314,22 @@ def test_an_unreachable_s3_server_is_one_line_without_the_keys(tmp_path: Path) -
     assert "AKIDSECRET1" not in str(caught.value)
     assert "SECRETSECRET2" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_the_partition_archiver_is_the_drops_before_drop(database_url: str, tmp_path: Path) -> None:
+    rows = _rows_over_two_days()
+    _fill(database_url, rows, [])
+    location = open_location(str(tmp_path / "archive"))
+
+    async def scenario(store: Store) -> Any:
+        hook = partition_archiver(store.engine, location)
+        return await drop_partitions_before(store.engine, DAY2 + DAY, hook)
+
+    result = _run(database_url, scenario)
+    assert result.calls == len(rows)
+    manifest = read_manifest(location)
+    assert [item.name for item in manifest] == [
+        "calls-2026-11-02.parquet",
+        "calls-2026-11-03.parquet",
+    ]
+    assert sum(item.rows for item in manifest) == len(rows)
