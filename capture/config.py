@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from capture.archive_location import S3Options
 from capture.redaction import ALL_KINDS, RedactionKind
 
 
@@ -21,6 +22,37 @@ class ModelPrice(BaseModel):
     cache_write: float | None = Field(default=None, ge=0)
     """Price of prompt tokens written to the provider's prompt cache (Anthropic's cache writes);
     ``input`` when unset."""
+
+
+class ArchiveSettings(BaseModel):
+    """``capture.archive``: where old partitions go as Parquet files (``capture.archive``)
+    before they are dropped, and where ``gateway export`` and ``gateway eval`` read them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    """``file:///path`` (or a plain path) or ``s3://bucket/prefix`` on any S3-compatible store."""
+    endpoint_url: str | None = None
+    """The S3 API's URL for a store other than AWS (MinIO, R2, Ceph...); AWS: unset."""
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    """Give the keys as ``${ENV}``; unset: boto3's own chain (``AWS_ACCESS_KEY_ID``..., a
+    profile, an instance role)."""
+    hot_days: int = Field(default=30, ge=1)
+    """Calls younger than this stay in the database: ``gateway db archive`` without
+    ``--before``/``--older-than`` archives the partitions that ended before now - hot_days."""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        scheme, sep, _ = url.partition("://")
+        if not url.strip() or (sep and scheme not in ("file", "s3")):
+            raise ValueError("give file:///path or s3://bucket/prefix")
+        return url
+
+    def s3_options(self) -> S3Options:
+        return S3Options(self.endpoint_url, self.region, self.access_key_id, self.secret_access_key)
 
 
 class CaptureSettings(BaseModel):
@@ -65,3 +97,5 @@ class CaptureSettings(BaseModel):
     collection of content no call refers to), the first time at start."""
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Per-model price overrides, keyed by model name (dated names match their family)."""
+    archive: ArchiveSettings | None = None
+    """The archive tier (``capture.archive``); None: no archive."""
