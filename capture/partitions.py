@@ -205,7 +205,8 @@ async def partitions(engine: AsyncEngine) -> list[Partition]:
 async def _rebuild_rollup(
     connection: AsyncConnection, start: dt.datetime, end: dt.datetime
 ) -> None:
-    """Rebuild the dashboard's hourly rollup (migration 0003) for ``[start, end)``."""
+    """Rebuild the dashboard's hourly rollup (migration 0003) for the hours ``[start, end)``
+    touches."""
     exists = await connection.scalar(
         text("SELECT to_regprocedure('dashboard_hourly_rebuild(timestamptz[])') IS NOT NULL")
     )
@@ -217,8 +218,15 @@ async def _rebuild_rollup(
             "CAST(:start AS timestamptz), CAST(:end AS timestamptz) - interval '1 hour',"
             " interval '1 hour')))"
         ),
-        {"start": start, "end": end},
+        {"start": _hour(start), "end": _hour(end - dt.timedelta(microseconds=1)) + HOUR},
     )
+
+
+HOUR = dt.timedelta(hours=1)
+
+
+def _hour(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def _create(
@@ -265,7 +273,7 @@ async def _create(
         await connection.execute(text("DROP TABLE moved_rows"))
         if low is not None:
             # The rows moved were counted again by the insert trigger: recount their hours.
-            await _rebuild_rollup(connection, low, high + dt.timedelta(hours=1))
+            await _rebuild_rollup(connection, low, high + HOUR)
     return Partition(table, name, start, end)
 
 
@@ -276,6 +284,7 @@ async def ensure_partitions(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     now: dt.datetime | None = None,
+    tables: Sequence[str] = TABLES,
 ) -> list[Partition]:
     """Create the missing partitions of ``[start, end)`` (by default ``BEHIND`` before ``now``
     to ``AHEAD`` after it) in ``unit`` periods, for each partitioned table; the ones created.
@@ -288,7 +297,7 @@ async def ensure_partitions(
         if not await is_partitioned(connection):
             return []
         await connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        for table in TABLES:
+        for table in tables:
             have = [(p.start, p.end) for p in await _list(connection, table)]
             for period in periods(low, high, unit):
                 for gap_start, gap_end in gaps(period, have):
@@ -299,20 +308,22 @@ async def ensure_partitions(
 
 async def adopt_default_rows(engine: AsyncEngine, unit: Unit = "day") -> list[Partition]:
     """Give the rows in a DEFAULT partition (inserted while no partition covered their time)
-    partitions of their own; the partitions created."""
+    partitions of their own, one per ``unit`` period that holds some; the partitions created."""
     created: list[Partition] = []
     for table in TABLES:
         async with engine.connect() as connection:
             if not await is_partitioned(connection):
                 return []
-            row = (
-                await connection.execute(
-                    text(f"SELECT min(created_at), max(created_at) FROM {table}_default")
+            found = await connection.execute(
+                text(
+                    f"SELECT DISTINCT date_trunc('{unit}', created_at AT TIME ZONE 'UTC')"
+                    f" FROM {table}_default"
                 )
-            ).one()
-        if row[0] is not None:
+            )
+            starts = sorted(start.replace(tzinfo=dt.UTC) for (start,) in found)
+        for start in starts:
             created += await ensure_partitions(
-                engine, unit, start=row[0], end=row[1] + dt.timedelta(microseconds=1)
+                engine, unit, start=start, end=period_end(start, unit), tables=(table,)
             )
     return created
 

@@ -283,11 +283,9 @@ class Store:
         """Remove every call created more than ``older_than`` ago, and its feedback: on
         PostgreSQL the partitions that end before the cutoff are dropped
         (``capture.partitions.drop_partitions_before``), then the older rows of the partition
-        holding the cutoff are deleted (SQLite: all of them are deleted)."""
+        holding the cutoff are deleted (SQLite: whole days, then the rest, all by DELETE)."""
         cutoff = (now or dt.datetime.now(dt.UTC)) - older_than
-        dropped = PruneResult(cutoff)
-        if self.dialect == "postgresql":
-            dropped = await drop_partitions_before(self.engine, cutoff, unit=unit)
+        dropped = await drop_partitions_before(self.engine, cutoff, unit=unit)
         old = select(calls.c.id).where(calls.c.created_at < cutoff)
         async with self.engine.begin() as connection:
             gone = await connection.execute(delete(feedback).where(feedback.c.request_id.in_(old)))
