@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from router.config import (
     BreakerConfig,
@@ -43,9 +44,11 @@ class Decision:
     """The variant's default ``max_tokens`` for an Anthropic provider (see VariantConfig)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The chosen variant, the fallbacks after it, and a shadow to copy the call to, if any."""
+class Plan(NamedTuple):
+    """The chosen variant, the fallbacks after it, and a shadow to copy the call to, if any.
+
+    A named tuple: made on every call, and a tuple is made in about half the time of a frozen
+    dataclass."""
 
     primary: Decision
     fallbacks: tuple[Decision, ...]
@@ -89,6 +92,7 @@ class Route:
     __slots__ = (
         "_active",
         "_cumulative",
+        "_extended",
         "_fallbacks",
         "_single",
         "_slices",
@@ -138,6 +142,7 @@ class Route:
             slices.append(_Slice(tuple(routing.match.items()), _Split(active, self.decisions)))
         self._slices = tuple(slices)
         self.has_slices = bool(slices)
+        self._extended = self.has_slices or config.counterfactual is not None
         """Whether the decision reads the call's tags (the caller parses them only then)."""
         self.counterfactual: CounterfactualConfig | None = config.counterfactual
         self._fallbacks = tuple(self.decisions[f] for f in config.fallbacks)
@@ -185,6 +190,29 @@ class Route:
         forced: str | None = None,
         rng: random.Random | None = None,
         tags: Mapping[str, str] | None = None,
+    ) -> Plan:
+        if self._extended:  # slices or a counterfactual; the plain path below is unchanged
+            return self._extended_plan(user, forced, rng, tags)
+        if forced is not None:
+            primary = self.decisions.get(forced)
+            if primary is None:
+                raise UnknownVariant(forced)
+        else:
+            primary = self.choose(user, rng)
+        fallbacks = tuple(d for d in self._fallbacks if d is not primary)
+        shadow = None
+        if self.shadow is not None and self.shadow.variant != primary.variant:
+            sample = self.shadow.sample
+            if sample >= 1.0 or (sample > 0.0 and (rng or random).random() < sample):
+                shadow = self.decisions[self.shadow.variant]
+        return Plan(primary, fallbacks, shadow)
+
+    def _extended_plan(
+        self,
+        user: str | None,
+        forced: str | None,
+        rng: random.Random | None,
+        tags: Mapping[str, str] | None,
     ) -> Plan:
         if forced is not None:
             primary = self.decisions.get(forced)
