@@ -39,10 +39,11 @@ hashes (never one per row): ``Store.get_call``, the exporter's ``selection`` (ex
 held-out prompts and shots, preference pairs) and therefore the dashboard's call view all see
 the record as it was before it was cut.
 
-Later steps (issue 15): rows of ``content`` that no call refers to any more (after a prune) are
-not collected yet; a collector must leave alone parts newer than the writers' memory of stored
-hashes (``Store`` forgets them every ``KNOWN_HASHES_LIMIT`` hashes; a time bound or a restart of
-the writers is needed before a collected hash may be written again without its row).
+Collecting: ``content.last_seen`` is the latest UTC day a writer stored a call referring to the
+part (``Store.insert_calls`` writes it with the part, and refreshes it at most once a day per
+part: ``ON CONFLICT ... DO UPDATE``); ``capture.retention.collect_content`` deletes the parts
+not seen since the oldest call kept (and not yesterday or today), after every prune and in the
+writer's maintenance. Its invariant and its test: no part a kept call refers to is collected.
 """
 
 from __future__ import annotations
