@@ -179,7 +179,8 @@ async def detail_view(table: RolloutTable, route: str, now: float) -> dict[str, 
         "decisions": decisions,
     }
     if rollout is None:
-        view.update(status=state.get("status"), problem=problem, state=state, slices=[])
+        status = row.get("status") or state.get("status")
+        view.update(status=status, problem=problem, state=state, slices=[])
         return json_safe(view)  # type: ignore[no-any-return]
     latest = _latest_by_slice(decisions)
     view.update(

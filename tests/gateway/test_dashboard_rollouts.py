@@ -237,6 +237,7 @@ def test_a_state_this_gateway_cannot_read_is_shown_as_stored(
     detail = http.get("/dashboard/api/rollouts/future")
     assert detail.status_code == 200, detail.text
     assert detail.json()["state"] == {"version": 99} and detail.json()["slices"] == []
+    assert detail.json()["status"] == "running"  # as listed in the table
     # the other rollout is still read, and savings still made
     assert listed[seed.ROUTE]["status"] == "running"
     assert http.get("/dashboard/api/savings").status_code == 200

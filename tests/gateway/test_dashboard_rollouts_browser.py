@@ -3,7 +3,8 @@
 A real simulator and gateway; the gateway's SQLite store seeded with a rollout made by the
 controller's own code (``tests.gateway.dashboard_rollout_seed``: ``task=billing`` advanced from
 shadow to 50% and still watched, ``task=shipping`` pinned to the incumbent) and with student,
-shadow and judge calls, plus live calls through the gateway. The page must show the rollout's
+shadow and judge calls, plus live calls through the gateway, and a rollout whose state this
+gateway cannot read. The page must show the rollout's
 slices with each gate's state, the timeline of decisions and the savings (unknown prices as
 unknown), log no console error, and leave a screenshot in test-artifacts/dashboard-rollout.png.
 """
@@ -19,6 +20,8 @@ import httpx
 import openai
 import pytest
 
+from capture.rollouts import RolloutTable
+from capture.store import Store
 from tests.gateway import dashboard_rollout_seed as seed
 from tests.gateway.test_dashboard_browser import (
     ARTIFACTS,
@@ -74,12 +77,30 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         try:
             seed.seed_rollout(url, time.time())
             seed.seed_calls(url, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))
+            seed.run(unreadable_rollout(url))
             live_traffic(running)
             yield running
         finally:
             running.stop()
     finally:
         simulator.stop()
+
+
+async def unreadable_rollout(url: str) -> None:
+    """A rollout saved by some other version of the controller, with one decision."""
+    decision = {
+        "slice": "*",
+        "action": "start",
+        "from_stage": 0,
+        "to_stage": 0,
+        "share": 0.0,
+        "reason": "first evidence for this slice",
+    }
+    store = await Store.connect(url)
+    try:
+        await RolloutTable(store.engine).save("future", {"version": 99}, "running", [decision])
+    finally:
+        await store.close()
 
 
 def live_traffic(gateway: Running) -> None:
@@ -164,6 +185,11 @@ def test_a_rollout_in_progress_on_the_dashboard(browser: Browser, gateway: Runni
     assert "significantly worse: quality" in rows.first.inner_text()
     assert "25% → 50%" in rows.nth(1).inner_text()
     assert "shadow → 5%" in rows.nth(3).inner_text()
+
+    # A state this gateway cannot read: shown with why, its decisions still listed.
+    future = page.locator('article.rollout[data-route="future"]')
+    assert "version 99" in future.inner_text()
+    assert future.locator("table.timeline tr.decision").count() == 1
 
     # The savings: gpt-4o's line, with the seeded and the live student calls; local-bot's
     # incumbent has no price, so what it would have cost is unknown, not $0.

@@ -84,6 +84,7 @@
   // --- rollouts ----------------------------------------------------------------------------
 
   function stageName(config, stage) {
+    if (!config) return `stage ${stage}`;
     if (stage >= config.stages.length) return `target ${pct(config.target)}`;
     const share = config.stages[stage];
     return share === 0 ? "shadow" : pct(share);
@@ -195,6 +196,8 @@
     const details = await Promise.all(listed.map((r) => api(`rollouts/${encodeURIComponent(r.route)}`)));
     const panel = document.getElementById("rollouts-panel");
     const list = document.getElementById("rollouts");
+    // Readable rollouts first (by route, as listed), then those this gateway cannot read.
+    details.sort((a, b) => (a.problem ? 1 : 0) - (b.problem ? 1 : 0));
     list.replaceChildren(...details.map(rolloutCard));
     panel.hidden = !details.length;
     debug.routes = details.map((d) => d.route);
