@@ -197,6 +197,83 @@ def db_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _archive_cutoff(args: argparse.Namespace, hot_days: int | None) -> Any:
+    """The cutoff of ``db archive``: --before, --older-than, else capture.archive.hot_days."""
+    import datetime as dt
+
+    from capture.retention import parse_duration
+
+    now = dt.datetime.now(dt.UTC)
+    if args.before:
+        try:
+            moment = dt.datetime.fromisoformat(args.before)
+        except ValueError:
+            raise ValueError(f"--before {args.before!r}: give a date like 2026-11-01") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    if args.older_than:
+        return now - parse_duration(args.older_than)
+    if hot_days is None:
+        raise ValueError("give --before DATE or --older-than 30d, or set capture.archive.hot_days")
+    return now - dt.timedelta(days=hot_days)
+
+
+def db_archive(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from capture.archive import archive_and_prune, archive_before
+    from capture.archive_location import ArchiveError, S3Options, open_location
+    from capture.retention import collect_content
+    from capture.store import Store
+    from gateway.capturing import describe_url
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    capture = settings.capture
+    configured = capture.archive
+    url = args.to or (configured.url if configured else None)
+    if not url:
+        return _fail(
+            "no archive: give --to URL (file:///path, s3://bucket/prefix) or set "
+            "capture.archive.url"
+        )
+    try:
+        cutoff = _archive_cutoff(args, configured.hot_days if configured else None)
+        location = open_location(url, configured.s3_options() if configured else S3Options())
+    except (ValueError, ArchiveError) as exc:
+        return _fail(str(exc))
+
+    async def run() -> tuple[list[Any], int]:
+        store = await Store.connect(capture.database_url)
+        try:
+            await store.check_schema(args.config)
+            if not args.drop:
+                return await archive_before(
+                    store.engine, location, cutoff, unit=capture.partition
+                ), 0
+            pruned = await archive_and_prune(store.engine, location, cutoff, unit=capture.partition)
+            await collect_content(store.engine)
+            return list(pruned.archived), pruned.calls
+        finally:
+            await store.close()
+
+    try:
+        archived, dropped = asyncio.run(run())
+    except ArchiveError as exc:
+        return _fail(f"archive failed, nothing more dropped: {exc}")
+    except Exception as exc:
+        return _fail(f"cannot archive {describe_url(capture.database_url)}: {exc}")
+    for entry in archived:
+        print(
+            f"{location.url.rstrip('/')}/{entry.name}: {entry.rows} calls, {entry.feedback} "
+            f"feedback, {entry.bytes / 1e6:.1f} MB, sha256 {entry.sha256[:16]}"
+        )
+    done = f"archived {len(archived)} range(s) before {cutoff.isoformat(timespec='seconds')}"
+    print(f"{done}; dropped {dropped} call(s)" if args.drop else f"{done}; nothing dropped")
+    return 0
+
+
 def keys_command(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -338,6 +415,21 @@ def build_parser(with_exporter: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--config", required=True)
     q.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
     q.set_defaults(func=db_prune)
+    q = db.add_parser(
+        "archive",
+        help="write old partitions to Parquet files (capture.archive); --drop: then drop them",
+    )
+    q.add_argument("--config", required=True)
+    when = q.add_mutually_exclusive_group()
+    when.add_argument("--before", metavar="DATE", help="archive what ends by this UTC date")
+    when.add_argument("--older-than", help="e.g. 30d (default: capture.archive.hot_days)")
+    q.add_argument("--to", metavar="URL", help="file:///path or s3://bucket/prefix")
+    q.add_argument(
+        "--drop",
+        action="store_true",
+        help="drop each partition (SQLite: delete each day) once its file is written",
+    )
+    q.set_defaults(func=db_archive)
 
     p = commands.add_parser("keys", help="virtual keys: create, list, revoke")
     keys = p.add_subparsers(dest="keys_command", required=True)
