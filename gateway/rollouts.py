@@ -46,6 +46,7 @@ from autopilot.controller import (
     Evidence,
     Rollout,
     RolloutConfig,
+    json_safe,
 )
 from autopilot.evidence import EvidenceReader
 from autopilot.runner import FINISHED, Controller, Gather
@@ -456,7 +457,7 @@ def describe_state(state: Mapping[str, Any], now: float) -> dict[str, Any]:
     c = rollout.config
     slices = []
     for s in rollout.slices.values():
-        decision = s.gates.decision(now - s.stage_started).as_dict()
+        decision = json_safe(s.gates.decision(now - s.stage_started).as_dict())
         slices.append(
             {
                 "name": s.name,
@@ -495,5 +496,5 @@ def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: row[k] for k in ("slice", "action", "from_stage", "to_stage", "share", "reason")}
     at = row["at"]
     out["at"] = at.isoformat() if isinstance(at, dt.datetime) else str(at)
-    out["evidence"] = row.get("evidence")
+    out["evidence"] = json_safe(row.get("evidence"))
     return out
