@@ -64,6 +64,9 @@ def gateway_config(simulator_url: str, database_url: str) -> dict[str, Any]:
             for route, variants in seed.ROUTES.items()
         },
         "capture": {"database_url": database_url, "flush_interval_ms": 50},
+        # The page is tested on the store as the seeded controller left it: the gateway's own
+        # controller would take the rollout over (its looks, its weights).
+        "autopilot": {"enabled": False},
     }
 
 
