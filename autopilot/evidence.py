@@ -81,6 +81,9 @@ CHAT_ENDPOINTS = ("chat", "messages")
 
 YIELD_EVERY = 100
 """Rows checked between two yields to the event loop."""
+CHUNK = 100
+"""Calls fetched at a time from the page's one query (streamed), so that decoding them (done
+on the event loop) never holds the gateway's calls up for long."""
 
 
 def _checked_parts(row: dict[str, Any]) -> dict[str, Any]:
@@ -318,32 +321,38 @@ class EvidenceReader:
             .order_by(calls.c.created_at, calls.c.id)
             .limit(self.page)
         )
-        rows = [_checked_parts(dict(r)) for r in (await connection.execute(query)).mappings()]
+        rows: list[dict[str, Any]] = []
+        result = await connection.stream(query)
+        async for part in result.mappings().partitions(CHUNK):
+            rows += [_checked_parts(dict(r)) for r in part]
+            await asyncio.sleep(0)  # decoding is done on the event loop: let calls through
         if not rows:
             return last
         await resolve_rows(connection, [r for r in rows if r["status"] == 200])
         for n, row in enumerate(rows):
             if n % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # the event loop serves calls: let them through
-            arm = self._arm(self._slice(slices, row["tags"]), row["variant"])
-            if arm is None:
-                continue
-            arm.calls += 1
-            status = int(row["status"])
-            if row["cost_usd"] is not None and math.isfinite(row["cost_usd"]):
-                arm.cost_usd += float(row["cost_usd"])
-            if status >= 400:
+                await asyncio.sleep(0)
+            self._count_call(slices, row)
+        return rows[-1]["created_at"], str(rows[-1]["id"])
+
+    def _count_call(self, slices: dict[str, _Slice], row: dict[str, Any]) -> None:
+        arm = self._arm(self._slice(slices, row["tags"]), row["variant"])
+        if arm is None:
+            return
+        arm.calls += 1
+        status = int(row["status"])
+        if row["cost_usd"] is not None and math.isfinite(row["cost_usd"]):
+            arm.cost_usd += float(row["cost_usd"])
+        if status >= 400:
+            arm.errors += 1
+            return
+        if status == 200:
+            sides = chat_sides(row)
+            if sides is not None and check_answer(*sides):
                 arm.errors += 1
-                continue
-            if status == 200:
-                sides = chat_sides(row)
-                if sides is not None and check_answer(*sides):
-                    arm.errors += 1
-            arm.latencies_ms.append(float(row["total_ms"]))
-            if row["stream"] and row["ttft_ms"] is not None:
-                arm.ttfts_ms.append(float(row["ttft_ms"]))
-        last_row = rows[-1]
-        return last_row["created_at"], str(last_row["id"])
+        arm.latencies_ms.append(float(row["total_ms"]))
+        if row["stream"] and row["ttft_ms"] is not None:
+            arm.ttfts_ms.append(float(row["ttft_ms"]))
 
     async def _feedback(
         self,

@@ -197,6 +197,7 @@ class PairJudge:
         query = sa.select(
             calls.c.id,
             calls.c.endpoint,
+            calls.c.dialect,
             calls.c.variant,
             calls.c.upstream_api,
             calls.c.request,
