@@ -79,6 +79,13 @@ def _check(request: Any, response: Any, found: set[str]) -> None:
         text = _text(message.get("content"))
         calls = _tool_calls(message)
         refusal = message.get("refusal")
+        content = message.get("content")
+        if isinstance(content, list) and not (isinstance(refusal, str) and refusal.strip()):
+            refusal = "".join(  # a content part of type refusal
+                str(part.get("refusal") or "")
+                for part in content
+                if isinstance(part, Mapping) and part.get("type") == "refusal"
+            )
         if isinstance(refusal, str) and refusal.strip():
             found.add(REFUSAL)
         elif not text.strip() and not calls:

@@ -70,6 +70,7 @@ JSON_SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "trip", "sc
         (request(), answer(content="I'm sorry, but I can't help with that."), ["refusal"]),
         (request(), answer(content="I cannot assist with this request."), ["refusal"]),
         (request(), answer(content=None, refusal="I will not do this."), ["refusal"]),
+        (request(), answer(content=[{"type": "refusal", "refusal": "No."}]), ["refusal"]),
         (request(), answer(content="I can't wait to see Paris. It is lovely in May."), []),
         (request(), answer(content="The answer is", finish="length"), ["length"]),
         (request(response_format={"type": "json_object"}), answer(content='{"a": 1}'), []),
