@@ -8,8 +8,9 @@ makes itself, and must drop them from clients' tags so that a client cannot mark
   teacher call made to keep judged pairs coming once the candidate answers live traffic;
 - ``gateway.rollout``: the route whose rollout the call serves (a judge runs on its own route);
   without it, the call's own route.
-Marked calls are not training data: the exporter is to leave out calls carrying ``PURPOSE_TAG``
-(`MARK_TAGS` names both tags; the exporter does not filter them yet).
+Judge calls are not training data: the exporter's selection always leaves them out; a
+``counterfactual`` call is a shadow copy (a teacher's answer), left out unless shadow copies are
+asked for (`MARK_TAGS` names both tags).
 
 Kinds of calls, for a route with student variants:
 - ``student``: answered by a student variant of the route (not a shadow copy, status 200, not
