@@ -180,7 +180,7 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
-        if value is not None and value is not False:
+        if value:  # None, False and empty results mean "not yet"
             return value
         if time.monotonic() > deadline:
             tails = "\n".join(

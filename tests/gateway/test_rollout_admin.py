@@ -1,0 +1,160 @@
+"""The rollout admin API through a real gateway: start, describe, abort, its refusals in the
+admin API's shape, and each decision posted to the webhook (a failure counted, never raised)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.gateway.rollout_support import (
+    GATEWAY_KEY,
+    admin,
+    gateway_config,
+    plan,
+    rollout,
+    wait_until,
+)
+from tests.processes import Running, start_gateway, start_simulator
+
+
+class Receiver:
+    """A webhook on loopback: answers 500 to the first post, 200 after; keeps the bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(500 if len(received) == 1 else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, receiver: Receiver) -> Iterator[Running]:
+    simulator = start_simulator(tmp_path)
+    config = gateway_config(simulator.url, f"sqlite+aiosqlite:///{tmp_path / 'capture.db'}")
+    config["autopilot"]["webhook_url"] = receiver.url
+    running = start_gateway(tmp_path, config)
+    yield running
+    running.stop()
+    simulator.stop()
+
+
+def _error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    message: str = error["message"]
+    return message
+
+
+def _metric(gateway: Running, name: str, labels: str) -> float:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    found = re.search(rf"^{name}\{{{re.escape(labels)}\}}\s+(\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_start_describe_abort_and_the_refusals(gateway: Running, receiver: Receiver) -> None:
+    path = "/admin/routes/support/rollout"
+    unauthorised = httpx.get(f"{gateway.url}/admin/rollouts", timeout=10)
+    _error(unauthorised, 401, "missing_api_key")
+    assert admin(gateway, "GET", "/admin/rollouts").json() == {"rollouts": []}
+    _error(admin(gateway, "GET", path), 404, "rollout_not_found")
+    _error(
+        admin(gateway, "POST", "/admin/routes/nope/rollout", json=plan()), 404, "route_not_found"
+    )
+    bad = admin(gateway, "POST", path, json={"candidate": "student", "stagez": [0]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "stagez"
+    message = _error(admin(gateway, "POST", path, json=plan("pupil")), 400, "invalid_rollout")
+    assert "candidate: unknown variant 'pupil'" in message
+    message = _error(
+        admin(gateway, "POST", path, json=plan(stages=[0.5, 0.1])), 400, "invalid_rollout"
+    )
+    assert "stage shares" in message
+    _error(admin(gateway, "DELETE", path), 404, "rollout_not_found")
+
+    started = admin(gateway, "POST", path, json=plan())
+    assert started.status_code == 201, started.text
+    assert started.json()["status"] == "running" and started.json()["incumbent"] == "teacher"
+    _error(admin(gateway, "POST", path, json=plan()), 409, "rollout_running")
+
+    # a few calls: the slice appears, its fresh gates are described (infinite bounds as null)
+    with httpx.Client(timeout=10) as client:
+        for i in range(3):
+            client.post(
+                f"{gateway.url}/v1/chat/completions",
+                json={"model": "support", "messages": [{"role": "user", "content": f"hi {i}"}]},
+                headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+            ).raise_for_status()
+    described = wait_until(
+        lambda: (r := rollout(gateway)) is not None and r["slices"] and r, "the first slice"
+    )
+    gates = described["slices"][0]["gates"]
+    assert {g["name"] for g in gates["gates"]} >= {"quality", "errors"}
+    assert gates["action"] == "hold"
+    assert described["holder"]
+    assert _metric(gateway, "gateway_rollout_share", 'route="support",slice="*"') == 0.0
+
+    long_reason = admin(gateway, "DELETE", path, params={"reason": "x" * 501})
+    _error(long_reason, 400, "invalid_reason")
+    aborted = admin(gateway, "DELETE", path, params={"reason": "a test"})
+    assert aborted.status_code == 202, aborted.text
+    assert aborted.json()["abort_requested"] == "a test"
+    done = wait_until(
+        lambda: (r := rollout(gateway)) is not None and r["status"] == "aborted" and r,
+        "the abort applied",
+        timeout=10,
+    )
+    assert done["abort_requested"] is None and done["reason"] == "aborted: a test"
+    assert done["decisions"][-1]["action"] == "abort"
+    _error(admin(gateway, "DELETE", path), 409, "rollout_not_running")
+    listed = admin(gateway, "GET", "/admin/rollouts").json()["rollouts"]
+    assert [(r["route"], r["status"]) for r in listed] == [("support", "aborted")]
+
+    # a new rollout may start once the last one finished; its abort reaches the webhook too
+    assert admin(gateway, "POST", path, json=plan()).status_code == 201
+    assert admin(gateway, "DELETE", path, params={"reason": "again"}).status_code == 202
+    wait_until(lambda: len(receiver.bodies) >= 3, "the decisions posted", timeout=15)
+    posted = [(b["route"], b["slice"], b["action"]) for b in receiver.bodies]
+    assert posted[0] == ("support", "*", "start")
+    assert posted.count(("support", "*", "abort")) == 2
+    assert receiver.bodies[-1]["reason"] == "aborted: again"
+    assert _metric(gateway, "gateway_rollout_webhook_posts_total", 'outcome="failed"') == 1.0
+    assert _metric(gateway, "gateway_rollout_webhook_posts_total", 'outcome="ok"') >= 2.0
+    assert (
+        _metric(
+            gateway, "gateway_rollout_decisions_total", 'route="support",slice="*",action="abort"'
+        )
+        == 2.0
+    )
