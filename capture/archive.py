@@ -20,7 +20,9 @@ were dropped after archiving: replacing would lose them).
 ``archive_before(engine, location, cutoff)`` archives each partition (``capture.partitions``;
 a UTC day on SQLite) that ends by ``cutoff`` and leaves the database as it is;
 ``archive_and_prune`` archives each in the drop's ``before_drop``, so a partition is dropped only
-once its file is written and recorded, and a failed archive stops the prune there.
+once its file is written and recorded, and a failed archive stops the prune there. The
+writer's retention (``capture.retention_days``) archives the same way when ``capture.archive``
+is set (``configured_archiver``).
 """
 
 from __future__ import annotations
@@ -56,10 +58,12 @@ from capture.archive_location import (
     ArchivedFile,
     ArchiveError,
     Location,
+    open_location,
     read_manifest,
     record_file,
     sha256_file,
 )
+from capture.config import ArchiveSettings
 from capture.content import FLAG, resolve_rows
 from capture.partitions import (
     BeforeDrop,
@@ -363,6 +367,21 @@ def partition_archiver(
             await archive_range(
                 engine, location, partition.start, partition.end, page_size=page_size
             )
+
+    return before_drop
+
+
+def configured_archiver(engine: AsyncEngine, settings: ArchiveSettings) -> BeforeDrop:
+    """``partition_archiver`` for ``capture.archive``, its location opened at the first
+    partition (the writer's retention builds it at start; a store unreachable then is only an
+    error of the round that needs it, which keeps its partitions and is retried)."""
+    opened: list[BeforeDrop] = []
+
+    async def before_drop(partition: Partition) -> None:
+        if not opened:
+            location = open_location(settings.url, settings.s3_options())
+            opened.append(partition_archiver(engine, location))
+        await opened[0](partition)
 
     return before_drop
 

@@ -54,6 +54,7 @@ from sqlalchemy import exc as sa_exc
 from capture import retention
 from capture.config import CaptureSettings
 from capture.errortext import describe_error
+from capture.partitions import BeforeDrop
 from capture.prepare import Normalize, Prepared, Preparer, Row
 from capture.record import CallRecord
 from capture.redaction import Redactor
@@ -86,6 +87,15 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _archiver(store: Store, settings: CaptureSettings) -> BeforeDrop | None:
+    """With ``capture.archive``, retention archives each partition before dropping it."""
+    if settings.archive is None:
+        return None
+    from capture.archive import configured_archiver  # pyarrow: only when archiving
+
+    return configured_archiver(store.engine, settings.archive)
+
+
 class CaptureWriter:
     def __init__(
         self,
@@ -105,6 +115,7 @@ class CaptureWriter:
                 unit=settings.partition,
                 retention_days=settings.retention_days,
                 interval_s=settings.maintenance_interval_s,
+                before_drop=_archiver(store, settings),
             )
             if maintenance
             else None

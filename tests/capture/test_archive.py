@@ -33,10 +33,12 @@ from capture.archive_location import (
     open_location,
     read_manifest,
 )
+from capture.config import ArchiveSettings, CaptureSettings
 from capture.content import resolve_rows
 from capture.partitions import drop_partitions_before
 from capture.schema import calls
 from capture.store import Store
+from capture.writer import CaptureWriter
 from tests.capture.s3_server import S3Server, s3_server
 from tests.capture.test_content import ON, prepared, shapes
 
@@ -332,4 +334,41 @@ def test_the_partition_archiver_is_the_drops_before_drop(database_url: str, tmp_
         "calls-2026-11-02.parquet",
         "calls-2026-11-03.parquet",
     ]
+    assert sum(item.rows for item in manifest) == len(rows)
+
+
+def test_the_writers_retention_archives_before_it_drops(database_url: str, tmp_path: Path) -> None:
+    rows = _rows_over_two_days()
+    _fill(database_url, rows, [])
+    folder = tmp_path / "archive"
+    settings = CaptureSettings(
+        database_url=database_url,
+        retention_days=1,
+        archive=ArchiveSettings(url=f"file://{folder}"),
+    )
+    unreachable = ArchiveSettings(
+        url="s3://bucket/x",
+        endpoint_url="http://127.0.0.1:9",
+        region="us-east-1",
+        access_key_id="AKID",
+        secret_access_key="SECRET",
+    )
+    broken = CaptureSettings(database_url=database_url, retention_days=1, archive=unreachable)
+
+    async def scenario(store: Store) -> Any:
+        now = DAY2 + 3 * DAY
+        failing = CaptureWriter(store, broken).maintenance
+        assert failing is not None
+        with pytest.raises(ArchiveError):
+            await failing.run_once(now=now)
+        kept = await store.count_calls()
+        maintenance = CaptureWriter(store, settings).maintenance
+        assert maintenance is not None
+        done = await maintenance.run_once(now=now)
+        return kept, done, await store.count_calls()
+
+    kept, done, left = _run(database_url, scenario)
+    assert kept == len(rows)
+    assert done.retention is not None and done.retention.calls == len(rows) and left == 0
+    manifest = read_manifest(open_location(str(folder)))
     assert sum(item.rows for item in manifest) == len(rows)
