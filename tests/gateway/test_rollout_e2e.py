@@ -8,10 +8,12 @@ without a rollback."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.capture_support import BACKENDS, Backend, BackendKind, open_backend
@@ -54,6 +56,16 @@ def quality(simulator: Running) -> Iterator[Running]:
     reset_quality(simulator)
 
 
+VERDICTS = ('verdict="win"', 'verdict="tie"', 'verdict="loss"')
+
+
+def _metric(gateway: Running, name: str, verdict: str) -> float:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    labels = re.escape(f'route="support",{verdict}')
+    found = re.search(rf"^{name}\{{{labels}\}}\s+(\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def _gateway(tmp_path: Path, backend: Backend, simulator: Running, **kw: Any) -> Running:
     return start_gateway(tmp_path, gateway_config(simulator.url, backend.new_url(), **kw))
 
@@ -61,7 +73,8 @@ def _gateway(tmp_path: Path, backend: Backend, simulator: Running, **kw: Any) ->
 def test_an_equal_student_is_promoted_to_the_target(
     tmp_path: Path, backend: Backend, quality: Running
 ) -> None:
-    gateway = _gateway(tmp_path, backend, quality, rollout=plan())
+    config = gateway_config(quality.url, backend.new_url(), rollout=plan())
+    gateway = start_gateway(tmp_path, config)
     try:
         with Load([gateway]) as load:
             done = wait_until(
@@ -70,12 +83,58 @@ def test_an_equal_student_is_promoted_to_the_target(
                 logs=(gateway,),
             )
         assert [a for _, a in actions(done)] == ["start", "advance", "promote"]
-        assert share_of(weights(gateway), "student") == pytest.approx(0.9)
+        routed = weights(gateway)
+        assert share_of(routed, "student") == pytest.approx(0.9)
+        assert routed["counterfactual"] == {"of": "student", "variant": "teacher", "sample": 1.0}
         assert not load.failed
         assert load.variants.get("student", 0) > 0  # it answered live calls
         evidence = done["decisions"][-1]["evidence"]
         quality_gate = next(g for g in evidence["gates"] if g["name"] == "quality")
         assert quality_gate["verdict"] == "pass"
+        judged = sum(_metric(gateway, "gateway_judge_verdicts_total", v) for v in VERDICTS)
+        assert judged >= FAST_GATES["min_samples"]
+    finally:
+        gateway.stop()
+    # Restarted without Redis, it reads the file's weights (the student at 0); on taking the
+    # lease it re-applies the saved shares, and the configured rollout is not started again.
+    restarted = start_gateway(tmp_path, config)
+    try:
+        wait_until(
+            lambda: share_of(weights(restarted), "student") == pytest.approx(0.9),
+            "the saved shares re-applied",
+            timeout=10,
+            logs=(restarted,),
+        )
+        assert weights(restarted)["counterfactual"] is not None
+        again = rollout(restarted)
+        assert again is not None and again["status"] == "promoted"
+        assert actions(again) == actions(done)
+    finally:
+        restarted.stop()
+
+
+def test_a_candidate_whose_breaker_opens_is_rolled_back(
+    tmp_path: Path, backend: Backend, quality: Running
+) -> None:
+    config = gateway_config(quality.url, backend.new_url(), rollout=plan(stages=[0.5]))
+    config["providers"]["nowhere"] = {"base_url": "http://127.0.0.1:9/v1", "connect_timeout": 1}
+    support = config["routes"]["support"]
+    support["variants"]["student"]["provider"] = "nowhere"
+    support["fallbacks"] = ["teacher"]
+    support["retry"] = {"attempts": 1}
+    support["breaker"] = {"failures": 3, "cooldown_s": 60}
+    gateway = start_gateway(tmp_path, config)
+    try:
+        with Load([gateway]) as load:
+            done = wait_until(
+                lambda: (r := rollout(gateway)) is not None and r["status"] == "rolled_back" and r,
+                "the rollback on the open breaker",
+                logs=(gateway,),
+            )
+        assert done["decisions"][-1]["action"] == "rollback"
+        assert done["reason"] == "the candidate's breaker opened"
+        assert share_of(weights(gateway), "student") == 0.0
+        assert not load.failed  # the fallback answered meanwhile
     finally:
         gateway.stop()
 
