@@ -1,4 +1,4 @@
-"""Capture at scale, measured: bytes per captured call, write rate, and prune on today's layout.
+"""Capture at scale, measured: bytes per captured call, write rate, and prune time.
 
 Usage::
 
@@ -37,9 +37,12 @@ system prompt, the tools array, each message) and a part of at least ``--part-mi
 exact bytes were already seen in an earlier call counts as repeated; that is what a store that
 keeps each part once, addressed by its hash, would not store again.
 
-Prune (PostgreSQL): ``gateway db prune --older-than 15d`` (``capture.retention.prune``, a
-DELETE) removes the older half; its time, the tables' sizes right after it, after ``VACUUM``
-and after ``VACUUM FULL`` (which rewrites the table under an exclusive lock), are reported.
+Prune (PostgreSQL), the older half of the same rows both ways: before, on a copy of the
+database moved back to migration 0008's plain tables, the DELETE that ``gateway db prune
+--older-than 15d`` was, then ``VACUUM`` and ``VACUUM FULL`` (which rewrites the table under an
+exclusive lock); after, ``gateway db prune`` on the partitioned layout (``capture.retention``:
+whole partitions dropped, the boundary day's older rows deleted, then the content collector).
+Times and the tables' sizes after each step are reported.
 """
 
 from __future__ import annotations
@@ -68,11 +71,12 @@ from bench.capture_workload import (
     make_workload,
     workload_stats,
 )
-from bench.capture_write import _submit_flat_out, scratch_database
+from bench.capture_write import scratch_database
 from capture.config import CaptureSettings
-from capture.migrate import upgrade_async
+from capture.migrate import downgrade_async, upgrade_async
+from capture.partitions import ensure_partitions
 from capture.record import CallRecord
-from capture.retention import prune
+from capture.retention import prune_store
 from capture.store import Store
 from capture.writer import CaptureWriter
 from dialects.capture import chat_view
@@ -88,17 +92,40 @@ Progress = Callable[[str], None]
 # --- writing and measuring ------------------------------------------------------------------
 
 
+async def _submit_in_order(
+    writer: CaptureWriter, records: list[CallRecord], room: int, submitted: list[int]
+) -> None:
+    """``bench.capture_write``'s flat-out submission, counting in ``submitted[0]``."""
+    while submitted[0] < len(records):
+        free = min(room - writer.queue_depth, 100)
+        for record in records[submitted[0] : submitted[0] + free]:
+            writer.submit(record)
+        submitted[0] = min(submitted[0] + max(free, 0), len(records))
+        await asyncio.sleep(0 if free > 0 else 0.001)  # a full queue: wait, do not drop
+
+
 async def write_all(
     url: str, records: list[CallRecord], settings: CaptureSettings
 ) -> dict[str, Any]:
     """Every record through ``CaptureWriter`` as fast as it takes them; rate and CPU."""
     store = await Store.connect(url)
     try:
-        writer = CaptureWriter(store, settings, normalize=chat_view)
+        writer = CaptureWriter(store, settings, normalize=chat_view, maintenance=False)
+        # 30 days of calls written in minutes: each part is marked seen (content.last_seen) on
+        # the day of the newest call submitted so far (its batch holds no newer one), as if
+        # written as the calls were made, so that the content collector after the prune has
+        # the days it would have had.
+        submitted = [0]
+
+        def clock() -> dt.datetime:
+            newest = records[max(submitted[0] - 1, 0)]
+            return dt.datetime.fromtimestamp(newest.started_at, dt.UTC)
+
+        store.clock = clock
         await writer.start()
         started = time.perf_counter()
         cpu_started = time.process_time()
-        await _submit_flat_out(writer, records, settings.queue_size)
+        await _submit_in_order(writer, records, settings.queue_size, submitted)
         await writer.drain(600.0)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
@@ -117,15 +144,19 @@ async def write_all(
 
 
 PG_SIZES = """
-SELECT c.relname AS name,
-       pg_relation_size(c.oid) AS heap,
-       COALESCE(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS toast,
-       pg_indexes_size(c.oid) AS indexes,
-       pg_total_relation_size(c.oid) AS total
+SELECT COALESCE(p.relname, c.relname) AS name,
+       sum(pg_relation_size(c.oid)) AS heap,
+       sum(COALESCE(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0)) AS toast,
+       sum(pg_indexes_size(c.oid)) AS indexes,
+       sum(pg_total_relation_size(c.oid)) AS total
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
-ORDER BY pg_total_relation_size(c.oid) DESC
+LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+LEFT JOIN pg_class p ON p.oid = i.inhparent
+WHERE n.nspname = 'public' AND c.relkind = 'r'
+GROUP BY 1
+ORDER BY 5 DESC
 """
+"""Per table, its partitions summed (a partitioned table has no storage of its own)."""
 
 PG_COLUMNS = """
 SELECT count(*) AS n,
@@ -152,11 +183,87 @@ async def _pg_run(engine: AsyncEngine, statement: str) -> float:
     return round(time.perf_counter() - started, 3)
 
 
+async def _delete_prune(
+    admin_url: str, source: str, cutoff: dt.datetime, progress: Progress
+) -> dict[str, Any]:
+    """The prune before partitions, on the same rows: a copy of the database moved back to the
+    previous layout (migration 0008: plain tables), then what ``gateway db prune`` did there
+    (one transaction: DELETE the old calls' feedback, DELETE the old calls), VACUUM, VACUUM
+    FULL."""
+    parsed = make_url(admin_url)
+    name = f"{make_url(source).database}_plain"
+    admin = create_async_engine(parsed, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(
+                text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(source).database}"')
+            )
+        url = parsed.set(database=name).render_as_string(hide_password=False)
+        try:
+            progress("postgresql: a copy moved back to the plain layout (0008) for DELETE")
+            await downgrade_async(url, "0008")
+            engine = create_async_engine(make_url(url), isolation_level="AUTOCOMMIT")
+            try:
+                await _pg_run(engine, "VACUUM (ANALYZE)")
+                before = await _pg_sizes(engine)
+                progress("postgresql: DELETE prune on the plain layout")
+                started = time.perf_counter()
+                deleting = create_async_engine(make_url(url))
+                try:
+                    async with deleting.begin() as connection:
+                        await connection.execute(
+                            text(
+                                "DELETE FROM feedback WHERE request_id IN"
+                                " (SELECT id FROM calls WHERE created_at < :cutoff)"
+                            ),
+                            {"cutoff": cutoff},
+                        )
+                        deleted = await connection.execute(
+                            text("DELETE FROM calls WHERE created_at < :cutoff"),
+                            {"cutoff": cutoff},
+                        )
+                finally:
+                    await deleting.dispose()
+                prune_s = round(time.perf_counter() - started, 3)
+                after_prune = await _pg_sizes(engine)
+                after_vacuum_s = await _pg_run(engine, "VACUUM (ANALYZE)")
+                after_vacuum = await _pg_sizes(engine)
+                full_s = await _pg_run(engine, "VACUUM (FULL, ANALYZE)")
+                after_full = await _pg_sizes(engine)
+            finally:
+                await engine.dispose()
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+    return {
+        "older_than_days": PRUNE_OLDER_THAN.days,
+        "deleted": int(deleted.rowcount),
+        "seconds": prune_s,
+        "calls_total_before": before.get("calls", {}).get("total", 0),
+        "calls_total_after": after_prune.get("calls", {}).get("total", 0),
+        "vacuum_s": after_vacuum_s,
+        "calls_total_after_vacuum": after_vacuum.get("calls", {}).get("total", 0),
+        "vacuum_full_s": full_s,
+        "calls_total_after_vacuum_full": after_full.get("calls", {}).get("total", 0),
+        "content_total_after_vacuum_full": after_full.get("content", {}).get("total", 0),
+    }
+
+
 async def measure_postgres(
     admin_url: str, records: list[CallRecord], settings: CaptureSettings, progress: Progress
 ) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
     async with scratch_database(admin_url, in_place=False) as url:
         await upgrade_async(url)
+        # The calls are spread over the last 30 days: their days' partitions exist, as they
+        # would have when the calls were made (else they would wait in the DEFAULT partition).
+        store = await Store.connect(url)
+        try:
+            await ensure_partitions(store.engine, start=now - dt.timedelta(days=SPAN_DAYS + 1))
+        finally:
+            await store.close()
         progress(f"postgresql: writing {len(records):,} calls")
         write = await write_all(url, records, settings)
         engine = create_async_engine(make_url(url), isolation_level="AUTOCOMMIT")
@@ -166,17 +273,23 @@ async def measure_postgres(
             sizes = await _pg_sizes(engine)
             async with engine.connect() as connection:
                 columns = dict((await connection.execute(text(PG_COLUMNS))).mappings().one())
-            progress(f"postgresql: gateway db prune --older-than {PRUNE_OLDER_THAN.days}d")
+        finally:
+            await engine.dispose()
+        cutoff = now - PRUNE_OLDER_THAN
+        deleting = await _delete_prune(admin_url, url, cutoff, progress)
+        progress(f"postgresql: gateway db prune --older-than {PRUNE_OLDER_THAN.days}d (partitions)")
+        store = await Store.connect(url)
+        try:
             started = time.perf_counter()
-            deleted = await prune(url, PRUNE_OLDER_THAN)
+            pruned = await prune_store(store, PRUNE_OLDER_THAN, now=now)
             prune_s = round(time.perf_counter() - started, 3)
+        finally:
+            await store.close()
+        engine = create_async_engine(make_url(url), isolation_level="AUTOCOMMIT")
+        try:
             after_prune = await _pg_sizes(engine)
-            progress("postgresql: VACUUM after the prune")
             after_vacuum_s = await _pg_run(engine, "VACUUM (ANALYZE)")
             after_vacuum = await _pg_sizes(engine)
-            progress("postgresql: VACUUM FULL after the prune")
-            full_s = await _pg_run(engine, "VACUUM (FULL, ANALYZE)")
-            after_full = await _pg_sizes(engine)
         finally:
             await engine.dispose()
     count = max(int(columns["n"]), 1)
@@ -187,16 +300,18 @@ async def measure_postgres(
         "column_bytes_per_call": {
             key: round(int(columns[key]) / count) for key in ("request", "response", "normalized")
         },
-        "prune": {
+        "prune": deleting,
+        "prune_partitions": {
             "older_than_days": PRUNE_OLDER_THAN.days,
-            "deleted": deleted,
+            "deleted": pruned.calls,
+            "partitions_dropped": len(pruned.partitions),
+            "content_collected": pruned.content,
             "seconds": prune_s,
             "calls_total_after": after_prune.get("calls", {}).get("total", 0),
             "vacuum_s": after_vacuum_s,
             "calls_total_after_vacuum": after_vacuum.get("calls", {}).get("total", 0),
-            "vacuum_full_s": full_s,
-            "calls_total_after_vacuum_full": after_full.get("calls", {}).get("total", 0),
-            "content_total_after_vacuum_full": after_full.get("content", {}).get("total", 0),
+            "content_total_before": sizes.get("content", {}).get("total", 0),
+            "content_total_after_vacuum": after_vacuum.get("content", {}).get("total", 0),
         },
     }
 
@@ -268,7 +383,8 @@ def measure(
         "sqlite": None,
         "content_store": None,
     }
-    layouts: list[tuple[dict[str, Any], CaptureSettings, str]] = [(result, CaptureSettings(), "")]
+    whole = CaptureSettings(content_store=False)
+    layouts: list[tuple[dict[str, Any], CaptureSettings, str]] = [(result, whole, "")]
     if content_store:
         result["content_store"] = {"min_bytes": part_min_bytes, "postgresql": None, "sqlite": None}
         settings = CaptureSettings(content_store=True, content_min_bytes=part_min_bytes)
@@ -430,24 +546,35 @@ def _store_lines(
             "",
         ]
     if pg:
-        p = pg["prune"]
+        p, q = pg["prune"], pg["prune_partitions"]
         lines += [
-            f"PostgreSQL prune today (`gateway db prune --older-than {p['older_than_days']}d`, a "
-            f"DELETE): {p['deleted']:,} calls in {p['seconds']} s. `calls` (all of it, "
-            f"TOAST and indexes) was {_kb(pg['tables']['calls']['total'] / 1024)} MiB before, "
-            f"{_kb(p['calls_total_after'] / 1024)} MiB right after, "
-            f"{_kb(p['calls_total_after_vacuum'] / 1024)} MiB after VACUUM "
-            f"({p['vacuum_s']} s; the space is reusable, not returned) and "
-            f"{_kb(p['calls_total_after_vacuum_full'] / 1024)} MiB after VACUUM FULL "
-            f"({p['vacuum_full_s']} s, under an exclusive lock)."
-            + (
-                f" `content` keeps {_kb(p['content_total_after_vacuum_full'] / 1024)} MiB: "
-                "parts no call refers to any more are not collected yet."
-                if p.get("content_total_after_vacuum_full", 0) > 64 * 1024
-                else ""
-            ),
+            f"PostgreSQL prune (`gateway db prune --older-than {p['older_than_days']}d`), the same "
+            "rows both ways:",
+            "",
+            "| | DELETE (plain tables, migration 0008) | DROP partitions (0009) |",
+            "|---|---:|---:|",
+            f"| calls removed | {p['deleted']:,} | {q['deleted']:,} "
+            f"({q['partitions_dropped']} partitions) |",
+            f"| prune time, s | {p['seconds']} | {q['seconds']} |",
+            f"| `calls` before, MiB | {_kb(p['calls_total_before'] / 1024)} | "
+            f"{_kb(pg['tables']['calls']['total'] / 1024)} |",
+            f"| `calls` right after, MiB | {_kb(p['calls_total_after'] / 1024)} | "
+            f"{_kb(q['calls_total_after'] / 1024)} |",
+            f"| after VACUUM (s), MiB | {_kb(p['calls_total_after_vacuum'] / 1024)} "
+            f"({p['vacuum_s']} s) | {_kb(q['calls_total_after_vacuum'] / 1024)} "
+            f"({q['vacuum_s']} s) |",
+            f"| after VACUUM FULL (exclusive lock), MiB | "
+            f"{_kb(p['calls_total_after_vacuum_full'] / 1024)} ({p['vacuum_full_s']} s) | "
+            "not needed |",
             "",
         ]
+        if q.get("content_total_before", 0) > 0:
+            lines += [
+                f"The content collector after the prune: {q['content_collected']:,} parts no "
+                f"kept call refers to deleted; `content` {_kb(q['content_total_before'] / 1024)} "
+                f"MiB before, {_kb(q['content_total_after_vacuum'] / 1024)} MiB after VACUUM.",
+                "",
+            ]
     return lines
 
 

@@ -93,7 +93,10 @@ def test_measured_on_postgresql_and_sqlite() -> None:
     text = capture_size.render(result)
     assert "PostgreSQL `calls`" in text and "SQLite, the file after VACUUM" in text
     assert "capture.content_store: true" in text and "PostgreSQL `content`" in text
-    assert f"{prune['deleted']:,} calls in" in text
+    assert f"| calls removed | {prune['deleted']:,} | {prune['deleted']:,} (" in text
+    dropped = pg["prune_partitions"]
+    assert dropped["deleted"] == prune["deleted"] and dropped["partitions_dropped"] > 0
+    assert dropped["calls_total_after"] < calls["total"]  # dropped: no VACUUM needed
 
     args = run.parse_args(["--quick", "--only", "capture-size"])
     assert args.capture_size_records == capture_size.QUICK_RECORDS
