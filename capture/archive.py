@@ -13,9 +13,10 @@ and ``content_refs`` is not kept) and the call's feedback as a nested list colum
 (``feedback``: id, created_at, score, label, comment), rows in (created_at, id) order, one row
 group per page of ``PAGE_SIZE`` calls, zstd-compressed. The file is built in a temporary folder,
 page by page (memory holds one page), then put whole (``Location.put_file``), then recorded in
-the manifest with its range, counts and sha256. Archiving a range again replaces its file; it
-is refused when the database holds fewer calls of the range than the file already does (they
-were dropped after archiving: replacing would lose them).
+the manifest with its range, counts and sha256. Archiving a range again replaces its file with
+the union of what it held and what the database holds (a call in both: the database's), so a
+call that arrives late in a range already archived and dropped is added, and nothing archived
+is lost.
 
 ``archive_before(engine, location, cutoff)`` archives each partition (``capture.partitions``;
 a UTC day on SQLite) that ends by ``cutoff`` and leaves the database as it is;
@@ -31,7 +32,7 @@ import asyncio
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -201,18 +202,17 @@ async def _feedback_of(connection: AsyncConnection, ids: Sequence[str]) -> dict[
     return found
 
 
-def _table(rows: list[Row], scores: dict[str, list[Row]]) -> pa.Table:
+def _records(rows: list[Row], scores: dict[str, list[Row]]) -> list[Row]:
+    """Database rows as file records: JSON columns as text, the feedback nested (in place)."""
     for row in rows:
         for name in JSON_COLUMNS:
             row[name] = json_text(row.get(name))
         row[FEEDBACK_COLUMN] = scores.get(row["id"], [])
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    return rows
 
 
-def _write_page(
-    writer: pq.ParquetWriter, rows: list[Row], scores: dict[str, list[Row]], page_size: int
-) -> None:
-    writer.write_table(_table(rows, scores), row_group_size=page_size)
+def _write_page(writer: pq.ParquetWriter, records: list[Row], page_size: int) -> None:
+    writer.write_table(pa.Table.from_pylist(records, schema=SCHEMA), row_group_size=page_size)
 
 
 async def count_range(engine: AsyncEngine, start: dt.datetime, end: dt.datetime) -> int:
@@ -221,40 +221,101 @@ async def count_range(engine: AsyncEngine, start: dt.datetime, end: dt.datetime)
         return int(await connection.scalar(query) or 0)
 
 
-async def write_range(
-    engine: AsyncEngine, start: dt.datetime, end: dt.datetime, path: Path, page_size: int
-) -> tuple[int, int]:
-    """The calls of [start, end) into the Parquet file ``path``; (calls, feedback rows)."""
-    written = scored = 0
+async def _database_records(
+    engine: AsyncEngine, start: dt.datetime, end: dt.datetime, page_size: int
+) -> AsyncIterator[list[Row]]:
+    """The calls of [start, end) as file records (JSON as text, feedback nested), a page at a
+    time, in (created_at, id) order."""
     cursor: tuple[dt.datetime, str] | None = None
+    while True:
+        async with engine.connect() as connection:
+            rows = await _page(connection, start, end, cursor, page_size)
+            scores = await _feedback_of(connection, [row["id"] for row in rows])
+        if not rows:
+            return
+        cursor = (rows[-1]["created_at"], rows[-1]["id"])
+        yield await asyncio.to_thread(_records, rows, scores)
+        if len(rows) < page_size:
+            return
+
+
+def _file_records(path: Path, page_size: int) -> Iterator[list[Row]]:
+    """The records of an archived file, a batch at a time, in its (created_at, id) order."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=page_size):
+        yield batch.to_pylist()
+
+
+async def write_range(
+    engine: AsyncEngine,
+    start: dt.datetime,
+    end: dt.datetime,
+    path: Path,
+    page_size: int,
+    earlier: Path | None = None,
+) -> tuple[int, int, int]:
+    """The calls of [start, end) into the Parquet file ``path``, merged with those of the file
+    ``earlier`` archived before (a call in both: the database's); (calls, feedback rows, calls
+    from the database)."""
+    written = scored = from_database = 0
+    database = _database_records(engine, start, end, page_size)
+    archived: Iterator[list[Row]] = (
+        iter(()) if earlier is None else _file_records(earlier, page_size)
+    )
+    sides: list[list[Row]] = [[], []]
+    at = [0, 0]
+    live = [True, earlier is not None]
+
+    async def head(side: int) -> Row | None:
+        while live[side] and at[side] >= len(sides[side]):
+            if side == 0:
+                batch = await anext(database, None)
+            else:
+                batch = await asyncio.to_thread(next, archived, None)
+            live[side] = batch is not None
+            sides[side], at[side] = batch or [], 0
+        return sides[side][at[side]] if live[side] else None
+
+    page: list[Row] = []
     with pq.ParquetWriter(path, SCHEMA, compression=COMPRESSION) as writer:
         while True:
-            async with engine.connect() as connection:
-                rows = await _page(connection, start, end, cursor, page_size)
-                scores = await _feedback_of(connection, [row["id"] for row in rows])
-            if not rows:
+            ours, old = await head(0), await head(1)
+            if ours is None and old is None:
                 break
-            cursor = (rows[-1]["created_at"], rows[-1]["id"])
-            # Encoding and compressing off the event loop: the gateway's maintenance runs here.
-            await asyncio.to_thread(_write_page, writer, rows, scores, page_size)
-            written += len(rows)
-            scored += sum(len(entries) for entries in scores.values())
-            if len(rows) < page_size:
-                break
-    return written, scored
+            if ours is not None and (old is None or _key(ours) <= _key(old)):
+                at[0] += 1
+                from_database += 1
+                if old is not None and old["id"] == ours["id"]:
+                    at[1] += 1
+                chosen = ours
+            else:
+                assert old is not None
+                at[1] += 1
+                chosen = old
+            page.append(chosen)
+            scored += len(chosen[FEEDBACK_COLUMN] or ())
+            if len(page) == page_size:
+                # Compressing off the event loop: the gateway's maintenance runs here.
+                await asyncio.to_thread(_write_page, writer, page, page_size)
+                written += len(page)
+                page = []
+        if page:
+            await asyncio.to_thread(_write_page, writer, page, page_size)
+            written += len(page)
+    return written, scored, from_database
 
 
-async def archive_range(
+def _key(record: Row) -> tuple[dt.datetime, str]:
+    return (record["created_at"].astimezone(dt.UTC), record["id"])
+
+
+async def _archive_range(
     engine: AsyncEngine,
     location: Location,
     start: dt.datetime,
     end: dt.datetime,
-    *,
-    page_size: int = PAGE_SIZE,
-    now: dt.datetime | None = None,
-) -> ArchivedFile:
-    """Archive the calls created in [start, end): the file written whole, then recorded in the
-    manifest. ArchiveError when it cannot be, and nothing in the database is changed."""
+    page_size: int,
+    now: dt.datetime | None,
+) -> tuple[ArchivedFile, int]:
     if start >= end:
         raise ArchiveError(f"empty range: {start.isoformat()} is not before {end.isoformat()}")
     name = file_name(start, end)
@@ -262,12 +323,11 @@ async def archive_range(
     earlier = next((entry for entry in manifest if entry.name == name), None)
     with tempfile.TemporaryDirectory(prefix="gateway-archive-") as folder:
         path = Path(folder) / name
-        rows, scored = await write_range(engine, start, end, path, page_size)
-        if earlier is not None and rows < earlier.rows:
-            raise ArchiveError(
-                f"{name} holds {earlier.rows} calls and the database {rows} of its range: "
-                "they were deleted after archiving, so the file is kept as it is"
-            )
+        before: Path | None = None
+        if earlier is not None:
+            before = Path(folder) / f"earlier-{name}"
+            await asyncio.to_thread(location.download, name, before)
+        rows, scored, from_database = await write_range(engine, start, end, path, page_size, before)
         entry = ArchivedFile(
             name=name,
             start=start.astimezone(dt.UTC),
@@ -280,22 +340,39 @@ async def archive_range(
         )
         await asyncio.to_thread(location.put_file, name, path)
     await asyncio.to_thread(record_file, location, entry)
+    return entry, from_database
+
+
+async def archive_range(
+    engine: AsyncEngine,
+    location: Location,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    page_size: int = PAGE_SIZE,
+    now: dt.datetime | None = None,
+) -> ArchivedFile:
+    """Archive the calls created in [start, end): the file written whole, then recorded in the
+    manifest; ArchiveError when it cannot be, and nothing in the database is changed. A range
+    archived before keeps the calls its file holds (those dropped since included), with the
+    database's added or, for a call in both, in their place."""
+    entry, _ = await _archive_range(engine, location, start, end, page_size, now)
     return entry
 
 
-async def delete_archived(engine: AsyncEngine, entry: ArchivedFile) -> int:
-    """Delete the calls (and feedback) of an archived range, in one transaction that is rolled
-    back, with ArchiveError, unless it deletes exactly the calls the file holds (a call written
-    into the range after archiving is never lost)."""
+async def delete_archived(engine: AsyncEngine, entry: ArchivedFile, archived: int) -> int:
+    """Delete the calls (and feedback) of an archived range, ``archived`` of which the file took
+    from the database, in one transaction that is rolled back, with ArchiveError, unless it
+    deletes exactly that many (a call written into the range since is never lost)."""
     in_range = _in_range(entry.start, entry.end)
     async with engine.begin() as connection:
         ids = select(calls.c.id).where(in_range)
         await connection.execute(delete(feedback).where(feedback.c.request_id.in_(ids)))
         deleted = int((await connection.execute(delete(calls).where(in_range))).rowcount)
-        if deleted != entry.rows:  # raising rolls the transaction back
+        if deleted != archived:  # raising rolls the transaction back
             raise ArchiveError(
-                f"{entry.name} holds {entry.rows} calls but its range now has {deleted} in the "
-                "database: archive it again before deleting; nothing was deleted"
+                f"{entry.name} took {archived} calls from the database but its range now has "
+                f"{deleted}: archive it again before deleting; nothing was deleted"
             )
     return deleted
 
@@ -422,7 +499,7 @@ async def archive_and_prune(
         return Pruned(tuple(archived), result.calls)
     removed = 0
     for start, end in await _days_with_calls(engine, cutoff):
-        entry = await archive_range(engine, location, start, end, page_size=page_size)
+        entry, taken = await _archive_range(engine, location, start, end, page_size, None)
         archived.append(entry)
-        removed += await delete_archived(engine, entry)
+        removed += await delete_archived(engine, entry, taken)
     return Pruned(tuple(archived), removed)

@@ -189,21 +189,30 @@ def test_archiving_again_replaces_the_file_and_its_manifest_entry(
         ]
 
 
-def test_a_range_deleted_after_archiving_is_never_replaced_by_fewer_calls(
-    database_url: str, location: LocalLocation | S3Location
+def test_archiving_a_range_again_after_its_calls_were_dropped_keeps_them_and_adds_late_ones(
+    database_url: str, location: LocalLocation | S3Location, tmp_path: Path
 ) -> None:
-    _fill(database_url, _rows_over_two_days(), [])
+    rows = _rows_over_two_days()
+    on_day1 = [row for row in rows if row["created_at"] < DAY2]
+    late = dict(on_day1[-1], id="f" * 32)  # a call of DAY1 that arrives after the drop
+    _fill(database_url, rows, [(on_day1[0]["id"], 0.5)])
 
     async def scenario(store: Store) -> Any:
         entry = await archive_range(store.engine, location, DAY1, DAY2)
-        deleted = await delete_archived(store.engine, entry)
-        with pytest.raises(ArchiveError, match="deleted after archiving"):
-            await archive_range(store.engine, location, DAY1, DAY2)
-        return entry, deleted
+        deleted = await delete_archived(store.engine, entry, entry.rows)
+        again = await archive_range(store.engine, location, DAY1, DAY2)
+        await store.insert_calls([late])
+        with_late = await archive_range(store.engine, location, DAY1, DAY2, page_size=3)
+        return entry, deleted, again, with_late
 
-    entry, deleted = _run(database_url, scenario)
-    assert deleted == entry.rows > 0
-    assert read_manifest(location)[0].sha256 == entry.sha256
+    entry, deleted, again, with_late = _run(database_url, scenario)
+    assert deleted == entry.rows == len(on_day1)
+    assert (again.rows, again.feedback, again.sha256) == (entry.rows, 1, entry.sha256)
+    assert (with_late.rows, with_late.feedback) == (entry.rows + 1, 1)
+    records = _file_rows(location, with_late.name, tmp_path)
+    expected = sorted([*on_day1, late], key=lambda row: (row["created_at"], row["id"]))
+    assert [record["id"] for record in records] == [row["id"] for row in expected]
+    assert [item.name for item in read_manifest(location)] == [entry.name]
 
 
 def test_a_call_written_into_the_range_after_archiving_stops_the_delete(
@@ -217,7 +226,7 @@ def test_a_call_written_into_the_range_after_archiving_stops_the_delete(
         entry = await archive_range(store.engine, location, DAY1, DAY2)
         await store.insert_calls(rows[:1])  # late: on DAY1
         with pytest.raises(ArchiveError, match="nothing was deleted"):
-            await delete_archived(store.engine, entry)
+            await delete_archived(store.engine, entry, entry.rows)
         return await store.count_calls()
 
     assert _run(database_url, scenario) == len(rows)
