@@ -28,6 +28,7 @@ from capture.prepare import Preparer
 from capture.retention import Maintenance
 from capture.schema import calls, feedback
 from capture.store import Store
+from capture.writer import CaptureWriter
 from tests.capture.factories import make_record
 
 UTC = dt.UTC
@@ -250,3 +251,36 @@ def test_maintenance_keeps_retention_days_and_at_most_one_partition_more(
         assert starts == {period_start(at(-4), "day"), period_start(at(-3), "day")}
         dropped = [p.start for p in done.retention.dropped if p.table == "calls"]
         assert dropped == [period_start(at(-4), "day")]
+
+
+# --- the writer's maintenance -----------------------------------------------------------------
+
+
+def test_the_writer_keeps_partitions_ahead_and_retention(database_url: str) -> None:
+    old, fresh = call_at(at(-9)), call_at(at(0))
+
+    async def scenario(store: Store) -> tuple[list[Partition], set[str], bool]:
+        await store.insert_calls([old, fresh])
+        postgresql = store.dialect == "postgresql"
+        if postgresql:  # as after three days without a gateway running
+            for partition in await partitions(store.engine):
+                if partition.start > NOON:
+                    async with store.engine.begin() as connection:
+                        await connection.execute(text(f"DROP TABLE {partition.name}"))
+        writer = CaptureWriter(store, CaptureSettings(retention_days=7))
+        await writer.start()
+        assert writer.maintenance is not None
+        for _ in range(200):
+            if writer.maintenance.rounds:
+                break
+            await asyncio.sleep(0.05)
+        task = writer._maintenance_task
+        await writer.drain(5)
+        assert task is not None and task.done()  # stopped with the writer
+        return await partitions(store.engine), await ids(store), postgresql
+
+    found, kept, postgresql = run(database_url, scenario)
+    assert kept == {fresh["id"]}
+    if postgresql:
+        ahead = {p.start for p in found if p.table == "calls"}
+        assert period_start(at(3), "day") in ahead
