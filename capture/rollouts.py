@@ -89,15 +89,18 @@ class RolloutTable:
         async with self.engine.connect() as connection:
             return {r.route: dict(r.state) for r in await connection.execute(query)}
 
-    async def request_abort(self, route: str, reason: str, running: str = "running") -> bool:
+    async def request_abort(
+        self, route: str, reason: str, live: Sequence[str] = ("running", "promoted")
+    ) -> bool:
         """Ask for the route's rollout to be aborted, with why (any replica may ask; the
         controller's holder acts on it at its next look). False when the route has no rollout
-        whose status is ``running``."""
+        whose status is one of ``live`` (a promoted rollout is still watched, so it can still
+        be aborted)."""
         c = rollouts.c
         async with self.engine.begin() as connection:
             result = await connection.execute(
                 rollouts.update()
-                .where(c.route == route[:NAME_LENGTH], c.status == running)
+                .where(c.route == route[:NAME_LENGTH], c.status.in_(list(live)))
                 .values(abort=reason)
             )
         return bool(result.rowcount)

@@ -419,14 +419,15 @@ class RolloutService:
         return await self.describe(route)
 
     async def abort(self, route: str, reason: str) -> dict[str, Any]:
-        """Ask for the running rollout to be aborted (the holder acts at its next look)."""
+        """Ask for the rollout to be aborted, running or promoted (the holder acts at its
+        next look: every slice back on the incumbent)."""
         if not await self.table.request_abort(route, reason):
             state = await self.table.load(route)
             if state is None:
                 raise RolloutError(404, f"Route `{route}` has no rollout.", "rollout_not_found")
             raise RolloutError(
                 409,
-                f"The rollout of `{route}` is not running (it is {state.get('status')}).",
+                f"The rollout of `{route}` has finished (it is {state.get('status')}).",
                 "rollout_not_running",
             )
         log.info("rollout of %s: abort asked (%s)", route, reason)

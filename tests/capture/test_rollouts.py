@@ -122,6 +122,9 @@ def test_an_abort_is_asked_for_a_running_rollout_and_kept_until_cleared(
             assert await table.pending_abort("support") == "worse answers"
             await table.clear_abort("support")
             assert await table.pending_abort("support") is None
+            await table.clear_abort("support")
+            await table.save("support", {"n": 3}, "promoted", [])  # still watched
+            assert await table.request_abort("support", "after all")
             await table.save("support", {"n": 3}, "aborted", [])
             assert not await table.request_abort("support", "again")  # finished: nothing
             assert await table.load_all() == {"support": {"n": 3}}

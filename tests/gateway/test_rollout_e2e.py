@@ -23,6 +23,7 @@ from tests.gateway.rollout_support import (
     STUDENT,
     Load,
     actions,
+    admin,
     gateway_config,
     plan,
     reset_quality,
@@ -109,6 +110,12 @@ def test_an_equal_student_is_promoted_to_the_target(
         again = rollout(restarted)
         assert again is not None and again["status"] == "promoted"
         assert actions(again) == actions(done)
+        # a promoted rollout is still watched, and can still be aborted
+        path = "/admin/routes/support/rollout"
+        assert admin(restarted, "DELETE", path, params={"reason": "rethink"}).status_code == 202
+        wait_until(lambda: share_of(weights(restarted), "student") == 0.0, "the abort", timeout=10)
+        aborted = rollout(restarted)
+        assert aborted is not None and aborted["status"] == "aborted"
     finally:
         restarted.stop()
 
