@@ -337,6 +337,12 @@ class RolloutService:
             raise RolloutError(400, f"Invalid rollout: {exc}.", "invalid_rollout") from None
         rollout = await self.controller.start(rollout_cfg, now)
         await self.table.clear_abort(route)
+        if self.judge is None:
+            log.warning(
+                "rollout of %s: autopilot.judge_route is not set, so no pair is judged and the "
+                "quality gate cannot pass; the candidate will not advance",
+                route,
+            )
         return rollout
 
     # --- applying the saved state ------------------------------------------------------------
