@@ -35,6 +35,8 @@ from tests.gateway.rollout_support import (
 )
 from tests.processes import Running, start_gateway, start_simulator
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:

@@ -25,6 +25,8 @@ from tests.gateway.rollout_support import (
 from tests.gateway.test_limits import needs_redis
 from tests.processes import Running, start_gateway, start_simulator
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def postgres(tmp_path: Path) -> Iterator[Backend]:
