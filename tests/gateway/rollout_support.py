@@ -36,6 +36,9 @@ FAST_GATES: dict[str, Any] = {
     "error_margin": 0.2,
     "min_samples": 20,
     "min_dwell_s": 1.0,
+    # a false rollback of an equal candidate is bounded by this: 0.1% keeps the scenarios
+    # that must not roll back from failing by chance, and a truly worse one still falls fast
+    "alpha_rollback": 0.001,
 }
 
 
