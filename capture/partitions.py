@@ -335,39 +335,53 @@ async def _count(connection: AsyncConnection, name: str) -> int:
 async def _drop_postgresql(
     engine: AsyncEngine, cutoff: dt.datetime, before_drop: BeforeDrop | None, unit: Unit
 ) -> PruneResult:
+    """Archive (``before_drop``) the old partitions of ``calls`` in order, then drop those
+    archived, and the old partitions of ``feedback``, in one transaction (a prune is all or
+    nothing; each DROP briefly locks the parent table)."""
     await adopt_default_rows(engine, unit)
-    dropped: list[Partition] = []
-    calls_removed = feedback_removed = 0
-    for partition in [p for p in await partitions(engine) if p.end <= cutoff]:
-        if partition.table != "calls":
-            continue
+    old = [p for p in await partitions(engine) if p.end <= cutoff]
+    ready: list[Partition] = []
+    failure: BaseException | None = None
+    for partition in (p for p in old if p.table == "calls"):
         if before_drop is not None:
-            await before_drop(partition)
+            try:
+                await before_drop(partition)
+            except Exception as exc:  # keep it and the later ones; drop the ones before
+                failure = exc
+                break
+        ready.append(partition)
+    if failure is None:
+        ready += [p for p in old if p.table == "feedback"]
+    elif ready:
+        # Only feedback no kept call can have: older than the first partition kept.
+        ready += [p for p in old if p.table == "feedback" and p.end <= ready[-1].end]
+    calls_removed = feedback_removed = 0
+    if ready:
         async with engine.begin() as connection:
             await connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-            calls_removed += await _count(connection, partition.name)
-            orphaned = await connection.execute(
-                text(
-                    f"DELETE FROM feedback WHERE created_at >= :cutoff"
-                    f" AND request_id IN (SELECT id FROM {partition.name})"
-                ),
-                {"cutoff": cutoff},
-            )
-            feedback_removed += int(orphaned.rowcount)
-            await connection.execute(text(f"DROP TABLE {partition.name}"))
-            await _rebuild_rollup(connection, partition.start, partition.end)
-        dropped.append(partition)
-    for partition in [p for p in await partitions(engine) if p.end <= cutoff]:
-        if partition.table != "feedback":
-            continue
-        async with engine.begin() as connection:
-            await connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-            # Feedback is never older than its call (short of clocks' skew between replicas):
-            # these rows' calls were older than the cutoff too.
-            feedback_removed += await _count(connection, partition.name)
-            await connection.execute(text(f"DROP TABLE {partition.name}"))
-        dropped.append(partition)
-    return PruneResult(cutoff, tuple(dropped), calls_removed, feedback_removed)
+            for partition in ready:
+                rows = await _count(connection, partition.name)
+                if partition.table == "calls":
+                    calls_removed += rows
+                    # Its calls' feedback in partitions that stay (feedback is never older than
+                    # its call, short of clocks' skew between replicas).
+                    orphaned = await connection.execute(
+                        text(
+                            f"DELETE FROM feedback WHERE created_at >= :start"
+                            f" AND request_id IN (SELECT id FROM {partition.name})"
+                        ),
+                        {"start": partition.start},
+                    )
+                    feedback_removed += int(orphaned.rowcount)
+                else:
+                    feedback_removed += rows
+                await connection.execute(text(f"DROP TABLE IF EXISTS {partition.name}"))
+            dropped_calls = [p for p in ready if p.table == "calls"]
+            if dropped_calls:
+                await _rebuild_rollup(connection, dropped_calls[0].start, dropped_calls[-1].end)
+    if failure is not None:
+        raise failure
+    return PruneResult(cutoff, tuple(ready), calls_removed, feedback_removed)
 
 
 async def _drop_sqlite(

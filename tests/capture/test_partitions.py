@@ -168,6 +168,7 @@ def test_drop_partitions_before_archives_then_drops_whole_partitions(database_ur
         await store.insert_calls([old, older, recent, boundary])
         await store.add_feedback(older["id"], 1.0, now=at(-10, 1))
         await store.add_feedback(older["id"], 0.0, now=at(-1))  # a later partition's feedback
+        await store.add_feedback(older["id"], 0.5, now=at(-3, -0.5))  # the boundary's
         await store.add_feedback(recent["id"], 1.0, now=at(-1, 1))
 
         async def before_drop(partition: Partition) -> None:
@@ -191,7 +192,7 @@ def test_drop_partitions_before_archives_then_drops_whole_partitions(database_ur
     assert kept == {recent["id"], boundary["id"]}
     assert result.calls == 2
     assert feedback_left == 1  # the dropped call's later feedback went with it
-    assert result.feedback == 2
+    assert result.feedback == 3
 
 
 def test_a_failing_before_drop_keeps_that_partition_and_the_later_ones(database_url: str) -> None:
