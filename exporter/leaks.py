@@ -76,6 +76,8 @@ class LeakCheck:
         found = self._kinds(_SEPARATOR.join(own)) if own else set()
         for text in repeated:
             found |= self._remembered_kinds(text)
+        if not found:
+            return []
         kinds = sorted(found)
         self.found.update(kinds)
         return kinds

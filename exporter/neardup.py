@@ -26,6 +26,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -79,13 +80,10 @@ def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[U32, npt.NDArray[n
 
     A text shorter than ``ngram`` words has one shingle, all its words; an empty text none.
     """
-    words: list[bytes] = []
-    lengths = np.empty(len(texts), dtype=np.intp)
-    for index, text in enumerate(texts):
-        split = text.encode().split()
-        words.extend(split)
-        lengths[index] = len(split)
-    total = len(words)
+    splits = [text.encode().split() for text in texts]
+    lengths = np.fromiter(map(len, splits), dtype=np.intp, count=len(texts))
+    total = int(lengths.sum())
+    words = chain.from_iterable(splits)
     hashes = np.fromiter(map(zlib.crc32, words), dtype=np.uint32, count=total)
     ends = np.cumsum(lengths)
     starts = ends - lengths
@@ -332,7 +330,9 @@ class NearDuplicateIndex:
         numbers = np.arange(self.size, self.size + len(texts), dtype=np.uint64)
         self._add(np.sort((keys | numbers[:, None]).ravel()))
         self._kept.add(small)
-        return [sorted(near, key=lambda other: (-near[other], other)) for near in found]
+        return [
+            sorted(near, key=lambda other: (-near[other], other)) if near else [] for near in found
+        ]
 
     def _add(self, run: U64) -> None:
         """Size-tiered merging: at most about log2(n) runs, each key copied log2(n) times."""

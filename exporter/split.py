@@ -67,6 +67,7 @@ class GroupSplit:
         self.valid_share = valid_share
         self.salt = salt
         self.index = NearDuplicateIndex(groups) if groups is not None else None
+        self._keyed = hashlib.blake2b(digest_size=8, key=salt.encode()[:64])
         self._parent = array("q")
         self._size = array("I")
         self._valid = bytearray()
@@ -78,6 +79,14 @@ class GroupSplit:
         self.split_groups = 0
         """Merges of a train group with a valid group (by a prompt similar to both)."""
         self.largest = 1
+
+    def _side(self, prompt_key: bytes) -> Side:
+        """``side_of(prompt_key, self.valid_share, self.salt)``, from a copy of the keyed hash
+        (keying it costs a block of hashing, per row)."""
+        hasher = self._keyed.copy()
+        hasher.update(prompt_key)
+        share = int.from_bytes(hasher.digest(), "big") / 2.0**64
+        return "valid" if share < self.valid_share else "train"
 
     def _root(self, number: int) -> int:
         parent = self._parent
@@ -102,7 +111,7 @@ class GroupSplit:
     def sides(self, keys: Sequence[bytes], texts: Sequence[str]) -> list[Side]:
         """The side of each row, in order: ``keys`` its prompt key, ``texts`` its prompt's
         normalised words (compared for groups)."""
-        own = [side_of(key, self.valid_share, self.salt) for key in keys]
+        own = [self._side(key) for key in keys]
         self.placed += len(own)
         if self.index is None:
             return own

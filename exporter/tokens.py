@@ -236,13 +236,16 @@ class TokenCounter:
         return total
 
     def observe(self, messages: list[Any], tools: Any) -> None:
+        system, tooled = False, bool(tools)
+        for message in messages:
+            if isinstance(message, dict):
+                role = message.get("role")
+                system = system or role == "system"
+                tooled = tooled or role == "tool" or bool(message.get("tool_calls"))
         seen = self.seen
         seen.rows += 1
-        dicts = [m for m in messages if isinstance(m, dict)]
-        if any(m.get("role") == "system" for m in dicts):
-            seen.with_system += 1
-        if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in dicts):
-            seen.with_tools += 1
+        seen.with_system += system
+        seen.with_tools += tooled
 
     def example(self, messages: list[Any], tools: Any = None) -> Counted:
         self.observe(messages, tools)
