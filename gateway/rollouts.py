@@ -257,29 +257,48 @@ class RolloutService:
         if not was_holding:
             log.info("autopilot: %s holds the lease; re-applying the saved rollouts", self.holder)
             self._counterfactual.clear()
-            for state in states.values():
-                self._reapply(Rollout.from_state(state))
+            for route, state in states.items():
+                if route not in self.manager.settings.routes:
+                    continue
+                try:
+                    self._reapply(Rollout.from_state(state))
+                except Exception as exc:
+                    why = describe_error(exc)
+                    log.error("re-applying the rollout of %s failed: %s", route, why)
         decided: list[DecisionRecord] = []
         for route, state in states.items():
             if state.get("status") in FINISHED and route in self.controller.seen:
                 continue  # nothing more to decide or apply
-            asked: list[str] = []
-            records = await self.controller.look(
-                route, now, self._gatherer(route, float(state["started"]), now, asked), self.actions
-            )
+            if route not in self.manager.settings.routes:
+                continue  # the route left the configuration: nothing to route
+            try:
+                records = await self._look(route, state, now)
+            except Exception as exc:  # one route's trouble leaves the others' looks alone
+                log.error("the look at the rollout of %s failed: %s", route, describe_error(exc))
+                continue
             if records is None:
                 break  # the lease was lost meanwhile
-            if asked:
-                await self.table.clear_abort(route, asked[0])
-            for record in records:
-                self._report(record)
             decided += records
-            rollout = self.controller.seen.get(route)
-            if rollout is not None:
-                self._counterfactuals(rollout)
-                self._gauges(rollout)
         await self.actions.flush()
         return decided
+
+    async def _look(
+        self, route: str, state: Mapping[str, Any], now: float
+    ) -> list[DecisionRecord] | None:
+        asked: list[str] = []
+        gather = self._gatherer(route, float(state["started"]), now, asked)
+        records = await self.controller.look(route, now, gather, self.actions)
+        if records is None:
+            return None
+        if asked:
+            await self.table.clear_abort(route, asked[0])
+        for record in records:
+            self._report(record)
+        rollout = self.controller.seen.get(route)
+        if rollout is not None:
+            self._counterfactuals(rollout)
+            self._gauges(rollout)
+        return records
 
     def _gatherer(self, route: str, started: float, now: float, asked: list[str]) -> Gather:
         async def gather(config: RolloutConfig, cursor: Any) -> tuple[Evidence, Any]:
