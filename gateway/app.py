@@ -232,7 +232,13 @@ class GatewayApp:
             )
         actions = GatewayActions(self.manager, lambda: self.sync)
         return RolloutService(
-            self.manager, RolloutTable(engine), lease, actions, self.metrics, judge=judge
+            self.manager,
+            RolloutTable(engine),
+            lease,
+            actions,
+            self.metrics,
+            judge=judge,
+            prices=PriceTable(settings.capture.prices),
         )
 
     def _draining(self) -> None:

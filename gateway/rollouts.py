@@ -49,9 +49,12 @@ from autopilot.controller import (
     json_safe,
 )
 from autopilot.evidence import EvidenceReader
+from autopilot.ledger import ledger
 from autopilot.runner import FINISHED, Controller, Gather
 from capture.errortext import describe_error
 from capture.lease import Lease
+from capture.ledger import usage_sums
+from capture.pricing import PriceTable
 from capture.rollouts import RolloutTable
 from capture.schema import NAME_LENGTH
 from gateway.metrics import Metrics
@@ -66,6 +69,17 @@ log = logging.getLogger("gateway.rollouts")
 DECISIONS_SHOWN = 50
 WEBHOOK_TIMEOUT_S = 5.0
 WEBHOOK_QUEUE = 1000
+SAVINGS_FIELDS = (
+    "student_calls",
+    "unpriced_calls",
+    "student_cost_usd",
+    "incumbent_cost_usd",
+    "gross_savings_usd",
+    "judge_cost_usd",
+    "counterfactual_cost_usd",
+    "shadow_cost_usd",
+    "net_savings_usd",
+)
 LIVE = (RUNNING, PROMOTED)
 """Rollouts still looked at (a promoted one stays watched); FINISHED ones are left alone."""
 
@@ -165,6 +179,7 @@ class RolloutService:
         metrics: Metrics,
         *,
         judge: Judge | None = None,
+        prices: PriceTable | None = None,
         holder: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -173,6 +188,7 @@ class RolloutService:
         self.actions = actions
         self.metrics = metrics
         self.judge = judge
+        self.prices = prices
         self.clock = clock
         settings = self.settings
         self.controller = Controller(table, lease, holder or holder_name(), settings.lease_ttl_s)
@@ -468,6 +484,30 @@ class RolloutService:
         decisions = await self.table.decisions(route, limit=DECISIONS_SHOWN)
         out["decisions"] = [_decision(d) for d in decisions]
         out["holder"] = await self.controller.lease.holder()
+        out["savings"] = await self._savings(state)
+        return out
+
+    async def _savings(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Since the rollout started: what the candidate's live calls cost, what the
+        incumbent's price makes of the same tokens, net of judge, counterfactual and shadow
+        calls (the savings ledger's figures; one query). None when the incumbent's price is
+        unknown."""
+        config = RolloutConfig.from_dict(state["config"])
+        route = self.manager.settings.routes.get(config.route)
+        incumbent = route.variants.get(config.incumbent) if route is not None else None
+        price = (
+            self.prices.price(incumbent.model)
+            if self.prices is not None and incumbent is not None
+            else None
+        )
+        if price is None:
+            return None
+        since = _at(float(state["started"]))
+        sums = await usage_sums(self.table.engine, {config.route: [config.candidate]}, since)
+        lines = ledger(sums, {config.route: price})
+        out: dict[str, Any] = {"since": since.isoformat()}
+        for name in SAVINGS_FIELDS:
+            out[name] = sum(getattr(line, name) for line in lines)
         return out
 
     async def describe_all(self) -> list[dict[str, Any]]:

@@ -94,6 +94,9 @@ def test_an_equal_student_is_promoted_to_the_target(
         evidence = done["decisions"][-1]["evidence"]
         quality_gate = next(g for g in evidence["gates"] if g["name"] == "quality")
         assert quality_gate["verdict"] == "pass"
+        savings = done["savings"]  # the candidate is cheaper for the same tokens
+        assert savings["student_calls"] > 0 and savings["gross_savings_usd"] > 0
+        assert savings["counterfactual_cost_usd"] > 0  # its pairs' teacher copies cost
         judged = sum(_metric(gateway, "gateway_judge_verdicts_total", v) for v in VERDICTS)
         assert judged >= FAST_GATES["min_samples"]
     finally:
