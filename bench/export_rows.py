@@ -20,7 +20,9 @@ process, exactly as a user runs it::
 with exact dedup, near-dup (MinHash LSH, defaults), the leak check, validation, o200k_base
 token counts and the train/valid split all on. The figures are the wall time of that process,
 its CPU time, its peak RSS (``ru_maxrss``) and the peak RSS of it and any processes it starts
-together (sampled every 0.1 s); targets (issue 15): at most 60 s and 1 GB for 1,000,000 rows.
+together (sampled every 0.1 s), and the machine's load average as it starts and ends (on a
+shared machine the wall time follows the load); targets (issue 15): at most 60 s and 1 GB for
+1,000,000 rows.
 ``--database`` names the scratch database (``--keep`` and ``--reuse`` then work on that one).
 """
 
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import resource
 import subprocess
@@ -153,6 +156,9 @@ class Measured:
     """The peak of the export's processes' resident memory together (sampled)."""
     cpu_seconds: float
     """User and system CPU time of the export and its workers."""
+    load: tuple[float, float]
+    """The machine's 1-minute load average as the export started and as it ended: what else
+    ran beside it (the figures are only comparable under similar load)."""
 
 
 class _TreeMemory(threading.Thread):
@@ -189,6 +195,7 @@ def measure(url: str, out: Path, extra: list[str]) -> Measured:
     ]  # fmt: skip
     print("$ " + " ".join(command[1:]), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = _TreeMemory(process.pid)
@@ -207,6 +214,7 @@ def measure(url: str, out: Path, extra: list[str]) -> Measured:
         json.loads(stdout),
         round(sampler.peak / 2**20, 1),
         round(cpu, 1),
+        (round(load_before, 1), round(os.getloadavg()[0], 1)),
     )
 
 
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         f"largest process), {result.total_rss_mb:,.0f} MB (all its processes together)"
     )
     print(f"  kept {report['kept']:,}, dropped {report['dropped']}")
+    print(f"  load average (1 min) {result.load[0]} at the start, {result.load[1]} at the end")
     fast, small = result.seconds < TARGET_S, result.total_rss_mb < TARGET_RSS_MB
     print(
         f"  target < {TARGET_S:.0f} s: {'met' if fast else 'MISSED'}; "
@@ -258,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
             "peak_rss_mb": result.peak_rss_mb,
             "total_rss_mb": result.total_rss_mb,
             "cpu_seconds": result.cpu_seconds,
+            "load": list(result.load),
             "kept": report["kept"],
             "dropped": report["dropped"],
         }
