@@ -362,10 +362,11 @@ class Redactor:
         if self._email and "@" in text:
             found.extend(Finding("email", *span) for span in _emails(text))
         shape = _shape(text) if self._card or self._phone else b""
-        if self._card:
-            found.extend(Finding("card", *span) for span in _cards(text, shape))
-        if self._phone:
-            found.extend(Finding("phone", *span) for span in _phones(text, shape))
+        if _may_hold_numbers(shape):  # what every card and phone shape holds
+            if self._card:
+                found.extend(Finding("card", *span) for span in _cards(text, shape))
+            if self._phone:
+                found.extend(Finding("phone", *span) for span in _phones(text, shape))
         found.sort(key=lambda f: (f.start, f.end))
         return found
 
