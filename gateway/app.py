@@ -239,6 +239,7 @@ class GatewayApp:
             self.metrics,
             judge=judge,
             prices=PriceTable(settings.capture.prices),
+            evidence_url=settings.capture.database_url,
         )
 
     def _draining(self) -> None:

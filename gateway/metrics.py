@@ -200,6 +200,13 @@ class Metrics:
             ("route", "verdict"),
             registry=registry,
         )
+        self.rollout_look = Histogram(
+            "gateway_rollout_look_seconds",
+            "Wall time of the rollout controller's look at every rollout, on the deciding "
+            "replica: the evidence read and checked, the decisions, the changes shared.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
         self.rollout_webhook = Counter(
             "gateway_rollout_webhook_posts",
             "Decisions posted to the autopilot's webhook, by outcome (ok, failed, dropped).",

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from autopilot.controller import (
     DEFAULT_SLICE,
@@ -51,6 +52,7 @@ from autopilot.controller import (
 from autopilot.evidence import EvidenceReader
 from autopilot.ledger import ledger
 from autopilot.runner import FINISHED, Controller, Gather
+from capture.engine import create_engine
 from capture.errortext import describe_error
 from capture.lease import Lease
 from capture.ledger import usage_sums
@@ -58,6 +60,7 @@ from capture.pricing import PriceTable
 from capture.rollouts import RolloutTable
 from capture.schema import NAME_LENGTH
 from gateway.metrics import Metrics
+from gateway.offloop import LoopThread
 from gateway.rolloutplan import rollout_config
 from gateway.runtime import RuntimeManager
 from gateway.settings import AutopilotSettings
@@ -180,6 +183,7 @@ class RolloutService:
         *,
         judge: Judge | None = None,
         prices: PriceTable | None = None,
+        evidence_url: str | None = None,
         holder: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -190,6 +194,9 @@ class RolloutService:
         self.judge = judge
         self.prices = prices
         self.clock = clock
+        self._evidence_url = evidence_url
+        self._reader_thread = LoopThread("rollout-evidence") if evidence_url else None
+        self._reader_engine: AsyncEngine | None = None
         settings = self.settings
         self.controller = Controller(table, lease, holder or holder_name(), settings.lease_ttl_s)
         self.webhook = Webhook(settings.webhook_url, metrics) if settings.webhook_url else None
@@ -228,11 +235,16 @@ class RolloutService:
             log.warning("the autopilot's lease was not released: %s", describe_error(exc))
         if self.webhook is not None:
             await self.webhook.stop()
+        if self._reader_thread is not None:
+            await self._reader_thread.close(self._close_reader)
 
     async def _looking(self) -> None:
         while True:
+            began = time.perf_counter()
             try:
                 await self.tick()
+                if self.controller.holding:
+                    self.metrics.rollout_look.observe(time.perf_counter() - began)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -318,13 +330,7 @@ class RolloutService:
 
     def _gatherer(self, route: str, started: float, now: float, asked: list[str]) -> Gather:
         async def gather(config: RolloutConfig, cursor: Any) -> tuple[Evidence, Any]:
-            reader = EvidenceReader(
-                self.table.engine,
-                config,
-                lag_s=self.settings.evidence_lag_s,
-                started=_at(started),
-            )
-            evidence, after = await reader.read(cursor, _at(now))
+            evidence, after = await self._read(config, started, cursor, now)
             abort = await self.table.pending_abort(route)
             if abort is not None:
                 asked.append(abort)
@@ -336,6 +342,30 @@ class RolloutService:
             return Evidence(evidence.slices, abort=abort, breaker_open=breaker), after
 
         return gather
+
+    async def _read(
+        self, config: RolloutConfig, started: float, cursor: Any, now: float
+    ) -> tuple[Evidence, Any]:
+        """The evidence since ``cursor``: on the reader's own thread and engine when the
+        service has them (``evidence_url``), so its CPU never holds the calls' event loop."""
+        lag = self.settings.evidence_lag_s
+        if self._reader_thread is None:
+            reader = EvidenceReader(self.table.engine, config, lag_s=lag, started=_at(started))
+            return await reader.read(cursor, _at(now))
+
+        async def read() -> tuple[Evidence, Any]:
+            if self._reader_engine is None:
+                assert self._evidence_url is not None
+                self._reader_engine = create_engine(self._evidence_url)
+            reader = EvidenceReader(self._reader_engine, config, lag_s=lag, started=_at(started))
+            return await reader.read(cursor, _at(now))
+
+        return await self._reader_thread.run(read())
+
+    async def _close_reader(self) -> None:
+        if self._reader_engine is not None:
+            await self._reader_engine.dispose()
+            self._reader_engine = None
 
     def _breaker_open(self, route: str, candidate: str) -> bool:
         config = self.manager.settings.routes.get(route)
