@@ -137,6 +137,11 @@ class AutopilotSettings(_Strict):
 
     @model_validator(mode="after")
     def _http_webhook(self) -> AutopilotSettings:
+        if self.lease_ttl_s <= self.interval_s:
+            raise ValueError(
+                "lease_ttl_s must be longer than interval_s (the holder renews its lease at "
+                "every look; shorter, it would lose it between looks)"
+            )
         if self.webhook_url is not None and not self.webhook_url.startswith(
             ("http://", "https://")
         ):

@@ -97,6 +97,11 @@ def test_a_configured_rollout_becomes_the_controllers_config() -> None:
         (None, {"interval_s": 0}, "autopilot.interval_s: Input should be greater than 0"),
         (None, {"webhook_url": "ftp://x"}, "webhook_url must start with http:// or https://"),
         (None, {"lease_tt_s": 1}, "autopilot.lease_tt_s: unknown key"),
+        (
+            None,
+            {"interval_s": 10, "lease_ttl_s": 10},
+            "autopilot: lease_ttl_s must be longer than interval_s",
+        ),
     ],
 )
 def test_configuration_errors_name_the_key(
