@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from autopilot.controller import (
@@ -64,14 +63,13 @@ from gateway.offloop import LoopThread
 from gateway.rolloutplan import rollout_config
 from gateway.runtime import RuntimeManager
 from gateway.settings import AutopilotSettings
+from gateway.webhook import Webhook
 from router.breaker import BreakerState
 from router.config import RouteRollout
 
 log = logging.getLogger("gateway.rollouts")
 
 DECISIONS_SHOWN = 50
-WEBHOOK_TIMEOUT_S = 5.0
-WEBHOOK_QUEUE = 1000
 SAVINGS_FIELDS = (
     "student_calls",
     "unpriced_calls",
@@ -119,57 +117,6 @@ def holder_name() -> str:
 
 def _at(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.UTC)
-
-
-class Webhook:
-    """Decisions POSTed as JSON in the background: a bounded queue, one sender, 5 s each;
-    failures and drops counted and logged, never raised (the URL is never logged: it may hold
-    a token)."""
-
-    def __init__(self, url: str, metrics: Metrics) -> None:
-        self.url = url
-        self._metrics = metrics
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WEBHOOK_QUEUE)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._send_all())
-
-    def post(self, payload: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            self._metrics.rollout_webhook.labels("dropped").inc()
-            log.warning("rollout webhook: queue full, a decision was not posted")
-
-    async def stop(self, grace_s: float = 5.0) -> None:
-        if self._task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), grace_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _send_all(self) -> None:
-        async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S) as client:
-            while True:
-                payload = await self._queue.get()
-                try:
-                    response = await client.post(self.url, json=payload)
-                    response.raise_for_status()
-                    self._metrics.rollout_webhook.labels("ok").inc()
-                except Exception as exc:
-                    self._metrics.rollout_webhook.labels("failed").inc()
-                    log.warning("rollout webhook: a decision was not posted: %s", _why(exc))
-                finally:
-                    self._queue.task_done()
-
-
-def _why(exc: Exception) -> str:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    return type(exc).__name__ if isinstance(exc, httpx.HTTPError) else describe_error(exc)
 
 
 class RolloutService:
