@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter import hyperparams, report
@@ -30,6 +31,7 @@ from exporter.leaks import LeakCheck, LeakMode
 from exporter.neardup import NearDuplicateIndex, NearDupOptions
 from exporter.normalize import exact_key, near_dup_text, prompt_key, prompt_text
 from exporter.output import AtomicJsonl, prepare_directory, write_json
+from exporter.seen import SeenKeys
 from exporter.selection import DEFAULT_PAGE_SIZE, stream_pages
 from exporter.split import (
     DEFAULT_GROUP_THRESHOLD,
@@ -95,6 +97,15 @@ class ExportResult:
     files: dict[str, Path]
 
 
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A call that makes no example: why (the tally's reason), and the row's problems."""
+
+    reason: str
+    problems: frozenset[str] = frozenset()
+    call_id: str = ""
+
+
 class _Curator:
     """The per-row steps, with the state they keep across pages."""
 
@@ -102,42 +113,62 @@ class _Curator:
         self.options = options
         self.tally = tally
         self.leaks = LeakCheck() if options.leak_check != "off" else None
-        self.seen: set[int] = set()
+        self.seen = SeenKeys()
         self.near = NearDuplicateIndex(options.near_dup) if options.near_dup else None
 
-    def example(self, row: dict[str, Any]) -> tuple[Example, dict[str, Any]] | None:
-        tally = self.tally
+    def _make(self, row: dict[str, Any]) -> tuple[Example, dict[str, Any]] | _Refused:
         try:
             example = example_from_call(row)
         except Dropped as dropped:
-            tally.drop(dropped.reason)
-            return None
+            return _Refused(dropped.reason)
         self.options.system_prompt.apply(example)
         if self.options.weight == "last":
             weight_last_answer(example)
         out = example.row()
         problems = check_chat_row(out)
         if problems:
-            tally.problem(problems, example.call_id)
-            tally.drop("invalid row")
-            return None
-        if self.options.exact_dedup:
-            key = int.from_bytes(exact_key(example)[:8], "big")
-            if key in self.seen:
-                tally.drop("duplicate (exact)")
-                return None
-            self.seen.add(key)
-        if self.leaks is not None:
-            kinds = self.leaks.kinds_in(example)
-            if kinds:
-                if self.options.leak_check == "fail":
-                    raise InvalidDataset(
-                        f"call {example.call_id} holds what looks like {', '.join(kinds)}: "
-                        "fix the capture's redaction, or export with --leak-check drop"
-                    )
-                tally.drop(f"leak ({', '.join(kinds)})")
-                return None
+            return _Refused("invalid row", frozenset(problems), example.call_id)
         return example, out
+
+    def examples(self, page: list[dict[str, Any]]) -> list[tuple[Example, dict[str, Any]]]:
+        """The page's calls that make valid examples, no exact duplicate of an earlier one
+        and without leaks; the others tallied, in the page's order. The duplicate keys of
+        the page are looked up at once."""
+        tally = self.tally
+        made = [self._make(row) for row in page]
+        valid = [item for item in made if not isinstance(item, _Refused)]
+        first = [True] * len(valid)
+        if self.options.exact_dedup and valid:
+            keys = np.fromiter(
+                (int.from_bytes(exact_key(example)[:8], "big") for example, _ in valid),
+                dtype=np.uint64,
+                count=len(valid),
+            )
+            first = self.seen.first_seen(keys).tolist()
+        new = iter(first)
+        kept: list[tuple[Example, dict[str, Any]]] = []
+        for item in made:
+            if isinstance(item, _Refused):
+                if item.problems:
+                    tally.problem(set(item.problems), item.call_id)
+                tally.drop(item.reason)
+                continue
+            if not next(new):
+                tally.drop("duplicate (exact)")
+                continue
+            if self.leaks is not None:
+                example = item[0]
+                kinds = self.leaks.kinds_in(example)
+                if kinds:
+                    if self.options.leak_check == "fail":
+                        raise InvalidDataset(
+                            f"call {example.call_id} holds what looks like {', '.join(kinds)}: "
+                            "fix the capture's redaction, or export with --leak-check drop"
+                        )
+                    tally.drop(f"leak ({', '.join(kinds)})")
+                    continue
+            kept.append(item)
+        return kept
 
     def distinct(
         self, batch: list[tuple[Example, dict[str, Any]]]
@@ -189,7 +220,7 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
             engine, options.filters, options.page_size, options.limit, options.archive
         ):
             selected += len(page)
-            batch = [item for row in page if (item := curator.example(row)) is not None]
+            batch = curator.examples(page)
             fitting = []
             for example, out in curator.distinct(batch):
                 counted = counter.example(out["messages"], out.get("tools"))
