@@ -127,6 +127,31 @@ def _print_rollout(r: dict[str, Any]) -> None:
         print(line)
     for d in r.get("decisions", [])[-10:]:
         print(f"  {d['at']}  {d['slice']}  {d['action']}  share {d['share']:.3g}: {d['reason']}")
+    _print_money(r)
+
+
+def _usd(value: Any) -> str:
+    return "unknown" if value is None else f"${value:,.4f}"
+
+
+def _print_money(r: dict[str, Any]) -> None:
+    saved = r.get("savings")
+    if isinstance(saved, dict):
+        print(
+            f"  saved since the start: {_usd(saved.get('net_savings_usd'))} net"
+            f" over {saved.get('student_calls', 0)} calls the candidate answered"
+        )
+    p = r.get("projection")
+    if isinstance(p, dict):
+        print(
+            f"  projected at {p['share']:.0%} of {p['calls_per_day']:,.0f} calls/day:"
+            f" {_usd(p.get('savings_per_day_usd'))}/day saved"
+            f" (per call {_usd(p.get('incumbent_cost_per_call_usd'))} on the incumbent,"
+            f" {_usd(p.get('candidate_cost_per_call_usd'))} on the candidate,"
+            f" from {p.get('sample_calls', 0)} priced shadow copies)"
+        )
+    elif "projection" in r:
+        print("  projected savings: unknown (no price for the incumbent)")
 
 
 def rollout_command(args: argparse.Namespace) -> int:

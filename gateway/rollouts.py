@@ -49,13 +49,13 @@ from autopilot.controller import (
     json_safe,
 )
 from autopilot.evidence import EvidenceReader
-from autopilot.ledger import ledger
+from autopilot.ledger import ledger, project
 from autopilot.runner import FINISHED, Controller, Gather
 from capture.engine import create_engine
 from capture.errortext import describe_error
 from capture.lease import Lease
-from capture.ledger import usage_sums
-from capture.pricing import PriceTable
+from capture.ledger import UsageSums, usage_sums
+from capture.pricing import Price, PriceTable
 from capture.rollouts import RolloutTable
 from capture.schema import NAME_LENGTH
 from gateway.metrics import Metrics
@@ -80,6 +80,17 @@ SAVINGS_FIELDS = (
     "counterfactual_cost_usd",
     "shadow_cost_usd",
     "net_savings_usd",
+)
+PROJECTION_WINDOW_S = 86400.0
+"""The traffic a projection is made from: the last day's."""
+SUM_FIELDS = (
+    "calls",
+    "unpriced",
+    "input_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "completion_tokens",
+    "cost_usd",
 )
 LIVE = (RUNNING, PROMOTED)
 """Rollouts still looked at (a promoted one stays watched); FINISHED ones are left alone."""
@@ -462,6 +473,7 @@ class RolloutService:
         out["decisions"] = [_decision(d) for d in decisions]
         out["holder"] = await self.controller.lease.holder()
         out["savings"] = await self._savings(state)
+        out["projection"] = await self._projection(state)
         return out
 
     async def _savings(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -470,13 +482,7 @@ class RolloutService:
         calls (the savings ledger's figures; one query). None when the incumbent's price is
         unknown."""
         config = RolloutConfig.from_dict(state["config"])
-        route = self.manager.settings.routes.get(config.route)
-        incumbent = route.variants.get(config.incumbent) if route is not None else None
-        price = (
-            self.prices.price(incumbent.model)
-            if self.prices is not None and incumbent is not None
-            else None
-        )
+        price = self._incumbent_price(config)
         if price is None:
             return None
         since = _at(float(state["started"]))
@@ -486,6 +492,41 @@ class RolloutService:
         for name in SAVINGS_FIELDS:
             out[name] = sum(getattr(line, name) for line in lines)
         return out
+
+    def _incumbent_price(self, config: RolloutConfig) -> Price | None:
+        route = self.manager.settings.routes.get(config.route)
+        incumbent = route.variants.get(config.incumbent) if route is not None else None
+        if self.prices is None or incumbent is None:
+            return None
+        return self.prices.price(incumbent.model)
+
+    async def _projection(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What the rollout's target share would save per day: the candidate's priced shadow
+        copies of the last day against the incumbent's price for the same tokens, times the
+        route's live calls of the last day (`autopilot.ledger.project`). None when the
+        incumbent's price is unknown; savings None when nothing priced was shadowed yet."""
+        config = RolloutConfig.from_dict(state["config"])
+        price = self._incumbent_price(config)
+        if price is None:
+            return None
+        since = _at(self.clock() - PROJECTION_WINDOW_S)
+        both = [config.incumbent, config.candidate]
+        live = await usage_sums(self.table.engine, {config.route: both}, since)
+        copies = await usage_sums(self.table.engine, {config.route: [config.candidate]}, since)
+        calls = sum(s.calls for s in live if s.kind == "student")
+        shadow = [s for s in copies if s.kind == "shadow"]
+        merged = (
+            UsageSums(
+                config.route,
+                since.strftime("%Y-%m-%d"),
+                "shadow",
+                *(sum(getattr(s, f) for s in shadow) for f in SUM_FIELDS),
+            )
+            if shadow
+            else None
+        )
+        days = PROJECTION_WINDOW_S / 86400
+        return project(config.route, merged, price, calls / days, config.target).as_dict()
 
     async def describe_all(self) -> list[dict[str, Any]]:
         now = self.clock()

@@ -4,7 +4,10 @@ admin API's shape, and each decision posted to the webhook (a failure counted, n
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +18,7 @@ import httpx
 import pytest
 
 from tests.gateway.rollout_support import (
+    ADMIN_KEY,
     GATEWAY_KEY,
     admin,
     gateway_config,
@@ -158,3 +162,42 @@ def test_start_describe_abort_and_the_refusals(gateway: Running, receiver: Recei
         )
         == 2.0
     )
+
+
+def test_the_projected_savings_come_from_the_candidates_shadow_copies(gateway: Running) -> None:
+    path = "/admin/routes/support/rollout"
+    assert admin(gateway, "POST", path, json=plan()).status_code == 201
+    # the shadow stage begins at the controller's first look with evidence: call until the
+    # student's copies (shadow_sample 1.0) are captured
+    with httpx.Client(timeout=10) as client:
+
+        def call_and_look() -> dict[str, Any] | None:
+            client.post(
+                f"{gateway.url}/v1/chat/completions",
+                json={"model": "support", "messages": [{"role": "user", "content": "a question"}]},
+                headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+            ).raise_for_status()
+            r = rollout(gateway)
+            found = r is not None and (r.get("projection") or {}).get("sample_calls", 0) >= 3
+            return r if found else None
+
+        described = wait_until(call_and_look, "the shadow copies captured", timeout=30)
+    p = described["projection"]
+    assert p["share"] == 0.9 and p["calls_per_day"] >= p["sample_calls"]
+    # gpt-4o-mini is cheaper than gpt-4o for the same tokens
+    assert 0 < p["candidate_cost_per_call_usd"] < p["incumbent_cost_per_call_usd"]
+    expected = (
+        (p["incumbent_cost_per_call_usd"] - p["candidate_cost_per_call_usd"])
+        * p["calls_per_day"]
+        * 0.9
+    )
+    assert p["savings_per_day_usd"] == pytest.approx(expected)
+    shown = subprocess.run(
+        [sys.executable, "-m", "gateway", "rollout", "status", "support"],
+        env={**os.environ, "GATEWAY_ADMIN_URL": gateway.url, "GATEWAY_ADMIN_KEY": ADMIN_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "projected at 90% of" in shown.stdout and "/day saved" in shown.stdout
