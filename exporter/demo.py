@@ -13,7 +13,10 @@
    adapter on a "vllm" provider that the simulator plays, loaded by name and priced from a
    GPU-hour),
 6. sends more traffic (the student answers shadow copies), then
-7. evaluates the student against the teacher (``gateway eval``).
+7. evaluates the student against the teacher (``gateway eval``),
+8. starts a rollout of the student on route ``support`` (``gateway rollout start``: judged
+   shadow pairs, then live stages gated on the evidence) and prints its state with the savings
+   projected at the target share (``gateway rollout status``).
 
 Processes are started with ``python -m gateway`` (the exporter does not import the gateway)
 and stopped at the end. Every command is printed as it is run.
@@ -99,8 +102,10 @@ def gateway_config(simulator_url: str, database: Path) -> dict[str, Any]:
         "routes": {
             "support": {"variants": {"teacher": {"provider": "sim", "model": "gpt-4o"}}},
             "gpt-4o": {"variants": {"teacher": {"provider": "sim", "model": "gpt-4o"}}},
+            "judge": {"variants": {"default": {"provider": "sim", "model": "gpt-4o"}}},
         },
         "capture": {"database_url": f"sqlite+aiosqlite:///{database}", "flush_interval_ms": 50},
+        "autopilot": {"interval_s": 1.0, "judge_route": "judge"},
     }
 
 
@@ -206,6 +211,26 @@ def finetune_local(workdir: Path, data: Path) -> str:
         ]
     )
     return newest_job(data)
+
+
+def rollout(gateway_url: str, args: list[str]) -> None:
+    """``gateway rollout ...`` against the demo's gateway (a process of its own: the exporter
+    does not import the gateway)."""
+    command = ["rollout", *args, "--admin", gateway_url]
+    print(f"\n$ gateway {shlex.join(command)} --admin-key ...", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", *command],
+        env={**os.environ, "GATEWAY_ADMIN_KEY": ADMIN_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"demo: `gateway rollout {args[0]}` exited with {done.returncode}: "
+            f"{done.stderr.strip()}"
+        )
 
 
 def run_module(args: list[str]) -> None:
@@ -343,6 +368,11 @@ def demo(workdir: Path, calls: int, backend: str = "openai") -> None:
                 str(workdir / "eval.json"),
             ]
         )
+        step(8, "start a rollout of the student: judged shadow pairs, then gated live stages")
+        rollout(gw_url, ["start", "support", "--candidate", "student"])
+        answered, _ = asyncio.run(traffic(gw_url, 20, seed=3, feedback_share=0.0))
+        time.sleep(1.5)  # a look or two of the controller
+        rollout(gw_url, ["status", "support"])
     finally:
         for process in (gateway, simulator):
             if process is not None and process.poll() is None:
@@ -360,6 +390,8 @@ def demo(workdir: Path, calls: int, backend: str = "openai") -> None:
     if backend == "local":
         print(f"  adapter         {workdir}/finetune-runs/{job}/ (adapter/, manifest.json)")
     print(f"  gateway config  {config} (the student registered in shadow)")
+    print("  rollout         the student's, running: `gateway rollout status support` while")
+    print("                  a gateway serves this config; its evidence in the capture store")
     print(f"  capture store   {database}")
     print(f"  eval report     {workdir / 'eval.json'}")
     print("  dashboard       /dashboard on a running gateway (`make run`), with an admin key")

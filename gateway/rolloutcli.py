@@ -131,7 +131,9 @@ def _print_rollout(r: dict[str, Any]) -> None:
 
 
 def _usd(value: Any) -> str:
-    return "unknown" if value is None else f"${value:,.4f}"
+    if value is None:
+        return "unknown"
+    return f"-${-value:,.4f}" if value < 0 else f"${value:,.4f}"
 
 
 def _print_money(r: dict[str, Any]) -> None:

@@ -17,7 +17,11 @@ def test_the_demo_numbers_its_steps_and_explains_trained_tokens(
     demo.demo(tmp_path / "demo", calls=120)
     out = capsys.readouterr().out
     steps = [int(n) for n in re.findall(r"^(\d+)\. ", out, re.MULTILINE)]
-    assert steps == [1, 2, 3, 4, 5, 6, 7], out
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8], out
+    # the demo ends with the student's rollout running and the savings it projects
+    assert "support: running  teacher -> student" in out
+    projected = re.findall(r"projected at 90% of [\d,]+ calls/day: \$([\d.,]+)/day saved", out)
+    assert projected and float(projected[-1].replace(",", "")) > 0, out
     note = next(line for line in out.splitlines() if line.startswith("trained tokens:"))
     assert "train.jsonl only" in note and "the job reports" in note and "epochs" in note
     assert "validation file is not billed" in out  # the export's own line says it too
@@ -34,7 +38,11 @@ def test_the_demo_with_the_local_backend_trains_serves_and_prices_the_adapter(
     demo.demo(tmp_path / "demo", calls=80, backend="local")
     out = capsys.readouterr().out
     steps = [int(n) for n in re.findall(r"^(\d+)\. ", out, re.MULTILINE)]
-    assert steps == [1, 2, 3, 4, 5, 6, 7], out
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8], out
+    # the demo ends with the student's rollout running and the savings it projects
+    assert "support: running  teacher -> student" in out
+    projected = re.findall(r"projected at 90% of [\d,]+ calls/day: \$([\d.,]+)/day saved", out)
+    assert projected and float(projected[-1].replace(",", "")) > 0, out
     assert "--backend local" in out and "lineage stored" in out
     assert (tmp_path / "demo" / "finetune-runs").is_dir()
     adapters = list((tmp_path / "demo" / "finetune-runs").glob("*/adapter/adapter_config.json"))
