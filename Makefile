@@ -44,7 +44,7 @@ bench: venv
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The whole distillation loop against the simulator: traffic, feedback, export, fine-tune,
-# register in shadow, more traffic, eval. Writes to demo-output/.
+# register in shadow, more traffic, eval, a rollout started. Writes to demo-output/.
 BACKEND ?= openai
 demo: venv
 	$(BIN)/python -m exporter.demo --backend $(BACKEND)
