@@ -393,7 +393,7 @@ def workload_stats(
     """Sizes the store is measured against, and the prepare CPU per record (with the gateway's
     normaliser), from one pass of ``Preparer.prepare`` over every record (today's layout); with
     ``content_store``, a second pass times the preparation that cuts the repeated parts out."""
-    preparer = Preparer(CaptureSettings(), chat_view)
+    preparer = Preparer(CaptureSettings(content_store=False), chat_view)  # whole: the reference
     wire = whole = normalized = request_bytes = repeated = 0
     seen: set[bytes] = set()
     kinds: dict[str, int] = {}

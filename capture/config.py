@@ -80,10 +80,12 @@ class CaptureSettings(BaseModel):
     """Longest a statement of the gateway's may run: the server's ``statement_timeout`` and the
     driver's own limit on PostgreSQL (a stalled network is seen, logged and retried like an
     outage), the busy timeout on SQLite."""
-    content_store: bool = False
-    """Store large repeated parts of requests (system prompts, tools, earlier turns) once, in
-    the ``content`` table, each call referring to them (``capture.content``); readers see the
-    record unchanged either way."""
+    content_store: bool = True
+    """Store large repeated parts of requests (system prompts, tools, earlier turns) and
+    answers once, in the ``content`` table, each call referring to them (``capture.content``);
+    readers see the record unchanged either way. On by default since the collector
+    (``capture.retention``) deletes the parts no kept call refers to; false stores each call
+    whole (about 3x the bytes on ``python -m bench.capture_size``'s workload)."""
     content_min_bytes: int = Field(default=256, ge=16)
     """With ``content_store``: parts shorter than this (compact JSON) stay inline."""
     partition: Literal["day", "week", "month"] = "day"

@@ -33,7 +33,7 @@ from tests.capture.factories import (
 )
 
 ON = CaptureSettings(content_store=True)
-OFF = CaptureSettings()
+OFF = CaptureSettings(content_store=False)
 SYSTEM = "You review code for a large company. " * 40  # ~1.5 KB, as on every call of a feature
 TOOLS = [
     {

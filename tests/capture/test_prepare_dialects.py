@@ -222,11 +222,13 @@ def test_a_record_that_cannot_be_prepared_keeps_its_dialects() -> None:
     broken = make_anthropic_record(
         stream_chunks=["not bytes"], stream=True, upstream_api="anthropic"
     )
-    row = preparer().prepare(broken).row
+    # Stored whole: with capture.content_store a row also says whether it holds references
+    # (content_refs), which Store.insert_calls fills in for a fallback row.
+    row = preparer(content_store=False).prepare(broken).row
     assert row["request"] is None and row["error"].startswith("capture could not prepare")
     assert (row["dialect"], row["upstream_api"]) == ("anthropic", "anthropic")
     assert row["normalized"] is None and row["cache_write_tokens"] is None
-    assert set(row) == set(preparer().prepare(make_record()).row)  # the same columns
+    assert set(row) == set(preparer(content_store=False).prepare(make_record()).row)
     assert set(fallback_row(make_record(), ValueError("x"))) == set(row)
 
 

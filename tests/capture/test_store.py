@@ -13,7 +13,7 @@ from capture.prepare import Preparer
 from capture.store import Store
 from tests.capture.factories import chat_body, make_record, make_stream_record
 
-PREPARER = Preparer(CaptureSettings())
+PREPARER = Preparer(CaptureSettings(content_store=False))  # rows as stored whole
 
 
 def with_store(url: str, scenario: Callable[[Store], Awaitable[Any]]) -> Any:
