@@ -20,7 +20,10 @@ Overhead. Beside the matrix's simulator, one gateway process per configuration i
      the key is busy, so after its first two seconds its calls are admitted from credits;
   e2. the same with ``redis: {credits: false}``: every call waits for the admit script;
   f1/f2. a route with ``cache: {ttl_s: 600}`` called with ``temperature: 0, seed: 1``: every call
-     after the first is a hit; in memory (f1) and in Redis (f2).
+     after the first is a hit; in memory (f1) and in Redis (f2);
+  g. (b) with a rollout of a second variant in its shadow stage (``routes.R.rollout``): 20% of
+     the calls copied to it, pairs judged through a judge route (at most 20 pairs a look), the
+     evidence read, every second, all in the background.
 
 wrk (``-t1 -c1``, bench/post.lua: the matrix's call, plus the deterministic fields for f)
 runs against the simulator direct (both bodies) and each gateway, upstream delay 0, in
@@ -159,6 +162,12 @@ class Stores:
     redis_prefix: str = "bench-features"
     redis_reason: str | None = None
 
+    def sqlite_for(self, config: ConfigSpec) -> str:
+        """Each SQLite configuration's own file (``capture-features.db`` for (b))."""
+        if config.name == "capture-sqlite":
+            return self.sqlite_url
+        return self.sqlite_url.removesuffix(".db") + f"-{config.name}.db"
+
     def unavailable(self, config: ConfigSpec) -> str | None:
         if config.capture == "postgres" and self.postgres_url is None:
             return self.postgres_reason or "no PostgreSQL"
@@ -172,11 +181,22 @@ def config_for(config: ConfigSpec, upstream_port: int, port: int, stores: Stores
     data = procs.gateway_config(upstream_port, port)
     data["capture"] = {"enabled": False}
     route: dict[str, Any] = {"variants": {"only": {"provider": "sim", "model": UPSTREAM_MODEL}}}
+    extra: dict[str, Any] = {}
     key: dict[str, Any] = {"name": "bench", "key": KEY}
     if config.capture == "sqlite":
-        data["capture"] = {"enabled": True, "database_url": stores.sqlite_url}
+        data["capture"] = {"enabled": True, "database_url": stores.sqlite_for(config)}
     elif config.capture == "postgres":
         data["capture"] = {"enabled": True, "database_url": stores.postgres_url}
+    if config.name == "rollout-sqlite":
+        route = {
+            "variants": {
+                "teacher": {"provider": "sim", "model": UPSTREAM_MODEL, "weight": 100},
+                "student": {"provider": "sim", "model": AB_MODELS["b"], "weight": 0},
+            },
+            "rollout": {"candidate": "student", "stages": [0.0, 0.05], "shadow_sample": 0.2},
+        }
+        extra["bench-judge"] = {"variants": {"judge": {"provider": "sim", "model": UPSTREAM_MODEL}}}
+        data["autopilot"] = {"interval_s": 1.0, "judge_route": "bench-judge", "judge_batch": 20}
     elif config.name == "ab-shadow":
         route = {
             "variants": {
@@ -196,7 +216,7 @@ def config_for(config: ConfigSpec, upstream_port: int, port: int, stores: Stores
         if config.name == "cache-redis":
             data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-cache"}
     data["auth"] = {"keys": [key]}
-    data["routes"] = {ROUTE: route}
+    data["routes"] = {ROUTE: route, **extra}
     return data
 
 
@@ -717,7 +737,7 @@ class Run:
                     stack.callback(service.stop)
                     self.gateways[config.name] = service
                     if config.capture == "sqlite":
-                        self.database_urls[config.name] = stores.sqlite_url
+                        self.database_urls[config.name] = stores.sqlite_for(config)
                     elif config.capture == "postgres" and stores.postgres_url:
                         self.database_urls[config.name] = stores.postgres_url
                     probe = self.probe(config)
@@ -806,8 +826,8 @@ class Run:
     def sustained(self, specs: list[ConfigSpec], skipped: dict[str, str]) -> None:
         args = self.args
         for config in specs:
-            if config.capture is None:
-                continue
+            if config.capture is None or config.name == "rollout-sqlite":
+                continue  # sustained capture: (b) and (c)
             store = "SQLite" if config.capture == "sqlite" else "PostgreSQL"
             service = self.gateways.get(config.name)
             if service is None or config.name in skipped:

@@ -99,6 +99,14 @@ SPECS: tuple[ConfigSpec, ...] = (
         "the same key, credits off (`redis.credits: false`): every call waits for Redis",
     ),
     ConfigSpec(
+        "g",
+        "rollout-sqlite",
+        "(b) with a rollout in its shadow stage: 20% copied to a candidate, pairs judged and "
+        "evidence read in the background every second",
+        target=Target("delta_p50", 0.2, 14),
+        capture="sqlite",
+    ),
+    ConfigSpec(
         "f1",
         "cache-memory",
         "cache hits, in memory",

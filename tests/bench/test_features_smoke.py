@@ -47,13 +47,17 @@ def test_every_configuration_is_a_valid_gateway_config(config: features_report.C
     assert key.digest() == hash_key(features.KEY)
     assert settings.capture.enabled == (config.capture is not None)
     if config.capture == "sqlite":
-        assert settings.capture.database_url == STORES.sqlite_url
+        assert settings.capture.database_url == STORES.sqlite_for(config)
     if config.capture == "postgres":
         assert settings.capture.database_url == STORES.postgres_url
     if config.name == "ab-shadow":
         weights = {name: v.weight for name, v in route.variants.items()}
         assert weights == {"a": 50, "b": 50, "next": 0}
         assert route.shadow is not None and route.shadow.sample == 0.2
+    elif config.name == "rollout-sqlite":
+        assert route.rollout is not None and route.rollout.candidate == "student"
+        assert settings.autopilot.judge_route in settings.routes
+        assert settings.capture.database_url != STORES.sqlite_url  # not (b)'s file
     else:
         assert list(route.variants) == ["only"] and route.shadow is None
     if config.name.startswith("limits-redis"):
@@ -82,6 +86,7 @@ def test_unreachable_stores_skip_only_their_configurations() -> None:
         "ab-shadow": None,
         "limits-redis": "no redis",
         "limits-redis-percall": "no redis",
+        "rollout-sqlite": None,
         "cache-memory": None,
         "cache-redis": "no redis",
     }
@@ -175,6 +180,7 @@ def sample() -> FeatureResults:
         "ab-shadow": (0.47, 0.49, 0.47),  # +0.02 = +8%
         "limits-redis": (0.90, 0.92, 0.90),  # +0.45
         "limits-redis-percall": (0.95, 0.97, 0.95),
+        "rollout-sqlite": (0.62, 0.64, 0.62),  # +0.17: within (a) + 0.2
         "cache-memory": (0.30, 0.30, 0.30),
     }
     for config in SPECS:
@@ -237,6 +243,7 @@ def test_verdicts_mark_each_target() -> None:
         "(c) capture-postgres": False,
         "(d) ab-shadow": True,
         "(e) limits-redis": False,
+        "(g) rollout-sqlite": True,
         "(f1) cache-memory": True,
         "(f2) cache-redis": None,
         "sustained capture, SQLite": True,
@@ -270,4 +277,4 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
     data = to_json(results)["features"]
     assert data["configs"][0]["overhead_ms"]["p50"] == pytest.approx(0.25)
     assert data["sustain"][1]["met"] is False
-    assert [t["met"] for t in data["targets"]].count(True) == 4
+    assert [t["met"] for t in data["targets"]].count(True) == 5
