@@ -111,14 +111,19 @@ async def prune_store(
     return Pruned(result.calls, collected, result.dropped)
 
 
-async def prune(url: str, older_than: dt.timedelta, *, unit: Unit = "day") -> int:
+async def prune_url(url: str, older_than: dt.timedelta, *, unit: Unit = "day") -> Pruned:
     """Delete the calls (and their feedback) older than ``older_than``, then the content no kept
-    call refers to; how many calls."""
+    call refers to (``gateway db prune``)."""
     store = await Store.connect(url)
     try:
-        return (await prune_store(store, older_than, unit=unit)).calls
+        return await prune_store(store, older_than, unit=unit)
     finally:
         await store.close()
+
+
+async def prune(url: str, older_than: dt.timedelta, *, unit: Unit = "day") -> int:
+    """``prune_url``; how many calls."""
+    return (await prune_url(url, older_than, unit=unit)).calls
 
 
 @dataclass(frozen=True)

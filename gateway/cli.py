@@ -179,21 +179,27 @@ def db_current(args: argparse.Namespace) -> int:
 def db_prune(args: argparse.Namespace) -> int:
     import asyncio
 
-    from capture.retention import parse_duration, prune
+    from capture.retention import parse_duration, prune_url
     from gateway.capturing import describe_url
 
     try:
         older_than = parse_duration(args.older_than)
     except ValueError as exc:
         return _fail(str(exc))
-    url, status = _capture_url(args)
-    if url is None:
-        return status
     try:
-        removed = asyncio.run(prune(url, older_than))
+        capture = load_settings(args.config).capture
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    url = capture.database_url
+    try:
+        pruned = asyncio.run(prune_url(url, older_than, unit=capture.partition))
     except Exception as exc:
         return _fail(f"cannot prune {describe_url(url)}: {exc}")
-    print(f"removed {removed} call(s) older than {args.older_than} from {describe_url(url)}")
+    print(
+        f"removed {pruned.calls} call(s) older than {args.older_than} from {describe_url(url)}"
+        f" ({len(pruned.partitions)} partition(s) dropped, {pruned.content} stored part(s) no"
+        " call refers to any more collected)"
+    )
     return 0
 
 
