@@ -72,7 +72,7 @@ def test_finetune_register_eval(
         f"{loop.gateway.url}/admin/routes", headers={"authorization": f"Bearer {ADMIN_KEY}"}
     ).json()["routes"]
     assert routes["support"]["variants"]["student"]["model"] == model
-    assert routes["support"]["shadow"] == {"variant": "student", "sample": 0.5}
+    assert routes["support"]["shadow"] == {"variant": "student", "sample": 0.5, "live": False}
 
     capsys.readouterr()
     evaluation = ["eval", *base, "--route", "support", "--candidate", "student", "--sample", "8"]
