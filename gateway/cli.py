@@ -191,6 +191,13 @@ def db_prune(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}")
     url = capture.database_url
+    if capture.archive is not None and not args.no_archive:
+        # prune deletes without archiving: with an archive configured, that loses training data
+        return _fail(
+            "capture.archive is set: use `gateway db archive --older-than "
+            f"{args.older_than} --drop` (archives each partition, then drops it), or "
+            "--no-archive to delete without archiving"
+        )
     try:
         pruned = asyncio.run(prune_url(url, older_than, unit=capture.partition))
     except Exception as exc:
@@ -409,7 +416,7 @@ def build_parser(with_exporter: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--profile", help="YAML latency and fault profile")
     p.set_defaults(func=simulate)
 
-    p = commands.add_parser("db", help="the capture database: upgrade, current, prune")
+    p = commands.add_parser("db", help="the capture database: upgrade, current, prune, archive")
     db = p.add_subparsers(dest="db_command", required=True)
     q = db.add_parser("upgrade", help="migrate the capture database to this version's schema")
     q.add_argument("--config", required=True)
@@ -420,6 +427,11 @@ def build_parser(with_exporter: bool = True) -> argparse.ArgumentParser:
     q = db.add_parser("prune", help="delete captured calls older than a duration")
     q.add_argument("--config", required=True)
     q.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
+    q.add_argument(
+        "--no-archive",
+        action="store_true",
+        help="delete even though capture.archive is set (nothing is archived)",
+    )
     q.set_defaults(func=db_prune)
     q = db.add_parser(
         "archive",

@@ -154,3 +154,20 @@ def test_mistakes_are_one_line(
     config = str(_config(tmp_path, sqlite_url, archive))
     code, _, err = _cli(capsys, "db", "archive", "--config", config, *args)
     assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
+def test_prune_refuses_to_delete_what_the_archive_should_keep(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With capture.archive set, `db prune` would delete training data unarchived: it says to
+    archive with --drop instead, unless told --no-archive."""
+    total = _fill(database_url)
+    config = str(_config(tmp_path, database_url, {"url": (tmp_path / "archive").as_uri()}))
+    code, _, err = _cli(capsys, "db", "prune", "--config", config, "--older-than", "1h")
+    assert code != 0 and "gateway db archive --older-than 1h --drop" in err
+    assert _count(database_url) == total
+    code, out, err = _cli(
+        capsys, "db", "prune", "--config", config, "--older-than", "1h", "--no-archive"
+    )
+    assert code == 0, err
+    assert "removed" in out and _count(database_url) < total
