@@ -46,7 +46,6 @@ _FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE
 _FNV = np.uint64(0x100000001B3)
 _SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
 _LOW = np.uint64(0xFFFFFFFF)
-_MERGE_SLICE = 1 << 20
 _PRESENT_BITS = 26
 """8 MB of presence bits per index: about 1 in 6 set at 11 million keys (14 bands of 800,000
 examples), so a page's lookups mostly stop there instead of searching every run."""
@@ -350,36 +349,20 @@ class NearDuplicateIndex:
 
     def _add(self, run: U64) -> None:
         """Size-tiered merging: at most about log2(n) runs, each key copied log2(n) times."""
-        prefixes = run >> np.uint64(64 - _PRESENT_BITS)
-        np.bitwise_or.at(
-            self._present,
-            (prefixes >> np.uint64(3)).astype(np.intp),
-            np.left_shift(1, (prefixes & np.uint64(7)).astype(np.uint8)).astype(np.uint8),
-        )
+        prefixes = np.unique(run >> np.uint64(64 - _PRESENT_BITS))
+        for bit in range(8):  # per bit, each byte at most once: a plain |= is exact
+            chosen = prefixes[(prefixes & np.uint64(7)) == bit] >> np.uint64(3)
+            self._present[chosen] |= np.uint8(1 << bit)
         self._runs.append(run)
         while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
-            last = self._runs.pop()
-            self._runs.append(merge_sorted(self._runs.pop(), last))
+            merge_last_two(self._runs)
 
 
-def merge_sorted(left: U64, right: U64) -> U64:
-    """Two sorted runs as one, without the sort's buffer of half their size: each key of the
-    shorter run goes where ``searchsorted`` places it in the longer one, a slice at a time, and
-    the longer run fills the rest in order. The largest merge of an export of millions
-    of rows is then its two runs, the result and a byte per key, not half as much again."""
-    if len(left) + len(right) < _MERGE_SLICE * 4:  # small: the sort is faster, its buffer small
-        merged = np.concatenate([left, right])
-        merged.sort(kind="stable")  # two sorted runs: merged in one linear pass
-        return merged
-    if len(right) > len(left):  # place the fewer keys (equal keys are the same bits)
-        left, right = right, left
-    merged = np.empty(len(left) + len(right), dtype=np.uint64)
-    taken = np.zeros(len(merged), dtype=bool)
-    for start in range(0, len(right), _MERGE_SLICE):
-        part = right[start : start + _MERGE_SLICE]
-        places = np.searchsorted(left, part, "right")
-        places += np.arange(start, start + len(part))
-        merged[places] = part
-        taken[places] = True
-    merged[~taken] = left
-    return merged
+def merge_last_two(runs: list[U64]) -> None:
+    """Replace the last two sorted runs of ``runs`` by their merge. Both are let go before the
+    sort (a linear pass over two sorted runs), so the largest merge of an export holds the
+    merged run and the sort's buffer of half of it, not the two runs beside them too."""
+    merged = np.concatenate(runs[-2:])
+    del runs[-2:]
+    merged.sort(kind="stable")
+    runs.append(merged)

@@ -1,7 +1,7 @@
 """The exact-duplicate keys seen so far: 8 bytes each in sorted numpy runs, not a Python set.
 
 A set of a million 64-bit keys takes about 70 MB (an int object and a slot for each); the
-runs take 8 MB, merged as they grow like the near-duplicate index's (``neardup.merge_sorted``).
+runs take 8 MB, merged as they grow like the near-duplicate index's (``neardup.merge_last_two``).
 Keys are looked up a page at a time: ``first_seen`` says which of a batch are new, in order
 (a key twice in one batch is new the first time only), and remembers them.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from exporter.neardup import merge_sorted
+from exporter.neardup import merge_last_two
 
 U64 = npt.NDArray[np.uint64]
 
@@ -39,6 +39,5 @@ class SeenKeys:
             self.size += len(fresh)
             self._runs.append(fresh)
             while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
-                last = self._runs.pop()
-                self._runs.append(merge_sorted(self._runs.pop(), last))
+                merge_last_two(self._runs)
         return new
