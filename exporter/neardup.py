@@ -359,9 +359,10 @@ class NearDuplicateIndex:
 
 
 def merge_last_two(runs: list[U64]) -> None:
-    """Replace the last two sorted runs of ``runs`` by their merge. Both are let go before the
-    sort (a linear pass over two sorted runs), so the largest merge of an export holds the
-    merged run and the sort's buffer of half of it, not the two runs beside them too."""
+    """Replace the last two sorted runs of ``runs`` by their merge. Both are let go once
+    concatenated, before the sort (a linear pass over two sorted runs) takes its buffer of
+    half the merged run: the largest merge of an export peaks at twice the merged run (while
+    concatenating), not two and a half times."""
     merged = np.concatenate(runs[-2:])
     del runs[-2:]
     merged.sort(kind="stable")
