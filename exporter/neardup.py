@@ -359,11 +359,16 @@ class NearDuplicateIndex:
 
 
 def merge_last_two(runs: list[U64]) -> None:
-    """Replace the last two sorted runs of ``runs`` by their merge. Both are let go once
-    concatenated, before the sort (a linear pass over two sorted runs) takes its buffer of
-    half the merged run: the largest merge of an export peaks at twice the merged run (while
-    concatenating), not two and a half times."""
-    merged = np.concatenate(runs[-2:])
-    del runs[-2:]
+    """Replace the last two sorted runs of ``runs`` by their merge, with as little resident at
+    once as numpy allows: the merged run is allocated untouched, each run is copied in and let
+    go in turn, then sorted (a linear pass over two sorted runs, with a buffer of half the
+    merged run). The largest merge of an export peaks at one and a half times the merged run,
+    not two and a half (both runs, the merged one and the sort's buffer)."""
+    left, size = len(runs[-2]), len(runs[-2]) + len(runs[-1])
+    merged = np.empty(size, dtype=np.uint64)
+    merged[:left] = runs[-2]
+    del runs[-2]
+    merged[left:] = runs[-1]
+    del runs[-1]
     merged.sort(kind="stable")
     runs.append(merged)
