@@ -46,7 +46,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from sqlalchemy import exc as sa_exc
@@ -56,6 +56,7 @@ from capture.config import CaptureSettings
 from capture.errortext import describe_error
 from capture.partitions import BeforeDrop
 from capture.prepare import Normalize, Prepared, Preparer, Row
+from capture.pricing import PriceLike, PriceTable
 from capture.record import CallRecord
 from capture.redaction import Redactor
 from capture.store import Store
@@ -174,6 +175,11 @@ class CaptureWriter:
     def normalize_failed(self) -> int:
         """Records stored without their normalised view because the normaliser failed."""
         return self._preparer.normalize_failed
+
+    def set_prices(self, prices: Mapping[str, PriceLike]) -> None:
+        """Price the records prepared from now on with ``prices`` over the built-in table (a
+        reload that changed ``capture.prices``)."""
+        self._preparer.prices = PriceTable(prices)
 
     def default_redactor(self) -> Redactor:
         """The redaction of the settings' list (``capture.redact``), for strings stored outside

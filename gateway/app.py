@@ -82,7 +82,8 @@ class GatewayApp:
         self.upstream_override = upstream_override
         self.manager = RuntimeManager(settings, upstream_factory)
         self.metrics = Metrics()
-        self.recorder = Recorder(self.metrics, PriceTable(settings.capture.prices))
+        self._prices = settings.capture.prices
+        self.recorder = Recorder(self.metrics, PriceTable(self._prices))
         self.shadows = ShadowRunner()
         self.shadows.report = self._shadow_done
         self.shadows.on_skip = self._shadow_skipped
@@ -190,6 +191,7 @@ class GatewayApp:
             keys = self.keys
             self.manager.extra_keys = lambda: keys.by_digest
         self.manager.start()
+        self.manager.on_replace.append(self._prices_changed)
         if self._redis is not None and settings.redis is not None:
             self.sync = RouteSync(self._redis, settings.redis.prefix, self.manager, self.reload)
             await self.sync.start()
@@ -206,6 +208,20 @@ class GatewayApp:
         if self.handle_signals:
             server = settings.server
             DRAIN.install(server.shutdown_delay_s, server.shutdown_timeout_s, self._draining)
+
+    def _prices_changed(self, settings: Settings) -> None:
+        """A reload that changes ``capture.prices`` (``gateway register --price`` writes one)
+        prices the next calls with it, and the rollouts' savings too."""
+        prices = settings.capture.prices
+        if prices == self._prices:
+            return
+        self._prices = prices
+        table = PriceTable(prices)
+        self.recorder.prices = table
+        if self.writer is not None:
+            self.writer.set_prices(prices)
+        if self.rollouts is not None:
+            self.rollouts.prices = table
 
     def _rollout_service(self, settings: Settings) -> RolloutService:
         """The autopilot on this replica: the lease in Redis when there is one, else in the

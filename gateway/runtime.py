@@ -57,6 +57,8 @@ class RuntimeManager:
         self.current: Runtime | None = None
         self.extra_keys: Callable[[], Mapping[str, Principal]] | None = None
         """Virtual keys, by sha256, consulted after the config's keys."""
+        self.on_replace: list[Callable[[Settings], None]] = []
+        """Told of every new configuration (a reload, an admin change), after it is current."""
 
     @property
     def settings(self) -> Settings:
@@ -104,6 +106,8 @@ class RuntimeManager:
                     close_orphans()
                 else:
                     old._retired = close_orphans
+        for listener in self.on_replace:
+            listener(settings)
         return new
 
     def _build(self, settings: Settings) -> Runtime:
