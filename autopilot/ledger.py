@@ -88,17 +88,21 @@ def ledger(sums: Iterable[UsageSums], incumbents: Mapping[str, Price]) -> list[L
     return out
 
 
+MONEY_FIELDS = (
+    "student_cost_usd",
+    "incumbent_cost_usd",
+    "gross_savings_usd",
+    "judge_cost_usd",
+    "counterfactual_cost_usd",
+    "shadow_cost_usd",
+    "net_savings_usd",
+)
+"""A `LedgerLine`'s money columns, USD."""
+
+
 def totals(lines: Iterable[LedgerLine]) -> dict[str, dict[str, float]]:
     """Per route, the lines' money columns summed over days (for the API's summary)."""
-    money = (
-        "student_cost_usd",
-        "incumbent_cost_usd",
-        "gross_savings_usd",
-        "judge_cost_usd",
-        "counterfactual_cost_usd",
-        "shadow_cost_usd",
-        "net_savings_usd",
-    )
+    money = MONEY_FIELDS
     out: dict[str, dict[str, float]] = {}
     for line in lines:
         t = out.setdefault(line.route, dict.fromkeys(money, 0.0))

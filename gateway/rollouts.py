@@ -49,7 +49,7 @@ from autopilot.controller import (
     json_safe,
 )
 from autopilot.evidence import EvidenceReader
-from autopilot.ledger import ledger, project
+from autopilot.ledger import MONEY_FIELDS, ledger, project
 from autopilot.runner import FINISHED, Controller, Gather
 from capture.engine import create_engine
 from capture.errortext import describe_error
@@ -70,17 +70,7 @@ from router.config import RouteRollout
 log = logging.getLogger("gateway.rollouts")
 
 DECISIONS_SHOWN = 50
-SAVINGS_FIELDS = (
-    "student_calls",
-    "unpriced_calls",
-    "student_cost_usd",
-    "incumbent_cost_usd",
-    "gross_savings_usd",
-    "judge_cost_usd",
-    "counterfactual_cost_usd",
-    "shadow_cost_usd",
-    "net_savings_usd",
-)
+SAVINGS_FIELDS = ("student_calls", "unpriced_calls", *MONEY_FIELDS)
 PROJECTION_WINDOW_S = 86400.0
 """The traffic a projection is made from: the last day's."""
 SUM_FIELDS = (

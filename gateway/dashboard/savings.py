@@ -24,22 +24,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from autopilot.ledger import ledger
+from autopilot.ledger import MONEY_FIELDS, ledger
 from capture.ledger import COUNTERFACTUAL, JUDGE, UsageSums, usage_sums
 from capture.pricing import Price, PriceTable
 from gateway.dashboard.window import Window
 from router.config import RouteConfig
 
 EVALUATION_KINDS = {JUDGE: "judge", COUNTERFACTUAL: "counterfactual", "shadow": "shadow"}
-MONEY = (
-    "student_cost_usd",
-    "incumbent_cost_usd",
-    "gross_savings_usd",
-    "judge_cost_usd",
-    "counterfactual_cost_usd",
-    "shadow_cost_usd",
-    "net_savings_usd",
-)
+MONEY = MONEY_FIELDS
 
 
 def choose_incumbent(route: RouteConfig, rollout_incumbent: str | None) -> tuple[str, str]:
