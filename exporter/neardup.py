@@ -223,9 +223,10 @@ class NearDuplicateIndex:
     def _candidates(self, keys: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(text, kept example) pairs that share a bucket, from the sorted runs.
 
-        The batch's keys are looked up in ascending order (each search then starts where the
-        one before ended, in memory the cache already holds), once each, and only the keys
-        found in a run are looked up again for the end of their bucket."""
+        The batch's keys whose presence bit is set are looked up in ascending order (each
+        search then starts where the one before ended, in memory the cache already holds),
+        once each, and only the keys found in a run are looked up again for the end of their
+        bucket."""
         flat = keys.ravel()
         needles, inverse = np.unique(flat, return_inverse=True)
         texts: list[npt.NDArray[np.int64]] = []
