@@ -8,14 +8,19 @@ without a rollback."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from capture.schema import calls, judgements
 from tests.capture_support import BACKENDS, Backend, BackendKind, open_backend
 from tests.gateway.rollout_support import (
     FAST_GATES,
@@ -69,6 +74,25 @@ def _metric(gateway: Running, name: str, verdict: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _marks_and_pairs(url: str) -> tuple[Counter[tuple[str, str]], list[Any], set[str]]:
+    """The store's calls counted by (route, gateway.purpose), its judged pairs, the call ids."""
+
+    async def read() -> tuple[Counter[tuple[str, str]], list[Any], set[str]]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = (
+                    await connection.execute(sa.select(calls.c.id, calls.c.route, calls.c.tags))
+                ).all()
+                pairs = (await connection.execute(sa.select(judgements))).all()
+        finally:
+            await engine.dispose()
+        marks = Counter((str(r.route), str((r.tags or {}).get("gateway.purpose"))) for r in rows)
+        return marks, list(pairs), {str(r.id) for r in rows}
+
+    return asyncio.run(read())
+
+
 def _gateway(tmp_path: Path, backend: Backend, simulator: Running, **kw: Any) -> Running:
     return start_gateway(tmp_path, gateway_config(simulator.url, backend.new_url(), **kw))
 
@@ -99,6 +123,14 @@ def test_an_equal_student_is_promoted_to_the_target(
         assert savings["counterfactual_cost_usd"] > 0  # its pairs' teacher copies cost
         judged = sum(_metric(gateway, "gateway_judge_verdicts_total", v) for v in VERDICTS)
         assert judged >= FAST_GATES["min_samples"]
+        # in the store: the judge's calls and the teacher's counterfactual copies are marked,
+        # and each judged pair names two captured calls
+        marks, pairs, ids = _marks_and_pairs(config["capture"]["database_url"])
+        assert marks[("judge", "judge")] >= judged and marks[("judge", "None")] == 0
+        assert marks[("support", "counterfactual")] > 0
+        assert len(pairs) >= judged
+        assert all(p.incumbent_call in ids and p.candidate_call in ids for p in pairs)
+        assert {p.verdict for p in pairs} <= {"win", "tie", "loss", None}
     finally:
         gateway.stop()
     # Restarted without Redis, it reads the file's weights (the student at 0); on taking the
