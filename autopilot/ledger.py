@@ -151,3 +151,13 @@ def project(
     return Projection(
         route, share, calls_per_day, priced, spent, would, (would - spent) * calls_per_day * share
     )
+
+
+def training_cost_usd(trained_tokens: Any, price_per_1m: float | None) -> float | None:
+    """What training a student cost, from the tokens its backend reported it trained on and the
+    base model's training price per 1M tokens; None when either is unknown (never 0)."""
+    if price_per_1m is None or isinstance(trained_tokens, bool):
+        return None
+    if not isinstance(trained_tokens, int) or trained_tokens < 0:
+        return None
+    return trained_tokens * price_per_1m / 1_000_000

@@ -143,6 +143,14 @@ def _print_money(r: dict[str, Any]) -> None:
             f"  saved since the start: {_usd(saved.get('net_savings_usd'))} net"
             f" over {saved.get('student_calls', 0)} calls the candidate answered"
         )
+        training = saved.get("training_cost_usd")
+        if training is None:
+            print("  training cost: unknown (its backend reported no trained tokens, or no price)")
+        else:
+            print(
+                f"  training cost: {_usd(training)}; net of it so far:"
+                f" {_usd(saved.get('net_after_training_usd'))}"
+            )
     p = r.get("projection")
     if isinstance(p, dict):
         print(

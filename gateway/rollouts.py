@@ -49,7 +49,7 @@ from autopilot.controller import (
     json_safe,
 )
 from autopilot.evidence import EvidenceReader
-from autopilot.ledger import MONEY_FIELDS, ledger, project
+from autopilot.ledger import MONEY_FIELDS, ledger, project, training_cost_usd
 from autopilot.runner import FINISHED, Controller, Gather
 from capture.engine import create_engine
 from capture.errortext import describe_error
@@ -58,6 +58,7 @@ from capture.ledger import UsageSums, usage_sums
 from capture.pricing import Price, PriceTable
 from capture.rollouts import RolloutTable
 from capture.schema import NAME_LENGTH
+from capture.students import current_student
 from gateway.metrics import Metrics
 from gateway.offloop import LoopThread
 from gateway.rolloutplan import rollout_config
@@ -481,6 +482,11 @@ class RolloutService:
         out: dict[str, Any] = {"since": since.isoformat()}
         for name in SAVINGS_FIELDS:
             out[name] = sum(getattr(line, name) for line in lines)
+        training = await training_cost(self.table.engine, config.route, config.candidate)
+        out["training_cost_usd"] = training
+        out["net_after_training_usd"] = (
+            out["net_savings_usd"] - training if training is not None else None
+        )
         return out
 
     def _incumbent_price(self, config: RolloutConfig) -> Price | None:
@@ -523,6 +529,21 @@ class RolloutService:
         return [
             _brief(describe_state(state, now)) for state in (await self.table.load_all()).values()
         ]
+
+
+async def training_cost(engine: AsyncEngine, route: str, variant: str) -> float | None:
+    """A registered student's training cost, where its backend reported the trained tokens
+    (``gateway register`` keeps them in the lineage) and its base model's training price is
+    known; None otherwise (unknown, never 0)."""
+    from exporter.hyperparams import training_price
+
+    student = await current_student(engine, route, variant)
+    if student is None:
+        return None
+    lineage = student.get("lineage") or {}
+    base = student.get("base_model") or lineage.get("base_model")
+    price = training_price(str(base)) if base else None
+    return training_cost_usd(lineage.get("trained_tokens"), price)
 
 
 def describe_state(state: Mapping[str, Any], now: float) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from autopilot.ledger import MONEY_FIELDS, ledger
 from capture.ledger import COUNTERFACTUAL, JUDGE, UsageSums, usage_sums
 from capture.pricing import Price, PriceTable
 from gateway.dashboard.window import Window
+from gateway.rollouts import training_cost
 from router.config import RouteConfig
 
 EVALUATION_KINDS = {JUDGE: "judge", COUNTERFACTUAL: "counterfactual", "shadow": "shadow"}
@@ -126,6 +127,7 @@ async def build_savings(
         price = prices.price(model)
         days = by_day.get(name, {})
         lines = [day_line(name, day, days[day], price) for day in sorted(days)]
+        training = {v: await training_cost(engine, name, v) for v in students[name]}
         out.append(
             {
                 "route": name,
@@ -136,10 +138,15 @@ async def build_savings(
                 "students": students[name],
                 "days": lines,
                 "totals": _totals(lines),
+                "training_cost_usd": training,
             }
         )
     return {
         "window": span.as_json(),
         "routes": out,
-        "notes": "Training cost is not included. Costs are USD; null is unknown.",
+        "notes": (
+            "Per day, training is not included; each student's training cost (the tokens its"
+            " backend reported, at its base model's training price) is beside the totals."
+            " Costs are USD; null is unknown."
+        ),
     }

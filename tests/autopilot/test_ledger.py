@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from autopilot.ledger import project
+from autopilot.ledger import project, training_cost_usd
 from capture.ledger import UsageSums
 from capture.pricing import Price
 
@@ -50,3 +50,18 @@ def test_a_dearer_candidate_projects_a_loss() -> None:
 def test_bad_inputs_are_refused(calls: float, share: float) -> None:
     with pytest.raises(ValueError):
         project("support", None, INCUMBENT, calls_per_day=calls, share=share)
+
+
+def test_training_cost_is_the_trained_tokens_at_the_base_models_price() -> None:
+    assert training_cost_usd(2_000_000, 3.0) == pytest.approx(6.0)
+    assert training_cost_usd(0, 3.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("tokens", "price"),
+    [(None, 3.0), (1000, None), (-5, 3.0), (True, 3.0), ("1000", 3.0), (1.5, 3.0)],
+)
+def test_an_unreported_training_cost_is_unknown_never_zero(
+    tokens: object, price: float | None
+) -> None:
+    assert training_cost_usd(tokens, price) is None

@@ -195,6 +195,7 @@ def test_savings_per_route_and_day(http: httpx.Client) -> None:
     # the rollout's incumbent, though the student has the larger weight now
     assert (main["incumbent"], main["incumbent_chosen_by"]) == ("teacher", "rollout")
     assert main["students"] == ["student"]
+    assert main["training_cost_usd"] == {"student": None}  # no lineage: unknown, never 0
     assert main["incumbent_price"]["input"] == 2.5 and main["incumbent_price"]["output"] == 10.0
     (line,) = main["days"]
     assert line["day"] == (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)).strftime("%Y-%m-%d")

@@ -3,6 +3,7 @@ admin API's shape, and each decision posted to the webhook (a failure counted, n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,7 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from capture.students import record_student
+from exporter.hyperparams import training_price
 from tests.gateway.rollout_support import (
     ADMIN_KEY,
     GATEWAY_KEY,
@@ -182,6 +186,9 @@ def test_the_projected_savings_come_from_the_candidates_shadow_copies(gateway: R
             return r if found else None
 
         described = wait_until(call_and_look, "the shadow copies captured", timeout=30)
+    # no student registered with a lineage: its training cost is unknown, never 0
+    assert described["savings"]["training_cost_usd"] is None
+    assert described["savings"]["net_after_training_usd"] is None
     p = described["projection"]
     assert p["share"] == 0.9 and p["calls_per_day"] >= p["sample_calls"]
     # gpt-4o-mini is cheaper than gpt-4o for the same tokens
@@ -201,3 +208,36 @@ def test_the_projected_savings_come_from_the_candidates_shadow_copies(gateway: R
     )
     assert shown.returncode == 0, shown.stderr
     assert "projected at 90% of" in shown.stdout and "/day saved" in shown.stdout
+
+
+def test_the_savings_are_net_of_the_reported_training_cost(
+    gateway: Running, tmp_path: Path
+) -> None:
+    """A student registered with the tokens its backend reported it trained on (what `gateway
+    register` stores in the lineage) is charged that training at its base model's price."""
+
+    async def register() -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'capture.db'}")
+        try:
+            await record_student(
+                engine,
+                route="support",
+                variant="student",
+                model="gpt-4o-mini",
+                backend="openai",
+                base_model="gpt-4o-mini-2024-07-18",
+                lineage={"trained_tokens": 1_000_000, "base_model": "gpt-4o-mini-2024-07-18"},
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(register())
+    assert admin(gateway, "POST", "/admin/routes/support/rollout", json=plan()).status_code == 201
+    described = rollout(gateway)
+    assert described is not None
+    savings = described["savings"]
+    price = training_price("gpt-4o-mini-2024-07-18")
+    assert price is not None and savings["training_cost_usd"] == pytest.approx(price)
+    assert savings["net_after_training_usd"] == pytest.approx(
+        savings["net_savings_usd"] - savings["training_cost_usd"]
+    )

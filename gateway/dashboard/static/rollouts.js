@@ -234,7 +234,10 @@
         : "no price known";
       body.append(el("tr", { class: "route-row" }, el("td", { colspan: 10 },
         el("b", { class: "mono" }, route.route), ` · incumbent ${route.incumbent} (${route.incumbent_model}; ${route.incumbent_chosen_by}), ${price}`,
-        ` · students: ${route.students.join(", ")}`)));
+        ` · students: ${route.students.map((name) => {
+          const cost = (route.training_cost_usd || {})[name];
+          return `${name} (training ${cost === null || cost === undefined ? "unknown" : "$" + cost.toFixed(2)})`;
+        }).join(", ")}`)));
       if (!route.days.length) {
         body.append(el("tr", {}, el("td", { class: "dim", colspan: 10 }, "No student calls in this window.")));
         continue;
