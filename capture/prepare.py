@@ -137,12 +137,10 @@ def merge_tags(
     the body's are dropped, so a client cannot mark its own calls."""
     tags: dict[str, str] = {}
     metadata = request.get("metadata") if isinstance(request, dict) else None
-    sources: list[Mapping[Any, Any]] = [header_tags]
+    sources: list[tuple[Mapping[Any, Any], bool]] = [(header_tags, True)]
     if isinstance(metadata, dict):
-        sources.append(
-            {k: v for k, v in metadata.items() if not (isinstance(k, str) and k.startswith(_MARK))}
-        )
-    for source in sources:
+        sources.append((metadata, False))
+    for source, may_mark in sources:
         for key, value in source.items():
             if len(tags) >= MAX_TAGS:
                 break
@@ -151,9 +149,18 @@ def merge_tags(
             if not isinstance(value, str):
                 value = orjson.dumps(value, default=str).decode()
             stored_key = _clip(key, TAG_KEY_LENGTH, redactor)
+            # the mark is judged on the key as it is stored (NULs gone, cut, redacted)
+            if not may_mark and stored_key is not None and is_mark(stored_key):
+                continue
             if stored_key is not None and stored_key not in tags:
                 tags[stored_key] = _clip(value, TAG_VALUE_LENGTH, redactor) or ""
     return tags
+
+
+def is_mark(key: str) -> bool:
+    """Whether a tag key is one of the gateway's own marks (``gateway.*``, however spaced or
+    cased), which only the gateway may set."""
+    return key.replace("\x00", "").strip().lower().startswith(_MARK)
 
 
 def _join_errors(*errors: str | None) -> str | None:

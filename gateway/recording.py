@@ -11,6 +11,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from capture.prepare import is_mark
 from capture.pricing import PriceTable
 from capture.record import CallRecord
 from gateway.ids import new_request_id
@@ -40,18 +41,14 @@ def parse_tags(header: str | None) -> dict[str, str]:
     return tags
 
 
-MARK_PREFIX = "gateway."
-"""Tag keys the gateway sets on its own calls (``gateway.purpose``, ``gateway.rollout``: see
-capture/ledger.py); a client's are dropped so that it cannot mark its calls."""
+# Tag keys starting ``gateway.`` are the gateway's marks on its own calls (``gateway.purpose``,
+# ``gateway.rollout``: see capture/ledger.py); a client's are dropped (capture.prepare.is_mark)
+# so that it cannot mark its calls.
 
 
 def strip_marks(header: str) -> str | None:
     """``x-gateway-tags`` without the pairs whose key starts with ``gateway.``; None if empty."""
-    kept = [
-        pair
-        for pair in header.split(",")
-        if not pair.partition("=")[0].strip().startswith(MARK_PREFIX)
-    ]
+    kept = [pair for pair in header.split(",") if not is_mark(pair.partition("=")[0])]
     return ",".join(kept) if any(p.strip() for p in kept) else None
 
 
@@ -63,7 +60,7 @@ def routing_tags(header: str | None, body: object) -> dict[str, str]:
     metadata = body.get("metadata") if isinstance(body, dict) else None
     if isinstance(metadata, dict):
         for key, value in metadata.items():
-            if isinstance(key, str) and isinstance(value, str) and not key.startswith(MARK_PREFIX):
+            if isinstance(key, str) and isinstance(value, str) and not is_mark(key):
                 tags.setdefault(key, value)
     return tags
 

@@ -120,7 +120,14 @@ def test_a_clients_gateway_marks_are_dropped(sliced: tuple[Running, str]) -> Non
     answered = chat(
         gateway.url,
         {"x-gateway-tags": f"task=b,{PURPOSE_TAG}=judge, {ROLLOUT_TAG}=support"},
-        metadata={"team": "web", PURPOSE_TAG: "counterfactual", "gateway.other": "x"},
+        metadata={
+            "team": "web",
+            PURPOSE_TAG: "counterfactual",
+            "gateway.other": "x",
+            # the key as stored is what counts: NULs are removed before storing
+            f"\x00{PURPOSE_TAG}": "judge",
+            " Gateway.Rollout": "other-route",
+        },
     )
     only_marks = chat(gateway.url, {"x-gateway-tags": f"{PURPOSE_TAG}=judge"})
     with rows_of(url) as rows:
