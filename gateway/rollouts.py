@@ -458,7 +458,9 @@ class RolloutService:
         state = await self.table.load(route)
         if state is None:
             raise RolloutError(404, f"Route `{route}` has no rollout.", "rollout_not_found")
-        out = describe_state(state, self.clock())
+        out = readable_state(route, state, self.clock())
+        if "unreadable" in out:
+            return out
         out["abort_requested"] = await self.table.pending_abort(route)
         decisions = await self.table.decisions(route, limit=DECISIONS_SHOWN)
         out["decisions"] = [_decision(d) for d in decisions]
@@ -527,7 +529,8 @@ class RolloutService:
     async def describe_all(self) -> list[dict[str, Any]]:
         now = self.clock()
         return [
-            _brief(describe_state(state, now)) for state in (await self.table.load_all()).values()
+            _brief(readable_state(route, state, now))
+            for route, state in (await self.table.load_all()).items()
         ]
 
 
@@ -544,6 +547,26 @@ async def training_cost(engine: AsyncEngine, route: str, variant: str) -> float 
     base = student.get("base_model") or lineage.get("base_model")
     price = training_price(str(base)) if base else None
     return training_cost_usd(lineage.get("trained_tokens"), price)
+
+
+def readable_state(route: str, state: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """`describe_state`, or, for a stored state this gateway cannot read (another version's, or
+    damaged), what is known of it and why: one bad row never fails the listing."""
+    try:
+        return describe_state(state, now)
+    except (KeyError, TypeError, ValueError) as exc:
+        stored = state.get("config")
+        config: Mapping[str, Any] = stored if isinstance(stored, dict) else {}
+        return {
+            "route": route,
+            "status": str(state.get("status", "unknown")),
+            "reason": "",
+            "incumbent": config.get("incumbent"),
+            "candidate": config.get("candidate"),
+            "started": None,
+            "slices": [],
+            "unreadable": f"the stored state cannot be read: {describe_error(exc)}",
+        }
 
 
 def describe_state(state: Mapping[str, Any], now: float) -> dict[str, Any]:

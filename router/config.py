@@ -161,7 +161,13 @@ class CounterfactualConfig(_Strict):
         return self
 
 
-class RolloutGates(_Strict):
+class _Finite(_Strict):
+    """A rollout's settings: every number finite (a state saved as JSON must load again)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class RolloutGates(_Finite):
     """What each stage of a rollout asks of the candidate (``autopilot.gates.StageGates``; the
     defaults are the same, and a test keeps them so). Margins are on [0, 1] scales."""
 
@@ -183,19 +189,21 @@ class RolloutGates(_Strict):
     alpha_rollback: float = Field(default=0.05, gt=0, lt=1)
 
 
-class RouteRollout(_Strict):
+class RouteRollout(_Finite):
     """A rollout of ``candidate`` on this route (``autopilot.controller.RolloutConfig`` without
     the route), started once when the gateway first sees it; never restarted once finished."""
 
     candidate: str
     incumbent: str | None = None
     """The variant with the largest weight when unset."""
-    stages: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.25, 0.5], min_length=1)
+    stages: list[float] = Field(
+        default_factory=lambda: [0.0, 0.05, 0.25, 0.5], min_length=1, max_length=20
+    )
     target: float = Field(default=0.9, ge=0, le=1)
     holdout: float = Field(default=0.1, ge=0, lt=1)
     shadow_sample: float = Field(default=0.2, ge=0, le=1)
-    slice_keys: list[str] = Field(default_factory=list)
-    max_slices: int = Field(default=1, ge=1)
+    slice_keys: list[str] = Field(default_factory=list, max_length=8)
+    max_slices: int = Field(default=1, ge=1, le=1000)
     retries: int = Field(default=0, ge=0)
     gates: RolloutGates = RolloutGates()
 

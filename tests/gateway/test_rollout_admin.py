@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from capture.rollouts import RolloutTable
 from capture.students import record_student
 from exporter.hyperparams import training_price
 from tests.gateway.rollout_support import (
@@ -241,3 +242,39 @@ def test_the_savings_are_net_of_the_reported_training_cost(
     assert savings["net_after_training_usd"] == pytest.approx(
         savings["net_savings_usd"] - savings["training_cost_usd"]
     )
+
+
+def test_non_finite_numbers_are_refused_and_a_damaged_state_is_listed(
+    gateway: Running, tmp_path: Path
+) -> None:
+    """`Infinity` parses as JSON here; a rollout saved with it could not be read back, so it is
+    refused with the field named; a stored state that cannot be read is listed with why."""
+    path = "/admin/routes/support/rollout"
+    for gates in ({"feedback_range": [0, "Infinity"]}, {"latency_p95_ms": 1e999}):
+        body = json.dumps(plan(gates={**plan()["gates"], **gates})).replace('"Infinity"', "1e999")
+        refused = httpx.post(
+            f"{gateway.url}{path}",
+            content=body,
+            headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"},
+            timeout=30,
+        )
+        assert refused.status_code == 400, refused.text
+        assert "finite" in refused.json()["error"]["message"]
+    assert admin(gateway, "GET", "/admin/rollouts").json() == {"rollouts": []}
+
+    async def damage() -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'capture.db'}")
+        try:
+            await RolloutTable(engine).save(
+                "support", {"version": 1, "status": "running", "config": {}}, "running", []
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(damage())
+    listed = admin(gateway, "GET", "/admin/rollouts")
+    assert listed.status_code == 200, listed.text
+    (only,) = listed.json()["rollouts"]
+    assert only["route"] == "support" and only["status"] == "running"
+    described = admin(gateway, "GET", path)
+    assert described.status_code == 200 and "cannot be read" in described.json()["unreadable"]
