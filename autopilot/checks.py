@@ -179,10 +179,32 @@ def _tool_call_valid(name: Any, arguments: Any, tools: Mapping[str, Any]) -> boo
     return schema is None or _valid(value, schema)
 
 
+def _without_patterns(schema: Any) -> Any:
+    """``schema`` without its regular expressions: ``pattern`` goes, and ``patternProperties``
+    with the ``additionalProperties`` / ``unevaluatedProperties`` beside it. A client's schema
+    may hold a pattern that backtracks for ever on a crafted answer (``^(a+)+$``), and Python's
+    regex engine holds the GIL while it does: the check would freeze the gateway. Dropping them
+    only ever passes more answers, never fails a sound one."""
+    if isinstance(schema, list):
+        return [_without_patterns(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {}
+    regexes = "patternProperties" in schema
+    for key, item in schema.items():
+        if key == "pattern" or key == "patternProperties":
+            continue
+        if regexes and key in ("additionalProperties", "unevaluatedProperties"):
+            continue
+        out[key] = _without_patterns(item)
+    return out
+
+
 def _valid(value: Any, schema: Any) -> bool:
-    """Whether ``value`` meets ``schema``; True when the schema itself cannot be used."""
+    """Whether ``value`` meets ``schema``; True when the schema itself cannot be used. Regular
+    expressions in it are not checked (`_without_patterns`)."""
     if isinstance(schema, Mapping):
-        schema = dict(schema)
+        schema = _without_patterns(schema)
     elif not isinstance(schema, bool):
         return True
     try:

@@ -191,3 +191,25 @@ def test_never_raises(req: Any, resp: Any) -> None:
     result = check_answer(req, resp)
     assert isinstance(result, list)
     assert len(set(result)) == len(result)
+
+
+def _json_request(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": "Give JSON."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    }
+
+
+def test_a_clients_backtracking_pattern_cannot_freeze_the_check() -> None:
+    """`^(a+)+$` against "aaa...!" backtracks exponentially in Python's engine (which holds the
+    GIL): 40 characters would take days. Patterns are not checked; the rest of the schema is."""
+    evil = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}},
+        "patternProperties": {"^(b+)+$": {"type": "integer"}},
+        "additionalProperties": False,
+        "required": ["code"],
+    }
+    payload = '{"code": "' + "a" * 40 + '!", "' + "b" * 40 + '!": 1}'
+    assert check_answer(_json_request(evil), answer(payload)) == []  # returns at once
+    assert check_answer(_json_request(evil), answer('{"code": 5}')) == ["schema_invalid"]
