@@ -60,6 +60,9 @@ def build_rollout_admin(service: Callable[[], RolloutService | None]) -> APIRout
             raise RolloutError(
                 400, f"`reason` is longer than {ABORT_REASON_MAX} characters.", "invalid_reason"
             )
+        if any(ord(c) < 32 or ord(c) == 127 for c in reason):
+            # NUL is refused by PostgreSQL's text, a newline would forge a log line
+            raise RolloutError(400, "`reason` may not hold control characters.", "invalid_reason")
         return JSONResponse(await running().abort(route, reason), status_code=202)
 
     return router

@@ -137,6 +137,8 @@ def test_start_describe_abort_and_the_refusals(gateway: Running, receiver: Recei
 
     long_reason = admin(gateway, "DELETE", path, params={"reason": "x" * 501})
     _error(long_reason, 400, "invalid_reason")
+    for control in ("a\x00b", "forged\nINFO log line"):
+        _error(admin(gateway, "DELETE", path, params={"reason": control}), 400, "invalid_reason")
     aborted = admin(gateway, "DELETE", path, params={"reason": "a test"})
     assert aborted.status_code == 202, aborted.text
     assert aborted.json()["abort_requested"] == "a test"
