@@ -46,7 +46,7 @@ from autopilot.controller import (
     slice_name,
 )
 from capture.content import resolve_rows
-from capture.ledger import JUDGE, PURPOSE_TAG
+from capture.ledger import FORCED_TAG, JUDGE, PURPOSE_TAG
 from capture.schema import NAME_LENGTH, calls, feedback, judgements
 from exporter.examples import Dropped, chat_parts
 
@@ -107,8 +107,12 @@ def _checked_parts(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def not_judge() -> sa.ColumnElement[bool]:
-    """Calls not made by a judge (``gateway.purpose`` absent or anything but ``judge``)."""
-    return sa.func.coalesce(calls.c.tags[PURPOSE_TAG].as_string(), "") != JUDGE
+    """Calls that count as evidence: not made by a judge (``gateway.purpose`` absent or anything
+    but ``judge``), and not forced to their variant by the client (``gateway.forced``)."""
+    return sa.and_(
+        sa.func.coalesce(calls.c.tags[PURPOSE_TAG].as_string(), "") != JUDGE,
+        calls.c.tags[FORCED_TAG].as_string().is_(None),
+    )
 
 
 def _after(created_at: Any, key_text: Any, last: Key | None) -> sa.ColumnElement[bool]:

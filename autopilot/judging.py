@@ -48,7 +48,7 @@ from autopilot.checks import check_answer
 from autopilot.controller import RolloutConfig, slice_name
 from autopilot.evidence import chat_sides, not_judge
 from capture.content import resolve_rows
-from capture.ledger import JUDGE, PURPOSE_TAG, ROLLOUT_TAG
+from capture.ledger import FORCED_TAG, JUDGE, PURPOSE_TAG, ROLLOUT_TAG
 from capture.schema import NAME_LENGTH, SLICE_LENGTH, calls, judgements
 from exporter.evaluate.judge import INSTRUCTIONS, judge_request, read_verdict
 from exporter.examples import Dropped, Message, answer_of, clean_message
@@ -174,6 +174,7 @@ class PairJudge:
                 ),
                 sa.func.coalesce(live.c.tags[PURPOSE_TAG].as_string(), "") != JUDGE,
                 sa.func.coalesce(copy.c.tags[PURPOSE_TAG].as_string(), "") != JUDGE,
+                live.c.tags[FORCED_TAG].as_string().is_(None),  # forced: not drawn, not evidence
                 ~judged,
             )
             .order_by(live.c.created_at, live.c.id, copy.c.id)

@@ -10,7 +10,7 @@ makes itself, and must drop them from clients' tags so that a client cannot mark
   without it, the call's own route.
 Judge calls are not training data: the exporter's selection always leaves them out; a
 ``counterfactual`` call is a shadow copy (a teacher's answer), left out unless shadow copies are
-asked for (`MARK_TAGS` names both tags).
+asked for (`MARK_TAGS` names them, with `gateway.forced`).
 
 Kinds of calls, for a route with student variants:
 - ``student``: answered by a student variant of the route (not a shadow copy, status 200, not
@@ -38,7 +38,10 @@ PURPOSE_TAG: Final = "gateway.purpose"
 ROLLOUT_TAG: Final = "gateway.rollout"
 JUDGE: Final = "judge"
 COUNTERFACTUAL: Final = "counterfactual"
-MARK_TAGS: Final = (PURPOSE_TAG, ROLLOUT_TAG)
+FORCED_TAG: Final = "gateway.forced"
+"""Set (``1``) on a call whose variant the client forced (``x-gateway-variant``): not drawn by
+the route's weights, so not evidence for a rollout."""
+MARK_TAGS: Final = (PURPOSE_TAG, ROLLOUT_TAG, FORCED_TAG)
 KINDS: Final = ("student", "shadow", JUDGE, COUNTERFACTUAL)
 
 

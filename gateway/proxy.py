@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from capture.ledger import PURPOSE_TAG, ROLLOUT_TAG
+from capture.ledger import FORCED_TAG, PURPOSE_TAG, ROLLOUT_TAG
 from gateway.auth import INTERNAL, INTERNAL_SCOPE
 from gateway.bodyread import BodyReader
 from gateway.cache import CachedAnswer, MemoryCache, ResponseCache, cache_key, cacheable
@@ -277,6 +277,8 @@ class Proxy:
         call.stream = payload.stream
         call.user = user
         call.tags = request.tags
+        if request.variant is not None:  # forced, not drawn: marked so no rollout counts it
+            call.tags = f"{request.tags},{FORCED_TAG}=1" if request.tags else f"{FORCED_TAG}=1"
         call.capture = request.capture and self.recorder.wants(route.capture)
         call.redact = route.redact
 

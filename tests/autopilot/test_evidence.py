@@ -57,8 +57,10 @@ def test_evidence_per_slice_and_arm(database_url: str) -> None:  # noqa: F811
                 call_row(at=s(3), variant="student", tags=a, status=502, cost=None, total_ms=5.0),
                 call_row(at=s(4), variant="student", tags=b, ttft_ms=12.0, total_ms=80.0),
                 call_row(at=s(5), variant="teacher", tags=b, cost=None, total_ms=250.0),
-                # not evidence: a judge's call, another route, another variant
+                # not evidence: a judge's call, a call forced to its variant, another route,
+                # another variant
                 call_row(at=s(6), variant="student", tags={**a, "gateway.purpose": "judge"}),
+                call_row(at=s(6), variant="student", tags={**a, "gateway.forced": "1"}, text=""),
                 call_row(at=s(6), variant="student", route="other", tags=a),
                 call_row(at=s(6), variant="old-student", tags=a),
             ]

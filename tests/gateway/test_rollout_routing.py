@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 import yaml
 
-from capture.ledger import PURPOSE_TAG, ROLLOUT_TAG
+from capture.ledger import FORCED_TAG, PURPOSE_TAG, ROLLOUT_TAG
 from gateway.app import GatewayApp
 from gateway.internal import InternalClient, tags_header
 from gateway.rollout_actions import GatewayActions, integer_weights
@@ -31,6 +31,7 @@ from tests.processes import Running, free_port, start_gateway
 KEY = "sk-rollout-routing-5521"
 ADMIN = "sk-rollout-routing-admin"
 AUTH = {"authorization": f"Bearer {KEY}"}
+FORCING_KEY = "sk-rollout-routing-qa"
 CHAT = {"model": "support", "messages": [{"role": "user", "content": "hello there"}]}
 
 
@@ -46,7 +47,12 @@ def route_config(**extra: Any) -> dict[str, Any]:
 
 def config(sim_url: str, db: Path, route: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
-        "auth": {"keys": [{"name": "app", "key": KEY}]},
+        "auth": {
+            "keys": [
+                {"name": "app", "key": KEY},
+                {"name": "qa", "key": FORCING_KEY, "allow_variant_override": True},
+            ]
+        },
         "admin": {"keys": [{"name": "ops", "key": ADMIN}]},
         "providers": {"sim": {"base_url": f"{sim_url}/v1"}},
         "routes": {"support": route},
@@ -134,6 +140,22 @@ def test_a_clients_gateway_marks_are_dropped(sliced: tuple[Running, str]) -> Non
         row = rows.wait_for_call(answered.headers["x-request-id"])
         assert row["tags"] == {"task": "b", "team": "web"}
         assert rows.wait_for_call(only_marks.headers["x-request-id"])["tags"] == {}
+
+
+def test_a_forced_call_is_marked_so_that_no_rollout_counts_it(
+    sliced: tuple[Running, str],
+) -> None:
+    gateway, url = sliced
+    forced = chat(
+        gateway.url,
+        {"authorization": f"Bearer {FORCING_KEY}", "x-gateway-variant": "student",
+         "x-gateway-tags": "task=b"},
+    )  # fmt: skip
+    drawn = chat(gateway.url, {"x-gateway-tags": f"task=b,{FORCED_TAG}=1"})  # a client's: dropped
+    with rows_of(url) as rows:
+        row = rows.wait_for_call(forced.headers["x-request-id"])
+        assert row["variant"] == "student" and row["tags"] == {"task": "b", FORCED_TAG: "1"}
+        assert rows.wait_for_call(drawn.headers["x-request-id"])["tags"] == {"task": "b"}
 
 
 # --- in-process: the internal client and the rollout's actions ------------------------------------
