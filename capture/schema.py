@@ -171,6 +171,7 @@ feedback = Table(
     Column("label", String(LABEL_LENGTH)),
     Column("comment", Text),
     Index("ix_feedback_request_id", "request_id"),
+    Index("ix_feedback_created_at", "created_at"),
 )
 """Scores attached to calls by the app (``POST /v1/feedback``); several per call allowed, only
 to a call that exists (``Store.add_feedback``). No foreign key since migration 0009: ``calls`` is
@@ -280,6 +281,7 @@ judgements = Table(
     Column("reason", Text),
     UniqueConstraint("incumbent_call", "candidate_call", name="uq_judgements_pair"),
     Index("ix_judgements_route_id", "route", "id"),
+    Index("ix_judgements_route_created_at", "route", "created_at"),
 )
 """One judged pair of a rollout: the incumbent's and the candidate's answers to the same request
 (a shadow copy or a counterfactual teacher call, linked by the calls' ids, no foreign keys: calls

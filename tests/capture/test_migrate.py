@@ -114,6 +114,7 @@ def test_migrations_create_exactly_the_tables_of_schema_py(database_url: str) ->
         "ix_calls_upstream_model_created_at",
         "ix_calls_shadow_of",
         "ix_feedback_request_id",
+        "ix_feedback_created_at",
     }
     if database_url.startswith("postgresql"):
         expected |= DASHBOARD_INDEXES
@@ -150,8 +151,8 @@ def test_the_migrations_ship_as_packages() -> None:
 DIALECT_COLUMNS = ("dialect", "upstream_api", "cache_write_tokens", "normalized")
 
 
-def test_head_is_0009() -> None:
-    assert head() == "0009"
+def test_head_is_0010() -> None:
+    assert head() == "0010"
 
 
 def _columns(url: str) -> set[str]:

@@ -132,7 +132,7 @@ def test_0009_keeps_every_record_up_and_down(empty_url: str) -> None:
     assert len(before["calls"]) == len(ids) and len(before["feedback"]) == len(ids[::2])
 
     upgrade(empty_url)
-    assert current(empty_url) == head() == "0009"
+    assert current(empty_url) == head() == "0010"
     assert _partitioned(empty_url) is postgresql
     assert _snapshot(empty_url, postgresql) == before
 
