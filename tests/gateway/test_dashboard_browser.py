@@ -459,6 +459,14 @@ def test_the_first_calls_of_a_fresh_install_are_drawn(browser: Browser, fresh: R
             time.sleep(0.1)
     errors: list[str] = []
     page = open_dashboard(browser, fresh, errors)
+    # under load the first render may precede the calls' visibility to the window's queries;
+    # the page refreshes itself every 15 s (1 h window): wait for a render that draws them
+    wait_until(
+        page,
+        """() => window.__dashboard.charts.length === 4 && window.__dashboard.charts.every(
+            c => c.chart.data.slice(1).some(s => s.some(v => v !== null)))""",
+        timeout=40.0,
+    )
     charts = page.evaluate(
         """() => window.__dashboard.charts.map(c => ({
             kind: c.kind,
