@@ -46,10 +46,9 @@ from autopilot.controller import (
     Evidence,
     Rollout,
     RolloutConfig,
-    json_safe,
 )
 from autopilot.evidence import EvidenceReader
-from autopilot.ledger import MONEY_FIELDS, ledger, project, training_cost_usd
+from autopilot.ledger import MONEY_FIELDS, ledger, project
 from autopilot.runner import FINISHED, Controller, Gather
 from capture.engine import create_engine
 from capture.errortext import describe_error
@@ -58,10 +57,16 @@ from capture.ledger import UsageSums, usage_sums
 from capture.pricing import Price, PriceTable
 from capture.rollouts import RolloutTable
 from capture.schema import NAME_LENGTH
-from capture.students import current_student
 from gateway.metrics import Metrics
 from gateway.offloop import LoopThread
 from gateway.rolloutplan import rollout_config
+from gateway.rolloutview import (
+    at,
+    brief,
+    decision_view,
+    readable_state,
+    training_cost,
+)
 from gateway.runtime import RuntimeManager
 from gateway.settings import AutopilotSettings
 from gateway.webhook import Webhook
@@ -115,10 +120,6 @@ def holder_name() -> str:
     """This process's name for the lease: host, pid and a random part (restarts differ)."""
     name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return name[-NAME_LENGTH:]
-
-
-def _at(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 class RolloutService:
@@ -212,7 +213,7 @@ class RolloutService:
                     continue
                 try:
                     await self.judge.judge_pending(
-                        rollout.config, _at(rollout.started), self.settings.judge_batch
+                        rollout.config, at(rollout.started), self.settings.judge_batch
                     )
                 except asyncio.CancelledError:
                     raise
@@ -299,15 +300,15 @@ class RolloutService:
         service has them (``evidence_url``), so its CPU never holds the calls' event loop."""
         lag = self.settings.evidence_lag_s
         if self._reader_thread is None:
-            reader = EvidenceReader(self.table.engine, config, lag_s=lag, started=_at(started))
-            return await reader.read(cursor, _at(now))
+            reader = EvidenceReader(self.table.engine, config, lag_s=lag, started=at(started))
+            return await reader.read(cursor, at(now))
 
         async def read() -> tuple[Evidence, Any]:
             if self._reader_engine is None:
                 assert self._evidence_url is not None
                 self._reader_engine = create_engine(self._evidence_url)
-            reader = EvidenceReader(self._reader_engine, config, lag_s=lag, started=_at(started))
-            return await reader.read(cursor, _at(now))
+            reader = EvidenceReader(self._reader_engine, config, lag_s=lag, started=at(started))
+            return await reader.read(cursor, at(now))
 
         return await self._reader_thread.run(read())
 
@@ -463,7 +464,7 @@ class RolloutService:
             return out
         out["abort_requested"] = await self.table.pending_abort(route)
         decisions = await self.table.decisions(route, limit=DECISIONS_SHOWN)
-        out["decisions"] = [_decision(d) for d in decisions]
+        out["decisions"] = [decision_view(d) for d in decisions]
         out["holder"] = await self.controller.lease.holder()
         out["savings"] = await self._savings(state)
         out["projection"] = await self._projection(state)
@@ -478,7 +479,7 @@ class RolloutService:
         price = self._incumbent_price(config)
         if price is None:
             return None
-        since = _at(float(state["started"]))
+        since = at(float(state["started"]))
         sums = await usage_sums(self.table.engine, {config.route: [config.candidate]}, since)
         lines = ledger(sums, {config.route: price})
         out: dict[str, Any] = {"since": since.isoformat()}
@@ -507,7 +508,7 @@ class RolloutService:
         price = self._incumbent_price(config)
         if price is None:
             return None
-        since = _at(self.clock() - PROJECTION_WINDOW_S)
+        since = at(self.clock() - PROJECTION_WINDOW_S)
         both = [config.incumbent, config.candidate]
         live = await usage_sums(self.table.engine, {config.route: both}, since)
         copies = await usage_sums(self.table.engine, {config.route: [config.candidate]}, since)
@@ -529,90 +530,6 @@ class RolloutService:
     async def describe_all(self) -> list[dict[str, Any]]:
         now = self.clock()
         return [
-            _brief(readable_state(route, state, now))
+            brief(readable_state(route, state, now))
             for route, state in (await self.table.load_all()).items()
         ]
-
-
-async def training_cost(engine: AsyncEngine, route: str, variant: str) -> float | None:
-    """A registered student's training cost, where its backend reported the trained tokens
-    (``gateway register`` keeps them in the lineage) and its base model's training price is
-    known; None otherwise (unknown, never 0)."""
-    from exporter.hyperparams import training_price
-
-    student = await current_student(engine, route, variant)
-    if student is None:
-        return None
-    lineage = student.get("lineage") or {}
-    base = student.get("base_model") or lineage.get("base_model")
-    price = training_price(str(base)) if base else None
-    return training_cost_usd(lineage.get("trained_tokens"), price)
-
-
-def readable_state(route: str, state: Mapping[str, Any], now: float) -> dict[str, Any]:
-    """`describe_state`, or, for a stored state this gateway cannot read (another version's, or
-    damaged), what is known of it and why: one bad row never fails the listing."""
-    try:
-        return describe_state(state, now)
-    except (KeyError, TypeError, ValueError) as exc:
-        stored = state.get("config")
-        config: Mapping[str, Any] = stored if isinstance(stored, dict) else {}
-        return {
-            "route": route,
-            "status": str(state.get("status", "unknown")),
-            "reason": "",
-            "incumbent": config.get("incumbent"),
-            "candidate": config.get("candidate"),
-            "started": None,
-            "slices": [],
-            "unreadable": f"the stored state cannot be read: {describe_error(exc)}",
-        }
-
-
-def describe_state(state: Mapping[str, Any], now: float) -> dict[str, Any]:
-    """A saved rollout for people: configuration, status, slices with their gates' numbers."""
-    rollout = Rollout.from_state(state)
-    c = rollout.config
-    slices = []
-    for s in rollout.slices.values():
-        decision = json_safe(s.gates.decision(now - s.stage_started).as_dict())
-        slices.append(
-            {
-                "name": s.name,
-                "tags": s.tags,
-                "stage": s.stage,
-                "share": rollout.share(s),
-                "status": s.status,
-                "stage_started": _at(s.stage_started).isoformat(),
-                "retries_used": s.retries_used,
-                "gates": decision,
-            }
-        )
-    return {
-        "route": c.route,
-        "status": rollout.status,
-        "reason": rollout.reason,
-        "incumbent": c.incumbent,
-        "candidate": c.candidate,
-        "started": _at(rollout.started).isoformat(),
-        "config": c.as_dict(),
-        "shadow_on": rollout.shadow_on,
-        "slices": slices,
-    }
-
-
-def _brief(described: dict[str, Any]) -> dict[str, Any]:
-    keys = ("route", "status", "reason", "incumbent", "candidate", "started")
-    out = {k: described[k] for k in keys}
-    out["slices"] = [
-        {k: s[k] for k in ("name", "stage", "share", "status")} for s in described["slices"]
-    ]
-    return out
-
-
-def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: row[k] for k in ("slice", "action", "from_stage", "to_stage", "share", "reason")}
-    at = row["at"]
-    out["at"] = at.isoformat() if isinstance(at, dt.datetime) else str(at)
-    out["evidence"] = json_safe(row.get("evidence"))
-    return out

@@ -28,7 +28,7 @@ from autopilot.ledger import MONEY_FIELDS, ledger
 from capture.ledger import COUNTERFACTUAL, JUDGE, UsageSums, usage_sums
 from capture.pricing import Price, PriceTable
 from gateway.dashboard.window import Window
-from gateway.rollouts import training_cost
+from gateway.rolloutview import training_cost
 from router.config import RouteConfig
 
 EVALUATION_KINDS = {JUDGE: "judge", COUNTERFACTUAL: "counterfactual", "shadow": "shadow"}
