@@ -43,6 +43,7 @@ from capture.archive_location import (
     read_manifest,
 )
 from exporter.filters import Filters
+from exporter.selection import Span, Work
 
 Row = dict[str, Any]
 _compute: Any = pc
@@ -125,8 +126,10 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def to_row(record: Row, filters: Filters | None) -> Row | None:
-    """An archived record as the database's row, or None when tags or feedback rule it out."""
+def to_row(record: Row, filters: Filters | None, decode: bool = True) -> Row | None:
+    """An archived record as the database's row, or None when tags or feedback rule it out;
+    ``decode`` False leaves the JSON columns as text (``decode_row`` parses them: in the
+    process that prepares the page)."""
     if filters is not None and filters.tags:
         tags = orjson.loads(record["tags"]) if record["tags"] else {}
         if not isinstance(tags, dict):
@@ -142,12 +145,21 @@ def to_row(record: Row, filters: Filters | None) -> Row | None:
     row: Row = {}
     for name in COLUMNS:
         value = record[name]
-        if name in JSON_COLUMNS and value is not None:
+        if decode and name in JSON_COLUMNS and value is not None:
             value = orjson.loads(value)
         elif name == "created_at":
             value = _utc(value)
         row[name] = value
     row["feedback_score"] = score
+    return row
+
+
+def decode_row(row: Row) -> Row:
+    """A row of ``to_row(..., decode=False)`` with its JSON columns parsed, in place."""
+    for name in JSON_COLUMNS:
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = orjson.loads(value)
     return row
 
 
@@ -195,19 +207,20 @@ class ArchiveSource:
                 path.unlink(missing_ok=True)
 
     def _batches(
-        self, filters: Filters | None, where: ds.Expression | None
+        self, filters: Filters | None, where: ds.Expression | None, decode: bool = True
     ) -> Generator[list[Row], None, None]:
         with tempfile.TemporaryDirectory(prefix="gateway-archive-read-") as folder:
             for entry in self.files(filters):
                 for records in self._records(entry, where, Path(folder)):
-                    rows = [row for r in records if (row := to_row(r, filters)) is not None]
+                    rows = [row for r in records if (row := to_row(r, filters, decode)) is not None]
                     if rows:
                         yield rows
 
-    async def rows(self, filters: Filters) -> AsyncIterator[list[Row]]:
+    async def rows(self, filters: Filters, decode: bool = True) -> AsyncIterator[list[Row]]:
         """The selected archived calls, oldest first, a batch at a time (the reading and
-        decoding in a worker thread, so the database's next page is fetched meanwhile)."""
-        batches = self._batches(filters, pushed_down(filters))
+        decoding in a worker thread, so the database's next page is fetched meanwhile);
+        ``decode`` False: JSON columns left as text (``to_row``)."""
+        batches = self._batches(filters, pushed_down(filters), decode)
         done = object()
         try:
             while True:
@@ -288,3 +301,78 @@ async def merge_pages(
             page = []
     if page:
         yield page
+
+
+def merge_rows(database: list[Row], archived: list[Row]) -> list[Row]:
+    """Two lists of rows, each in (created_at, id) order, merged in that order; a call in
+    both once (the database's)."""
+    merged: list[Row] = []
+    at = 0
+    for row in database:
+        key = (row["created_at"], row["id"])
+        while at < len(archived) and (archived[at]["created_at"], archived[at]["id"]) < key:
+            merged.append(archived[at])
+            at += 1
+        if at < len(archived) and (archived[at]["created_at"], archived[at]["id"]) == key:
+            at += 1
+        merged.append(row)
+    merged.extend(archived[at:])
+    return merged
+
+
+async def merged_work(
+    database: AsyncIterator[list[Key]],
+    archive: AsyncIterator[list[Row]],
+    page_size: int,
+    limit: int | None = None,
+) -> AsyncIterator[Work]:
+    """Pages of ``page_size`` calls from the database's keys and the archive's rows, in
+    (created_at, id) order, a call in both once (the database's), at most ``limit`` in all:
+    each the span of its database keys and its archived rows."""
+    sources: list[AsyncIterator[Any]] = [database, archive]
+    buffers: list[list[Any]] = [[], []]
+    positions = [0, 0]
+    live = [True, True]
+
+    async def head(side: int) -> Any:
+        while live[side] and positions[side] >= len(buffers[side]):
+            try:
+                buffers[side] = await anext(sources[side])
+            except StopAsyncIteration:
+                live[side] = False
+                buffers[side] = []
+            positions[side] = 0
+        return buffers[side][positions[side]] if live[side] else None
+
+    start: Key | None = None
+    last: Key | None = None
+    counted = 0
+    archived: list[Row] = []
+    emitted = 0
+    limited = limit is not None
+
+    def page() -> Work:
+        span = Span(start, last, counted) if last is not None and counted else None
+        return Work(span, archived, limited)
+
+    while limit is None or emitted < limit:
+        key, row = await head(0), await head(1)
+        if key is None and row is None:
+            break
+        if row is None or (key is not None and key <= (row["created_at"], row["id"])):
+            positions[0] += 1
+            if row is not None and key == (row["created_at"], row["id"]):
+                positions[1] += 1
+            last = key
+            counted += 1
+        else:
+            positions[1] += 1
+            archived.append(row)
+        emitted += 1
+        if counted + len(archived) == page_size:
+            yield page()
+            if last is not None:
+                start = last
+            last, counted, archived = None, 0, []
+    if counted or archived:
+        yield page()

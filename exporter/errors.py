@@ -7,7 +7,8 @@ ExporterError                 base class; ``str(error)`` is the whole message
 ├── InvalidDataset            a file given to validate or fine-tune is not usable
 ├── BackendError              the fine-tuning service refused or failed a call
 ├── RegisterError             the route cannot take the new variant
-└── EvalError                 the evaluation cannot run (no held-out prompts, gateway down)
+├── EvalError                 the evaluation cannot run (no held-out prompts, gateway down)
+└── WorkerFailed              a worker process of the export died
 """
 
 from __future__ import annotations
@@ -42,4 +43,8 @@ class RegisterError(ExporterError):
 
 
 class EvalError(ExporterError):
+    pass
+
+
+class WorkerFailed(ExporterError):
     pass

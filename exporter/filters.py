@@ -192,3 +192,10 @@ def after(created_at: dt.datetime, call_id: str) -> ColumnElement[bool]:
     """
     c = calls.c
     return and_(c.created_at >= created_at, or_(c.created_at > created_at, c.id > call_id))
+
+
+def up_to(created_at: dt.datetime, call_id: str) -> ColumnElement[bool]:
+    """Rows up to (created_at, id) included, in keyset order (``created_at <= X`` said on its
+    own, as in ``after``, for the index)."""
+    c = calls.c
+    return and_(c.created_at <= created_at, or_(c.created_at < created_at, c.id <= call_id))

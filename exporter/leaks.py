@@ -71,13 +71,16 @@ class LeakCheck:
         return kinds
 
     def kinds_in(self, example: Example) -> list[str]:
-        """The kinds of personal data or secrets found in ``example``, each once."""
+        """The kinds of personal data or secrets found in ``example``, each once (counted in
+        ``found``)."""
+        kinds = self.kinds_of(example)
+        self.found.update(kinds)
+        return kinds
+
+    def kinds_of(self, example: Example) -> list[str]:
+        """``kinds_in`` without counting them."""
         repeated, own = _strings(example)
         found = self._kinds(_SEPARATOR.join(own)) if own else set()
         for text in repeated:
             found |= self._remembered_kinds(text)
-        if not found:
-            return []
-        kinds = sorted(found)
-        self.found.update(kinds)
-        return kinds
+        return sorted(found)

@@ -2,20 +2,20 @@
 is kept, the later ones dropped.
 
 Defaults: Jaccard threshold 0.8 over word 3-grams (shingles) of the normalised text, 128
-permutations. The signatures are datasketch's ``MinHash`` (its ``affine32`` scheme, with its
-seeded permutations) fed with a 32-bit hash of each shingle, computed for a whole page of
-examples at once with numpy instead of one ``MinHash`` object per example; the test suite
-checks that they equal datasketch's, value for value. The band layout (b bands of r rows) is
-the one datasketch's ``MinHashLSH`` picks for the threshold, weighing false positives and
-false negatives equally.
+permutations. The signatures are datasketch's ``MinHash`` values, computed for a whole page of
+examples at once (``exporter.minhash``); the band layout (b bands of r rows) is the one
+datasketch's ``MinHashLSH`` picks for the threshold with false negatives weighted 0.9.
 
 The index is not datasketch's ``MinHashLSH``: that keeps a Python set per bucket and a list
 of keys per example, about 1 KB per example, too much for millions of rows. Here each kept
-example adds one 64-bit hash per band to sorted numpy runs (72 bytes per example at 9 bands),
-merged as they grow. An example whose bands meet a kept example's in any band is a near
-duplicate: as in most LSH deduplication at scale, candidates are not re-checked against the
-signatures, so a pair a little below the threshold is sometimes caught (the S-curve of b and
-r says how often: at 0.8, 128 permutations, a pair at Jaccard 0.7 about 8%, at 0.6 0.1%).
+example adds one 64-bit hash per band to sorted numpy runs, merged as they grow, and its
+signature's low 8 bits. An example whose bands meet a kept example's in some band is a
+candidate; it is a near duplicate when the 8-bit signatures' estimated Jaccard reaches the
+threshold.
+
+The per-text work (signatures, band keys) needs no index: ``sketches`` makes it, anywhere (the
+export's worker processes do, for their pages), and ``keep_sketched`` / ``link_sketched`` take
+it; ``keep`` and ``link`` do both.
 
 The split's groups of similar prompts use the same index at a lower threshold: ``link`` says
 which indexed texts each new one is similar to, and indexes them all.
@@ -23,14 +23,13 @@ which indexed texts each new one is similar to, and indexes them all.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
-from datasketch import MinHash, MinHashLSH  # type: ignore[import-untyped]
+
+from exporter.minhash import Sketcher, Sketches, band_keys, band_layout
 
 U8 = npt.NDArray[np.uint8]
 U32 = npt.NDArray[np.uint32]
@@ -39,18 +38,11 @@ U64 = npt.NDArray[np.uint64]
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_NGRAM = 3
 DEFAULT_NUM_PERM = 128
-SEED = 1
 
-_MIX = np.uint32(0x9E3779B1)
-_FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
-_FNV = np.uint64(0x100000001B3)
-_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
 _LOW = np.uint64(0xFFFFFFFF)
 _PRESENT_BITS = 26
 """8 MB of presence bits per index: about 1 in 6 set at 11 million keys (14 bands of 800,000
 examples), so a page's lookups mostly stop there instead of searching every run."""
-_CHUNK = 1 << 16
-"""Shingles permuted at once (one permutation at a time): bounds the temporary array."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,40 +59,8 @@ class NearDupOptions:
         if not 16 <= self.num_perm <= 1024:
             raise ValueError("the number of permutations must be between 16 and 1024")
 
-
-def fmix32(values: U32) -> U32:
-    """MurmurHash3's finalizer, as datasketch applies it to every input hash."""
-    shift1, mult1, shift2, mult2 = _FMIX
-    values = values ^ (values >> shift1)
-    values = values * mult1
-    values = values ^ (values >> shift2)
-    values = values * mult2
-    return values ^ (values >> shift1)
-
-
-def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[U32, npt.NDArray[np.intp]]:
-    """The 32-bit hashes of every text's word n-grams, concatenated, and each text's start.
-
-    A text shorter than ``ngram`` words has one shingle, all its words; an empty text none.
-    """
-    splits = [text.encode().split() for text in texts]
-    lengths = np.fromiter(map(len, splits), dtype=np.intp, count=len(texts))
-    total = int(lengths.sum())
-    words = chain.from_iterable(splits)
-    hashes = np.fromiter(map(zlib.crc32, words), dtype=np.uint32, count=total)
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    owner = np.repeat(np.arange(len(texts)), lengths)
-    position = np.arange(total)
-    remaining = ends[owner] - position
-    padded = np.concatenate([hashes, np.zeros(ngram, dtype=np.uint32)])
-    grams = np.zeros(total, dtype=np.uint32)
-    for k in range(ngram):
-        grams = grams * _MIX + np.where(k < remaining, padded[k : k + total], np.uint32(0))
-    keep = (remaining >= ngram) | (position == starts[owner])
-    counts = np.bincount(owner[keep], minlength=len(texts))
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
-    return grams[keep], offsets
+    def sketcher(self) -> Sketcher:
+        return Sketcher(self.ngram, self.num_perm)
 
 
 class _Signatures:
@@ -155,12 +115,8 @@ class NearDuplicateIndex:
 
     def __init__(self, options: NearDupOptions = NearDupOptions()) -> None:
         self.options = options
-        lsh = MinHashLSH(threshold=options.threshold, num_perm=options.num_perm, weights=(0.1, 0.9))
-        self.bands: int = lsh.b
-        self.rows: int = lsh.r
-        a, b = MinHash(num_perm=options.num_perm, seed=SEED).permutations
-        self._a: U32 = np.asarray(a, dtype=np.uint32)
-        self._b: U32 = np.asarray(b, dtype=np.uint32)
+        self.bands, self.rows = band_layout(options.threshold, options.num_perm)
+        self.sketcher = options.sketcher()
         self._runs: list[U64] = []
         self._kept = _Signatures(options.num_perm)
         self._present = np.zeros(1 << (_PRESENT_BITS - 3), dtype=np.uint8)
@@ -172,53 +128,16 @@ class NearDuplicateIndex:
         return self._kept.size
 
     def signatures(self, texts: Sequence[str]) -> U32:
-        """One MinHash signature per text (rows); a text without words gets all-max values.
-
-        One permutation at a time over a chunk of shingles (at most ``_CHUNK``, 256 KB, so
-        the temporary stays in the CPU's cache), each text's minimum by ``reduceat``: about
-        five times faster than the (permutations x shingles) matrix at once."""
-        grams, offsets = shingle_hashes(texts, self.options.ngram)
-        num_perm = self.options.num_perm
-        result = np.full((len(texts), num_perm), np.iinfo(np.uint32).max, np.uint32)
-        mixed = fmix32(grams)
-        counts = np.diff(np.append(offsets, len(grams)))
-        docs = np.flatnonzero(counts)
-        scratch = np.empty(min(len(grams), _CHUNK), dtype=np.uint32)
-        first = 0
-        while first < len(docs):
-            last = first + 1
-            base = offsets[docs[first]]
-            while last < len(docs) and offsets[docs[last]] + counts[docs[last]] - base <= _CHUNK:
-                last += 1
-            chunk = docs[first:last]
-            stop = offsets[chunk[-1]] + counts[chunk[-1]]
-            shingles = mixed[base:stop]
-            permuted = (
-                scratch[: len(shingles)]
-                if len(shingles) <= len(scratch)
-                else np.empty(len(shingles), dtype=np.uint32)  # one text longer than a chunk
-            )
-            starts = offsets[chunk] - base
-            minima = np.empty((num_perm, len(chunk)), dtype=np.uint32)
-            for row in range(num_perm):
-                np.multiply(shingles, self._a[row], out=permuted)
-                permuted += self._b[row]
-                minima[row] = np.minimum.reduceat(permuted, starts)
-            result[chunk] = minima.T
-            first = last
-        return result
+        """One MinHash signature per text (rows); a text without words gets all-max values."""
+        return self.sketcher.signatures(texts)
 
     def band_keys(self, signatures: U32) -> U64:
-        """(texts x bands) 32-bit hashes of each band's rows (salted by the band's number),
-        in uint64 so that they can carry an example number in their low half."""
-        wide = signatures.astype(np.uint64)
-        keys = np.empty((len(signatures), self.bands), dtype=np.uint64)
-        for band in range(self.bands):
-            key = np.full(len(signatures), _SALT[band % len(_SALT)] + np.uint64(band))
-            for column in range(band * self.rows, (band + 1) * self.rows):
-                key = (key ^ wide[:, column]) * _FNV
-            keys[:, band] = (key >> np.uint64(32)) << np.uint64(32)
-        return keys
+        return band_keys(signatures, self.bands, self.rows)
+
+    def sketches(self, signatures: U32) -> Sketches:
+        """What ``keep_sketched`` and ``link_sketched`` need of these signatures (computed
+        anywhere: a worker process makes them for its page)."""
+        return Sketches(signatures.astype(np.uint8), self.band_keys(signatures))
 
     def _candidates(self, keys: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(text, kept example) pairs that share a bucket, from the sorted runs.
@@ -292,10 +211,14 @@ class NearDuplicateIndex:
         kept and indexed), False if it is."""
         if not texts:
             return []
-        signatures = self.signatures(texts)
-        small = signatures.astype(np.uint8)
-        keys = self.band_keys(signatures)
-        duplicate = np.zeros(len(texts), dtype=bool)
+        return self.keep_sketched(self.sketches(self.signatures(texts)))
+
+    def keep_sketched(self, sketches: Sketches) -> list[bool]:
+        """``keep`` of the texts these sketches are of."""
+        if not len(sketches):
+            return []
+        small, keys = sketches.small, sketches.keys
+        duplicate = np.zeros(len(small), dtype=bool)
         pair_text, pair_kept = self._candidates(keys)
         if len(pair_text):
             close = similarity(small[pair_text], self._kept.take(pair_kept))
@@ -305,7 +228,7 @@ class NearDuplicateIndex:
             if not duplicate[other]:  # kept: the batch's texts are decided in order
                 duplicate[text] = True
         kept: list[bool] = (~duplicate).tolist()
-        mask = np.array(kept, dtype=bool)
+        mask = ~duplicate
         if mask.any():
             numbers = np.arange(self.size, self.size + int(mask.sum()), dtype=np.uint64)
             self._add(np.sort((keys[mask] | numbers[:, None]).ravel()))
@@ -318,10 +241,14 @@ class NearDuplicateIndex:
         Every text is then indexed, numbered on from ``size`` in order."""
         if not texts:
             return []
-        signatures = self.signatures(texts)
-        small = signatures.astype(np.uint8)
-        keys = self.band_keys(signatures)
-        found: list[dict[int, float]] = [{} for _ in texts]
+        return self.link_sketched(self.sketches(self.signatures(texts)))
+
+    def link_sketched(self, sketches: Sketches) -> list[list[int]]:
+        """``link`` of the texts these sketches are of."""
+        if not len(sketches):
+            return []
+        small, keys = sketches.small, sketches.keys
+        found: list[dict[int, float]] = [{} for _ in range(len(small))]
         pair_text, pair_kept = self._candidates(keys)
         if len(pair_text):
             close = similarity(small[pair_text], self._kept.take(pair_kept))
@@ -335,7 +262,7 @@ class NearDuplicateIndex:
             later.tolist(), (earlier + self.size).tolist(), close.tolist(), strict=True
         ):
             found[text][other] = value
-        numbers = np.arange(self.size, self.size + len(texts), dtype=np.uint64)
+        numbers = np.arange(self.size, self.size + len(small), dtype=np.uint64)
         self._add(np.sort((keys | numbers[:, None]).ravel()))
         self._kept.add(small)
         return [

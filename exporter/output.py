@@ -46,8 +46,12 @@ class AtomicJsonl:
             raise OutputUnwritable(f"cannot write {target}: {exc.strerror or exc}") from None
 
     def write(self, row: Any) -> None:
+        self.write_line(orjson.dumps(row) + b"\n")
+
+    def write_line(self, line: bytes) -> None:
+        """A row already serialised, its newline included."""
         try:
-            self._file.write(orjson.dumps(row) + b"\n")
+            self._file.write(line)
         except OSError as exc:
             raise OutputUnwritable(f"cannot write {self.target}: {exc.strerror or exc}") from None
         self.rows += 1

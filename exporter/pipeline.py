@@ -1,38 +1,42 @@
 """The export: selected calls -> examples -> curated -> split -> written, validated, reported.
 
-Per page of calls: each becomes an example (or is dropped with a reason), gets its system
-prompt treatment and weights, is validated, checked for exact duplicates and leaks; the
-page's survivors go through the near-duplicate index together; what is left is counted in
-tokens, dropped if over the base model's limit, and written to the side of the split of its
-group of similar prompts (``split.GroupSplit``: the side its prompt hashes to, unless it is
-similar to an earlier prompt, whose side it then shares). Memory holds one page, the
-duplicate keys (8 bytes per example), the near-duplicate index, the split's group index and
-one token count per example.
+Per page of calls, first what needs no other row (``exporter.prepared``, in worker processes
+for a large export: ``exporter.workers``): each call becomes an example (or is dropped with a
+reason), gets its system prompt treatment and weights, is validated, checked for leaks,
+sketched for near duplicates and prompt groups, counted in tokens and serialised. Then, here,
+in order, what depends on the rows before it: exact duplicates of an earlier example are
+dropped, then leaks, then near duplicates of a kept example (the page's survivors go through
+the index together), then what is over the base model's token limit; the rest is written to
+the side of the split of its group of similar prompts (``split.GroupSplit``: the side its
+prompt hashes to, unless it is similar to an earlier prompt, whose side it then shares).
+Memory holds a few pages, the duplicate keys (8 bytes per example), the near-duplicate
+index, the split's group index and one token count per example.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gc
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter import hyperparams, report
 from exporter.errors import InvalidDataset
-from exporter.examples import Dropped, Example, example_from_call, weight_last_answer
 from exporter.filters import Filters
-from exporter.leaks import LeakCheck, LeakMode
+from exporter.leaks import LeakMode
 from exporter.neardup import NearDuplicateIndex, NearDupOptions
-from exporter.normalize import exact_key, near_dup_text, prompt_key, prompt_text
 from exporter.output import AtomicJsonl, prepare_directory, write_json
+from exporter.prepared import SYSTEM, TOOLS, Plan, PreparedPage, Refusal, Weighting
 from exporter.seen import SeenKeys
-from exporter.selection import DEFAULT_PAGE_SIZE, stream_pages
+from exporter.selection import DEFAULT_PAGE_SIZE, listed_work
 from exporter.split import (
     DEFAULT_GROUP_THRESHOLD,
     DEFAULT_SALT,
@@ -41,13 +45,12 @@ from exporter.split import (
     group_options,
 )
 from exporter.system_prompt import SystemPrompt
-from exporter.tokens import counter_for
-from exporter.validate import check_chat_row
+from exporter.tokens import TokenCounter, counter_for
+from exporter.workers import default_workers, prepared_pages
 
 if TYPE_CHECKING:
     from exporter.archive_source import ArchiveSource
 
-Weighting = Literal["none", "last"]
 MANIFEST = "manifest.json"
 _GC_THRESHOLD = 50_000
 REPORT = "report.json"
@@ -79,6 +82,24 @@ class ExportOptions:
     """A directory with the base model's tokenizer.json (and chat template) to count with."""
     archive: ArchiveSource | None = None
     """Archived calls to read beside the database's, with the same filters."""
+    workers: int | None = None
+    """Worker processes that prepare pages (``exporter.workers``): None for one per CPU, 0
+    for none."""
+
+    def plan(self) -> Plan:
+        """What each page's preparation does (``exporter.prepared``)."""
+        return Plan.of(
+            system_prompt=self.system_prompt,
+            weight=self.weight,
+            exact_dedup=self.exact_dedup,
+            leak_check=self.leak_check != "off",
+            near_dup=self.near_dup,
+            groups=group_options(self.split_groups) if self.split_groups is not None else None,
+            valid_share=self.valid_share,
+            salt=self.split_salt,
+            base_model=self.base_model,
+            tokenizer=self.tokenizer,
+        )
 
     def splitter(self) -> GroupSplit:
         groups = group_options(self.split_groups) if self.split_groups is not None else None
@@ -97,89 +118,84 @@ class ExportResult:
     files: dict[str, Path]
 
 
-@dataclass(frozen=True, slots=True)
-class _Refused:
-    """A call that makes no example: why (the tally's reason), and the row's problems."""
-
-    reason: str
-    problems: frozenset[str] = frozenset()
-    call_id: str = ""
-
-
 class _Curator:
-    """The per-row steps, with the state they keep across pages."""
+    """The decisions across rows, page by page in order, from what ``prepared`` made: seen
+    before (exact)? a leak? near a kept example? over the token limit? which side?"""
 
-    def __init__(self, options: ExportOptions, tally: report.Tally) -> None:
+    def __init__(self, options: ExportOptions, tally: report.Tally, counter: TokenCounter) -> None:
         self.options = options
         self.tally = tally
-        self.leaks = LeakCheck() if options.leak_check != "off" else None
+        self.counter = counter
+        self.leaks_found: Counter[str] = Counter()
         self.seen = SeenKeys()
         self.near = NearDuplicateIndex(options.near_dup) if options.near_dup else None
 
-    def _make(self, row: dict[str, Any]) -> tuple[Example, dict[str, Any]] | _Refused:
-        try:
-            example = example_from_call(row)
-        except Dropped as dropped:
-            return _Refused(dropped.reason)
-        self.options.system_prompt.apply(example)
-        if self.options.weight == "last":
-            weight_last_answer(example)
-        out = example.row()
-        problems = check_chat_row(out)
-        if problems:
-            return _Refused("invalid row", frozenset(problems), example.call_id)
-        return example, out
-
-    def examples(self, page: list[dict[str, Any]]) -> list[tuple[Example, dict[str, Any]]]:
-        """The page's calls that make valid examples, no exact duplicate of an earlier one
-        and without leaks; the others tallied, in the page's order. The duplicate keys of
-        the page are looked up at once."""
+    def examples(self, page: PreparedPage) -> npt.NDArray[np.bool_]:
+        """Which of the page's examples are no exact duplicate of an earlier one and have no
+        leak; the page's calls tallied in its order."""
         tally = self.tally
-        made = [self._make(row) for row in page]
-        valid = [item for item in made if not isinstance(item, _Refused)]
-        first = [True] * len(valid)
-        if self.options.exact_dedup and valid:
-            keys = np.fromiter(
-                (int.from_bytes(exact_key(example)[:8], "big") for example, _ in valid),
-                dtype=np.uint64,
-                count=len(valid),
-            )
-            first = self.seen.first_seen(keys).tolist()
-        new = iter(first)
-        kept: list[tuple[Example, dict[str, Any]]] = []
-        for item in made:
-            if isinstance(item, _Refused):
-                if item.problems:
-                    tally.problem(set(item.problems), item.call_id)
-                tally.drop(item.reason)
-                continue
-            if not next(new):
+        count = len(page.positions)
+        first = [True] * count
+        if self.options.exact_dedup and count:
+            first = self.seen.first_seen(page.exact).tolist()
+        kept = np.zeros(count, dtype=bool)
+        refusals = iter(page.refused)
+        refusal = next(refusals, None)
+        for number, position in enumerate(page.positions):
+            while refusal is not None and refusal.position < position:
+                self._refused(refusal)
+                refusal = next(refusals, None)
+            if not first[number]:
                 tally.drop("duplicate (exact)")
                 continue
-            if self.leaks is not None:
-                example = item[0]
-                kinds = self.leaks.kinds_in(example)
-                if kinds:
-                    if self.options.leak_check == "fail":
-                        raise InvalidDataset(
-                            f"call {example.call_id} holds what looks like {', '.join(kinds)}: "
-                            "fix the capture's redaction, or export with --leak-check drop"
-                        )
-                    tally.drop(f"leak ({', '.join(kinds)})")
-                    continue
-            kept.append(item)
+            kinds = page.leaks.get(number)
+            if kinds:
+                self.leaks_found.update(kinds)
+                if self.options.leak_check == "fail":
+                    raise InvalidDataset(
+                        f"call {page.call_ids[number]} holds what looks like {', '.join(kinds)}: "
+                        "fix the capture's redaction, or export with --leak-check drop"
+                    )
+                tally.drop(f"leak ({', '.join(kinds)})")
+                continue
+            kept[number] = True
+        while refusal is not None:
+            self._refused(refusal)
+            refusal = next(refusals, None)
         return kept
 
-    def distinct(
-        self, batch: list[tuple[Example, dict[str, Any]]]
-    ) -> list[tuple[Example, dict[str, Any]]]:
-        if self.near is None or not batch:
-            return batch
-        keep = self.near.keep([near_dup_text(example) for example, _ in batch])
-        survivors = [item for item, kept in zip(batch, keep, strict=True) if kept]
-        for _ in range(len(batch) - len(survivors)):
+    def _refused(self, refusal: Refusal) -> None:
+        if refusal.problems:
+            self.tally.problem(set(refusal.problems), refusal.call_id)
+        self.tally.drop(refusal.reason)
+
+    def distinct(self, page: PreparedPage, kept: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """``kept`` less the near duplicates of examples kept before them."""
+        if self.near is None or page.near is None or not kept.any():
+            return kept
+        numbers = np.flatnonzero(kept)
+        survivors = np.array(self.near.keep_sketched(page.near.take(kept)), dtype=bool)
+        for _ in range(len(numbers) - int(survivors.sum())):
             self.tally.drop("near-duplicate")
-        return survivors
+        distinct = np.zeros_like(kept)
+        distinct[numbers[survivors]] = True
+        return distinct
+
+    def fitting(self, page: PreparedPage, kept: npt.NDArray[np.bool_], limit: int) -> list[int]:
+        """The kept examples within the token limit (each counted in the counter's notes)."""
+        fitting: list[int] = []
+        tally, record = self.tally, self.counter.record
+        for number in np.flatnonzero(kept).tolist():
+            bits = int(page.observed[number])
+            record(bool(bits & SYSTEM), bool(bits & TOOLS), page.template_refused.get(number))
+            if int(page.tokens[number, 0]) > limit:
+                call_id = page.call_ids[number]
+                tally.too_long(call_id)
+                tally.problem({"too_many_tokens"}, call_id)
+                tally.drop("over the token limit")
+                continue
+            fitting.append(number)
+        return fitting
 
 
 @contextmanager
@@ -207,37 +223,32 @@ async def run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResul
 async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResult:
     out_dir = prepare_directory(options.out_dir) if options.out_dir is not None else None
     tally = report.Tally()
-    curator = _Curator(options, tally)
     counter = counter_for(options.base_model, options.tokenizer)
+    curator = _Curator(options, tally, counter)
     limit = options.token_limit or counter.token_limit(options.base_model)
     writers: dict[str, AtomicJsonl] = {}
     if out_dir is not None:
         writers = {side: AtomicJsonl(out_dir / f"{side}.jsonl") for side in ("train", "valid")}
     splitter = options.splitter()
+    workers = default_workers() if options.workers is None else options.workers
     selected = 0
     try:
-        async for page in stream_pages(
+        works = listed_work(
             engine, options.filters, options.page_size, options.limit, options.archive
-        ):
-            selected += len(page)
-            batch = curator.examples(page)
-            fitting = []
-            for example, out in curator.distinct(batch):
-                counted = counter.example(out["messages"], out.get("tools"))
-                if counted.total > limit:
-                    tally.too_long(example.call_id)
-                    tally.problem({"too_many_tokens"}, example.call_id)
-                    tally.drop("over the token limit")
-                    continue
-                fitting.append((example, out, counted))
-            sides = splitter.sides(
-                [prompt_key(example) for example, _, _ in fitting],
-                [prompt_text(example) for example, _, _ in fitting],
-            )
-            for (_, out, counted), side in zip(fitting, sides, strict=True):
-                tally.count(side, counted.total, counted.assistant, limit)
-                if writers:
-                    writers[side].write(out)
+        )
+        pages = prepared_pages(works, engine, options.filters, options.plan(), workers)
+        async with aclosing(pages) as prepared:
+            async for page in prepared:
+                selected += page.size
+                kept = curator.distinct(page, curator.examples(page))
+                fitting = curator.fitting(page, kept, limit)
+                groups = page.groups.take(np.array(fitting, dtype=np.intp)) if page.groups else None
+                sides = splitter.sides_sketched(page.valid[fitting].tolist(), groups)
+                for number, side in zip(fitting, sides, strict=True):
+                    total, assistant = page.tokens[number].tolist()
+                    tally.count(side, total, assistant, limit)
+                    if writers:
+                        writers[side].write_line(page.line(number))
         built = report.build(
             tally,
             base_model=options.base_model,
@@ -248,8 +259,8 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
             split=splitter.summary(options.split_groups),
             counter=counter,
         )
-        if curator.leaks is not None and curator.leaks.found:
-            built["leaks_found"] = dict(curator.leaks.found)
+        if curator.leaks_found:
+            built["leaks_found"] = dict(curator.leaks_found)
         files: dict[str, Path] = {}
         if out_dir is not None:
             files = commit_outputs(out_dir, writers, built, manifest(options, built))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, select
@@ -24,13 +25,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from capture.content import resolve_rows
 from capture.schema import calls
-from exporter.filters import Filters, after, conditions, feedback_score
+from exporter.filters import Filters, after, conditions, feedback_score, up_to
 
 if TYPE_CHECKING:
     from exporter.archive_source import ArchiveSource
 
 Row = dict[str, Any]
+Key = tuple[dt.datetime, str]
 DEFAULT_PAGE_SIZE = 1000
+KEY_CHUNK = 20_000
+"""Keys read per query when the export lists the selected calls' keys (``keys``)."""
 
 COLUMNS = (
     calls.c.id,
@@ -61,6 +65,111 @@ def page_query(filters: Filters, cursor: tuple[dt.datetime, str] | None, size: i
     if cursor is not None:
         query = query.where(after(*cursor))
     return query.order_by(calls.c.created_at, calls.c.id).limit(size)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The selected calls after ``start`` (None: from the first) up to ``end`` included, in
+    keyset order: ``count`` of them when their keys were listed."""
+
+    start: Key | None
+    end: Key
+    count: int
+
+
+@dataclass(frozen=True)
+class Work:
+    """One page to read: the database's calls in ``span``, and ``archived`` rows (JSON columns
+    still text: ``exporter.archive_source.decode_row``), merged in keyset order. ``limited``:
+    read no more of the span than it counted (an export with a limit); else a call written
+    into the span since it was listed is read too."""
+
+    span: Span | None
+    archived: list[Row] = field(default_factory=list)
+    limited: bool = False
+
+
+def span_query(filters: Filters, span: Span, limit: int | None = None) -> Select[Any]:
+    query = select(*COLUMNS, feedback_score().label("feedback_score")).where(
+        conditions(filters), up_to(*span.end)
+    )
+    if span.start is not None:
+        query = query.where(after(*span.start))
+    query = query.order_by(calls.c.created_at, calls.c.id)
+    return query.limit(limit) if limit is not None else query
+
+
+async def keys(
+    engine: AsyncEngine, filters: Filters, limit: int | None = None, chunk: int = KEY_CHUNK
+) -> AsyncIterator[list[Key]]:
+    """The selected calls' keys, oldest first, ``chunk`` at a time, at most ``limit``."""
+    cursor: Key | None = None
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = chunk if remaining is None else min(chunk, remaining)
+        query = select(calls.c.created_at, calls.c.id).where(conditions(filters))
+        if cursor is not None:
+            query = query.where(after(*cursor))
+        query = query.order_by(calls.c.created_at, calls.c.id).limit(size)
+        async with engine.connect() as connection:
+            found: list[Key] = [(row[0], row[1]) for row in await connection.execute(query)]
+        if found:
+            yield found
+        if len(found) < size:
+            return
+        cursor = found[-1]
+        if remaining is not None:
+            remaining -= len(found)
+
+
+async def database_work(
+    engine: AsyncEngine, filters: Filters, page_size: int, limit: int | None = None
+) -> AsyncIterator[Work]:
+    """The database's selected calls as pages of ``page_size`` keys."""
+    start: Key | None = None
+    page: list[Key] = []
+    async for chunk in keys(engine, filters, limit):
+        for key in chunk:
+            page.append(key)
+            if len(page) == page_size:
+                yield Work(Span(start, key, len(page)), limited=limit is not None)
+                start, page = key, []
+    if page:
+        yield Work(Span(start, page[-1], len(page)), limited=limit is not None)
+
+
+async def listed_work(
+    engine: AsyncEngine,
+    filters: Filters,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    limit: int | None = None,
+    archive: ArchiveSource | None = None,
+) -> AsyncIterator[Work]:
+    """The selected calls as pages to read, oldest first; those in ``archive`` too when
+    given."""
+    if archive is None:
+        pages = database_work(engine, filters, page_size, limit)
+    else:
+        from exporter.archive_source import merged_work
+
+        database = keys(engine, filters, limit)
+        pages = merged_work(database, archive.rows(filters, decode=False), page_size, limit)
+    async for page in pages:
+        yield page
+
+
+async def read_work(engine: AsyncEngine, filters: Filters, work: Work) -> list[Row]:
+    """The rows of a page: its span's from the database, its archived ones decoded, in keyset
+    order, a call in both once (the database's)."""
+    rows: list[Row] = []
+    if work.span is not None:
+        size = work.span.count if work.limited else None
+        rows = await _fetch(engine, span_query(filters, work.span, size))
+    if not work.archived:
+        return rows
+    from exporter.archive_source import decode_row, merge_rows
+
+    return merge_rows(rows, [decode_row(row) for row in work.archived])
 
 
 async def _fetch(engine: AsyncEngine, query: Select[Any]) -> list[Row]:

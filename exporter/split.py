@@ -23,6 +23,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from exporter.minhash import Sketches
 from exporter.neardup import NearDuplicateIndex, NearDupOptions
 
 Side = Literal["train", "valid"]
@@ -50,6 +51,20 @@ def group_options(threshold: float) -> NearDupOptions:
     return NearDupOptions(threshold=threshold)
 
 
+class Sides:
+    """``side_of(prompt_key, valid_share, salt)`` from a copy of the keyed hash (keying it
+    costs a block of hashing, per row): True for the validation side."""
+
+    def __init__(self, valid_share: float = DEFAULT_VALID_SHARE, salt: str = DEFAULT_SALT) -> None:
+        self.valid_share = valid_share
+        self._keyed = hashlib.blake2b(digest_size=8, key=salt.encode()[:64])
+
+    def __call__(self, prompt_key: bytes) -> bool:
+        hasher = self._keyed.copy()
+        hasher.update(prompt_key)
+        return int.from_bytes(hasher.digest(), "big") / 2.0**64 < self.valid_share
+
+
 class GroupSplit:
     """Sides for a stream of rows, by group of similar prompts (``None`` options: each row by
     its own prompt's hash only).
@@ -67,7 +82,7 @@ class GroupSplit:
         self.valid_share = valid_share
         self.salt = salt
         self.index = NearDuplicateIndex(groups) if groups is not None else None
-        self._keyed = hashlib.blake2b(digest_size=8, key=salt.encode()[:64])
+        self.own_side = Sides(valid_share, salt)
         self._parent = array("q")
         self._size = array("I")
         self._valid = bytearray()
@@ -79,14 +94,6 @@ class GroupSplit:
         self.split_groups = 0
         """Merges of a train group with a valid group (by a prompt similar to both)."""
         self.largest = 1
-
-    def _side(self, prompt_key: bytes) -> Side:
-        """``side_of(prompt_key, self.valid_share, self.salt)``, from a copy of the keyed hash
-        (keying it costs a block of hashing, per row)."""
-        hasher = self._keyed.copy()
-        hasher.update(prompt_key)
-        share = int.from_bytes(hasher.digest(), "big") / 2.0**64
-        return "valid" if share < self.valid_share else "train"
 
     def _root(self, number: int) -> int:
         parent = self._parent
@@ -111,26 +118,39 @@ class GroupSplit:
     def sides(self, keys: Sequence[bytes], texts: Sequence[str]) -> list[Side]:
         """The side of each row, in order: ``keys`` its prompt key, ``texts`` its prompt's
         normalised words (compared for groups)."""
-        own = [self._side(key) for key in keys]
+        own = [self.own_side(key) for key in keys]
+        links = self.index.link(texts) if self.index is not None else None
+        return self._place(own, links)
+
+    def sides_sketched(self, own: Sequence[bool], sketches: Sketches | None) -> list[Side]:
+        """``sides`` of rows whose own side (True: valid) and prompt sketches were made
+        beforehand (``sketches`` for this split's index; None without groups)."""
+        links = None
+        if self.index is not None:
+            if sketches is None:
+                raise ValueError("a split by groups needs the prompts' sketches")
+            links = self.index.link_sketched(sketches)
+        return self._place(own, links)
+
+    def _place(self, own: Sequence[bool], links: list[list[int]] | None) -> list[Side]:
         self.placed += len(own)
-        if self.index is None:
-            return own
-        links = self.index.link(texts)
+        if links is None:
+            return ["valid" if valid else "train" for valid in own]
         placed: list[Side] = []
-        for side, near in zip(own, links, strict=True):
+        for valid, near in zip(own, links, strict=True):
             number = len(self._parent)
             self._parent.append(number)
             self._size.append(1)
-            self._valid.append(side == "valid")
+            self._valid.append(valid)
             if near:
                 root = self._root(near[0])
                 self._valid[number] = self._valid[root]
                 root = self._union(root, number)
                 for other in near[1:]:
                     root = self._union(root, self._root(other))
-            chosen: Side = "valid" if self._valid[number] else "train"
-            self.moved += chosen != side
-            placed.append(chosen)
+            chosen = bool(self._valid[number])
+            self.moved += chosen != valid
+            placed.append("valid" if chosen else "train")
         return placed
 
     def summary(self, threshold: float | None) -> dict[str, Any]:

@@ -235,21 +235,25 @@ class TokenCounter:
                         total += self.text(value)
         return total
 
-    def observe(self, messages: list[Any], tools: Any) -> None:
-        system, tooled = False, bool(tools)
-        for message in messages:
-            if isinstance(message, dict):
-                role = message.get("role")
-                system = system or role == "system"
-                tooled = tooled or role == "tool" or bool(message.get("tool_calls"))
+    def record(self, system: bool, tooled: bool, refused: str | None = None) -> None:
+        """Count a row in ``seen``: whether it has a system message, whether it uses tools,
+        and the chat template's refusal of it, if any (what ``counted`` found)."""
         seen = self.seen
         seen.rows += 1
         seen.with_system += system
         seen.with_tools += tooled
+        if refused is not None:
+            seen.refused[refused] += 1
 
     def example(self, messages: list[Any], tools: Any = None) -> Counted:
-        self.observe(messages, tools)
-        return self.estimated(messages, tools)
+        counted, refused = self.counted(messages, tools)
+        self.record(*observed(messages, tools), refused)
+        return counted
+
+    def counted(self, messages: list[Any], tools: Any = None) -> tuple[Counted, str | None]:
+        """The row's count, and why the chat template refused it (None: it did not), without
+        counting it in ``seen``."""
+        return self.estimated(messages, tools), None
 
     def estimated(self, messages: list[Any], tools: Any = None) -> Counted:
         """The data-prep guide's count: per message, its text, the reply's priming."""
@@ -331,19 +335,28 @@ class LocalCounter(TokenCounter):
             self._cache[text] = count
         return count
 
-    def example(self, messages: list[Any], tools: Any = None) -> Counted:
-        self.observe(messages, tools)
+    def counted(self, messages: list[Any], tools: Any = None) -> tuple[Counted, str | None]:
         if self.template is None:
-            return self.estimated(messages, tools)
+            return self.estimated(messages, tools), None
         try:
             rendered = self.template.render(messages, tools)
         except TemplateRefused as refused:
-            self.seen.refused[str(refused)] += 1
-            return self.estimated(messages, tools)
+            return self.estimated(messages, tools), str(refused)
         assistant = self.estimated(
             [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
         ).assistant
-        return Counted(self.text(rendered), assistant)
+        return Counted(self.text(rendered), assistant), None
+
+
+def observed(messages: list[Any], tools: Any) -> tuple[bool, bool]:
+    """(has a system message, uses tools) of a row, for ``TokenCounter.seen``."""
+    system, tooled = False, bool(tools)
+    for message in messages:
+        if isinstance(message, dict):
+            role = message.get("role")
+            system = system or role == "system"
+            tooled = tooled or role == "tool" or bool(message.get("tool_calls"))
+    return system, tooled
 
 
 def _local(directory: Path) -> TokenCounter:

@@ -10,7 +10,8 @@ import pytest
 from datasketch import MinHash  # type: ignore[import-untyped]
 
 from exporter.errors import InvalidDataset
-from exporter.neardup import NearDuplicateIndex, NearDupOptions, shingle_hashes
+from exporter.minhash import shingle_hashes
+from exporter.neardup import NearDuplicateIndex, NearDupOptions
 from exporter.system_prompt import SystemPrompt
 from tests.exporter.factory import chat_call, questions, store_calls
 from tests.exporter.helpers import export, read_rows

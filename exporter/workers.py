@@ -1,0 +1,152 @@
+"""Pages read and prepared in worker processes, handed back in order, so an export uses every
+core.
+
+Reading a page (its calls from the database, its archived rows decoded) and preparing it
+(``exporter.prepared``) is most of an export's work and needs no other page, so the export
+lists the pages (``exporter.selection.Work``: a span of keys, and the archived rows that fall
+in it, their JSON still text) and ``prepared_pages`` hands each to a pool of worker
+processes, each with its own connection to the database, yielding the results in the pages'
+order with two pages per worker in flight; the export's process lists the next pages and
+makes the decisions meanwhile. The first pages are read and prepared in the export's own
+process: an export of a few thousand calls never starts a worker (one costs about a second to
+start, each its own Python with numpy and the tokenizer loaded).
+
+Workers are spawned, not forked: the export's process runs an event loop and may hold a
+database driver's threads, which a fork would copy in whatever state they were in. Each is
+given the ``Plan``, the database's URL and the filters once; a page goes as its span (and
+archived rows), and comes back as columns. A worker that dies (killed for memory, say) fails
+the export with a clear error; one that cannot read the database fails it as the export's own
+reading would. Nothing is written then, as with any failed export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.util import Finalize
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from capture.engine import create_engine
+from exporter.errors import DatabaseUnavailable, WorkerFailed
+from exporter.filters import Filters
+from exporter.prepared import Plan, PreparedPage, Preparer
+from exporter.selection import Work, read_work
+
+INLINE_PAGES = 3
+"""Pages prepared in the export's own process before workers start."""
+AHEAD = 2
+"""Pages in flight per worker."""
+_GC_THRESHOLD = 50_000
+
+
+class _Worker:
+    """A worker process's own preparer, event loop and database engine."""
+
+    def __init__(self, plan: Plan, url: str, filters: Filters) -> None:
+        self.preparer = Preparer(plan)
+        self.filters = filters
+        self.loop = asyncio.new_event_loop()
+        self.engine = create_engine(url)
+        Finalize(self, self.close, exitpriority=10)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.engine.dispose())
+        self.loop.close()
+
+    def prepare(self, work: Work) -> PreparedPage:
+        try:
+            rows = self.loop.run_until_complete(read_work(self.engine, self.filters, work))
+        except (OSError, SQLAlchemyError) as exc:  # pickled back as one line, not the driver's
+            first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            raise DatabaseUnavailable(f"a worker's read failed: {first}") from None
+        return self.preparer.page(rows)
+
+
+_worker: _Worker | None = None
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on; none on a single CPU (the export's own
+    process then prepares every page)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return cpus if cpus > 1 else 0
+
+
+def _start(plan: Plan, url: str, filters: Filters) -> None:
+    global _worker
+    gc.set_threshold(_GC_THRESHOLD)  # pages are trees of dicts freed by reference counting
+    _worker = _Worker(plan, url, filters)
+
+
+def _prepare(work: Work) -> PreparedPage:
+    if _worker is None:  # pragma: no cover - the initializer always ran
+        raise RuntimeError("worker not started")
+    return _worker.prepare(work)
+
+
+async def prepared_pages(
+    works: AsyncIterator[Work],
+    engine: AsyncEngine,
+    filters: Filters,
+    plan: Plan,
+    workers: int,
+    inline_pages: int = INLINE_PAGES,
+) -> AsyncGenerator[PreparedPage, None]:
+    """The pages of ``works`` read and prepared, in order: the first ``inline_pages`` here
+    (with ``engine``), the rest by ``workers`` processes (all here when ``workers`` is 0)."""
+    inline = Preparer(plan)
+    pool: ProcessPoolExecutor | None = None
+    pending: deque[asyncio.Future[PreparedPage]] = deque()
+    listed = 0
+    try:
+        async for work in works:
+            listed += 1
+            if workers < 1 or listed <= inline_pages:
+                yield inline.page(await read_work(engine, filters, work))
+                continue
+            if pool is None:
+                url = engine.url.render_as_string(hide_password=False)
+                pool = ProcessPoolExecutor(
+                    workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start,
+                    initargs=(plan, url, filters),
+                )
+            try:
+                pending.append(asyncio.wrap_future(pool.submit(_prepare, work)))
+            except BrokenProcessPool:
+                raise _failed() from None
+            if len(pending) >= AHEAD * workers:
+                yield await _result(pending.popleft())
+        while pending:
+            yield await _result(pending.popleft())
+    finally:
+        for future in pending:
+            future.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def _result(future: asyncio.Future[PreparedPage]) -> PreparedPage:
+    try:
+        return await future
+    except BrokenProcessPool:
+        raise _failed() from None
+
+
+def _failed() -> WorkerFailed:
+    return WorkerFailed(
+        "a worker process of the export died (out of memory?): nothing was written; "
+        "export again with fewer --workers (0: none)"
+    )
