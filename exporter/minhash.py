@@ -40,6 +40,9 @@ _FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE
 _FNV = np.uint64(0x100000001B3)
 _SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
 _MAX = np.iinfo(np.uint32).max
+_QUADRATURE = 96
+"""Gauss-Legendre nodes, at least: n are exact for polynomials of degree up to 2n - 1, and the
+integrands' degree is bands x rows, at most the permutations."""
 _CELLS = 1 << 16
 """Matrix cells (shingles, padding included) permuted at once: 256 KB, in the CPU's cache."""
 
@@ -91,12 +94,34 @@ def _grams(hashes: U32, lengths: Index, ngram: int) -> tuple[U32, Index]:
 
 
 def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows per band): datasketch's optimum for the threshold, with false negatives
-    weighted 0.9 (candidates are checked against the signatures, so recall comes first)."""
-    from datasketch import MinHashLSH  # type: ignore[import-untyped]  # (and scipy) when asked
+    """(bands, rows per band) that minimise 0.1 x the false-positive probability below the
+    threshold plus 0.9 x the false-negative one above it (recall first: candidates are checked
+    against the signatures): datasketch's ``MinHashLSH`` choice (``weights=(0.1, 0.9)``), its
+    integrals taken by Gauss-Legendre quadrature, exact for these polynomials (the test suite
+    compares the layouts with datasketch's)."""
+    nodes, weights = np.polynomial.legendre.leggauss(max(_QUADRATURE, num_perm // 2 + 1))
+    below = threshold / 2 * (nodes + 1)
+    above = threshold + (1 - threshold) / 2 * (nodes + 1)
+    best, chosen = float("inf"), (0, 0)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            caught_below = 1 - (1 - below**rows) ** bands
+            missed_above = (1 - above**rows) ** bands
+            false_positive = threshold / 2 * float(weights @ caught_below)
+            false_negative = (1 - threshold) / 2 * float(weights @ missed_above)
+            error = 0.1 * false_positive + 0.9 * false_negative
+            if error < best:
+                best, chosen = error, (bands, rows)
+    return chosen
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
-    return int(lsh.b), int(lsh.r)
+
+def permutations(num_perm: int, seed: int = SEED) -> tuple[U32, U32]:
+    """datasketch's ``MinHash(num_perm, seed)`` permutations (its ``affine32`` scheme: odd
+    ``a``, any ``b``, drawn from ``RandomState(seed)``)."""
+    generator = np.random.RandomState(seed)
+    a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def band_keys(signatures: U32, bands: int, rows: int) -> U64:
@@ -122,22 +147,25 @@ class Sketches:
     def __len__(self) -> int:
         return len(self.small)
 
-    def take(self, mask: npt.NDArray[np.bool_]) -> Sketches:
+    def take(self, mask: npt.NDArray[np.bool_] | Index) -> Sketches:
         return Sketches(self.small[mask], self.keys[mask])
+
+    def placed(self, numbers: Sequence[int], count: int) -> Sketches:
+        """These sketches as rows ``numbers`` of ``count`` (the other rows zero)."""
+        small = np.zeros((count, self.small.shape[1]), dtype=np.uint8)
+        keys = np.zeros((count, self.keys.shape[1]), dtype=np.uint64)
+        small[numbers] = self.small
+        keys[numbers] = self.keys
+        return Sketches(small, keys)
 
 
 class Sketcher:
-    """MinHash signatures with ``num_perm`` permutations of word ``ngram``-grams (pickled
-    with its permutations: a worker process needs no datasketch)."""
+    """MinHash signatures with ``num_perm`` permutations of word ``ngram``-grams."""
 
     def __init__(self, ngram: int, num_perm: int) -> None:
-        from datasketch import MinHash
-
         self.ngram = ngram
         self.num_perm = num_perm
-        a, b = MinHash(num_perm=num_perm, seed=SEED).permutations
-        self._a: U32 = np.asarray(a, dtype=np.uint32)
-        self._b: U32 = np.asarray(b, dtype=np.uint32)
+        self._a, self._b = permutations(num_perm)
 
     def signatures(self, texts: Sequence[str]) -> U32:
         """One signature per text (rows); a text without words gets all-max values."""

@@ -40,6 +40,8 @@ DEFAULT_NGRAM = 3
 DEFAULT_NUM_PERM = 128
 
 _LOW = np.uint64(0xFFFFFFFF)
+_LARGEST_RUN = 1 << 22
+"""Keys of the largest merged run (32 MB): beyond, runs stay apart, searched one by one."""
 _PRESENT_BITS = 26
 """8 MB of presence bits per index: about 1 in 6 set at 11 million keys (14 bands of 800,000
 examples), so a page's lookups mostly stop there instead of searching every run."""
@@ -276,14 +278,19 @@ class NearDuplicateIndex:
         return present
 
     def _add(self, run: U64) -> None:
-        """Size-tiered merging: at most about log2(n) runs, each key copied log2(n) times."""
-        prefixes = np.unique(run >> np.uint64(64 - _PRESENT_BITS))
-        for bit in range(8):  # per bit, each byte at most once: a plain |= is exact
-            chosen = prefixes[(prefixes & np.uint64(7)) == bit] >> np.uint64(3)
-            self._present[chosen] |= np.uint8(1 << bit)
-        self._runs.append(run)
-        while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
-            merge_last_two(self._runs)
+        """Size-tiered merging: about log2(n) runs, each key copied log2(n) times, up to
+        ``_LARGEST_RUN`` keys a run (a merge needs half as much again as it makes)."""
+        prefixes = run >> np.uint64(64 - _PRESENT_BITS)
+        bits = np.left_shift(np.uint8(1), (prefixes & np.uint64(7)).astype(np.uint8))
+        np.bitwise_or.at(self._present, (prefixes >> np.uint64(3)).astype(np.intp), bits)
+        runs = self._runs
+        runs.append(run)
+        while (
+            len(runs) > 1
+            and len(runs[-1]) * 2 >= len(runs[-2])
+            and len(runs[-1]) + len(runs[-2]) <= _LARGEST_RUN
+        ):
+            merge_last_two(runs)
 
 
 def merge_last_two(runs: list[U64]) -> None:

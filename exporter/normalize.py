@@ -73,7 +73,24 @@ def prompt_text(example: Example) -> str:
     return _words(example.prompt)
 
 
+def compared_texts(example: Example) -> tuple[str, str]:
+    """(``near_dup_text``, ``prompt_text``) of an example, its parts gathered once. ASCII
+    parts are normalised one by one (``text`` remembers each, usually from ``exact_key``) and
+    joined: the same words as normalising them joined."""
+    prompt_parts, answer_parts = _parts(example.prompt), _parts([example.answer])
+    parts = prompt_parts + answer_parts
+    if all(part.isascii() for part in parts):
+        prompt_words = [normalized for part in prompt_parts if (normalized := text(part))]
+        answer_words = [normalized for part in answer_parts if (normalized := text(part))]
+        return " ".join(prompt_words + answer_words), " ".join(prompt_words)
+    return text(" ".join(parts)), text(" ".join(prompt_parts))
+
+
 def _words(messages: list[Message]) -> str:
+    return text(" ".join(_parts(messages)))
+
+
+def _parts(messages: list[Message]) -> list[str]:
     parts: list[str] = []
     for m in messages:
         if m["role"] == "system":
@@ -84,4 +101,4 @@ def _words(messages: list[Message]) -> str:
         for call in m.get("tool_calls") or ():
             function = call["function"]
             parts.append(f"{function.get('name')} {function.get('arguments')}")
-    return text(" ".join(parts))
+    return parts

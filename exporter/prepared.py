@@ -29,7 +29,7 @@ from exporter.examples import Dropped, Example, example_from_call, weight_last_a
 from exporter.leaks import LeakCheck
 from exporter.minhash import Sketcher, Sketches, band_keys, band_layout
 from exporter.neardup import NearDupOptions
-from exporter.normalize import exact_key, near_dup_text, prompt_key, prompt_text
+from exporter.normalize import compared_texts, exact_key, prompt_key
 from exporter.split import Sides
 from exporter.system_prompt import SystemPrompt
 from exporter.tokens import TokenCounter, counter_for, observed
@@ -155,35 +155,42 @@ class Preparer:
             outs.append(made[1])
         count = len(examples)
         exact = np.zeros(count, dtype=np.uint64)
+        todo = list(range(count))
         if plan.exact_dedup and count:
             exact = np.fromiter(
                 (int.from_bytes(exact_key(example)[:8], "big") for example in examples),
                 dtype=np.uint64,
                 count=count,
             )
+            # a repeat of an earlier example of the page is a duplicate whatever came before
+            # the page: the rest of its work would be thrown away
+            firsts = dict(zip(exact.tolist()[::-1], range(count - 1, -1, -1), strict=True))
+            todo = sorted(firsts.values())
+        chosen = [examples[number] for number in todo]
         leaks: dict[int, list[str]] = {}
         if self.leaks is not None:
-            for number, example in enumerate(examples):
+            for number, example in zip(todo, chosen, strict=True):
                 kinds = self.leaks.kinds_of(example)
                 if kinds:
                     leaks[number] = kinds
-        near, groups = self._sketches(examples)
+        near, groups = self._sketches(chosen, todo, count)
         tokens = np.zeros((count, 2), dtype=np.int64)
         seen = np.zeros(count, dtype=np.uint8)
         template_refused: dict[int, str] = {}
         counter = self.counter
-        for number, out in enumerate(outs):
-            messages, tools = out["messages"], out.get("tools")
+        for number in todo:
+            messages, tools = outs[number]["messages"], outs[number].get("tools")
             counted, refusal = counter.counted(messages, tools)
             tokens[number] = (counted.total, counted.assistant)
             system, tooled = observed(messages, tools)
             seen[number] = SYSTEM * system | TOOLS * tooled
             if refusal is not None:
                 template_refused[number] = refusal
-        valid = np.fromiter(
-            (self.sides(prompt_key(example)) for example in examples), dtype=bool, count=count
-        )
-        lines = [orjson.dumps(out) + b"\n" for out in outs]
+        valid = np.zeros(count, dtype=bool)
+        valid[todo] = [self.sides(prompt_key(example)) for example in chosen]
+        lines = [b""] * count
+        for number in todo:
+            lines[number] = orjson.dumps(outs[number]) + b"\n"
         ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=count))
         return PreparedPage(
             size=len(rows),
@@ -202,15 +209,28 @@ class Preparer:
             ends=ends,
         )
 
-    def _sketches(self, examples: list[Example]) -> tuple[Sketches | None, Sketches | None]:
-        """The near-duplicate texts' and the prompts' sketches; with the same n-grams and
+    def _sketches(
+        self, examples: list[Example], numbers: list[int], count: int
+    ) -> tuple[Sketches | None, Sketches | None]:
+        """The near-duplicate texts' and the prompts' sketches of ``examples`` (the page's
+        ``numbers`` of ``count``; the others' rows left zero); with the same n-grams and
         permutations (the defaults), the prompts' n-grams are hashed once for both."""
+        near, groups = self._sketched(examples)
+        if len(numbers) == count:
+            return near, groups
+        return (
+            near.placed(numbers, count) if near is not None else None,
+            groups.placed(numbers, count) if groups is not None else None,
+        )
+
+    def _sketched(self, examples: list[Example]) -> tuple[Sketches | None, Sketches | None]:
         plan = self.plan
         near_options, group_options = plan.near_dup, plan.groups
         if near_options is None and group_options is None:
             return None, None
-        texts = [near_dup_text(example) for example in examples] if near_options else []
-        prompts = [prompt_text(example) for example in examples] if group_options else []
+        compared = [compared_texts(example) for example in examples]
+        texts = [text for text, _ in compared]
+        prompts = [prompt for _, prompt in compared]
         if (
             near_options is not None
             and group_options is not None

@@ -175,7 +175,8 @@ async def read_work(engine: AsyncEngine, filters: Filters, work: Work) -> list[R
 async def _fetch(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
     async with engine.connect() as connection:
         result = await connection.execute(query)
-        rows = [dict(row) for row in result.mappings()]
+        names = list(result.keys())
+        rows = [dict(zip(names, row, strict=True)) for row in result]
         await resolve_rows(connection, rows)
         return rows
 

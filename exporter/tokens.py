@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -141,8 +142,7 @@ class TokenCounter:
         self, encoding: str = "o200k_base", destination: Destination | None = None
     ) -> None:
         self.encoding = encoding
-        self._encoder: Encoder = encodings.get_encoding(encoding)
-        self._count = encodings.Count(encoding)
+        self._encoding = encoding
         self._cache: dict[str, int] = {}
         self.destination = destination or Destination(
             name=encoding, encoding=encoding, method=encoding
@@ -150,6 +150,16 @@ class TokenCounter:
         self.seen = Seen()
         self.note: str | None = None
         """Why the count is not the one asked for (a fallback), for the report."""
+
+    @cached_property
+    def _encoder(self) -> Encoder:
+        """Loaded when first counted with (75 MB: a process that counts nothing, as an
+        export's when its workers count, never loads it)."""
+        return encodings.get_encoding(self._encoding)
+
+    @cached_property
+    def _count(self) -> encodings.Count:
+        return encodings.Count(self._encoding)
 
     def token_limit(self, model: str) -> int:
         """Tokens per example: the destination's context, else the OpenAI model's."""

@@ -8,8 +8,9 @@ in it, their JSON still text) and ``prepared_pages`` hands each to a pool of wor
 processes, each with its own connection to the database, yielding the results in the pages'
 order with two pages per worker in flight; the export's process lists the next pages and
 makes the decisions meanwhile. The first pages are read and prepared in the export's own
-process: an export of a few thousand calls never starts a worker (one costs about a second to
-start, each its own Python with numpy and the tokenizer loaded).
+process when there are only a few of them (the export looks a few pages ahead): an export of
+a few thousand calls never starts a worker (one costs about a second to start, each its own
+Python with numpy and the tokenizer loaded), and a larger one is prepared by workers alone.
 
 Workers are spawned, not forked: the export's process runs an event loop and may hold a
 database driver's threads, which a fork would copy in whatever state they were in. Each is
@@ -103,26 +104,32 @@ async def prepared_pages(
     workers: int,
     inline_pages: int = INLINE_PAGES,
 ) -> AsyncGenerator[PreparedPage, None]:
-    """The pages of ``works`` read and prepared, in order: the first ``inline_pages`` here
-    (with ``engine``), the rest by ``workers`` processes (all here when ``workers`` is 0)."""
-    inline = Preparer(plan)
-    pool: ProcessPoolExecutor | None = None
-    pending: deque[asyncio.Future[PreparedPage]] = deque()
-    listed = 0
-    try:
+    """The pages of ``works`` read and prepared, in order: here (with ``engine``) when there
+    are at most ``inline_pages`` of them or ``workers`` is 0, else all by ``workers``
+    processes (this process then loads no tokenizer)."""
+    head: list[Work] = []
+    if workers >= 1:
         async for work in works:
-            listed += 1
-            if workers < 1 or listed <= inline_pages:
-                yield inline.page(await read_work(engine, filters, work))
-                continue
-            if pool is None:
-                url = engine.url.render_as_string(hide_password=False)
-                pool = ProcessPoolExecutor(
-                    workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start,
-                    initargs=(plan, url, filters),
-                )
+            head.append(work)
+            if len(head) > inline_pages:
+                break
+    if workers < 1 or len(head) <= inline_pages:
+        inline = Preparer(plan)
+        for work in head:  # the whole listing: it ended
+            yield inline.page(await read_work(engine, filters, work))
+        async for work in works:  # without workers
+            yield inline.page(await read_work(engine, filters, work))
+        return
+    url = engine.url.render_as_string(hide_password=False)
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start,
+        initargs=(plan, url, filters),
+    )
+    pending: deque[asyncio.Future[PreparedPage]] = deque()
+    try:
+        async for work in _chained(head, works):
             try:
                 pending.append(asyncio.wrap_future(pool.submit(_prepare, work)))
             except BrokenProcessPool:
@@ -134,8 +141,14 @@ async def prepared_pages(
     finally:
         for future in pending:
             future.cancel()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def _chained(head: list[Work], rest: AsyncIterator[Work]) -> AsyncIterator[Work]:
+    for work in head:
+        yield work
+    async for work in rest:
+        yield work
 
 
 async def _result(future: asyncio.Future[PreparedPage]) -> PreparedPage:

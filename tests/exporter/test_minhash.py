@@ -78,3 +78,18 @@ def test_paired_signatures_equal_hashing_each_text(
     signatures, prefix_signatures = sketcher.pair(texts, prefixes)
     assert np.array_equal(signatures, sketcher.signatures(texts))
     assert np.array_equal(prefix_signatures, sketcher.signatures(prefixes))
+
+
+def test_permutations_and_band_layouts_are_datasketchs() -> None:
+    from datasketch import MinHash, MinHashLSH  # type: ignore[import-untyped]
+
+    from exporter.minhash import band_layout, permutations
+
+    for num_perm in (16, 64, 128):
+        a, b = permutations(num_perm)
+        expected = MinHash(num_perm=num_perm, seed=1).permutations
+        assert a.tolist() == expected[0].tolist() and b.tolist() == expected[1].tolist()
+        for step in range(1, 20):
+            threshold = step / 20
+            lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
+            assert band_layout(threshold, num_perm) == (lsh.b, lsh.r), (threshold, num_perm)
