@@ -90,9 +90,13 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     if spec is None:
         raise ValueError(f"unknown encoding {name!r}: one of {', '.join(NAMES)}")
     pattern, special = spec
-    return tiktoken.Encoding(
+    encoding = tiktoken.Encoding(
         name, pat_str=pattern, mergeable_ranks=ranks(name), special_tokens=special
     )
+    # The Rust tokenizer holds its own copy; the Python dict (27 MB for o200k_base, in every
+    # process that counts) is read only to pickle the encoding, which nothing here does.
+    del encoding._mergeable_ranks
+    return encoding
 
 
 _SPACE = r"\t\n\x0b\x0c\r "

@@ -42,9 +42,9 @@ DEFAULT_NUM_PERM = 128
 _LOW = np.uint64(0xFFFFFFFF)
 _LARGEST_RUN = 1 << 22
 """Keys of the largest merged run (32 MB): beyond, runs stay apart, searched one by one."""
-_PRESENT_BITS = 26
-"""8 MB of presence bits per index: about 1 in 6 set at 11 million keys (14 bands of 800,000
-examples), so a page's lookups mostly stop there instead of searching every run."""
+_PRESENT_BITS = 27
+"""16 MB of presence bits per index: about 1 in 7 set at 20 million keys (the split's 25 bands
+of 800,000 prompts), so a page's lookups mostly stop there instead of searching every run."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,13 @@ def prompt_key(example: Example) -> bytes:
     return _digest([message(m) for m in example.prompt if m["role"] != "system"])
 
 
+def keys(example: Example) -> tuple[bytes, bytes]:
+    """(``exact_key``, ``prompt_key``) of an example, each message normalised once."""
+    normalized = [message(m) for m in example.messages]
+    prompt = [form for form in normalized[:-1] if form[0] != "system"]
+    return _digest([normalized, example.tools]), _digest(prompt)
+
+
 def near_dup_text(example: Example) -> str:
     """The words compared for near-duplicates: every message but the system prompt (shared by
     most examples, it would make them all look alike), tool calls included."""

@@ -29,7 +29,7 @@ from exporter.examples import Dropped, Example, example_from_call, weight_last_a
 from exporter.leaks import LeakCheck
 from exporter.minhash import Sketcher, Sketches, band_keys, band_layout
 from exporter.neardup import NearDupOptions
-from exporter.normalize import compared_texts, exact_key, prompt_key
+from exporter.normalize import compared_texts, keys
 from exporter.split import Sides
 from exporter.system_prompt import SystemPrompt
 from exporter.tokens import TokenCounter, counter_for, observed
@@ -154,13 +154,12 @@ class Preparer:
             examples.append(made[0])
             outs.append(made[1])
         count = len(examples)
+        both = [keys(example) for example in examples]
         exact = np.zeros(count, dtype=np.uint64)
         todo = list(range(count))
         if plan.exact_dedup and count:
             exact = np.fromiter(
-                (int.from_bytes(exact_key(example)[:8], "big") for example in examples),
-                dtype=np.uint64,
-                count=count,
+                (int.from_bytes(key[:8], "big") for key, _ in both), dtype=np.uint64, count=count
             )
             # a repeat of an earlier example of the page is a duplicate whatever came before
             # the page: the rest of its work would be thrown away
@@ -187,7 +186,7 @@ class Preparer:
             if refusal is not None:
                 template_refused[number] = refusal
         valid = np.zeros(count, dtype=bool)
-        valid[todo] = [self.sides(prompt_key(example)) for example in chosen]
+        valid[todo] = [self.sides(both[number][1]) for number in todo]
         lines = [b""] * count
         for number in todo:
             lines[number] = orjson.dumps(outs[number]) + b"\n"
