@@ -105,6 +105,15 @@ def similarity(left: U8, right: U8) -> npt.NDArray[np.float64]:
     return estimate
 
 
+@dataclass(frozen=True, slots=True)
+class _Tagged:
+    tagged: U64
+    bucket: U64
+    """``tagged`` without the text numbers."""
+    text: npt.NDArray[np.int64]
+    """The text numbers."""
+
+
 class NearDuplicateIndex:
     """Kept examples' LSH bands and signatures; ``keep(texts)`` says which of a batch are new.
 
@@ -141,15 +150,26 @@ class NearDuplicateIndex:
         anywhere: a worker process makes them for its page)."""
         return Sketches(signatures.astype(np.uint8), self.band_keys(signatures))
 
-    def _candidates(self, keys: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    def _tagged(self, keys: U64) -> _Tagged:
+        """The batch's band keys, each with its text's number in its low half, sorted: the
+        one sort that finds the candidates, the pairs within the batch and the run to add."""
+        numbers = np.repeat(np.arange(len(keys), dtype=np.uint64), self.bands)
+        tagged = np.sort(keys.ravel() | numbers)
+        return _Tagged(tagged, tagged & ~_LOW, (tagged & _LOW).astype(np.int64))
+
+    def _candidates(self, batch: _Tagged) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(text, kept example) pairs that share a bucket, from the sorted runs.
 
-        The batch's keys whose presence bit is set are looked up in ascending order (each
-        search then starts where the one before ended, in memory the cache already holds),
-        once each, and only the keys found in a run are looked up again for the end of their
-        bucket."""
-        flat = keys.ravel()
-        needles, inverse = np.unique(flat, return_inverse=True)
+        The batch's distinct keys whose presence bit is set are looked up in ascending order
+        (each search then starts where the one before ended, in memory the cache already
+        holds), once each, and only the keys found in a run are looked up again for the end
+        of their bucket."""
+        bucket = batch.bucket
+        change = np.empty(len(bucket), dtype=bool)
+        change[:1] = True
+        np.not_equal(bucket[1:], bucket[:-1], out=change[1:])
+        group = np.cumsum(change) - 1
+        needles = bucket[change]
         texts: list[npt.NDArray[np.int64]] = []
         kept: list[npt.NDArray[np.int64]] = []
         probe = np.flatnonzero(self._maybe_present(needles))
@@ -163,28 +183,25 @@ class NearDuplicateIndex:
             high = np.searchsorted(run, needles[found] + _LOW, "left")
             hits = np.zeros(len(needles), dtype=np.intp)
             hits[found] = high - low[found]
-            per_key = hits[inverse]
-            rows = np.repeat(np.arange(len(flat)), per_key)
+            per_key = hits[group]
+            rows = np.repeat(np.arange(len(bucket)), per_key)
             step = np.arange(len(rows)) - np.repeat(np.cumsum(per_key) - per_key, per_key)
-            texts.append(rows // self.bands)
-            kept.append((run[low[inverse[rows]] + step] & _LOW).astype(np.int64))
+            texts.append(batch.text[rows])
+            kept.append((run[low[group[rows]] + step] & _LOW).astype(np.int64))
         if not texts:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty
         return np.concatenate(texts), np.concatenate(kept)
 
-    def _pairs(self, keys: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    @staticmethod
+    def _pairs(batch: _Tagged, count: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(later, earlier) pairs of texts of one batch that share a bucket, each pair once,
         ordered by the later text, then the earlier."""
-        count = len(keys)
-        numbers = np.repeat(np.arange(count, dtype=np.uint64), self.bands)
-        tagged = np.sort(keys.ravel() | numbers)
-        bucket = tagged & ~_LOW
-        text = (tagged & _LOW).astype(np.int64)
+        bucket, text = batch.bucket, batch.text
         earlier: list[npt.NDArray[np.int64]] = []
         later: list[npt.NDArray[np.int64]] = []
         distance = 1
-        while distance < len(tagged):
+        while distance < len(bucket):
             same = np.flatnonzero(bucket[distance:] == bucket[:-distance])
             if not len(same):
                 break
@@ -200,10 +217,10 @@ class NearDuplicateIndex:
         return codes // count, codes % count
 
     def _close_pairs(
-        self, small: U8, keys: U64
+        self, small: U8, batch: _Tagged
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The batch's (later, earlier, estimated Jaccard) pairs that reach the threshold."""
-        later, earlier = self._pairs(keys)
+        later, earlier = self._pairs(batch, len(small))
         close = similarity(small[earlier], small[later])
         hit = close >= self.options.threshold
         return later[hit], earlier[hit], close[hit]
@@ -219,21 +236,24 @@ class NearDuplicateIndex:
         """``keep`` of the texts these sketches are of."""
         if not len(sketches):
             return []
-        small, keys = sketches.small, sketches.keys
+        small = sketches.small
+        batch = self._tagged(sketches.keys)
         duplicate = np.zeros(len(small), dtype=bool)
-        pair_text, pair_kept = self._candidates(keys)
+        pair_text, pair_kept = self._candidates(batch)
         if len(pair_text):
             close = similarity(small[pair_text], self._kept.take(pair_kept))
             duplicate[pair_text[close >= self.options.threshold]] = True
-        later, earlier, _ = self._close_pairs(small, keys)
+        later, earlier, _ = self._close_pairs(small, batch)
         for text, other in zip(later.tolist(), earlier.tolist(), strict=True):
             if not duplicate[other]:  # kept: the batch's texts are decided in order
                 duplicate[text] = True
         kept: list[bool] = (~duplicate).tolist()
         mask = ~duplicate
         if mask.any():
-            numbers = np.arange(self.size, self.size + int(mask.sum()), dtype=np.uint64)
-            self._add(np.sort((keys[mask] | numbers[:, None]).ravel()))
+            # the kept texts numbered on from ``size`` in order: still sorted within a bucket
+            number = (np.cumsum(mask) - 1 + self.size).astype(np.uint64)
+            chosen = mask[batch.text]
+            self._add(batch.bucket[chosen] | number[batch.text[chosen]])
             self._kept.add(small[mask])
         return kept
 
@@ -249,9 +269,10 @@ class NearDuplicateIndex:
         """``link`` of the texts these sketches are of."""
         if not len(sketches):
             return []
-        small, keys = sketches.small, sketches.keys
+        small = sketches.small
+        batch = self._tagged(sketches.keys)
         found: list[dict[int, float]] = [{} for _ in range(len(small))]
-        pair_text, pair_kept = self._candidates(keys)
+        pair_text, pair_kept = self._candidates(batch)
         if len(pair_text):
             close = similarity(small[pair_text], self._kept.take(pair_kept))
             hit = close >= self.options.threshold
@@ -259,13 +280,12 @@ class NearDuplicateIndex:
                 pair_text[hit].tolist(), pair_kept[hit].tolist(), close[hit].tolist(), strict=True
             ):
                 found[text][other] = value
-        later, earlier, close = self._close_pairs(small, keys)
+        later, earlier, close = self._close_pairs(small, batch)
         for text, other, value in zip(
             later.tolist(), (earlier + self.size).tolist(), close.tolist(), strict=True
         ):
             found[text][other] = value
-        numbers = np.arange(self.size, self.size + len(small), dtype=np.uint64)
-        self._add(np.sort((keys | numbers[:, None]).ravel()))
+        self._add(batch.tagged + np.uint64(self.size))  # numbered on from ``size``: sorted
         self._kept.add(small)
         return [
             sorted(near, key=lambda other: (-near[other], other)) if near else [] for near in found

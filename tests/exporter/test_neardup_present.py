@@ -31,10 +31,10 @@ def test_presence_bits_change_no_candidate() -> None:
         for start in range(0, 2400, 300):
             index.link(texts[start : start + 300])
         keys = index.band_keys(index.signatures(texts[2400:]))
-        filtered = index._candidates(keys)
+        filtered = index._candidates(index._tagged(keys))
         assert 0 < np.count_nonzero(index._present) < len(index._present)
         index._present[:] = 0xFF
-        everything = index._candidates(keys)
+        everything = index._candidates(index._tagged(keys))
         pairs = sorted(zip(*(part.tolist() for part in filtered), strict=True))
         assert pairs == sorted(zip(*(part.tolist() for part in everything), strict=True))
         assert len(pairs) > 100
