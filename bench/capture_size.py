@@ -29,13 +29,17 @@ separately, over every record.
 Sizes. PostgreSQL after ``VACUUM (ANALYZE)``: per table the heap (``pg_relation_size``), the
 TOAST relation with its index, the indexes (``pg_indexes_size``) and the total
 (``pg_total_relation_size``), plus the stored (compressed) size of the JSON columns
-(``pg_column_size``). SQLite: the file after ``VACUUM``, and per table with its indexes from
-``dbstat``. The reference is "each stored whole": the compact JSON of the request and of the
-response (for streams, the assembled message, as the capture stores it), and the raw bytes that
-crossed the wire (streams: the SSE). The repeated share: each request is cut into its parts (the
-system prompt, the tools array, each message) and a part of at least ``--part-min-bytes`` whose
-exact bytes were already seen in an earlier call counts as repeated; that is what a store that
-keeps each part once, addressed by its hash, would not store again.
+(``pg_column_size``); and the same total "less the empty layout": the tables measured the same
+way before the first call was written (the 32 daily partitions, each with its indexes, cost
+~225 KiB empty: per call that is a fixed cost over how many calls a day fills, large at this
+bench's ~650 a day, nothing at a production's millions). SQLite: the file after ``VACUUM``,
+and per table with its indexes from ``dbstat``. The reference is "each stored whole": the
+compact JSON of the request and of the response (for streams, the assembled message, as the
+capture stores it), and the raw bytes that crossed the wire (streams: the SSE). The repeated
+share: each request is cut into its parts (the system prompt, the tools array, each message)
+and a part of at least ``--part-min-bytes`` whose exact bytes were already seen in an earlier
+call counts as repeated; that is what a store that keeps each part once, addressed by its
+hash, would not store again.
 
 Prune (PostgreSQL), the older half of the same rows both ways: before, on a copy of the
 database moved back to migration 0008's plain tables, the DELETE that ``gateway db prune
@@ -84,7 +88,6 @@ from dialects.capture import chat_view
 DEFAULT_RECORDS = 20_000
 QUICK_RECORDS = 2_000
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-PRUNE_OLDER_THAN = dt.timedelta(days=SPAN_DAYS / 2)
 
 Progress = Callable[[str], None]
 
@@ -184,7 +187,7 @@ async def _pg_run(engine: AsyncEngine, statement: str) -> float:
 
 
 async def _delete_prune(
-    admin_url: str, source: str, cutoff: dt.datetime, progress: Progress
+    admin_url: str, source: str, cutoff: dt.datetime, progress: Progress, older_than: dt.timedelta
 ) -> dict[str, Any]:
     """The prune before partitions, on the same rows: a copy of the database moved back to the
     previous layout (migration 0008: plain tables), then what ``gateway db prune`` did there
@@ -238,7 +241,7 @@ async def _delete_prune(
     finally:
         await admin.dispose()
     return {
-        "older_than_days": PRUNE_OLDER_THAN.days,
+        "older_than_days": older_than / dt.timedelta(days=1),
         "deleted": int(deleted.rowcount),
         "seconds": prune_s,
         "calls_total_before": before.get("calls", {}).get("total", 0),
@@ -252,8 +255,13 @@ async def _delete_prune(
 
 
 async def measure_postgres(
-    admin_url: str, records: list[CallRecord], settings: CaptureSettings, progress: Progress
+    admin_url: str,
+    records: list[CallRecord],
+    settings: CaptureSettings,
+    progress: Progress,
+    span_days: float = SPAN_DAYS,
 ) -> dict[str, Any]:
+    older_than = dt.timedelta(days=span_days / 2)
     now = dt.datetime.now(dt.UTC)
     async with scratch_database(admin_url, in_place=False) as url:
         await upgrade_async(url)
@@ -261,9 +269,15 @@ async def measure_postgres(
         # would have when the calls were made (else they would wait in the DEFAULT partition).
         store = await Store.connect(url)
         try:
-            await ensure_partitions(store.engine, start=now - dt.timedelta(days=SPAN_DAYS + 1))
+            await ensure_partitions(store.engine, start=now - dt.timedelta(days=span_days + 1))
         finally:
             await store.close()
+        engine = create_async_engine(make_url(url), isolation_level="AUTOCOMMIT")
+        try:  # what the layout costs before a call is written: its partitions, empty
+            await _pg_run(engine, "VACUUM (ANALYZE)")
+            empty = await _pg_sizes(engine)
+        finally:
+            await engine.dispose()
         progress(f"postgresql: writing {len(records):,} calls")
         write = await write_all(url, records, settings)
         engine = create_async_engine(make_url(url), isolation_level="AUTOCOMMIT")
@@ -275,13 +289,13 @@ async def measure_postgres(
                 columns = dict((await connection.execute(text(PG_COLUMNS))).mappings().one())
         finally:
             await engine.dispose()
-        cutoff = now - PRUNE_OLDER_THAN
-        deleting = await _delete_prune(admin_url, url, cutoff, progress)
-        progress(f"postgresql: gateway db prune --older-than {PRUNE_OLDER_THAN.days}d (partitions)")
+        cutoff = now - older_than
+        deleting = await _delete_prune(admin_url, url, cutoff, progress, older_than)
+        progress(f"postgresql: gateway db prune --older-than {older_than} (partitions)")
         store = await Store.connect(url)
         try:
             started = time.perf_counter()
-            pruned = await prune_store(store, PRUNE_OLDER_THAN, now=now)
+            pruned = await prune_store(store, older_than, now=now)
             prune_s = round(time.perf_counter() - started, 3)
         finally:
             await store.close()
@@ -297,12 +311,13 @@ async def measure_postgres(
         "write": write,
         "vacuum_s": vacuum_s,
         "tables": sizes,
+        "empty_total": sum(size["total"] for size in empty.values()),
         "column_bytes_per_call": {
             key: round(int(columns[key]) / count) for key in ("request", "response", "normalized")
         },
         "prune": deleting,
         "prune_partitions": {
-            "older_than_days": PRUNE_OLDER_THAN.days,
+            "older_than_days": older_than / dt.timedelta(days=1),
             "deleted": pruned.calls,
             "partitions_dropped": len(pruned.partitions),
             "content_collected": pruned.content,
@@ -365,12 +380,13 @@ def measure(
     part_min_bytes: int = PART_MIN_BYTES,
     progress: Progress = lambda message: None,
     content_store: bool = True,
+    span_days: float = SPAN_DAYS,
 ) -> dict[str, Any]:
     """The whole measurement, as a JSON-able dict (``render`` makes the report): today's layout
     (each request whole), and with ``content_store`` the same calls again with
     ``capture.content_store: true`` (each large repeated part once, ``capture.content``)."""
     progress(f"generating {records_count:,} calls (seed {seed})")
-    records = make_workload(records_count, seed)
+    records = make_workload(records_count, seed, span_days=span_days)
     gc.freeze()  # the fixtures are not the system's garbage
     progress("preparing every call once (sizes of the whole JSON, repeated parts, CPU)")
     result: dict[str, Any] = {
@@ -378,6 +394,7 @@ def measure(
         "load_at_start": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "seed": seed,
+        "span_days": span_days,
         "workload": workload_stats(records, part_min_bytes, content_store=content_store),
         "postgresql": None,
         "sqlite": None,
@@ -395,7 +412,9 @@ def measure(
             progress(label + message)
 
         if postgres_url:
-            into["postgresql"] = _run(measure_postgres(postgres_url, records, settings, told))
+            into["postgresql"] = _run(
+                measure_postgres(postgres_url, records, settings, told, span_days)
+            )
         if sqlite:
             with tempfile.TemporaryDirectory(prefix="capture-size-") as tmp:
                 into["sqlite"] = _run(
@@ -428,7 +447,8 @@ def render(result: dict[str, Any]) -> str:
         "### Capture at scale: bytes per call, write rate, prune (today's layout, then with "
         "the content store)",
         "",
-        f"{n:,} generated calls (seed {result['seed']}; "
+        f"{n:,} generated calls over {result.get('span_days', SPAN_DAYS):g} days "
+        f"(seed {result['seed']}; "
         + ", ".join(f"{kind}: {count:,}" for kind, count in w["kinds"].items())
         + f"), {result['date']}, {result['cpus']} CPUs, load {result['load_at_start']} at start, "
         f"{result['load_at_end']} at end.",
@@ -496,6 +516,19 @@ def _store_lines(
         rows.append(
             ["PostgreSQL, all tables", "", "", "", _kb(total / n), f"{total / whole / n:.0%}"]
         )
+        if "empty_total" in pg:  # the partitions' fixed cost, paid once per day, not per call
+            grown = total - pg["empty_total"]
+            rows.append(
+                [
+                    "PostgreSQL, all tables, less the empty layout "
+                    f"({pg['empty_total'] / 2**20:.1f} MiB)",
+                    "",
+                    "",
+                    "",
+                    _kb(grown / n),
+                    f"{grown / whole / n:.0%}",
+                ]
+            )
     if sq:
         for name, size in sq["tables"].items():
             if size < 64 * 1024 and name != "calls":
@@ -548,8 +581,8 @@ def _store_lines(
     if pg:
         p, q = pg["prune"], pg["prune_partitions"]
         lines += [
-            f"PostgreSQL prune (`gateway db prune --older-than {p['older_than_days']}d`), the same "
-            "rows both ways:",
+            "PostgreSQL prune (`gateway db prune --older-than "
+            f"{p['older_than_days']:g}d`), the same rows both ways:",
             "",
             "| | DELETE (plain tables, migration 0008) | DROP partitions (0009) |",
             "|---|---:|---:|",
@@ -604,6 +637,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument(
+        "--span-days",
+        type=float,
+        default=SPAN_DAYS,
+        help=f"the days the calls are spread over, oldest first (default {SPAN_DAYS}; fewer "
+        "fill each daily partition as a busier gateway would)",
+    )
     parser.add_argument("--part-min-bytes", type=int, default=PART_MIN_BYTES)
     parser.add_argument(
         "--no-content-store",
@@ -633,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         part_min_bytes=args.part_min_bytes,
         progress=_progress,
         content_store=not args.no_content_store,
+        span_days=args.span_days,
     )
     print(json.dumps(result, indent=2) if args.json else render(result))
     runs = [result, result["content_store"] or {}]

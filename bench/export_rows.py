@@ -24,6 +24,9 @@ together (sampled every 0.1 s), and the machine's load average as it starts and 
 shared machine the wall time follows the load); targets (issue 15): at most 60 s and 1 GB for
 1,000,000 rows.
 ``--database`` names the scratch database (``--keep`` and ``--reuse`` then work on that one).
+``--from-archive DIR`` archives the scratch database's calls to Parquet in DIR first (as
+``gateway db archive`` does; kept there for the next run) and exports them from the archive
+beside an empty database (``--archive file://DIR``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import random
@@ -48,6 +52,9 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from capture.archive import archive_before
+from capture.archive_location import open_location, read_manifest
+from capture.engine import create_engine
 from capture.migrate import upgrade
 
 SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
@@ -146,6 +153,28 @@ def prepare(server: str, rows: int, database: str = DATABASE) -> str:
     return url
 
 
+async def archived(server: str, url: str, database: str, folder: str) -> str:
+    """Archive the scratch database's calls to ``folder`` (Parquet, one file per day: what
+    ``gateway db archive`` writes) unless its manifest lists them already; an empty, migrated
+    database beside it, whose URL is returned: the export then reads the archive alone."""
+    location = open_location(f"file://{folder}")
+    engine = create_engine(url)
+    try:
+        if not sum(entry.rows for entry in read_manifest(location)):
+            started = time.monotonic()
+            files = await archive_before(engine, location, dt.datetime.now(dt.UTC))
+            rows = sum(entry.rows for entry in files)
+            print(f"archived {rows:,} calls to {folder} in {time.monotonic() - started:.1f} s")
+    finally:
+        await engine.dispose()
+    empty = f"{database}_empty"
+    await _admin(server, f"DROP DATABASE IF EXISTS {empty} WITH (FORCE)")
+    await _admin(server, f"CREATE DATABASE {empty}")
+    empty_url = f"{server}/{empty}"
+    await asyncio.to_thread(upgrade, empty_url)
+    return empty_url
+
+
 @dataclass(frozen=True)
 class Measured:
     seconds: float
@@ -229,6 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", default=DATABASE, help="the scratch database's name")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--reuse", action="store_true", help="export from the kept database")
+    parser.add_argument(
+        "--from-archive",
+        type=Path,
+        metavar="DIR",
+        help="archive the scratch database's calls to DIR (unless it holds them already) and "
+        "export from there, beside an empty database",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("export_args", nargs="*", help="more `gateway export` options, after --")
     args = parser.parse_args(argv)
@@ -237,14 +273,22 @@ def main(argv: list[str] | None = None) -> None:
     url = f"{args.server}/{args.database}"
     if not args.reuse:
         prepare(args.server, args.rows, args.database)
+    extra = list(args.export_args)
+    source = url
     try:
+        if args.from_archive is not None:
+            folder = str(args.from_archive.resolve())
+            source = asyncio.run(archived(args.server, url, args.database, folder))
+            extra += ["--archive", f"file://{folder}"]
         with tempfile.TemporaryDirectory(prefix="export-bench-") as out:
-            result = measure(url, Path(out), args.export_args)
+            result = measure(source, Path(out), extra)
     finally:
         if not args.keep and not args.reuse:
             asyncio.run(
                 _admin(args.server, f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
             )
+        if source != url:
+            asyncio.run(_admin(args.server, f"DROP DATABASE IF EXISTS {args.database}_empty"))
     report = result.report
     selected = int(report["selected"])
     rate = selected / result.seconds

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 from multiprocessing.util import Finalize
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -141,7 +142,25 @@ async def prepared_pages(
     finally:
         for future in pending:
             future.cancel()
+        processes = _processes(pool)
         pool.shutdown(wait=True, cancel_futures=True)
+        for process in processes:  # after a worker died, Python may leave one of the others
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+
+
+def _processes(pool: ProcessPoolExecutor) -> list[BaseProcess]:
+    """The pool's worker processes (its private table: Python 3.11's pool can fail to stop
+    the others when one dies, ``RuntimeError: dictionary changed size during iteration`` in its
+    management thread, and leave them waiting for work that never comes)."""
+    for _ in range(100):
+        try:
+            table: dict[int, BaseProcess] = getattr(pool, "_processes", None) or {}
+            return list(table.values())
+        except RuntimeError:  # changed while copied: again
+            continue
+    return []
 
 
 async def _chained(head: list[Work], rest: AsyncIterator[Work]) -> AsyncIterator[Work]:

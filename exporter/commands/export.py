@@ -203,6 +203,12 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--training-price", type=float, help="USD per 1M training tokens")
     g.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE)
     g.add_argument("--limit", type=int, help="read at most this many calls")
+    g.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes that read and prepare pages (default: one per CPU; 0: none, "
+        "all in this process; an export of a few pages starts none)",
+    )
     g.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=lambda args: guarded(lambda: export(args)))
 
@@ -232,6 +238,9 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         raise BadFilter("--valid-share must be in [0, 1)")
     if args.page_size < 1:
         raise BadFilter("--page-size must be at least 1")
+    workers = getattr(args, "workers", None)
+    if workers is not None and not 0 <= workers <= 64:
+        raise BadFilter("--workers must be between 0 and 64")
     if args.replace_system_prompt is not None:
         system_prompt = SystemPrompt("replace", args.replace_system_prompt)
     else:
@@ -262,6 +271,7 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         training_price=args.training_price,
         page_size=args.page_size,
         limit=args.limit,
+        workers=workers,
         tokenizer=args.tokenizer,
     )
 

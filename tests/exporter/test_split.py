@@ -14,6 +14,7 @@ from exporter.database import open_store
 from exporter.evaluate.held_out import held_out, trained_keys
 from exporter.examples import Example
 from exporter.filters import Filters
+from exporter.neardup import NearDuplicateIndex, similarity
 from exporter.normalize import prompt_key
 from exporter.report import render
 from exporter.split import (
@@ -149,21 +150,41 @@ def test_without_groups_each_row_goes_by_its_own_hash(tmp_path: Path) -> None:
     assert result.report["split"]["group_threshold"] is None
 
 
-def test_a_prompt_similar_to_two_groups_joins_them_and_they_count_as_split() -> None:
-    rng = random.Random(5)
+def _three_prompts(seed: int) -> tuple[str, str, str]:
+    rng = random.Random(seed)
     base = [f"w{rng.randrange(10**6)}" for _ in range(100)]
     fresh = [f"n{rng.randrange(10**6)}" for _ in range(30)]
     left = " ".join(base[:90] + fresh[:10])
     right = " ".join(fresh[10:] + base[20:])
-    middle = " ".join(base)
-    assert jaccard(left, right) < 0.55
-    assert jaccard(left, middle) > 0.8 and 0.65 < jaccard(right, middle) < 0.7
+    return left, right, " ".join(base)
+
+
+def test_a_prompt_similar_to_two_groups_joins_them_and_they_count_as_split() -> None:
+    options = group_options(DEFAULT_GROUP_THRESHOLD)
+    index = NearDuplicateIndex(options)
+
+    def estimated(one: str, other: str) -> float:
+        sketches = index.sketches(index.signatures([one, other]))
+        return float(similarity(sketches.small[:1], sketches.small[1:])[0])
+
+    for seed in range(5, 100):  # prompts whose estimates, not only their Jaccards, are apart
+        left, right, middle = _three_prompts(seed)
+        assert jaccard(left, right) < 0.55
+        assert jaccard(left, middle) > 0.8 and 0.65 < jaccard(right, middle) < 0.7
+        if (
+            estimated(left, right) < DEFAULT_GROUP_THRESHOLD
+            and estimated(right, middle) >= DEFAULT_GROUP_THRESHOLD + 0.02
+            and estimated(left, middle) > estimated(right, middle)
+        ):
+            break
+    else:
+        raise AssertionError("no seed gave such prompts")
     salt = next(  # one where the two outer prompts hash to different sides
         s
         for s in map(str, range(1000))
         if side_of(left.encode(), 0.5, s) != side_of(right.encode(), 0.5, s)
     )
-    splitter = GroupSplit(0.5, salt, group_options(DEFAULT_GROUP_THRESHOLD))
+    splitter = GroupSplit(0.5, salt, options)
     outer = splitter.sides([left.encode(), right.encode()], [left, right])
     assert outer[0] != outer[1] and splitter.summary(0.6)["groups_merged"] == 0
     assert splitter.sides([middle.encode()], [middle]) == [outer[0]]  # the more similar one's

@@ -3,6 +3,7 @@ nothing; a small export starts none."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from exporter.cli import main
 from exporter.errors import WorkerFailed
 from exporter.workers import INLINE_PAGES
 from tests.exporter.factory import chat_call, store_calls
@@ -78,3 +80,17 @@ def test_an_export_of_a_few_pages_starts_no_worker(tmp_path: Path) -> None:
         watcher.join()
     assert result.report["selected"] == INLINE_PAGES * 50
     assert not started
+
+
+def test_workers_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = store_calls(tmp_path / "c.db", _rows(400))
+    base = ["export", "--database-url", url, "--page-size", "50", "--json"]
+    assert main([*base, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert main([*base, "--out", str(tmp_path / "none"), "--workers", "0"]) == 0
+    none = json.loads(capsys.readouterr().out)
+    assert two["kept"] == none["kept"] > 300
+    for name in ("train.jsonl", "valid.jsonl"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "none" / name).read_bytes()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--workers", "-1"]) != 0
+    assert "--workers must be between 0 and 64" in capsys.readouterr().err
