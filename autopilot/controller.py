@@ -32,9 +32,12 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:  # numpy is imported when a rollout first computes (autopilot.numeric)
+    from autopilot.numeric import np
 
 from autopilot.gates import Action, SliceGates, StageGates
 from autopilot.sequential import (

@@ -48,7 +48,6 @@ from autopilot.controller import (
 from capture.content import resolve_rows
 from capture.ledger import FORCED_TAG, JUDGE, PURPOSE_TAG
 from capture.schema import NAME_LENGTH, calls, feedback, judgements
-from exporter.examples import Dropped, chat_parts
 
 Key = tuple[dt.datetime, str]
 
@@ -216,6 +215,9 @@ def chat_sides(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | N
     or None when it has none."""
     if row.get("endpoint") not in CHAT_ENDPOINTS:
         return None
+    # Here, not at the top: the gateway imports this module at start, the exporter it need not.
+    from exporter.examples import Dropped, chat_parts
+
     try:
         request, response = chat_parts(row)
     except Dropped:

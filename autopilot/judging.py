@@ -37,7 +37,7 @@ import hashlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -50,8 +50,9 @@ from autopilot.evidence import chat_sides, not_judge
 from capture.content import resolve_rows
 from capture.ledger import FORCED_TAG, JUDGE, PURPOSE_TAG, ROLLOUT_TAG
 from capture.schema import NAME_LENGTH, SLICE_LENGTH, calls, judgements
-from exporter.evaluate.judge import INSTRUCTIONS, judge_request, read_verdict
-from exporter.examples import Dropped, Message, answer_of, clean_message
+
+if TYPE_CHECKING:
+    from exporter.examples import Message
 
 JudgeClient = Callable[
     [dict[str, Any], Mapping[str, str]], Awaitable[tuple[dict[str, Any] | None, str | None]]
@@ -306,6 +307,9 @@ class PairJudge:
             verdict = LOSS if loser == CANDIDATE else WIN
             why = f"the {loser} failed checks ({', '.join(checks[loser])}); the judge was not asked"
             return Outcome(verdict, [], checks, why)
+        # Here, not at the top: the exporter (httpx with it) only once there is a pair to judge.
+        from exporter.examples import Dropped, answer_of, clean_message
+
         try:
             prompt = [clean_message(m) for m in inc_sides[0].get("messages") or ()]
             incumbent, candidate = answer_of(inc_sides[1]), answer_of(cand_sides[1])
@@ -344,6 +348,8 @@ class PairJudge:
     ) -> tuple[str | None, str | None, str | None]:
         """One judge call: which side it prefers (candidate, incumbent, tie or None), the
         call's id and the judge's reason."""
+        from exporter.evaluate.judge import INSTRUCTIONS, judge_request, read_verdict
+
         first, second = (candidate, incumbent) if candidate_first else (incumbent, candidate)
         body = judge_request(prompt, first, second, self.judge_route)
         if self.rubric is not None:

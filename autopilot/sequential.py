@@ -44,13 +44,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:  # numpy is imported when a rollout first computes (autopilot.numeric)
+    from autopilot.numeric import np
 
-Array = NDArray[np.float64]
-Counts = NDArray[np.float64] | float | int
+Array: TypeAlias = "NDArray[np.float64]"
+Counts: TypeAlias = "NDArray[np.float64] | float | int"
 
 
 class Verdict(IntEnum):

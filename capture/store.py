@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from capture.content import CONTENT_KEY, FLAG, Parts, encode, resolve_rows
 from capture.engine import CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_MS, create_engine, sqlite_path
 from capture.errors import SchemaOutOfDate, SchemaTooNew, UnknownCall
-from capture.migrate import head, known_revisions, revision_of
 from capture.partitions import PruneResult, Unit, drop_partitions_before
 from capture.schema import calls, content, feedback
 
@@ -140,6 +139,10 @@ class Store:
 
         ``config_path`` goes into the message's ``gateway db upgrade --config FILE``.
         """
+        # Here, not at the top: Alembic (with Mako and Pygments, ~80-120 ms of imports) only
+        # where there is a schema to check, not in every process that imports the store.
+        from capture.migrate import head, known_revisions, revision_of
+
         async with self.engine.connect() as connection:
             current = await revision_of(connection)
         needed = head()

@@ -22,7 +22,6 @@ from typing import Any
 from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
-from autopilot.judging import PairJudge
 from capture.errortext import describe_error
 from capture.lease import DatabaseLease, Lease
 from capture.pricing import PriceTable
@@ -236,6 +235,9 @@ class GatewayApp:
         )
         judge = None
         if autopilot.judge_route is not None:
+            # Here, not at the top: only a gateway whose autopilot judges needs the judge.
+            from autopilot.judging import PairJudge
+
             self.internal = InternalClient(self, concurrency=autopilot.judge_concurrency)
             judge = PairJudge(
                 engine,

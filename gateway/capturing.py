@@ -7,7 +7,6 @@ import logging
 from capture.config import CaptureSettings
 from capture.errors import SchemaOutOfDate, SchemaTooNew
 from capture.errortext import describe_error
-from capture.migrate import upgrade_async
 from capture.store import Store
 from capture.writer import CaptureWriter
 from dialects.capture import chat_view
@@ -52,6 +51,8 @@ async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Sto
             if exc.current is not None:
                 raise
             log.info("initialising the capture database %s", describe_url(settings.database_url))
+            from capture.migrate import upgrade_async  # imported already by check_schema
+
             await upgrade_async(settings.database_url)
             await store.check_schema(config_path)
     except SchemaOutOfDate as exc:

@@ -17,7 +17,6 @@ import orjson
 
 from dialects.errors import Untranslatable
 from dialects.requests import anthropic_to_openai_chat
-from exporter.tokens import count_sliced
 from gateway.auth import Principal
 from gateway.errors import BadGateway, InvalidRequest, ModelNotFound, PermissionDenied
 from gateway.payload import UpstreamPayload
@@ -169,6 +168,9 @@ class _Tally:
             start = stop
 
     def _exact(self, text: str) -> int:
+        # Here, not at the top: the exporter (tiktoken with it) only for a count_tokens call.
+        from exporter.tokens import count_sliced
+
         return count_sliced(self._encode, text)
 
     def total(self) -> int:

@@ -20,8 +20,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from gateway.auth import INTERNAL_SCOPE, InternalKey
 from gateway.types import ASGIApp, Receive, Scope, Send
 
@@ -55,6 +53,10 @@ class InternalClient:
     def __init__(self, app: ASGIApp, *, concurrency: int = 8, timeout_s: float = 120.0) -> None:
         if concurrency < 1 or timeout_s <= 0:
             raise ValueError("concurrency must be >= 1 and timeout_s > 0")
+        # Here, not at the top: the gateway imports this module at start, and only a gateway
+        # whose autopilot judges builds a client (httpx is ~40 ms of imports).
+        import httpx
+
         self._key = InternalKey()
         self._client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=_Marked(app, self._key)),

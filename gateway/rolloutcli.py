@@ -18,8 +18,6 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 ADMIN_URL_ENV = "GATEWAY_ADMIN_URL"
 ADMIN_KEY_ENV = "GATEWAY_ADMIN_KEY"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -84,6 +82,10 @@ def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) ->
     key = args.admin_key or os.environ.get(ADMIN_KEY_ENV)
     if not key:
         raise CliError(f"the admin API needs a key: --admin-key or ${ADMIN_KEY_ENV}")
+    # Here, not at the top: ``gateway serve`` imports this module for its parser, and httpx
+    # (with click, rich and pygments) is ~50 ms of every start that only these commands use.
+    import httpx
+
     try:
         response = httpx.request(
             method,

@@ -13,8 +13,6 @@ import contextlib
 import logging
 from typing import Any
 
-import httpx
-
 from capture.errortext import describe_error
 from gateway.metrics import Metrics
 
@@ -51,6 +49,10 @@ class Webhook:
             await self._task
 
     async def _send_all(self) -> None:
+        # Here, not at the top: the gateway imports this module at start, and only a gateway
+        # with a webhook URL needs httpx (~40 ms of imports).
+        import httpx
+
         async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S) as client:
             while True:
                 payload = await self._queue.get()
@@ -66,6 +68,8 @@ class Webhook:
 
 
 def _why(exc: Exception) -> str:
+    import httpx  # imported already: _send_all is the only caller
+
     if isinstance(exc, httpx.HTTPStatusError):
         return f"HTTP {exc.response.status_code}"
     return type(exc).__name__ if isinstance(exc, httpx.HTTPError) else describe_error(exc)
