@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import aclosing, contextmanager
@@ -232,9 +233,15 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
     splitter = options.splitter()
     workers = default_workers() if options.workers is None else options.workers
     selected = 0
+    downloads = tempfile.TemporaryDirectory(prefix="gateway-export-archive-")
     try:
         works = listed_work(
-            engine, options.filters, options.page_size, options.limit, options.archive
+            engine,
+            options.filters,
+            options.page_size,
+            options.limit,
+            options.archive,
+            Path(downloads.name),
         )
         pages = prepared_pages(works, engine, options.filters, options.plan(), workers)
         async with aclosing(pages) as prepared:
@@ -268,6 +275,7 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
     finally:
         for writer in writers.values():
             writer.discard()
+        downloads.cleanup()
 
 
 def commit_outputs(

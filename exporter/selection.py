@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, select
@@ -78,14 +79,23 @@ class Span:
 
 
 @dataclass(frozen=True)
+class ArchivedSpan:
+    """Archived calls of one file (a local path: an S3 file is downloaded first) after
+    ``start`` (None: from the file's first) up to ``end`` included, in keyset order."""
+
+    path: str
+    start: Key | None
+    end: Key
+
+
+@dataclass(frozen=True)
 class Work:
-    """One page to read: the database's calls in ``span``, and ``archived`` rows (JSON columns
-    still text: ``exporter.archive_source.decode_row``), merged in keyset order. ``limited``:
-    read no more of the span than it counted (an export with a limit); else a call written
-    into the span since it was listed is read too."""
+    """One page to read: the database's calls in ``span`` and the archive's in ``archived``,
+    merged in keyset order. ``limited``: read no more of the span than it counted (an export
+    with a limit); else a call written into the span since it was listed is read too."""
 
     span: Span | None
-    archived: list[Row] = field(default_factory=list)
+    archived: list[ArchivedSpan] = field(default_factory=list)
     limited: bool = False
 
 
@@ -144,16 +154,19 @@ async def listed_work(
     page_size: int = DEFAULT_PAGE_SIZE,
     limit: int | None = None,
     archive: ArchiveSource | None = None,
+    folder: Path | None = None,
 ) -> AsyncIterator[Work]:
-    """The selected calls as pages to read, oldest first; those in ``archive`` too when
-    given."""
+    """The selected calls as pages to read, oldest first; those in ``archive`` too when given
+    (an S3 archive's files downloaded into ``folder``, which must outlive the reading)."""
     if archive is None:
         pages = database_work(engine, filters, page_size, limit)
     else:
         from exporter.archive_source import merged_work
 
+        if folder is None:
+            raise ValueError("an archive is read through a folder for its downloads")
         database = keys(engine, filters, limit)
-        pages = merged_work(database, archive.rows(filters, decode=False), page_size, limit)
+        pages = merged_work(database, archive.keys(filters, folder), page_size, limit)
     async for page in pages:
         yield page
 
@@ -167,9 +180,10 @@ async def read_work(engine: AsyncEngine, filters: Filters, work: Work) -> list[R
         rows = await _fetch(engine, span_query(filters, work.span, size))
     if not work.archived:
         return rows
-    from exporter.archive_source import decode_row, merge_rows
+    from exporter.archive_source import merge_rows, read_span
 
-    return merge_rows(rows, [decode_row(row) for row in work.archived])
+    archived = [row for span in work.archived for row in read_span(span, filters)]
+    return merge_rows(rows, archived)
 
 
 async def _fetch(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
