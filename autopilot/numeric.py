@@ -12,7 +12,7 @@ itself::
     else:
         from autopilot.numeric import np
 
-The first attribute read (``np.zeros``) imports numpy; every later read goes straight to it.
+The first attribute read (``np.zeros``) imports numpy; later reads of it are plain reads.
 Nothing at those modules' top level may read an attribute of ``np``, or the import happens
 at start again (tests/autopilot/test_numeric.py checks that it does not).
 """
@@ -20,28 +20,26 @@ at start again (tests/autopilot/test_numeric.py checks that it does not).
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 from typing import Any
 
 
 class DeferredModule:
-    """Stands in for a module: the first attribute read imports it; later reads go to it."""
-
-    __slots__ = ("_module", "_name")
+    """Stands in for a module: the first read of an attribute imports the module and keeps the
+    attribute on this object, so that later reads cost what a module attribute's does (the
+    simulator reads ``np.*`` in its inner loops). Not for a module whose attributes change."""
 
     def __init__(self, name: str) -> None:
-        self._name = name
-        self._module: ModuleType | None = None
+        self._deferred_name = name
 
     def __getattr__(self, attribute: str) -> Any:
-        module = self._module
-        if module is None:
-            module = self._module = importlib.import_module(self._name)
-        return getattr(module, attribute)
+        held = self.__dict__
+        value = getattr(importlib.import_module(held["_deferred_name"]), attribute)
+        held[attribute] = value
+        return value
 
     def __repr__(self) -> str:
-        state = "imported" if self._module is not None else "not imported yet"
-        return f"<deferred module {self._name!r}, {state}>"
+        state = "imported" if len(self.__dict__) > 1 else "not imported yet"
+        return f"<deferred module {self._deferred_name!r}, {state}>"
 
 
 np = DeferredModule("numpy")
