@@ -249,6 +249,11 @@ _OPEN: dict[str, _OpenFile] = {}
 _OPEN_FILES = 4
 
 
+def close_files() -> None:
+    """Let go of the archived files this process holds open (an export's end)."""
+    _OPEN.clear()
+
+
 def read_span(span: ArchivedSpan, filters: Filters) -> list[Row]:
     """The archived calls of a page (what a worker reads): the row groups of the span's file
     that its time range meets, the rows in the span that meet ``filters``, in keyset order."""

@@ -243,7 +243,9 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
             options.archive,
             Path(downloads.name),
         )
-        pages = prepared_pages(works, engine, options.filters, options.plan(), workers)
+        pages = prepared_pages(
+            works, engine, options.filters, options.plan(), workers, options.page_size
+        )
         async with aclosing(pages) as prepared:
             async for page in prepared:
                 selected += page.size
@@ -275,6 +277,10 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
     finally:
         for writer in writers.values():
             writer.discard()
+        if options.archive is not None:
+            from exporter.archive_source import close_files
+
+            close_files()
         downloads.cleanup()
 
 

@@ -8,8 +8,8 @@ in it, their JSON still text) and ``prepared_pages`` hands each to a pool of wor
 processes, each with its own connection to the database, yielding the results in the pages'
 order with two pages per worker in flight; the export's process lists the next pages and
 makes the decisions meanwhile. The first pages are read and prepared in the export's own
-process when there are only a few of them (the export looks a few pages ahead): an export of
-a few thousand calls never starts a worker (one costs about a second to start, each its own
+process when they hold few calls (the export looks ahead up to ``INLINE_CALLS``): an export of
+20,000 calls or fewer never starts a worker (one costs about a second to start, each its own
 Python with numpy and the tokenizer loaded), and a larger one is prepared by workers alone.
 
 Workers are spawned, not forked: the export's process runs an event loop and may hold a
@@ -42,8 +42,10 @@ from exporter.filters import Filters
 from exporter.prepared import Plan, PreparedPage, Preparer
 from exporter.selection import Work, read_work
 
-INLINE_PAGES = 3
-"""Pages prepared in the export's own process before workers start."""
+INLINE_CALLS = 20_000
+"""An export of at most this many calls (and at most ``MIN_INLINE_PAGES`` pages, whichever is
+more) is read and prepared in its own process: about 2 s of work, less than starting workers."""
+MIN_INLINE_PAGES = 3
 AHEAD = 2
 """Pages in flight per worker."""
 _GC_THRESHOLD = 50_000
@@ -103,11 +105,12 @@ async def prepared_pages(
     filters: Filters,
     plan: Plan,
     workers: int,
-    inline_pages: int = INLINE_PAGES,
+    page_size: int,
 ) -> AsyncGenerator[PreparedPage, None]:
-    """The pages of ``works`` read and prepared, in order: here (with ``engine``) when there
-    are at most ``inline_pages`` of them or ``workers`` is 0, else all by ``workers``
-    processes (this process then loads no tokenizer)."""
+    """The pages of ``works`` (of ``page_size`` calls) read and prepared, in order: here (with
+    ``engine``) when they hold at most ``INLINE_CALLS`` calls or ``workers`` is 0, else all by
+    ``workers`` processes (this process then loads no tokenizer)."""
+    inline_pages = max(MIN_INLINE_PAGES, INLINE_CALLS // max(page_size, 1))
     head: list[Work] = []
     if workers >= 1:
         async for work in works:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import orjson
 import pytest
 
+import exporter.workers
 from exporter import minhash
 from tests.exporter.factory import chat_call, store_calls
 from tests.exporter.helpers import export
@@ -161,6 +162,10 @@ def test_the_export_writes_what_it_wrote_before_the_speed_work(
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_workers_write_what_the_export_writes_alone(tmp_path: Path, workers: int) -> None:
-    """With worker processes (the 10 pages prepared by two of them) or without."""
+def test_workers_write_what_the_export_writes_alone(
+    tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes (the 10 pages prepared by two of them: a small export made to
+    start them) or without."""
+    monkeypatch.setattr(exporter.workers, "INLINE_CALLS", 0)
     assert digests(tmp_path, workers) == DIGESTS

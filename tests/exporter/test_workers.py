@@ -1,5 +1,6 @@
 """Worker processes: a worker that dies fails the export with a clear error and writes
-nothing; a small export starts none."""
+nothing; a small export starts none. (The tests make small exports start workers by setting
+``INLINE_CALLS`` to 0, as a large export would.)"""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+import exporter.workers
 from exporter.cli import main
 from exporter.errors import WorkerFailed
-from exporter.workers import INLINE_PAGES
+from exporter.workers import INLINE_CALLS
 from tests.exporter.factory import chat_call, store_calls
 from tests.exporter.helpers import export
 
@@ -37,7 +39,10 @@ def _workers() -> list[psutil.Process]:
     return found
 
 
-def test_a_worker_killed_mid_export_fails_it_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_export_fails_it_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporter.workers, "INLINE_CALLS", 0)
     url = store_calls(tmp_path / "c.db", _rows(6000))
     out = tmp_path / "out"
     killed: list[int] = []
@@ -61,8 +66,8 @@ def test_a_worker_killed_mid_export_fails_it_and_writes_nothing(tmp_path: Path) 
     assert not [child for child in _workers() if child.is_running()]
 
 
-def test_an_export_of_a_few_pages_starts_no_worker(tmp_path: Path) -> None:
-    url = store_calls(tmp_path / "c.db", _rows(INLINE_PAGES * 50))
+def test_an_export_of_a_few_thousand_calls_starts_no_worker(tmp_path: Path) -> None:
+    url = store_calls(tmp_path / "c.db", _rows(INLINE_CALLS // 10))
     started: list[int] = []
     done = threading.Event()
 
@@ -74,15 +79,18 @@ def test_an_export_of_a_few_pages_starts_no_worker(tmp_path: Path) -> None:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        result = export(url, tmp_path / "out", page_size=50, workers=2)
+        result = export(url, tmp_path / "out", page_size=10, workers=2)
     finally:
         done.set()
         watcher.join()
-    assert result.report["selected"] == INLINE_PAGES * 50
+    assert result.report["selected"] == INLINE_CALLS // 10
     assert not started
 
 
-def test_workers_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_workers_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporter.workers, "INLINE_CALLS", 0)
     url = store_calls(tmp_path / "c.db", _rows(400))
     base = ["export", "--database-url", url, "--page-size", "50", "--json"]
     assert main([*base, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
