@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,11 @@ MANIFEST_VERSION = 1
 
 class ArchiveError(Exception):
     """The archive cannot be reached, read or written; the message is one line for people."""
+
+
+_FILE_NAME = re.compile(r"calls-[0-9TZ-]{4,40}\.parquet")
+"""What ``capture.archive.file_name`` writes: a manifest naming anything else (``../x``, a
+path) is refused, not read or downloaded to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,7 @@ class ArchivedFile:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ArchivedFile:
         try:
-            return cls(
+            entry = cls(
                 name=str(data["name"]),
                 start=dt.datetime.fromisoformat(data["start"]),
                 end=dt.datetime.fromisoformat(data["end"]),
@@ -73,6 +79,11 @@ class ArchivedFile:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArchiveError(f"{MANIFEST}: a file entry is malformed ({exc})") from None
+        if not _FILE_NAME.fullmatch(entry.name):  # read as a path and downloaded under it
+            raise ArchiveError(
+                f"{MANIFEST}: a file entry's name is not an archive file's: {entry.name[:80]!r}"
+            )
+        return entry
 
 
 class Location(Protocol):

@@ -381,3 +381,24 @@ def test_the_writers_retention_archives_before_it_drops(database_url: str, tmp_p
     assert done.retention is not None and done.retention.calls == len(rows) and left == 0
     manifest = read_manifest(open_location(str(folder)))
     assert sum(item.rows for item in manifest) == len(rows)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../calls-2026-11-01.parquet", "/etc/passwd", "calls-2026/../../x.parquet", "x.parquet"],
+)
+def test_a_manifest_naming_a_path_is_refused(tmp_path: Path, name: str) -> None:
+    """A manifest written by someone else names files that are read as paths and downloaded
+    under their name: anything but an archive file's name is an error, not a path."""
+    entry = {
+        "name": name, "start": "2026-11-01T00:00:00+00:00", "end": "2026-11-02T00:00:00+00:00",
+        "rows": 1, "bytes": 1, "sha256": "0" * 64, "archived_at": "2026-11-03T00:00:00+00:00",
+    }  # fmt: skip
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps({"version": 1, "files": [entry]}))
+    with pytest.raises(ArchiveError, match="not an archive file's"):
+        read_manifest(open_location(f"file://{tmp_path}"))
+    entry["name"] = "calls-2026-11-01.parquet"
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps({"version": 1, "files": [entry]}))
+    assert [found.name for found in read_manifest(open_location(f"file://{tmp_path}"))] == [
+        "calls-2026-11-01.parquet"
+    ]
