@@ -1,6 +1,6 @@
 """The archive as a second source of calls, read with the same filters as the database.
 
-``ArchiveSource.pages(filters, page_size)`` reads the archive's Parquet files
+``ArchiveSource.rows(filters)`` reads the archive's Parquet files
 (``capture.archive``) in range order, only those whose range meets the filters' time window,
 with a pyarrow dataset scan: the filters on plain columns (endpoint, status, route, variant,
 model, time, finish reason, shadow, token bounds) are pushed down, so row groups whose
@@ -15,6 +15,12 @@ they were stored in, JSONB's on PostgreSQL), times as UTC datetimes. ``merge_pag
 database's pages and the archive's by (created_at, id), a call present in both (archived, not yet
 dropped) once, into pages of the same size: the export reads the same rows in the same pages
 whichever side holds them.
+
+The export reads it in two steps instead, so that its workers do the reading:
+``ArchiveSource.keys`` lists the selected calls' keys (only the filtered columns decoded; an S3
+file downloaded once, kept for the export), ``merged_work`` cuts the keys of both sides into
+pages (a page names its span of each file), and a worker's ``read_span`` reads a span: the row
+groups its time range meets, from a file whose metadata it keeps open.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -50,6 +56,7 @@ Row = dict[str, Any]
 _compute: Any = pc
 """pyarrow's compute functions over expressions (the stubs type them over arrays only)."""
 Key = tuple[dt.datetime, str]
+_Batch = TypeVar("_Batch")
 
 COLUMNS = (
     "id",
@@ -148,17 +155,15 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def to_row(record: Row, filters: Filters | None, decode: bool = True) -> Row | None:
-    """An archived record as the database's row, or None when tags or feedback rule it out;
-    ``decode`` False leaves the JSON columns as text (``decode_row`` parses them: in the
-    process that prepares the page)."""
+def to_row(record: Row, filters: Filters | None) -> Row | None:
+    """An archived record as the database's row, or None when tags or feedback rule it out."""
     selected, score = _selected(record, filters)
     if not selected:
         return None
     row: Row = {}
     for name in COLUMNS:
         value = record[name]
-        if decode and name in JSON_COLUMNS and value is not None:
+        if name in JSON_COLUMNS and value is not None:
             value = orjson.loads(value)
         elif name == "created_at":
             value = _utc(value)
@@ -271,15 +276,6 @@ def read_span(span: ArchivedSpan, filters: Filters) -> list[Row]:
     return [row for record in table.to_pylist() if (row := to_row(record, filters)) is not None]
 
 
-def decode_row(row: Row) -> Row:
-    """A row of ``to_row(..., decode=False)`` with its JSON columns parsed, in place."""
-    for name in JSON_COLUMNS:
-        value = row.get(name)
-        if isinstance(value, str):
-            row[name] = orjson.loads(value)
-    return row
-
-
 def _meets(entry: ArchivedFile, filters: Filters) -> bool:
     if filters.since is not None and entry.end <= filters.since:
         return False
@@ -326,12 +322,12 @@ class ArchiveSource:
                 path.unlink(missing_ok=True)
 
     def _batches(
-        self, filters: Filters | None, where: ds.Expression | None, decode: bool = True
+        self, filters: Filters | None, where: ds.Expression | None
     ) -> Generator[list[Row], None, None]:
         with tempfile.TemporaryDirectory(prefix="gateway-archive-read-") as folder:
             for entry in self.files(filters):
                 for records in self._records(entry, where, Path(folder)):
-                    rows = [row for r in records if (row := to_row(r, filters, decode)) is not None]
+                    rows = [row for r in records if (row := to_row(r, filters)) is not None]
                     if rows:
                         yield rows
 
@@ -380,33 +376,14 @@ class ArchiveSource:
         """The selected archived calls' keys, oldest first, a batch at a time, each with the
         local file that holds it (an S3 file downloaded into ``folder`` and left there: the
         export's workers read the calls from it)."""
-        batches = self._key_batches(filters, folder)
-        done = object()
-        try:
-            while True:
-                batch = await asyncio.to_thread(next, batches, done)
-                if batch is done:
-                    return
-                assert isinstance(batch, list)
-                yield batch
-        finally:
-            batches.close()
+        async for batch in _in_thread(self._key_batches(filters, folder)):
+            yield batch
 
-    async def rows(self, filters: Filters, decode: bool = True) -> AsyncIterator[list[Row]]:
+    async def rows(self, filters: Filters) -> AsyncIterator[list[Row]]:
         """The selected archived calls, oldest first, a batch at a time (the reading and
-        decoding in a worker thread, so the database's next page is fetched meanwhile);
-        ``decode`` False: JSON columns left as text (``to_row``)."""
-        batches = self._batches(filters, pushed_down(filters), decode)
-        done = object()
-        try:
-            while True:
-                batch = await asyncio.to_thread(next, batches, done)
-                if batch is done:
-                    return
-                assert isinstance(batch, list)
-                yield batch
-        finally:
-            batches.close()
+        decoding in a worker thread, so the database's next page is fetched meanwhile)."""
+        async for batch in _in_thread(self._batches(filters, pushed_down(filters))):
+            yield batch
 
     async def by_ids(self, ids: Sequence[str]) -> dict[str, Row]:
         """Archived calls by id (any filter aside)."""
@@ -422,6 +399,19 @@ class ArchiveSource:
             return found
 
         return await asyncio.to_thread(read)
+
+
+async def _in_thread(batches: Generator[_Batch, None, None]) -> AsyncIterator[_Batch]:
+    """``batches``, each made in a worker thread: the event loop goes on meanwhile."""
+    done: Any = object()
+    try:
+        while True:
+            batch = await asyncio.to_thread(next, batches, done)
+            if batch is done:
+                return
+            yield batch
+    finally:
+        batches.close()
 
 
 def open_archive(url: str, s3: S3Options | None = None, batch_size: int = 1000) -> ArchiveSource:
