@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import capture_size, dialects_report, features_report
+from bench import capture_size_report, dialects_report, features_report
 from bench.dialects_report import DialectResults
 from bench.features_report import FeatureResults
 from bench.wrk import WrkResult
@@ -345,7 +345,7 @@ def render(results: Results) -> str:
     if results.dialects is not None:
         lines += [dialects_report.render(results.dialects)]
     if results.capture_size is not None:
-        lines += [capture_size.render(results.capture_size)]
+        lines += [capture_size_report.render(results.capture_size)]
     return "\n".join(lines)
 
 

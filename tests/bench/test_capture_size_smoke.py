@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from bench import capture_size, capture_workload, run
+from bench import capture_size, capture_size_report, capture_workload, run
 from bench.report import Results, machine, render, to_json
 from tests.capture_support import PG_ADMIN_URL, postgres_unreachable
 
@@ -90,7 +90,7 @@ def test_measured_on_postgresql_and_sqlite() -> None:
     )
     assert sq_once["file_bytes"] < sq["file_bytes"]
     assert result["workload"]["prepare_cpu_us_per_record_content_store"] > 0
-    text = capture_size.render(result)
+    text = capture_size_report.render(result)
     assert "PostgreSQL `calls`" in text and "SQLite, the file after VACUUM" in text
     assert "capture.content_store: true" in text and "PostgreSQL `content`" in text
     assert f"| calls removed | {prune['deleted']:,} | {prune['deleted']:,} (" in text
