@@ -132,25 +132,39 @@ async def prepared_pages(
         initargs=(plan, url, filters),
     )
     pending: deque[asyncio.Future[PreparedPage]] = deque()
+    finished = False
     try:
         async for work in _chained(head, works):
             try:
                 pending.append(asyncio.wrap_future(pool.submit(_prepare, work)))
-            except BrokenProcessPool:
+            except (BrokenProcessPool, OSError):
+                # OSError: a worker died while this submit was starting another, whose start
+                # then found the pool's queue closed ("handle is closed")
                 raise _failed() from None
             if len(pending) >= AHEAD * workers:
                 yield await _result(pending.popleft())
         while pending:
             yield await _result(pending.popleft())
+        finished = True
     finally:
         for future in pending:
             future.cancel()
         processes = _processes(pool)
+        if not finished:
+            # Stopped early (a worker died, an error, the consumer gave up): stop every worker
+            # first. Python 3.11's pool, when one dies, stops the others it knew of and then
+            # waits for all of them, one started meanwhile included, and shutdown waits for it.
+            _terminate(processes)
         pool.shutdown(wait=True, cancel_futures=True)
-        for process in processes:  # after a worker died, Python may leave one of the others
-            if process.is_alive():
-                process.terminate()
-                process.join(5)
+        _terminate(processes)  # after a worker died, Python may leave one of the others
+
+
+def _terminate(processes: list[BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(5)
 
 
 def _processes(pool: ProcessPoolExecutor) -> list[BaseProcess]:

@@ -273,14 +273,18 @@ def test_sqlite_locked_for_a_while_loses_nothing(sqlite_url: str) -> None:
         await writer.flush()
         assert writer.written == 50
 
-        blocker = sqlite3.connect(path, isolation_level=None)
+        # The blocker's calls run in a thread: on the event loop, its wait for the lock would
+        # stop the loop, and with it a write of ours that holds the lock until the loop runs.
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         try:
-            blocker.execute("BEGIN EXCLUSIVE")  # every other writer gets "database is locked"
+            # every other writer gets "database is locked"
+            await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
             await _submit_while_down(writer, 200)
             await asyncio.sleep(0.3)
             assert writer.written == 50 and writer.retried > 0
         finally:
-            blocker.execute("ROLLBACK")
+            if blocker.in_transaction:
+                await asyncio.to_thread(blocker.execute, "ROLLBACK")
             blocker.close()
         assert await writer.drain(15)
         assert (writer.written, writer.failed) == (250, 0)
