@@ -1,0 +1,161 @@
+"""Loop-lag sampling, for the benchmark only: how long the event loop is held, and by collections.
+
+Off unless the environment asks at startup: ``GATEWAY_LOOPLAG=/path/looplag.json``. Off, nothing
+is started; the one cost is reading the variable once. Asked, the gateway only listens for two
+signals; it samples between a SIGUSR1 and a SIGUSR2, so the benchmark's other runs pay nothing.
+
+While sampling, a task wakes every millisecond (``asyncio.sleep(0.001)``) and records how
+late it woke: the interval since its last wake-up less 1 ms. While nothing else runs, uvloop
+wakes it about 0.05-0.15 ms late (libuv's timers count whole milliseconds); when a callback or
+a task's step holds the loop, the next wake-up waits for it, so a hold of D ms shows as a
+lateness of up to D (a hold always shows when D > 1 ms; a shorter one only when it straddles the
+due time). The collector's pauses are timed apart, per generation, through ``gc.callbacks``.
+
+``SIGUSR1`` starts sampling (or, while sampling, writes the window so far and starts a new one);
+``SIGUSR2`` writes the window and stops. A window is written to the file whole (a new file put
+in place with a rename, so a reader never sees half of it); its ``seq`` counts the windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV = "GATEWAY_LOOPLAG"
+PERIOD_S = 0.001
+BOUNDS_MS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+"""Bucket ``i`` counts values above ``BOUNDS_MS[i]`` and at most the next bound."""
+
+
+@dataclass
+class Holds:
+    """Counts of values (ms) above each bound, and the largest value."""
+
+    samples: int = 0
+    above: list[int] = field(default_factory=lambda: [0] * len(BOUNDS_MS))
+    max_ms: float = 0.0
+    total_above_ms: float = 0.0
+    """The sum of the values above the first bound."""
+
+    def add(self, value_ms: float) -> None:
+        self.samples += 1
+        if value_ms > self.max_ms:
+            self.max_ms = value_ms
+        if value_ms <= BOUNDS_MS[0]:
+            return
+        self.total_above_ms += value_ms
+        for index, bound in enumerate(BOUNDS_MS):
+            if value_ms > bound:
+                self.above[index] += 1
+            else:
+                break
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "above_ms": {
+                f"{bound:g}": count for bound, count in zip(BOUNDS_MS, self.above, strict=True)
+            },
+            "max_ms": round(self.max_ms, 3),
+            "total_above_ms": round(self.total_above_ms, 3),
+        }
+
+
+class Sampler:
+    """The lateness of a 1 ms timer, and the collector's pauses, per window."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seq = 0
+        self.lag = Holds()
+        self.gc: dict[int, Holds] = {}
+        self.window_started = time.perf_counter()
+        self._gc_started = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGUSR1: write the window so far (if sampling) and sample a new one; SIGUSR2: write
+        the window and stop sampling."""
+        loop.add_signal_handler(signal.SIGUSR1, self.next_window, loop)
+        loop.add_signal_handler(signal.SIGUSR2, self.stop)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def next_window(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._task is not None:
+            self.dump()
+        else:
+            self._task = loop.create_task(self._run(), name="looplag")
+            gc.callbacks.append(self._on_gc)
+        self._reset()
+
+    def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        self._task = None
+        gc.callbacks.remove(self._on_gc)
+        self.dump()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.lag, self.gc = Holds(), {}
+        self.window_started = time.perf_counter()
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(PERIOD_S)
+            now = time.perf_counter()
+            self.lag.add(max(0.0, (now - last - PERIOD_S) * 1000.0))
+            last = now
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        pause_ms = (time.perf_counter() - self._gc_started) * 1000.0
+        generation = int(info.get("generation", -1))
+        self.gc.setdefault(generation, Holds()).add(pause_ms)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "pid": os.getpid(),
+            "period_ms": PERIOD_S * 1000.0,
+            "window_s": round(time.perf_counter() - self.window_started, 3),
+            "lag": self.lag.to_json(),
+            "gc": {str(gen): holds.to_json() for gen, holds in sorted(self.gc.items())},
+        }
+
+    def dump(self) -> None:
+        """Write this window's figures to the file (``seq`` one more than the last)."""
+        self.seq += 1
+        data = self.snapshot()
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps(data))
+        partial.replace(self.path)
+
+
+_sampler: Sampler | None = None
+
+
+def start_from_environment() -> Sampler | None:
+    """When ``GATEWAY_LOOPLAG`` names a file, the sampler's signals on the running loop (it
+    samples from the first SIGUSR1); else None."""
+    global _sampler
+    path = os.environ.get(ENV)
+    if not path or _sampler is not None:
+        return _sampler
+    _sampler = Sampler(Path(path))
+    _sampler.install(asyncio.get_running_loop())
+    return _sampler

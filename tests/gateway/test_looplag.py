@@ -1,0 +1,88 @@
+"""The benchmark's loop-lag sampler (gateway/looplag.py): off unless asked, sampling only between
+its two signals, a blocked loop recorded as a hold. The end-to-end use (a gateway under uvicorn
+with ``GATEWAY_LOOPLAG`` set) is in tests/bench/test_tail_smoke.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from gateway import looplag
+from gateway.looplag import BOUNDS_MS, Holds, Sampler
+
+
+def test_holds_count_each_bound_passed() -> None:
+    holds = Holds()
+    for value in (0.05, 0.3, 1.5, 7.0):
+        holds.add(value)
+    data = holds.to_json()
+    assert data["samples"] == 4
+    assert data["above_ms"]["0.2"] == 3 and data["above_ms"]["1"] == 2
+    assert data["above_ms"]["5"] == 1 and data["above_ms"]["10"] == 0
+    assert data["max_ms"] == 7.0 and data["total_above_ms"] == pytest.approx(8.8)
+    assert len(data["above_ms"]) == len(BOUNDS_MS)
+
+
+def test_off_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(looplag.ENV, raising=False)
+
+    async def main() -> looplag.Sampler | None:
+        return looplag.start_from_environment()
+
+    assert uvloop.run(main()) is None
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the condition never held")
+
+
+def test_a_blocked_loop_and_a_collection_are_recorded_between_the_signals(tmp_path: Path) -> None:
+    path = tmp_path / "looplag.json"
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        sampler = Sampler(path)
+        sampler.install(loop)
+        try:
+            await asyncio.sleep(0.01)
+            assert not sampler.running and not path.exists()  # nothing until asked
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await _until(lambda: sampler.running)
+            await asyncio.sleep(0.02)
+            time.sleep(0.008)  # noqa: ASYNC251 (holds the loop for 8 ms at least: the point)
+            gc.collect()
+            await asyncio.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGUSR1)  # the first window written, a second begun
+            await _until(lambda: path.exists())
+            first = json.loads(path.read_text())
+            await asyncio.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await _until(lambda: not sampler.running)
+            second = json.loads(path.read_text())
+            assert gc.callbacks.count(sampler._on_gc) == 0
+            return first, second
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+            loop.remove_signal_handler(signal.SIGUSR2)
+
+    first, second = uvloop.run(main())
+    assert first["seq"] == 1 and second["seq"] == 2
+    assert first["lag"]["samples"] > 0
+    assert first["lag"]["max_ms"] >= 7.0  # the 8 ms hold, less at most the 1 ms period
+    assert first["lag"]["above_ms"]["5"] >= 1
+    assert first["gc"]["2"]["samples"] >= 1  # the full collection
+    assert second["lag"]["samples"] > 0 and second["window_s"] > 0
