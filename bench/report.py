@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import capture_size_report, dialects_report, features_report
+from bench import capture_size_report, dialects_report, features_report, tail_report
 from bench.dialects_report import DialectResults
 from bench.features_report import FeatureResults
+from bench.tail_report import TailResults
 from bench.wrk import WrkResult
 
 MIB = 1024 * 1024
@@ -78,6 +79,8 @@ class Results:
     capture_size: dict[str, Any] | None = None
     """Bytes per captured call, write rate and prune (bench/capture_size.py), when that part
     ran."""
+    tail: TailResults | None = None
+    """Each component's share of the tail (bench/tail.py), when that part ran."""
 
     def cell(self, cell_id: str) -> Cell | None:
         return next((c for c in self.cells if c.id == cell_id and c.gateway is not None), None)
@@ -346,6 +349,8 @@ def render(results: Results) -> str:
         lines += [dialects_report.render(results.dialects)]
     if results.capture_size is not None:
         lines += [capture_size_report.render(results.capture_size)]
+    if results.tail is not None:
+        lines += [tail_report.render(results.tail)]
     return "\n".join(lines)
 
 
@@ -373,4 +378,5 @@ def to_json(results: Results) -> dict[str, Any]:
     data["dialects"] = (
         dialects_report.to_json(results.dialects) if results.dialects is not None else None
     )
+    data["tail"] = tail_report.to_json(results.tail) if results.tail is not None else None
     return data

@@ -41,6 +41,10 @@ and rewrites ``model``. Each call sets the simulator's delay itself (``x-sim-ttf
    written through the capture path into a scratch PostgreSQL database and a SQLite file: bytes
    per call (heap, TOAST, indexes after VACUUM; the SQLite file), against the request and response
    stored whole, the repeated share of the requests, the write rate and the DELETE-based prune.
+8. The tail (bench/tail.py; ``--only tail``): each component (capture per store, limits, two
+   sticky variants, /metrics scraped) alone and all together, a gateway of its own pinned to one
+   core: c=1 overhead p50/p90/p99, TTFB, calls/s at c=10 and c=50, c=50 with a 50 ms upstream,
+   RSS, start, CPU per call, and the gateway's loop holds (gateway/looplag.py) and py-spy.
 
 The report (markdown, for the README's "Benchmarks" section) goes to stdout with the issue's
 targets marked met or not, and with the JSON to bench/results/latest.{md,json}. Progress goes to
@@ -64,7 +68,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from types import FrameType
 
-from bench import capture_size, client, dialects, features, procs, wrk
+from bench import capture_size, client, dialects, features, procs, tail, wrk
 from bench.report import Cell, MemoryPoint, Results, machine, render, to_json
 from bench.stats import summarize
 
@@ -85,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         help="comma-separated globs over the parts to run: the matrix cells "
         "(plain/c1/d0 ... stream/c50/d50), 'ttfb', 'memory', 'features' (or one half: "
-        "'features/overhead', 'features/sustain'), 'dialects' and 'capture-size'; "
+        "'features/overhead', 'features/sustain'), 'dialects', 'capture-size' and 'tail'; "
         "e.g. 'plain/c1/*,ttfb'",
     )
     parser.add_argument(
@@ -110,10 +114,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     features.add_arguments(parser)
     dialects.add_arguments(parser)
     capture_size.add_arguments(parser)
+    tail.add_arguments(parser)
     args = parser.parse_args(argv)
     features.finish_arguments(args)
     dialects.finish_arguments(args)
     quick = args.quick
+    tail.finish_arguments(args, parser)
     args.duration = args.duration or (1 if quick else 10)
     args.warmup = 1 if args.warmup is None else args.warmup
     args.ttfb_seconds = args.ttfb_seconds or (2.0 if quick else 10.0)
@@ -268,6 +274,10 @@ class Bench:
                 postgres_url=self.args.capture_size_postgres or None,
                 progress=_progress,
             )
+        # Where the tail comes from (bench/tail.py): each component alone and all together, a
+        # gateway of its own for each, pinned to one core; the same simulator.
+        if _selected(self.args, "tail"):
+            self.results.tail = tail.run(self.args, self.wrk, simulator, workdir, _progress)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,543 @@
+"""Where the tail comes from: each component switched on alone, and all together, same run.
+
+Part of ``make bench`` (``--only tail`` runs only this). Usage::
+
+    make bench BENCH_ARGS='--only tail'                  # ~8 minutes
+    make bench BENCH_ARGS='--quick --only tail'          # ~3 minutes
+    .venv/bin/python -m bench.run --only tail --tail-configs base,everything --tail-calls 200
+
+Beside the core matrix's simulator (zero latency; each call sets its delay by header), one
+gateway process per configuration (``gateway serve --workers 1``, key auth on, route
+``bench-model`` rewritten to ``gpt-4o-mini``), started and measured one after the other
+(bench/tail_report.py lists them): the base (one variant, capture off, no limits, /metrics not
+read), capture to SQLite, capture to PostgreSQL (a scratch database, as bench/features.py makes
+it), a key with RPM/TPM limits on Redis (a prefix of the run's own, its keys deleted after), two
+sticky variants, /metrics scraped every second (the gateway's metrics are always kept; reading
+them is what can be switched), and everything on at once.
+
+The gateway is pinned to one core (``taskset``; the last core this process may use), and the
+simulator, the load generators and this process to the others, for the tail part only; with a
+single core nothing is pinned. Per configuration, in order: the start (spawn to the first
+answered chat call; ``gateway db upgrade`` runs before the spawn), a check of each kind of call,
+RSS idle; plain calls one at a time, direct and gateway alternating (``--tail-calls`` each),
+then streamed ones for the time to first byte (bench/client.py); wrk at c=10 and c=50
+(bench/wrk.py, plain calls, a warm-up before each), the gateway's CPU time over the c=50 run;
+c=50 with a 50 ms upstream, direct and gateway back to back; then two windows with the
+gateway's loop-lag sampler on (gateway/looplag.py, through ``GATEWAY_LOOPLAG``, SIGUSR1 and
+SIGUSR2), so the figures above are measured without it: one-at-a-time calls again, and a c=50
+wrk run, during which py-spy samples the everything-on gateway (``--tail-profile``). Last, the
+process's peak RSS (VmHWM), and it is stopped.
+
+A store that cannot be reached (PostgreSQL, Redis) makes its configurations "not measured",
+with the reason, rather than failing the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import client, features, procs, wrk
+from bench.stats import summarize
+from bench.tail_report import (
+    EVERYTHING,
+    SPECS,
+    Profile,
+    TailResult,
+    TailResults,
+    TailSpec,
+    profile_from_collapsed,
+)
+
+LOOPLAG_ENV = "GATEWAY_LOOPLAG"
+"""gateway/looplag.py's variable (not imported: the benchmark does not import the gateway)."""
+SCRAPE_PERIOD_S = 1.0
+OWN_PACKAGES = ("gateway", "capture", "router", "dialects", "autopilot")
+Progress = Callable[[str], None]
+
+
+# --- arguments ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tail (bench/tail.py; --only tail)")
+    group.add_argument(
+        "--tail-calls", type=int, help="one-at-a-time calls per target and kind (2000, quick 500)"
+    )
+    group.add_argument("--tail-seconds", type=int, help="seconds per wrk run (8, quick 2)")
+    group.add_argument(
+        "--tail-configs",
+        help="comma-separated configurations (default all: "
+        + ",".join(s.name for s in SPECS)
+        + ")",
+    )
+    group.add_argument(
+        "--tail-profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="py-spy on the everything-on gateway during its c=50 loop-lag run (default on)",
+    )
+
+
+def finish_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    quick = bool(args.quick)
+    if args.tail_calls is None:
+        args.tail_calls = 500 if quick else 2000
+    if args.tail_seconds is None:
+        args.tail_seconds = 2 if quick else 8
+    names = [s.name for s in SPECS]
+    chosen = [n.strip() for n in args.tail_configs.split(",")] if args.tail_configs else names
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        parser.error(f"--tail-configs: unknown {', '.join(unknown)} (known: {', '.join(names)})")
+    args.tail_specs = [s for s in SPECS if s.name in chosen]
+    if args.tail_calls < 1 or args.tail_seconds < 1:
+        parser.error("--tail-calls and --tail-seconds: at least 1")
+
+
+# --- configurations -------------------------------------------------------------------------
+
+
+def config_for(
+    spec: TailSpec, upstream_port: int, port: int, stores: features.Stores
+) -> dict[str, Any]:
+    """The gateway configuration (the parsed YAML) of one configuration under test."""
+    data = procs.gateway_config(upstream_port, port)
+    key: dict[str, Any] = {"name": "bench", "key": features.KEY}
+    route: dict[str, Any] = {
+        "variants": {"only": {"provider": "sim", "model": features.UPSTREAM_MODEL}}
+    }
+    if spec.ab:
+        # Both on the simulator's model, so every answer checks alike; the bench's calls carry
+        # no user, so the key is the sticky key and one variant answers them all.
+        route = {
+            "variants": {
+                name: {"provider": "sim", "model": features.UPSTREAM_MODEL, "weight": 50}
+                for name in ("a", "b")
+            },
+            "sticky": "user",
+        }
+    if spec.capture == "sqlite":
+        data["capture"] = {"enabled": True, "database_url": stores.sqlite_url}
+    elif spec.capture == "postgres":
+        data["capture"] = {"enabled": True, "database_url": stores.postgres_url}
+    else:
+        data["capture"] = {"enabled": False}
+    if spec.limits:
+        key["rpm"], key["tpm"] = features.LIMITS["rpm"], features.LIMITS["tpm"]
+        data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-{spec.name}"}
+    data["auth"] = {"keys": [key]}
+    data["routes"] = {features.ROUTE: route}
+    return data
+
+
+def unavailable(spec: TailSpec, stores: features.Stores) -> str | None:
+    if spec.capture == "postgres" and stores.postgres_url is None:
+        return stores.postgres_reason or "no PostgreSQL"
+    if spec.redis and stores.redis_reason is not None:
+        return stores.redis_reason
+    return None
+
+
+# --- cores ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Pinning:
+    """The gateway on one core, everything else of the benchmark on the others."""
+
+    gateway: set[int]
+    others: set[int]
+    saved: set[int]
+
+    @property
+    def text(self) -> str:
+        return (
+            f"the gateway pinned to core {','.join(map(str, sorted(self.gateway)))}, the "
+            f"simulator, wrk, the asyncio client and py-spy to core "
+            f"{','.join(map(str, sorted(self.others)))}"
+        )
+
+
+def plan_pinning() -> Pinning | None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    return Pinning({cores[-1]}, set(cores[:-1]), set(cores))
+
+
+def _set_affinity(pid: int, cores: set[int]) -> None:
+    try:
+        process = psutil.Process(pid)
+        for member in (process, *process.children(recursive=True)):
+            member.cpu_affinity(sorted(cores))
+    except psutil.Error:
+        pass
+
+
+@contextlib.contextmanager
+def pinned(pinning: Pinning | None, simulator: procs.Service) -> Iterator[None]:
+    """This thread (and so wrk, py-spy and the client) and the simulator on the other cores."""
+    if pinning is None:
+        yield
+        return
+    os.sched_setaffinity(0, pinning.others)
+    _set_affinity(simulator.process.pid, pinning.others)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinning.saved)
+        _set_affinity(simulator.process.pid, pinning.saved)
+
+
+# --- the gateway under test -----------------------------------------------------------------
+
+
+def start_gateway(
+    spec: TailSpec,
+    workdir: Path,
+    upstream_port: int,
+    stores: features.Stores,
+    pinning: Pinning | None,
+) -> tuple[procs.Service, float, Path]:
+    """The configuration's gateway, started; the seconds to its first answer; its lag file."""
+    port = procs.free_port()
+    path = procs.write_yaml(
+        workdir / f"gateway-tail-{spec.name}.yaml", config_for(spec, upstream_port, port, stores)
+    )
+    if spec.capture is not None:
+        problem = features.db_upgrade(path)
+        if problem is not None:
+            raise procs.StartError(problem)
+    lag_file = workdir / f"looplag-{spec.name}.json"
+    argv = [
+        *procs.gateway_command(),
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+    ]
+    taskset = shutil.which("taskset")
+    if pinning is not None and taskset is not None:
+        argv = [taskset, "-c", ",".join(map(str, sorted(pinning.gateway))), *argv]
+    env = {**os.environ, LOOPLAG_ENV: str(lag_file)}
+    service = procs.spawn(f"gateway-tail-{spec.name}", argv, port, workdir, cwd=workdir, env=env)
+    if pinning is not None and taskset is None:
+        _set_affinity(service.process.pid, pinning.gateway)
+    try:
+        seconds = procs.wait_until(service, procs.chat_request(service.url), 60.0)
+    except BaseException:
+        service.stop()
+        raise
+    return service, seconds, lag_file
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's high-water mark of resident memory (VmHWM), 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class Scraper:
+    """GET /metrics every ``period`` seconds on a thread, as Prometheus would (more often)."""
+
+    def __init__(self, url: str, period: float = SCRAPE_PERIOD_S) -> None:
+        self.url = f"{url}/metrics"
+        self.period = period
+        self.scrapes = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    response.read()
+                self.scrapes += 1
+            except (OSError, urllib.error.URLError):
+                self.errors += 1
+
+
+def _read_lag(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def lag_window(service: procs.Service, path: Path, run: Callable[[], int]) -> tuple[Any, int]:
+    """``run()`` with the gateway's sampler on: (its snapshot or None, run()'s calls)."""
+    previous = _read_lag(path)
+    seq = int(previous["seq"]) if previous else 0
+    os.kill(service.process.pid, signal.SIGUSR1)
+    time.sleep(0.05)
+    calls = run()
+    os.kill(service.process.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        data = _read_lag(path)
+        if data is not None and int(data.get("seq", 0)) > seq:
+            return data, calls
+        time.sleep(0.02)
+    return None, calls
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+_LINE = re.compile(r":\d+\)$")
+
+
+def _collapse_lines(text: str) -> str:
+    """py-spy's frames without their line numbers, so a function is one frame."""
+    out = []
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_LINE.sub(")", frame) for frame in stack.split(";")]
+        out.append(";".join(frames) + " " + count)
+    return "\n".join(out)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    executable: str
+    simulator: procs.Service
+    workdir: Path
+    progress: Progress
+    pinning: Pinning | None
+    profile: Profile | None = None
+    spy_output: Path | None = None
+
+    def wrk_load(self, url: str, model: str, connections: int, ttft_ms: int) -> wrk.Load:
+        return wrk.Load(f"{url}/v1/chat/completions", model, connections, False, ttft_ms)
+
+    def wrk(self, load: wrk.Load, seconds: int | None = None) -> wrk.WrkResult:
+        if self.args.warmup > 0:
+            wrk.run(self.executable, load, self.args.warmup, 1)
+        return wrk.run(self.executable, load, seconds or self.args.tail_seconds, 1)
+
+    def one_at_a_time(self, gateway: procs.Service, stream: bool, calls: int) -> client.Samples:
+        samples = client.Samples()
+        budget = max(30.0, calls * 0.02)
+        client.run_async(
+            functools.partial(
+                client.sequential,
+                self.simulator.url,
+                gateway.url,
+                calls,
+                budget,
+                stream,
+                samples,
+            )
+        )
+        return samples
+
+    def measure(
+        self, spec: TailSpec, item: TailResult, index: int, stores: features.Stores
+    ) -> None:
+        name = spec.name
+        self.progress(f"tail: ({index}) {name}: starting the gateway")
+        service, seconds, lag_file = start_gateway(
+            spec, self.workdir, self.simulator.port, stores, self.pinning
+        )
+        try:
+            item.start_s = seconds
+            client.run_async(lambda: client.check(self.simulator.url, service.url))
+            time.sleep(0.3)
+            item.rss_idle = service.rss_bytes()
+            scraper = Scraper(service.url) if spec.metrics else None
+            with scraper if scraper is not None else contextlib.nullcontext():
+                self.measured(spec, item, service, lag_file, index)
+            if scraper is not None:
+                item.scrapes = scraper.scrapes
+                if scraper.errors:
+                    item.errors.append(f"{scraper.errors} /metrics scrapes failed")
+            item.rss_peak = peak_rss_bytes(service.process.pid)
+        finally:
+            service.stop()
+
+    def measured(
+        self, spec: TailSpec, item: TailResult, service: procs.Service, lag_file: Path, index: int
+    ) -> None:
+        calls, name = self.args.tail_calls, spec.name
+        self.progress(f"tail: ({index}) {name}: {calls} plain and {calls} streamed calls, c=1")
+        plain = self.one_at_a_time(service, False, calls)
+        item.c1_ms = {target: summarize(values) for target, values in plain.plain_ms.items()}
+        streamed = self.one_at_a_time(service, True, calls)
+        item.ttfb_ms = {target: summarize(values) for target, values in streamed.ttfb_ms.items()}
+        for target, count in plain.errors.items():
+            failed = count + streamed.errors.get(target, 0)
+            if failed:
+                item.errors.append(f"{failed} one-at-a-time calls failed ({target})")
+        gateway = functools.partial(self.wrk_load, service.url, features.ROUTE)
+        direct = functools.partial(self.wrk_load, self.simulator.url, features.UPSTREAM_MODEL)
+        self.progress(f"tail: ({index}) {name}: wrk c=10, c=50")
+        item.c10 = self.wrk(gateway(10, 0))
+        cpu = service.cpu_seconds()
+        if self.args.warmup > 0:
+            wrk.run(self.executable, gateway(50, 0), self.args.warmup, 1)
+            cpu = service.cpu_seconds()
+        item.c50 = wrk.run(self.executable, gateway(50, 0), self.args.tail_seconds, 1)
+        item.c50_cpu_s = service.cpu_seconds() - cpu
+        self.progress(f"tail: ({index}) {name}: wrk c=50 with a 50 ms upstream")
+        order = ("direct", "gateway") if index % 2 else ("gateway", "direct")
+        for target in order:
+            load = direct(50, 50) if target == "direct" else gateway(50, 50)
+            item.d50[target] = self.wrk(load)
+        self.progress(f"tail: ({index}) {name}: loop-lag windows (c=1, c=50)")
+        window_calls = max(1, calls // 2)
+
+        def c1() -> int:
+            samples = self.one_at_a_time(service, False, window_calls)
+            return len(samples.plain_ms["gateway"])
+
+        item.lag["c1"], item.lag_calls["c1"] = lag_window(service, lag_file, c1)
+        profile = self.args.tail_profile and name == EVERYTHING
+
+        def c50() -> int:
+            spy = self.start_profile(service) if profile else None
+            result = wrk.run(self.executable, gateway(50, 0), self.args.tail_seconds, 1)
+            if spy is not None:
+                self.profile = self.finish_profile(name, spy)
+            return result.requests
+
+        item.lag["c50"], item.lag_calls["c50"] = lag_window(service, lag_file, c50)
+        for window in ("c1", "c50"):
+            if item.lag.get(window) is None:
+                item.errors.append(f"no loop-lag figures for the {window} window")
+
+    def start_profile(self, service: procs.Service) -> subprocess.Popen[bytes] | None:
+        beside = Path(sys.executable).parent / "py-spy"  # the venv's
+        executable = str(beside) if beside.exists() else shutil.which("py-spy")
+        if executable is None:
+            self.profile = Profile(EVERYTHING, error="py-spy is not installed")
+            return None
+        self.spy_output = self.workdir / "py-spy.txt"
+        argv = [
+            executable,
+            "record",
+            "--pid",
+            str(service.process.pid),
+            "--duration",
+            str(self.args.tail_seconds),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(self.spy_output),
+        ]
+        log = (self.workdir / "py-spy.log").open("wb")
+        with log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def finish_profile(self, name: str, spy: subprocess.Popen[bytes]) -> Profile:
+        try:
+            spy.wait(timeout=self.args.tail_seconds + 30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+            return Profile(name, error="py-spy did not finish")
+        if self.spy_output is None or not self.spy_output.exists():
+            log = (self.workdir / "py-spy.log").read_text(errors="replace").strip()
+            return Profile(name, error=f"py-spy wrote nothing ({log[-200:]})")
+        text = _collapse_lines(self.spy_output.read_text(errors="replace"))
+        return profile_from_collapsed(name, text, OWN_PACKAGES)
+
+    def execute(self) -> TailResults:
+        specs: list[TailSpec] = self.args.tail_specs
+        results = TailResults(
+            calls=self.args.tail_calls,
+            seconds=self.args.tail_seconds,
+            warmup_s=self.args.warmup,
+            pinning=self.pinning.text if self.pinning else "nothing pinned (one core)",
+        )
+        results.load["start"] = round(os.getloadavg()[0], 2)
+        with contextlib.ExitStack() as stack:
+            stores = features.Stores(
+                sqlite_url=f"sqlite+aiosqlite:///{self.workdir / 'capture-tail.db'}",
+                redis_url=self.args.redis_url,
+            )
+            if any(s.capture == "postgres" for s in specs):
+                url, why = stack.enter_context(
+                    features.postgres_scratch(self.args.postgres_url, self.progress)
+                )
+                stores.postgres_url, stores.postgres_reason = url, why
+            if any(s.redis for s in specs):
+                prefix, why = stack.enter_context(
+                    features.redis_prefix(self.args.redis_url, self.progress)
+                )
+                stores.redis_prefix, stores.redis_reason = prefix, why
+            stack.enter_context(pinned(self.pinning, self.simulator))
+            for index, spec in enumerate(specs, start=1):
+                item = TailResult(spec)
+                results.configs.append(item)
+                reason = unavailable(spec, stores)
+                if reason is None:
+                    try:
+                        self.measure(spec, item, index, stores)
+                    except (procs.StartError, client.BadAnswer, wrk.WrkError) as exc:
+                        reason = _one_line(exc)
+                if reason is not None:
+                    self.progress(f"tail: ({index}) {spec.name} not measured: {reason}")
+                    item.skipped = reason
+        results.profile = self.profile
+        results.load["end"] = round(os.getloadavg()[0], 2)
+        return results
+
+
+def run(
+    args: argparse.Namespace,
+    executable: str,
+    simulator: procs.Service,
+    workdir: Path,
+    progress: Progress,
+) -> TailResults:
+    """Every configuration asked for, one after the other; the scratch stores gone after."""
+    return Run(args, executable, simulator, workdir, progress, plan_pinning()).execute()
