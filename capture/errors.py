@@ -15,7 +15,7 @@ class CaptureError(Exception):
 
 
 class SchemaOutOfDate(CaptureError):
-    """The database is not at the revision this code needs (``capture.migrate.head()``)."""
+    """The database is not at the revision this code needs (``capture.revision.HEAD_REVISION``)."""
 
     def __init__(self, current: str | None, needed: str, config_path: str = "FILE") -> None:
         self.current = current

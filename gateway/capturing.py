@@ -51,7 +51,7 @@ async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Sto
             if exc.current is not None:
                 raise
             log.info("initialising the capture database %s", describe_url(settings.database_url))
-            from capture.migrate import upgrade_async  # imported already by check_schema
+            from capture.migrate import upgrade_async  # Alembic: only to initialise
 
             await upgrade_async(settings.database_url)
             await store.check_schema(config_path)
