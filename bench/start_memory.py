@@ -237,7 +237,8 @@ def run(args: argparse.Namespace) -> list[Start]:
             config, port = configured()
             start = one_start(workdir, index, config, port, args, env)
             progress(
-                f"start {index + 1}: {start.seconds:.3f} s ({start.cpu_s:.2f} s CPU), RSS idle {start.idle_mib:.1f} MiB, "
+                f"start {index + 1}: {start.seconds:.3f} s ({start.cpu_s:.2f} s CPU), "
+                f"RSS idle {start.idle_mib:.1f} MiB, "
                 f"peak {start.peak_mib:.1f} MiB (VmHWM {start.hwm_mib:.1f}), "
                 f"{start.failed} failed"
             )
