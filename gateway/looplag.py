@@ -9,7 +9,11 @@ late it woke: the interval since its last wake-up less 1 ms. While nothing else 
 wakes it about 0.05-0.15 ms late (libuv's timers count whole milliseconds); when a callback or
 a task's step holds the loop, the next wake-up waits for it, so a hold of D ms shows as a
 lateness of up to D (a hold always shows when D > 1 ms; a shorter one only when it straddles the
-due time). The collector's pauses are timed apart, per generation, through ``gc.callbacks``.
+due time). A late wake-up is not always the gateway's doing: on a busy machine its thread may
+wait for a core. So each interval's CPU time of the loop's thread (``time.thread_time()``) is
+recorded too ("busy"): the loop's own work between two wake-ups, which a hold by a callback, a
+step or a collection is, and a wait for a core is not. The collector's pauses are timed apart,
+per generation, through ``gc.callbacks``.
 
 ``SIGUSR1`` starts sampling (or, while sampling, writes the window so far and starts a new one);
 ``SIGUSR2`` writes the window and stops. A window is written to the file whole (a new file put
@@ -75,6 +79,7 @@ class Sampler:
         self.path = path
         self.seq = 0
         self.lag = Holds()
+        self.busy = Holds()
         self.gc: dict[int, Holds] = {}
         self.window_started = time.perf_counter()
         self._gc_started = 0.0
@@ -108,16 +113,17 @@ class Sampler:
         self._reset()
 
     def _reset(self) -> None:
-        self.lag, self.gc = Holds(), {}
+        self.lag, self.busy, self.gc = Holds(), Holds(), {}
         self.window_started = time.perf_counter()
 
     async def _run(self) -> None:
-        last = time.perf_counter()
+        last, last_cpu = time.perf_counter(), time.thread_time()
         while True:
             await asyncio.sleep(PERIOD_S)
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.thread_time()
             self.lag.add(max(0.0, (now - last - PERIOD_S) * 1000.0))
-            last = now
+            self.busy.add((cpu - last_cpu) * 1000.0)
+            last, last_cpu = now, cpu
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -134,6 +140,7 @@ class Sampler:
             "period_ms": PERIOD_S * 1000.0,
             "window_s": round(time.perf_counter() - self.window_started, 3),
             "lag": self.lag.to_json(),
+            "busy": self.busy.to_json(),
             "gc": {str(gen): holds.to_json() for gen, holds in sorted(self.gc.items())},
         }
 

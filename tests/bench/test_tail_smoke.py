@@ -122,6 +122,7 @@ SNAPSHOT = {
         "max_ms": 2.5,
         "total_above_ms": 11.0,
     },
+    "busy": {"samples": 900, "above_ms": {"0.2": 9, "1": 2}, "max_ms": 1.9},
     "gc": {
         "0": {"samples": 40, "above_ms": {"0.2": 3, "1": 1}, "max_ms": 1.2},
         "2": {"samples": 1, "above_ms": {"0.2": 1, "1": 1}, "max_ms": 4.0},
@@ -180,7 +181,8 @@ def test_figures_are_differences_and_ratios_of_the_same_configuration() -> None:
 def test_holds_are_read_from_the_sampler_snapshot() -> None:
     found = holds(SNAPSHOT)
     assert found is not None
-    assert (found.samples, found.above_02, found.above_1, found.max_ms) == (900, 12, 4, 2.5)
+    assert (found.samples, found.late_02, found.late_1, found.late_max_ms) == (900, 12, 4, 2.5)
+    assert (found.busy_02, found.busy_1, found.busy_max_ms) == (9, 2, 1.9)
     assert (found.gc_above_1, found.gc_max_ms, found.gc_max_generation) == (2, 4.0, "2")
     assert holds(None) is None and holds({}) is None
 
@@ -238,7 +240,7 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
         section
     )
     assert "| 3,000 |" in section and "97.4%, +7.00 ms" in section and "90 / 95 MiB" in section
-    assert "12 / 4 (24.0 / 8.0)" in section  # holds at c=1, per 1,000 calls in brackets
+    assert "| 12 / 4 (24.0 / 8.0) | 2.50 ms | 9 / 2 (18.0 / 4.0) | 1.90 ms |" in section
     lines = section.splitlines()
     width = 0
     for index, line in enumerate(lines):  # every row has as many cells as its table's header
@@ -290,6 +292,7 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
         for window in ("c1", "c50"):
             lag = config["lag"][window]
             assert lag["lag"]["samples"] > 0 and lag["lag"]["max_ms"] >= 0, (config, window)
+            assert lag["busy"]["samples"] == lag["lag"]["samples"]
             assert config["lag_calls"][window] > 0
     assert data["configs"][1]["scrapes"] >= 1 and data["configs"][0]["scrapes"] == 0
     assert len(data["targets"]) == 8
