@@ -183,6 +183,8 @@ class Measured:
     """The export's --json report."""
     total_rss_mb: float
     """The peak of the export's processes' resident memory together (sampled)."""
+    each_rss_mb: list[float]
+    """Each process's own peak (sampled), the export's first, then its workers'."""
     cpu_seconds: float
     """User and system CPU time of the export and its workers."""
     load: tuple[float, float]
@@ -198,6 +200,8 @@ class _TreeMemory(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.each: dict[int, int] = {}
+        """Each process's own peak, by pid, in the order first seen."""
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -211,7 +215,9 @@ class _TreeMemory(threading.Thread):
                 total = 0
                 for member in members:
                     with contextlib.suppress(psutil.Error):  # a worker that just ended
-                        total += int(member.memory_info().rss)
+                        rss = int(member.memory_info().rss)
+                        total += rss
+                        self.each[member.pid] = max(self.each.get(member.pid, 0), rss)
             except psutil.Error:
                 return
             self.peak = max(self.peak, total)
@@ -242,6 +248,7 @@ def measure(url: str, out: Path, extra: list[str]) -> Measured:
         round(usage.ru_maxrss / 1024, 1),
         json.loads(stdout),
         round(sampler.peak / 2**20, 1),
+        [round(rss / 2**20, 1) for rss in sampler.each.values()],
         round(cpu, 1),
         (round(load_before, 1), round(os.getloadavg()[0], 1)),
     )
@@ -295,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"exported {selected:,} rows in {result.seconds:.1f} s ({rate:,.0f} rows/s), "
         f"{result.cpu_seconds:.1f} s of CPU; peak RSS {result.peak_rss_mb:,.0f} MB (the "
-        f"largest process), {result.total_rss_mb:,.0f} MB (all its processes together)"
+        f"largest process), {result.total_rss_mb:,.0f} MB (all its processes together; each: "
+        f"{', '.join(f'{rss:,.0f}' for rss in result.each_rss_mb)} MB)"
     )
     print(f"  kept {report['kept']:,}, dropped {report['dropped']}")
     print(f"  load average (1 min) {result.load[0]} at the start, {result.load[1]} at the end")
@@ -310,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": result.seconds,
             "peak_rss_mb": result.peak_rss_mb,
             "total_rss_mb": result.total_rss_mb,
+            "each_rss_mb": result.each_rss_mb,
             "cpu_seconds": result.cpu_seconds,
             "load": list(result.load),
             "kept": report["kept"],

@@ -31,12 +31,12 @@ import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from capture.archive import FEEDBACK_COLUMN, JSON_COLUMNS
@@ -52,10 +52,15 @@ from capture.archive_location import (
 from exporter.filters import Filters
 from exporter.selection import ArchivedSpan, Span, Work
 
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
+
 Row = dict[str, Any]
 _compute: Any = pc
 """pyarrow's compute functions over expressions (the stubs type them over arrays only)."""
 Key = tuple[dt.datetime, str]
+Listed = tuple[Key, str, int]
+"""An archived call's key, the local file that holds it and the number of its row group."""
 _Batch = TypeVar("_Batch")
 
 COLUMNS = (
@@ -79,7 +84,6 @@ COLUMNS = (
 )
 """What ``exporter.selection`` reads of a call, in its order; then ``feedback_score``."""
 READ_COLUMNS = (*COLUMNS, "tags", FEEDBACK_COLUMN)
-_KEY_BATCH = 8192
 _FILTERED = (
     "created_at",
     "id",
@@ -94,15 +98,22 @@ _FILTERED = (
     "completion_tokens",
 )
 """The key and the columns ``pushed_down`` reads: what listing the archive's keys decodes."""
-_PARQUET = ds.ParquetFileFormat(
-    default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
-)
-"""Row groups read as they are scanned: pyarrow's default (``pre_buffer``) buffers a file's
-column chunks ahead as fast as it can read them, 1 GB of a 1,000,000-call day while the export
-took its first pages."""
 
 
-def pushed_down(filters: Filters) -> ds.Expression:
+def _dataset(path: Path) -> ds.Dataset:
+    """A file as a pyarrow dataset, row groups read as they are scanned: pyarrow's default
+    (``pre_buffer``) buffers a file's column chunks ahead as fast as it can read them, 1 GB of
+    a 1,000,000-call day. Imported here: pyarrow's dataset and Acero modules are 43 MB of
+    every process that loads them, and the export's processes do not (``mask``)."""
+    import pyarrow.dataset as ds
+
+    parquet = ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+    )
+    return ds.dataset(path, format=parquet)
+
+
+def pushed_down(filters: Filters) -> pc.Expression:
     """The filters that Parquet statistics and Arrow can evaluate (all but tags and feedback)."""
     field = pc.field
     where = [field("endpoint").isin(list(filters.endpoints)), field("status") == filters.status]
@@ -175,13 +186,8 @@ def to_row(record: Row, filters: Filters | None) -> Row | None:
 def _selected(record: Row, filters: Filters | None) -> tuple[bool, float | None]:
     """Whether the record's tags and feedback meet ``filters`` (what Parquet cannot check),
     and its feedback mean."""
-    if filters is not None and filters.tags:
-        tags = orjson.loads(record["tags"]) if record["tags"] else {}
-        if not isinstance(tags, dict):
-            return False, None
-        for key, wanted in filters.tags.items():
-            if _tag_text(tags.get(key)) != wanted:
-                return False, None
+    if filters is not None and filters.tags and not _tags_match(record["tags"], filters):
+        return False, None
     scores = [entry["score"] for entry in record.get(FEEDBACK_COLUMN) or ()]
     score = sum(scores) / len(scores) if scores else None
     minimum = filters.min_feedback if filters is not None else None
@@ -198,20 +204,118 @@ def _python_checked(filters: Filters) -> list[str]:
     ]
 
 
-def _keyset(span: ArchivedSpan) -> ds.Expression:
-    """The span's keys as an Arrow expression: after ``start``, up to ``end`` included."""
-    field = pc.field
-    moment, call_id = span.end
-    end = pa.scalar(moment, pa.timestamp("us", "UTC"))
-    where = (field("created_at") < end) | ((field("created_at") == end) & (field("id") <= call_id))
-    if span.start is not None:
-        moment, call_id = span.start
-        start = pa.scalar(moment, pa.timestamp("us", "UTC"))
-        where = where & (
-            (field("created_at") > start)
-            | ((field("created_at") == start) & (field("id") > call_id))
+def mask(table: pa.Table, filters: Filters) -> Any:
+    """``pushed_down(filters)`` evaluated over ``table``'s columns with compute functions (a
+    row is kept where it is true): an expression would need Acero, ``_dataset``'s 43 MB."""
+    column = table.column
+    conditions = [
+        _compute.is_in(column("endpoint"), value_set=pa.array(list(filters.endpoints))),
+        _compute.equal(column("status"), filters.status),
+    ]
+    for name, value in (
+        ("route", filters.route),
+        ("variant", filters.variant),
+        ("upstream_model", filters.upstream_model),
+    ):
+        if value is not None:
+            conditions.append(_compute.equal(column(name), value))
+    moments = column("created_at")
+    if filters.since is not None:
+        since = pa.scalar(filters.since, pa.timestamp("us", "UTC"))
+        conditions.append(_compute.greater_equal(moments, since))
+    if filters.until is not None:
+        until = pa.scalar(filters.until, pa.timestamp("us", "UTC"))
+        conditions.append(_compute.less(moments, until))
+    if filters.finish_reasons:
+        reasons = pa.array(list(filters.finish_reasons), pa.string())
+        conditions.append(_compute.is_in(column("finish_reason"), value_set=reasons))
+    if filters.shadow == "exclude":
+        conditions.append(_compute.is_null(column("shadow_of")))
+    elif filters.shadow == "only":
+        conditions.append(_compute.is_valid(column("shadow_of")))
+    if filters.min_tokens is not None or filters.max_tokens is not None:
+        zero = pa.scalar(0, pa.int64())
+        total = _compute.add(
+            _compute.coalesce(column("prompt_tokens"), zero),
+            _compute.coalesce(column("completion_tokens"), zero),
         )
-    return where
+        if filters.min_tokens is not None:
+            conditions.append(_compute.greater_equal(total, filters.min_tokens))
+        if filters.max_tokens is not None:
+            conditions.append(_compute.less_equal(total, filters.max_tokens))
+    kept = conditions[0]
+    for condition in conditions[1:]:
+        kept = _compute.and_kleene(kept, condition)
+    return kept
+
+
+def _in_span(table: pa.Table, span: ArchivedSpan) -> Any:
+    """Which of ``table``'s rows are in the span: after ``start``, up to ``end`` included."""
+    moments, ids = table.column("created_at"), table.column("id")
+
+    def after(key: Key) -> Any:
+        moment = pa.scalar(key[0], pa.timestamp("us", "UTC"))
+        return _compute.or_(
+            _compute.greater(moments, moment),
+            _compute.and_(_compute.equal(moments, moment), _compute.greater(ids, key[1])),
+        )
+
+    inside = _compute.invert(after(span.end))
+    if span.start is not None:
+        inside = _compute.and_(inside, after(span.start))
+    return inside
+
+
+def to_rows(table: pa.Table, filters: Filters | None) -> list[Row]:
+    """``to_row`` for a whole table, column by column (Arrow's ``to_pylist`` makes each row's
+    dict value by value: 30 us a call; this, a third of it)."""
+    if not table.num_rows:
+        return []
+    names = list(COLUMNS)
+    values: list[list[Any]] = []
+    for name in names:
+        column = table.column(name)
+        if name == "created_at":  # naive, then UTC: the tzinfo ``_utc`` gives, not zoneinfo's
+            naive: list[Any] = column.cast(pa.timestamp("us")).to_pylist()
+            values.append([None if v is None else v.replace(tzinfo=dt.UTC) for v in naive])
+        elif name in JSON_COLUMNS:
+            values.append([None if v is None else orjson.loads(v) for v in column.to_pylist()])
+        else:
+            values.append(column.to_pylist())
+    names.append("feedback_score")
+    values.append(_scores(table))
+    rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+    if filters is None:
+        return rows
+    if filters.tags:
+        tags = table.column("tags").to_pylist()
+        rows = [row for row, text in zip(rows, tags, strict=True) if _tags_match(text, filters)]
+    minimum = filters.min_feedback
+    if minimum is not None:
+        rows = [row for row in rows if (s := row["feedback_score"]) is not None and s >= minimum]
+    return rows
+
+
+def _tags_match(text: str | None, filters: Filters) -> bool:
+    tags = orjson.loads(text) if text else {}
+    if not isinstance(tags, dict):
+        return False
+    return all(_tag_text(tags.get(key)) == wanted for key, wanted in filters.tags.items())
+
+
+def _scores(table: pa.Table) -> list[float | None]:
+    """Each row's feedback mean (None without feedback), from the nested column in bulk."""
+    feedback = table.column(FEEDBACK_COLUMN).combine_chunks()
+    lengths = _compute.list_value_length(feedback).to_numpy(zero_copy_only=False)
+    if not np.nansum(lengths):
+        return [None] * len(feedback)
+    parents = _compute.list_parent_indices(feedback).to_numpy()
+    flat = _compute.list_flatten(feedback)
+    score = pc.struct_field(flat, "score").to_numpy(zero_copy_only=False)
+    total = np.bincount(parents, weights=score, minlength=len(feedback))
+    count = np.bincount(parents, minlength=len(feedback))
+    pairs = zip(total.tolist(), count.tolist(), strict=True)
+    return [float(t / c) if c else None for t, c in pairs]
 
 
 @dataclass
@@ -241,6 +345,8 @@ class _OpenFile:
         return cls(parquet, [name for name in wanted if name in names], bounds)
 
     def groups(self, span: ArchivedSpan) -> list[int]:
+        if span.groups is not None:
+            return list(range(span.groups[0], span.groups[1] + 1))
         low = span.start[0] if span.start is not None else None
         high = span.end[0]
         return [
@@ -257,23 +363,45 @@ _OPEN_FILES = 4
 def close_files() -> None:
     """Let go of the archived files this process holds open (an export's end)."""
     _OPEN.clear()
+    _DECODED.clear()
+
+
+_DECODED: dict[tuple[str, int], pa.Table] = {}
+_DECODED_GROUPS = 3
+"""Row groups kept decoded: the export gives a worker the consecutive pages of a row group
+(``exporter.workers``), each read from the group decoded once."""
+
+
+def _row_group(opened: _OpenFile, path: str, number: int) -> pa.Table:
+    key = (path, number)
+    table = _DECODED.get(key)
+    if table is None:
+        table = opened.parquet.read_row_group(number, columns=opened.columns)
+        while len(_DECODED) >= _DECODED_GROUPS:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[key] = table
+    return table
 
 
 def read_span(span: ArchivedSpan, filters: Filters) -> list[Row]:
     """The archived calls of a page (what a worker reads): the row groups of the span's file
-    that its time range meets, the rows in the span that meet ``filters``, in keyset order."""
+    that hold it (as listed, else those its time range meets), the rows in the span that meet
+    ``filters``, in keyset order."""
     opened = _OPEN.get(span.path)
     try:
         if opened is None:
             if len(_OPEN) >= _OPEN_FILES:
                 _OPEN.pop(next(iter(_OPEN)))
             opened = _OPEN[span.path] = _OpenFile.open(span.path)
-        table = opened.parquet.read_row_groups(opened.groups(span), columns=opened.columns)
-        table = table.filter(pushed_down(filters) & _keyset(span))
+        groups = opened.groups(span)
+        if not groups:
+            return []
+        table = pa.concat_tables([_row_group(opened, span.path, number) for number in groups])
+        table = table.filter(_compute.and_kleene(mask(table, filters), _in_span(table, span)))
     except (pa.ArrowException, OSError) as exc:
         first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
         raise ArchiveError(f"cannot read {span.path}: {first}") from None
-    return [row for record in table.to_pylist() if (row := to_row(record, filters)) is not None]
+    return to_rows(table, filters)
 
 
 def _meets(entry: ArchivedFile, filters: Filters) -> bool:
@@ -298,7 +426,7 @@ class ArchiveSource:
         return [e for e in entries if e.rows and (filters is None or _meets(e, filters))]
 
     def _records(
-        self, entry: ArchivedFile, where: ds.Expression | None, folder: Path
+        self, entry: ArchivedFile, where: pc.Expression | None, folder: Path
     ) -> Iterator[list[Row]]:
         if isinstance(self.location, LocalLocation):
             path = self.location.local_path(entry.name)
@@ -306,7 +434,7 @@ class ArchiveSource:
             path = folder / entry.name
             self.location.download(entry.name, path)
         try:
-            dataset = ds.dataset(path, format=_PARQUET)
+            dataset = _dataset(path)
             columns = [name for name in READ_COLUMNS if name in dataset.schema.names]
             scanner = dataset.scanner(
                 columns=columns, filter=where, batch_size=self.batch_size, use_threads=False
@@ -322,7 +450,7 @@ class ArchiveSource:
                 path.unlink(missing_ok=True)
 
     def _batches(
-        self, filters: Filters | None, where: ds.Expression | None
+        self, filters: Filters | None, where: pc.Expression | None
     ) -> Generator[list[Row], None, None]:
         with tempfile.TemporaryDirectory(prefix="gateway-archive-read-") as folder:
             for entry in self.files(filters):
@@ -340,31 +468,28 @@ class ArchiveSource:
             self.location.download(entry.name, path)
         return path
 
-    def _key_batches(
-        self, filters: Filters, folder: Path
-    ) -> Generator[list[tuple[Key, str]], None, None]:
-        where = pushed_down(filters)
+    def _key_batches(self, filters: Filters, folder: Path) -> Generator[list[Listed], None, None]:
         checked = _python_checked(filters)
         for entry in self.files(filters):
             path = self._local(entry, folder)
+            name = str(path)
             try:
                 parquet = pq.ParquetFile(path)
                 present = set(parquet.schema_arrow.names)
-                columns = [name for name in (*_FILTERED, *checked) if name in present]
-                for batch in parquet.iter_batches(batch_size=_KEY_BATCH, columns=columns):
-                    table = pa.Table.from_batches([batch]).filter(where)
-                    moments: list[Any] = table.column("created_at").to_pylist()
+                columns = [column for column in (*_FILTERED, *checked) if column in present]
+                for group in range(parquet.metadata.num_row_groups):
+                    table = parquet.read_row_group(group, columns=columns)
+                    table = table.filter(mask(table, filters))
+                    if checked:
+                        records = table.to_pylist()
+                        chosen = [_selected(record, filters)[0] for record in records]
+                        table = table.filter(pa.array(chosen, pa.bool_()))
+                    moments = table.column("created_at").cast(pa.timestamp("us"))
+                    naive: list[Any] = moments.to_pylist()
                     ids: list[Any] = table.column("id").to_pylist()
-                    keep = (
-                        [_selected(record, filters)[0] for record in table.to_pylist()]
-                        if checked
-                        else None
-                    )
-                    name = str(path)
                     found = [
-                        ((_utc(moment), call_id), name)
-                        for number, (moment, call_id) in enumerate(zip(moments, ids, strict=True))
-                        if keep is None or keep[number]
+                        ((moment.replace(tzinfo=dt.UTC), call_id), name, group)
+                        for moment, call_id in zip(naive, ids, strict=True)
                     ]
                     if found:
                         yield found
@@ -372,10 +497,10 @@ class ArchiveSource:
                 first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
                 raise ArchiveError(f"cannot read {self.url}/{entry.name}: {first}") from None
 
-    async def keys(self, filters: Filters, folder: Path) -> AsyncIterator[list[tuple[Key, str]]]:
-        """The selected archived calls' keys, oldest first, a batch at a time, each with the
-        local file that holds it (an S3 file downloaded into ``folder`` and left there: the
-        export's workers read the calls from it)."""
+    async def keys(self, filters: Filters, folder: Path) -> AsyncIterator[list[Listed]]:
+        """The selected archived calls' keys, oldest first, a row group at a time, each with
+        the local file that holds it (an S3 file downloaded into ``folder`` and left there: the
+        export's workers read the calls from it) and its row group's number."""
         async for batch in _in_thread(self._key_batches(filters, folder)):
             yield batch
 
@@ -488,7 +613,7 @@ def merge_rows(database: list[Row], archived: list[Row]) -> list[Row]:
 
 async def merged_work(
     database: AsyncIterator[list[Key]],
-    archive: AsyncIterator[list[tuple[Key, str]]],
+    archive: AsyncIterator[list[Listed]],
     page_size: int,
     limit: int | None = None,
 ) -> AsyncIterator[Work]:
@@ -514,19 +639,21 @@ async def merged_work(
     last: Key | None = None
     counted = 0
     archived: list[ArchivedSpan] = []
-    previous: tuple[Key, str] | None = None
-    """The last archived key listed, with its file."""
+    previous: Listed | None = None
+    """The last archived key listed, with its file and row group."""
     emitted = 0
     limited = limit is not None
 
-    def archive_up_to(item: tuple[Key, str]) -> None:
+    def archive_up_to(item: Listed) -> None:
         nonlocal previous
-        key, path = item
+        key, path, group = item
         if archived and archived[-1].path == path:
-            archived[-1] = ArchivedSpan(path, archived[-1].start, key)
+            last = archived[-1]
+            first = last.groups[0] if last.groups is not None else group
+            archived[-1] = ArchivedSpan(path, last.start, key, (first, group))
         else:
             after = previous[0] if previous is not None and previous[1] == path else None
-            archived.append(ArchivedSpan(path, after, key))
+            archived.append(ArchivedSpan(path, after, key, (group, group)))
         previous = item
 
     def page() -> Work:

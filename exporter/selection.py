@@ -86,6 +86,9 @@ class ArchivedSpan:
     path: str
     start: Key | None
     end: Key
+    groups: tuple[int, int] | None = None
+    """The file's row groups that hold the span, first and last, when the listing knew them
+    (else the reader finds them by the groups' time ranges)."""
 
 
 @dataclass(frozen=True)

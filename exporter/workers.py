@@ -3,19 +3,21 @@ core.
 
 Reading a page (its calls from the database, its archived rows decoded) and preparing it
 (``exporter.prepared``) is most of an export's work and needs no other page, so the export
-lists the pages (``exporter.selection.Work``: a span of keys, and the archived rows that fall
-in it, their JSON still text) and ``prepared_pages`` hands each to a pool of worker
-processes, each with its own connection to the database, yielding the results in the pages'
-order with two pages per worker in flight; the export's process lists the next pages and
-makes the decisions meanwhile. The first pages are read and prepared in the export's own
-process when they hold few calls (the export looks ahead up to ``INLINE_CALLS``): an export of
-20,000 calls or fewer never starts a worker (one costs about a second to start, each its own
-Python with numpy and the tokenizer loaded), and a larger one is prepared by workers alone.
+lists the pages (``exporter.selection.Work``: a span of keys, and the spans of archived files
+that fall in it) and ``prepared_pages`` hands them to a pool of worker processes, each with
+its own connection to the database, yielding the results in the pages' order with two pages
+per worker in flight; the export's process lists the next pages and makes the decisions
+meanwhile. A page goes to a worker alone, or with the pages after it that read the same
+archived row group (a job), so that the group is decoded once. The first pages are read and
+prepared in the export's own process when they hold few calls (the export looks ahead up to
+``INLINE_CALLS``): an export of 20,000 calls or fewer never starts a worker (one costs about a
+second to start, each its own Python with numpy and the tokenizer loaded), and a larger one is
+prepared by workers alone.
 
 Workers are spawned, not forked: the export's process runs an event loop and may hold a
 database driver's threads, which a fork would copy in whatever state they were in. Each is
-given the ``Plan``, the database's URL and the filters once; a page goes as its span (and
-archived rows), and comes back as columns. A worker that dies (killed for memory, say) fails
+given the ``Plan``, the database's URL and the filters once; a page goes as its spans, and
+comes back as columns. A worker that dies (killed for memory, say) fails
 the export with a clear error; one that cannot read the database fails it as the export's own
 reading would. Nothing is written then, as with any failed export.
 """
@@ -47,7 +49,9 @@ INLINE_CALLS = 20_000
 more) is read and prepared in its own process: about 2 s of work, less than starting workers."""
 MIN_INLINE_PAGES = 3
 AHEAD = 2
-"""Pages in flight per worker."""
+"""Pages in flight per worker (and always a job more than there are workers)."""
+JOB_PAGES = 16
+"""At most this many pages of one archived row group go to a worker as one job."""
 _GC_THRESHOLD = 50_000
 
 
@@ -93,10 +97,36 @@ def _start(plan: Plan, url: str, filters: Filters) -> None:
     _worker = _Worker(plan, url, filters)
 
 
-def _prepare(work: Work) -> PreparedPage:
+def _prepare(job: list[Work]) -> list[PreparedPage]:
     if _worker is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("worker not started")
-    return _worker.prepare(work)
+    return [_worker.prepare(work) for work in job]
+
+
+def _row_groups(work: Work) -> set[tuple[str, int]]:
+    """The archived row groups a page reads (none for a page of the database alone)."""
+    return {
+        (span.path, number)
+        for span in work.archived
+        if span.groups is not None
+        for number in range(span.groups[0], span.groups[1] + 1)
+    }
+
+
+async def _jobs(works: AsyncIterator[Work]) -> AsyncIterator[list[Work]]:
+    """``works`` in jobs for the workers: a page alone, or consecutive pages that read the same
+    archived row group (at most ``JOB_PAGES``), so that one worker decodes the group once."""
+    job: list[Work] = []
+    groups: set[tuple[str, int]] = set()
+    async for work in works:
+        read = _row_groups(work)
+        if job and (not read or not read & groups or len(job) >= JOB_PAGES):
+            yield job
+            job, groups = [], set()
+        job.append(work)
+        groups = read if len(job) == 1 else groups | read
+    if job:
+        yield job
 
 
 async def prepared_pages(
@@ -131,20 +161,26 @@ async def prepared_pages(
         initializer=_start,
         initargs=(plan, url, filters),
     )
-    pending: deque[asyncio.Future[PreparedPage]] = deque()
+    pending: deque[asyncio.Future[list[PreparedPage]]] = deque()
+    in_flight = 0
     finished = False
     try:
-        async for work in _chained(head, works):
+        async for job in _jobs(_chained(head, works)):
             try:
-                pending.append(asyncio.wrap_future(pool.submit(_prepare, work)))
+                pending.append(asyncio.wrap_future(pool.submit(_prepare, job)))
             except (BrokenProcessPool, OSError):
                 # OSError: a worker died while this submit was starting another, whose start
                 # then found the pool's queue closed ("handle is closed")
                 raise _failed() from None
-            if len(pending) >= AHEAD * workers:
-                yield await _result(pending.popleft())
+            in_flight += len(job)
+            if in_flight >= AHEAD * workers and len(pending) > workers:
+                pages = await _result(pending.popleft())
+                in_flight -= len(pages)
+                for page in pages:
+                    yield page
         while pending:
-            yield await _result(pending.popleft())
+            for page in await _result(pending.popleft()):
+                yield page
         finished = True
     finally:
         for future in pending:
@@ -187,7 +223,7 @@ async def _chained(head: list[Work], rest: AsyncIterator[Work]) -> AsyncIterator
         yield work
 
 
-async def _result(future: asyncio.Future[PreparedPage]) -> PreparedPage:
+async def _result(future: asyncio.Future[list[PreparedPage]]) -> list[PreparedPage]:
     try:
         return await future
     except BrokenProcessPool:

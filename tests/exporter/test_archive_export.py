@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from capture.archive import archive_and_prune, archive_before
+import capture.archive
+import exporter.workers
+from capture.archive import PAGE_SIZE, archive_and_prune, archive_before
 from capture.archive_location import ArchiveError, LocalLocation, S3Location, open_location
 from capture.migrate import upgrade
 from capture.store import Store
@@ -172,11 +175,19 @@ FILTER_SETS = {
 }
 
 
-def _export(url: str, out: Path, filters: Filters, archive: ArchiveSource | None) -> dict[str, Any]:
+def _export(
+    url: str,
+    out: Path,
+    filters: Filters,
+    archive: ArchiveSource | None,
+    workers: int | None = None,
+) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         store = await Store.connect(url)
         try:
-            options = ExportOptions(filters=filters, out_dir=out, page_size=7, archive=archive)
+            options = ExportOptions(
+                filters=filters, out_dir=out, page_size=7, archive=archive, workers=workers
+            )
             result = await run_export(store.engine, options)
         finally:
             await store.close()
@@ -190,11 +201,12 @@ def _files(out: Path) -> dict[str, bytes]:
     return {name: (out / name).read_bytes() for name in ("train.jsonl", "valid.jsonl")}
 
 
-def _prune(url: str, archive_url: str) -> int:
+def _prune(url: str, archive_url: str, page_size: int = PAGE_SIZE) -> int:
     async def go() -> int:
         store = await Store.connect(url)
         try:
-            pruned = await archive_and_prune(store.engine, _location(archive_url), CUTOFF)
+            location = _location(archive_url)
+            pruned = await archive_and_prune(store.engine, location, CUTOFF, page_size=page_size)
             return pruned.calls
         finally:
             await store.close()
@@ -230,6 +242,28 @@ def test_an_export_is_the_same_before_and_after_archiving_and_dropping(
     # Without the archive, the dropped calls are gone: the check above could fail.
     out = tmp_path / "database-only"
     assert _export(url, out, Filters(), None)["selected"] < before["default"][0]
+
+
+def test_workers_read_archived_row_groups_once_each_and_export_the_same(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small row groups (of about 10 calls; pages of 7): pages that share a group go to one
+    worker as a job, a page that straddles two reads both, and the export is the same."""
+    monkeypatch.setattr(capture.archive, "ROW_GROUP_ROWS", 10)
+    monkeypatch.setattr(exporter.workers, "INLINE_CALLS", 0)
+    archive_url = f"file://{tmp_path / 'archive'}"
+    names = ("default", "route and tag", "feedback", "window")
+    before = {}
+    for name in names:
+        out = tmp_path / "before" / name.replace(" ", "-")
+        before[name] = (_export(url, out, FILTER_SETS[name], None, 0)["selected"], _files(out))
+    assert _prune(url, archive_url, page_size=3) > 0
+    files = [pq.ParquetFile(path) for path in (tmp_path / "archive").glob("calls-*.parquet")]
+    assert max(file.metadata.num_row_groups for file in files) >= 3
+    for name in names:
+        out = tmp_path / "after" / name.replace(" ", "-")
+        report = _export(url, out, FILTER_SETS[name], _source(archive_url), 2)
+        assert (report["selected"], _files(out)) == before[name], name
 
 
 def test_a_call_both_archived_and_in_the_database_is_read_once(url: str, tmp_path: Path) -> None:
