@@ -26,7 +26,9 @@ c=50 with a 50 ms upstream, direct and gateway back to back; then two windows wi
 gateway's loop-lag sampler on (gateway/looplag.py, through ``GATEWAY_LOOPLAG``, SIGUSR1 and
 SIGUSR2), so the figures above are measured without it: one-at-a-time calls again, and a c=50
 wrk run, during which py-spy samples the everything-on gateway (``--tail-profile``). Last, the
-process's peak RSS (VmHWM), and it is stopped.
+process's peak RSS (VmHWM), and it is stopped. At the end the everything-on configuration runs
+once more with ``GATEWAY_LOOPLAG_STEPS`` (``--tail-steps``): the same two windows, every task's
+steps timed by coroutine, which names the work that holds the loop.
 
 A store that cannot be reached (PostgreSQL, Redis) makes its configurations "not measured",
 with the reason, rather than failing the benchmark.
@@ -68,7 +70,8 @@ from bench.tail_report import (
 )
 
 LOOPLAG_ENV = "GATEWAY_LOOPLAG"
-"""gateway/looplag.py's variable (not imported: the benchmark does not import the gateway)."""
+STEPS_ENV = "GATEWAY_LOOPLAG_STEPS"
+"""gateway/looplag.py's variables (not imported: the benchmark does not import the gateway)."""
 SCRAPE_PERIOD_S = 1.0
 OWN_PACKAGES = ("gateway", "capture", "router", "dialects", "autopilot")
 Progress = Callable[[str], None]
@@ -94,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="py-spy on the everything-on gateway during its c=50 loop-lag run (default on)",
+    )
+    group.add_argument(
+        "--tail-steps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="everything on once more, every task's steps timed by coroutine (default on)",
     )
 
 
@@ -217,6 +226,7 @@ def start_gateway(
     upstream_port: int,
     stores: features.Stores,
     pinning: Pinning | None,
+    steps: bool = False,
 ) -> tuple[procs.Service, float, Path]:
     """The configuration's gateway, started; the seconds to its first answer; its lag file."""
     port = procs.free_port()
@@ -227,7 +237,8 @@ def start_gateway(
         problem = features.db_upgrade(path)
         if problem is not None:
             raise procs.StartError(problem)
-    lag_file = workdir / f"looplag-{spec.name}.json"
+    lag_file = workdir / f"looplag-{spec.name}{'-steps' if steps else ''}.json"
+    lag_file.unlink(missing_ok=True)  # a window is new when its seq is above the file's
     argv = [
         *procs.gateway_command(),
         "serve",
@@ -244,6 +255,8 @@ def start_gateway(
     if pinning is not None and taskset is not None:
         argv = [taskset, "-c", ",".join(map(str, sorted(pinning.gateway))), *argv]
     env = {**os.environ, LOOPLAG_ENV: str(lag_file)}
+    if steps:
+        env[STEPS_ENV] = "1"
     service = procs.spawn(f"gateway-tail-{spec.name}", argv, port, workdir, cwd=workdir, env=env)
     if pinning is not None and taskset is None:
         _set_affinity(service.process.pid, pinning.gateway)
@@ -451,6 +464,31 @@ class Run:
             if item.lag.get(window) is None:
                 item.errors.append(f"no loop-lag figures for the {window} window")
 
+    def steps(self, spec: TailSpec, stores: features.Stores) -> dict[str, dict[str, Any]]:
+        """The configuration once more, with its tasks' steps timed, in the two windows."""
+        self.progress(f"tail: {spec.name} again, every task's steps timed")
+        service, _, lag_file = start_gateway(
+            spec, self.workdir, self.simulator.port, stores, self.pinning, steps=True
+        )
+        out: dict[str, dict[str, Any]] = {}
+        calls = max(1, self.args.tail_calls // 2)
+        load = self.wrk_load(service.url, features.ROUTE, 50, 0)
+        windows: dict[str, Callable[[], int]] = {
+            "c1": lambda: len(self.one_at_a_time(service, False, calls).plain_ms["gateway"]),
+            "c50": lambda: wrk.run(self.executable, load, self.args.tail_seconds, 1).requests,
+        }
+        try:
+            client.run_async(lambda: client.check(self.simulator.url, service.url))
+            scraper = Scraper(service.url) if spec.metrics else None
+            with scraper if scraper is not None else contextlib.nullcontext():
+                for window, drive in windows.items():
+                    snapshot, answered = lag_window(service, lag_file, drive)
+                    steps = snapshot.get("steps") if snapshot else None
+                    out[window] = {"calls": answered, "steps": steps or {}}
+        finally:
+            service.stop()
+        return out
+
     def start_profile(self, service: procs.Service) -> subprocess.Popen[bytes] | None:
         beside = Path(sys.executable).parent / "py-spy"  # the venv's
         executable = str(beside) if beside.exists() else shutil.which("py-spy")
@@ -527,6 +565,12 @@ class Run:
                 if reason is not None:
                     self.progress(f"tail: ({index}) {spec.name} not measured: {reason}")
                     item.skipped = reason
+            everything = results.config(EVERYTHING)
+            if self.args.tail_steps and everything is not None and everything.skipped is None:
+                try:
+                    results.steps = self.steps(everything.spec, stores)
+                except (procs.StartError, client.BadAnswer, wrk.WrkError) as exc:
+                    self.progress(f"tail: the steps' run failed: {_one_line(exc)}")
         results.profile = self.profile
         results.load["end"] = round(os.getloadavg()[0], 2)
         return results

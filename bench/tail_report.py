@@ -229,6 +229,9 @@ class TailResults:
     """Which cores the gateway and the rest ran on."""
     configs: list[TailResult] = field(default_factory=list)
     profile: Profile | None = None
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per window (``c1``, ``c50``) of the everything-on gateway run again with its tasks'
+    steps timed: ``calls`` and ``steps`` (per coroutine, wall and CPU figures)."""
     load: dict[str, float] = field(default_factory=dict)
 
     def config(self, name: str) -> TailResult | None:
@@ -430,6 +433,58 @@ def _profile_lines(profile: Profile) -> list[str]:
     return lines
 
 
+STEPS_SHOWN = 12
+
+
+def steps_rows(steps: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Per coroutine (the longest step at c=50 first): steps over 0.2 / 1 ms, the longest."""
+    names: dict[str, float] = {}
+    for window in ("c50", "c1"):
+        for name, figures in steps.get(window, {}).get("steps", {}).items():
+            names.setdefault(name, float(figures["wall"]["max_ms"]) if window == "c50" else -1.0)
+    ordered = sorted(names, key=lambda name: (-names[name], name))[:STEPS_SHOWN]
+    rows: list[list[str]] = []
+    for name in ordered:
+        row = [f"`{name}`"]
+        for window in ("c1", "c50"):
+            figures = steps.get(window, {}).get("steps", {}).get(name)
+            if figures is None:
+                row += ["-", "-"]
+                continue
+            wall, cpu = figures["wall"], figures["cpu"]
+            above = wall.get("above_ms", {})
+            row += [
+                f"{wall['samples']:,}: {above.get('0.2', 0):,} / {above.get('1', 0):,}",
+                f"{wall['max_ms']:.2f} ms ({cpu['max_ms']:.2f})",
+            ]
+        rows.append(row)
+    return rows
+
+
+def _steps_lines(steps: dict[str, dict[str, Any]]) -> list[str]:
+    calls = {window: steps.get(window, {}).get("calls", 0) for window in ("c1", "c50")}
+    return [
+        "",
+        "Which work holds the loop: the everything-on gateway once more, with every task's steps "
+        "timed (gateway/looplag.py, `GATEWAY_LOOPLAG_STEPS`: from a task's resumption to its "
+        f"next suspension), in the same two windows ({calls['c1']:,} and {calls['c50']:,} "
+        "gateway calls). Per coroutine: its steps, of which over 0.2 ms / over 1 ms, and the "
+        "longest (its CPU time in brackets); the longest at c=50 first. Callbacks that are not "
+        "a task's step (protocols, timers) are not in this table.",
+        "",
+        *_table(
+            (
+                "coroutine",
+                "c=1: steps: > 0.2 / > 1 ms",
+                "c=1: longest (CPU)",
+                "c=50: steps: > 0.2 / > 1 ms",
+                "c=50: longest (CPU)",
+            ),
+            steps_rows(steps),
+        ),
+    ]
+
+
 def render(results: TailResults) -> str:
     lines = [
         "### The tail, component by component (issue 16)",
@@ -470,6 +525,8 @@ def render(results: TailResults) -> str:
         "",
     ]
     lines += _table(HOLDS_HEADER, holds_rows(results))
+    if results.steps:
+        lines += _steps_lines(results.steps)
     if results.profile is not None:
         lines += _profile_lines(results.profile)
     notes = _notes(results)
@@ -514,6 +571,7 @@ def to_json(results: TailResults) -> dict[str, Any]:
             {"target": v.target, "measured": v.measured, "base": v.base, "met": v.met}
             for v in verdicts(results)
         ],
+        "steps": results.steps,
         "profile": None
         if profile is None
         else {

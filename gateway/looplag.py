@@ -15,6 +15,12 @@ recorded too ("busy"): the loop's own work between two wake-ups, which a hold by
 step or a collection is, and a wait for a core is not. The collector's pauses are timed apart,
 per generation, through ``gc.callbacks``.
 
+With ``GATEWAY_LOOPLAG_STEPS`` set as well, the tasks created after startup begins are made
+with their coroutine wrapped (a task factory), and each step of each task (from resuming to its
+next suspension, which is how long it held the loop) is timed, by the coroutine's name: which
+work holds the loop. Callbacks that are not tasks' steps (protocols' ``data_received``, timers)
+are not named; the sampler's figures still count them.
+
 ``SIGUSR1`` starts sampling (or, while sampling, writes the window so far and starts a new one);
 ``SIGUSR2`` writes the window and stops. A window is written to the file whole (a new file put
 in place with a rename, so a reader never sees half of it); its ``seq`` counts the windows.
@@ -23,16 +29,24 @@ in place with a rename, so a reader never sees half of it); its ``seq`` counts t
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import contextvars
 import gc
 import json
 import os
 import signal
 import time
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ENV = "GATEWAY_LOOPLAG"
+STEPS_ENV = "GATEWAY_LOOPLAG_STEPS"
+"""Set (to anything) beside ``GATEWAY_LOOPLAG``: every task's steps are timed too (a cost on
+every step, sampling or not: for a run of its own)."""
+STEPS_KEPT = 20
+"""The window's file lists this many coroutines, those with the longest steps first."""
 PERIOD_S = 0.001
 BOUNDS_MS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 """Bucket ``i`` counts values above ``BOUNDS_MS[i]`` and at most the next bound."""
@@ -72,6 +86,52 @@ class Holds:
         }
 
 
+class Stepped:
+    """A coroutine whose every step (a ``send`` or ``throw``, from one ``await`` that suspends
+    to the next) is timed, wall and CPU, into the sampler's figures for its name."""
+
+    __slots__ = ("_coro", "_name", "_sampler")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], sampler: Sampler) -> None:
+        self._coro = coro
+        self._name = getattr(coro, "__qualname__", type(coro).__name__)
+        self._sampler = sampler
+
+    def _timed(self, step: Any, *args: Any) -> Any:
+        sampler = self._sampler
+        if sampler._task is None:
+            return step(*args)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return step(*args)
+        finally:
+            sampler.step(self._name, time.perf_counter() - wall, time.thread_time() - cpu)
+
+    def send(self, value: Any) -> Any:
+        return self._timed(self._coro.send, value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._timed(self._coro.throw, *args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self) -> Any:
+        return self._timed(self._coro.send, None)
+
+    def __iter__(self) -> Stepped:
+        return self
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._coro, name)  # cr_frame, cr_running ... for whoever inspects it
+
+
+collections.abc.Coroutine.register(Stepped)
+
+
 class Sampler:
     """The lateness of a 1 ms timer, and the collector's pauses, per window."""
 
@@ -81,6 +141,8 @@ class Sampler:
         self.lag = Holds()
         self.busy = Holds()
         self.gc: dict[int, Holds] = {}
+        self.steps: dict[str, tuple[Holds, Holds]] = {}
+        """Per coroutine name, its steps' wall and CPU times (with ``GATEWAY_LOOPLAG_STEPS``)."""
         self.window_started = time.perf_counter()
         self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +152,26 @@ class Sampler:
         the window and stop sampling."""
         loop.add_signal_handler(signal.SIGUSR1, self.next_window, loop)
         loop.add_signal_handler(signal.SIGUSR2, self.stop)
+
+    def time_steps(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every task created from now on has its steps timed (while sampling)."""
+
+        def factory(
+            loop: asyncio.AbstractEventLoop,
+            coro: Coroutine[Any, Any, Any],
+            context: contextvars.Context | None = None,
+            **kwargs: Any,
+        ) -> asyncio.Task[Any]:
+            return asyncio.Task(Stepped(coro, self), loop=loop, context=context, **kwargs)
+
+        loop.set_task_factory(factory)  # type: ignore[arg-type]
+
+    def step(self, name: str, wall_s: float, cpu_s: float) -> None:
+        figures = self.steps.get(name)
+        if figures is None:
+            figures = self.steps[name] = (Holds(), Holds())
+        figures[0].add(wall_s * 1000.0)
+        figures[1].add(cpu_s * 1000.0)
 
     @property
     def running(self) -> bool:
@@ -113,7 +195,7 @@ class Sampler:
         self._reset()
 
     def _reset(self) -> None:
-        self.lag, self.busy, self.gc = Holds(), Holds(), {}
+        self.lag, self.busy, self.gc, self.steps = Holds(), Holds(), {}, {}
         self.window_started = time.perf_counter()
 
     async def _run(self) -> None:
@@ -142,6 +224,12 @@ class Sampler:
             "lag": self.lag.to_json(),
             "busy": self.busy.to_json(),
             "gc": {str(gen): holds.to_json() for gen, holds in sorted(self.gc.items())},
+            "steps": {
+                name: {"wall": wall.to_json(), "cpu": cpu.to_json()}
+                for name, (wall, cpu) in sorted(
+                    self.steps.items(), key=lambda item: (-item[1][0].max_ms, item[0])
+                )[:STEPS_KEPT]
+            },
         }
 
     def dump(self) -> None:
@@ -163,6 +251,9 @@ def start_from_environment() -> Sampler | None:
     path = os.environ.get(ENV)
     if not path or _sampler is not None:
         return _sampler
+    loop = asyncio.get_running_loop()
     _sampler = Sampler(Path(path))
-    _sampler.install(asyncio.get_running_loop())
+    _sampler.install(loop)
+    if os.environ.get(STEPS_ENV):
+        _sampler.time_steps(loop)
     return _sampler

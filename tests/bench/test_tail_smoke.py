@@ -224,6 +224,47 @@ def test_profile_shares_by_innermost_frame_and_by_own_function() -> None:
     assert profile_from_collapsed("x", "", tail.OWN_PACKAGES).error == "no samples"
 
 
+STEPS = {
+    "c1": {
+        "calls": 500,
+        "steps": {
+            "RequestResponseCycle.run_asgi": {
+                "wall": {"samples": 1500, "above_ms": {"0.2": 3, "1": 0}, "max_ms": 0.6},
+                "cpu": {"samples": 1500, "above_ms": {"0.2": 2, "1": 0}, "max_ms": 0.5},
+            },
+        },
+    },
+    "c50": {
+        "calls": 20_000,
+        "steps": {
+            "CaptureWriter._run": {
+                "wall": {"samples": 80, "above_ms": {"0.2": 40, "1": 12}, "max_ms": 6.5},
+                "cpu": {"samples": 80, "above_ms": {"0.2": 40, "1": 12}, "max_ms": 6.1},
+            },
+            "RequestResponseCycle.run_asgi": {
+                "wall": {"samples": 60000, "above_ms": {"0.2": 30, "1": 2}, "max_ms": 1.4},
+                "cpu": {"samples": 60000, "above_ms": {"0.2": 25, "1": 1}, "max_ms": 1.2},
+            },
+        },
+    },
+}
+
+
+def test_steps_are_listed_by_their_longest_at_c50() -> None:
+    rows = tail_report.steps_rows(STEPS)
+    assert rows == [
+        ["`CaptureWriter._run`", "-", "-", "80: 40 / 12", "6.50 ms (6.10)"],
+        [
+            "`RequestResponseCycle.run_asgi`",
+            "1,500: 3 / 0",
+            "0.60 ms (0.50)",
+            "60,000: 30 / 2",
+            "1.40 ms (1.20)",
+        ],
+    ]
+    assert tail_report.steps_rows({}) == []
+
+
 def test_the_section_is_in_the_report_and_its_json() -> None:
     results = Results(
         command="make bench",
@@ -233,6 +274,8 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
         start_seconds=0.9,
         tail=sample(),
     )
+    assert results.tail is not None
+    results.tail.steps = STEPS
     text = render(results)
     section = text.split("### The tail, component by component (issue 16)")[1]
     assert "not measured: PostgreSQL unreachable" in section
@@ -241,6 +284,7 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
     )
     assert "| 3,000 |" in section and "97.4%, +7.00 ms" in section and "90 / 95 MiB" in section
     assert "| 12 / 4 (24.0 / 8.0) | 2.50 ms | 9 / 2 (18.0 / 4.0) | 1.90 ms |" in section
+    assert "| `CaptureWriter._run` | - | - | 80: 40 / 12 | 6.50 ms (6.10) |" in section
     lines = section.splitlines()
     width = 0
     for index, line in enumerate(lines):  # every row has as many cells as its table's header
@@ -297,6 +341,10 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
     assert data["configs"][1]["scrapes"] >= 1 and data["configs"][0]["scrapes"] == 0
     assert len(data["targets"]) == 8
     assert all(target["met"] in (True, False) for target in data["targets"])
+    steps = data["steps"]
+    assert steps["c1"]["calls"] > 0 and steps["c50"]["calls"] > 0
+    for window in ("c1", "c50"):  # the calls' own task is among the timed coroutines
+        assert any("run_asgi" in name for name in steps[window]["steps"]), steps[window]
     profile = data["profile"]
     assert profile is not None and profile["config"] == "everything"
     if profile["error"] is None:  # py-spy may lack the right to read another process

@@ -6,7 +6,9 @@ with ``GATEWAY_LOOPLAG`` set) is in tests/bench/test_tail_smoke.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import inspect
 import json
 import os
 import signal
@@ -91,3 +93,51 @@ def test_a_blocked_loop_and_a_collection_are_recorded_between_the_signals(tmp_pa
     assert first["lag"]["above_ms"]["5"] >= 1
     assert first["gc"]["2"]["samples"] >= 1  # the full collection
     assert second["lag"]["samples"] > 0 and second["window_s"] > 0
+
+
+def test_steps_are_timed_by_coroutine_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "looplag.json"
+
+    async def holder() -> str:
+        await asyncio.sleep(0)
+        time.sleep(0.006)  # noqa: ASYNC251 (a step that holds the loop for 6 ms)
+        await asyncio.sleep(0)
+        return "done"
+
+    async def sleeper() -> None:
+        await asyncio.sleep(60)
+
+    async def main() -> tuple[dict[str, Any], str, str]:
+        loop = asyncio.get_running_loop()
+        sampler = Sampler(path)
+        sampler.install(loop)
+        sampler.time_steps(loop)
+        try:
+            before = loop.create_task(holder())  # timed only while sampling
+            await before
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await _until(lambda: sampler.running)
+            result = await loop.create_task(holder())
+            waiting = loop.create_task(sleeper())
+            await asyncio.sleep(0.005)
+            state = inspect.getcoroutinestate(waiting.get_coro())  # type: ignore[arg-type]
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await _until(lambda: not sampler.running)
+            return json.loads(path.read_text()), result, state
+        finally:
+            loop.set_task_factory(None)
+            loop.remove_signal_handler(signal.SIGUSR1)
+            loop.remove_signal_handler(signal.SIGUSR2)
+
+    data, result, state = uvloop.run(main())
+    assert result == "done" and state == inspect.CORO_SUSPENDED
+    steps = data["steps"]
+    name = "test_steps_are_timed_by_coroutine_when_asked.<locals>.holder"
+    assert steps[name]["wall"]["samples"] == 3  # one run only: the first was not sampling
+    assert steps[name]["wall"]["max_ms"] >= 6.0 and steps[name]["wall"]["above_ms"]["5"] == 1
+    assert steps[name]["cpu"]["max_ms"] < steps[name]["wall"]["max_ms"]  # it slept, not worked
+    sleeper_name = "test_steps_are_timed_by_coroutine_when_asked.<locals>.sleeper"
+    assert steps[sleeper_name]["wall"]["samples"] == 2  # its first step, then the cancellation
