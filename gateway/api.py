@@ -5,13 +5,12 @@ Everything not on the hot path. Every error it answers with has OpenAI's shape, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from capture.errors import UnknownCall
@@ -19,6 +18,7 @@ from capture.errortext import describe_error
 from capture.feedback import FeedbackIn, record_feedback
 from capture.store import Store
 from capture.writer import CaptureWriter, is_transient
+from gateway import probes
 from gateway.admin import AdminDenied
 from gateway.errors import Conflict, GatewayError, NotFound, Unavailable, error_body
 from gateway.metrics import Metrics
@@ -103,27 +103,19 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
             message = f"`{param}`: {message}"
         return _openai_error(400, message, param=param)
 
+    # GatewayApp answers GET of these before this app exists (gateway/probes.py); here for the
+    # other methods' 405s and for an app built on its own.
     @api.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
+    async def healthz() -> Response:
+        return _answer(probes.healthz())
 
     @api.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        """Readiness: started, provider clients open, not shutting down (503 from SIGTERM on,
-        while calls are still served: a load balancer stops sending before the listener goes)."""
-        if state.ready:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready"}, status_code=503)
+        return _answer(probes.readyz(state))
 
     @api.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        state.sync_metrics()
-        if state.metrics.multiprocess:  # merging every worker's files: not on the event loop
-            body, content_type = await asyncio.to_thread(state.metrics.render)
-        else:
-            body, content_type = state.metrics.render()
-        return Response(body, media_type=content_type)
+        return _answer(await probes.metrics(state))
 
     def authenticated(request: Request) -> None:
         runtime = state.manager.current
@@ -161,6 +153,11 @@ def build_api(state: GatewayState, *routers: APIRouter) -> FastAPI:
     for router in routers:
         api.include_router(router)
     return api
+
+
+def _answer(answer: probes.Answer) -> Response:
+    status, body, content_type = answer
+    return Response(body, status_code=status, media_type=content_type)
 
 
 def _header(request: Request, name: str) -> bytes | None:

