@@ -508,6 +508,7 @@ class Run:
             "--format",
             "raw",
             "--nonblocking",
+            "--threads",
             "--output",
             str(self.spy_output),
         ]

@@ -18,6 +18,7 @@ and the collector's pauses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,7 +184,13 @@ class Profile:
     inclusive: list[tuple[str, float]] = field(default_factory=list)
     """The project's functions (gateway/, capture/, router/ ...) by share of samples that
     pass through them."""
+    threads: list[tuple[str, float]] = field(default_factory=list)
+    """By thread (py-spy's ``--threads`` root frame; numbered threads of one target as one)."""
     error: str | None = None
+
+
+_THREAD = re.compile(r"^thread \(\w+\): ")
+_NUMBERED = re.compile(r"^(Thread-)\d+")
 
 
 def profile_from_collapsed(
@@ -192,6 +199,7 @@ def profile_from_collapsed(
     """Aggregate py-spy's ``--format raw`` output (``frame;frame;... count`` per line)."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
+    threads: dict[str, int] = {}
     total = 0
     for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -200,6 +208,10 @@ def profile_from_collapsed(
         count = int(count_text)
         frames = stack.split(";")
         total += count
+        if frames[0].startswith("thread (") and len(frames) > 1:
+            thread = _THREAD.sub("", frames.pop(0))
+            thread = _NUMBERED.sub(r"\1*", thread)
+            threads[thread] = threads.get(thread, 0) + count
         leaf = frames[-1]
         own[leaf] = own.get(leaf, 0) + count
         seen: set[str] = set()
@@ -215,7 +227,7 @@ def profile_from_collapsed(
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
         return [(frame, count / total) for frame, count in ordered]
 
-    return Profile(config, total, ranked(own), ranked(inclusive))
+    return Profile(config, total, ranked(own), ranked(inclusive), ranked(threads))
 
 
 @dataclass
@@ -425,6 +437,9 @@ def _profile_lines(profile: Profile) -> list[str]:
     lines += _table(
         ("frame (innermost)", "share"), [[f"`{f}`", f"{s:.1%}"] for f, s in profile.own]
     )
+    if profile.threads:
+        lines += ["", "by thread:", ""]
+        lines += _table(("thread", "share"), [[f"`{t}`", f"{s:.1%}"] for t, s in profile.threads])
     if profile.inclusive:
         lines += ["", "and the project's functions by share of samples that pass through them:", ""]
         lines += _table(
@@ -579,6 +594,7 @@ def to_json(results: TailResults) -> dict[str, Any]:
             "samples": profile.samples,
             "own": profile.own,
             "inclusive": profile.inclusive,
+            "threads": profile.threads,
             "error": profile.error,
         },
     }

@@ -201,12 +201,15 @@ def test_verdicts_mark_the_targets_on_everything_on() -> None:
     assert {v.met for v in verdicts(empty)} == {None}
 
 
-TOP = "<module> (gateway/__main__.py:3);serve (/w/gateway/cli.py:108)"
+TOP = "thread (4242): MainThread;<module> (gateway/__main__.py:3);serve (/w/gateway/cli.py:108)"
 WRITER = "_finish (/w/capture/writer.py:9);dumps (json/__init__.py:2)"
+WORKER = "_connection_worker_thread (aiosqlite/core.py:63)"
 COLLAPSED = f"""\
-{TOP};run (asyncio/runners.py:1) 60
+{TOP};run (asyncio/runners.py:1) 50
 {TOP};{WRITER} 30
 {TOP};{WRITER.replace(":2)", ":7)")} 10
+thread (4250): Thread-2 (_connection_worker_thread);{WORKER} 6
+thread (4251): Thread-3 (_connection_worker_thread);{WORKER} 4
 not a line
 """
 
@@ -215,10 +218,15 @@ def test_profile_shares_by_innermost_frame_and_by_own_function() -> None:
     text = tail._collapse_lines(COLLAPSED.strip())
     profile = profile_from_collapsed("everything", text, tail.OWN_PACKAGES)
     assert profile.samples == 100 and profile.error is None
-    assert profile.own[0] == ("run (asyncio/runners.py)", 0.6)
+    assert profile.own[0] == ("run (asyncio/runners.py)", 0.5)
     assert profile.own[1] == ("dumps (json/__init__.py)", 0.4)
+    assert profile.own[2] == ("_connection_worker_thread (aiosqlite/core.py)", 0.1)
+    assert profile.threads == [
+        ("MainThread", 0.9),
+        ("Thread-* (_connection_worker_thread)", 0.1),
+    ]
     inclusive = dict(profile.inclusive)
-    assert inclusive["serve (/w/gateway/cli.py)"] == 1.0
+    assert inclusive["serve (/w/gateway/cli.py)"] == 0.9
     assert inclusive["_finish (/w/capture/writer.py)"] == 0.4
     assert "run (asyncio/runners.py)" not in inclusive
     assert profile_from_collapsed("x", "", tail.OWN_PACKAGES).error == "no samples"
@@ -349,6 +357,7 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
     assert profile is not None and profile["config"] == "everything"
     if profile["error"] is None:  # py-spy may lack the right to read another process
         assert profile["samples"] > 0 and profile["own"]
+        assert profile["threads"][0][0] == "MainThread"
     text = (tmp_path / "latest.md").read_text()
     section = text.split("### The tail, component by component (issue 16)")[1]
     for column in tail_report.TABLE_HEADER + tail_report.HOLDS_HEADER:
