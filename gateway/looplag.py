@@ -18,8 +18,9 @@ per generation, through ``gc.callbacks``.
 With ``GATEWAY_LOOPLAG_STEPS`` set as well, the tasks created after startup begins are made
 with their coroutine wrapped (a task factory), and each step of each task (from resuming to its
 next suspension, which is how long it held the loop) is timed, by the coroutine's name: which
-work holds the loop. Callbacks that are not tasks' steps (protocols' ``data_received``, timers)
-are not named; the sampler's figures still count them.
+work holds the loop (also less the collections that ran inside the step, which a step triggers
+but are not its own work). Callbacks that are not tasks' steps (protocols' ``data_received``,
+timers) are not named; the sampler's figures still count them.
 
 ``SIGUSR1`` starts sampling (or, while sampling, writes the window so far and starts a new one);
 ``SIGUSR2`` writes the window and stops. A window is written to the file whole (a new file put
@@ -101,11 +102,16 @@ class Stepped:
         sampler = self._sampler
         if sampler._task is None:
             return step(*args)
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall, cpu, collecting = time.perf_counter(), time.thread_time(), sampler.gc_seconds
         try:
             return step(*args)
         finally:
-            sampler.step(self._name, time.perf_counter() - wall, time.thread_time() - cpu)
+            sampler.step(
+                self._name,
+                time.perf_counter() - wall,
+                time.thread_time() - cpu,
+                sampler.gc_seconds - collecting,
+            )
 
     def send(self, value: Any) -> Any:
         return self._timed(self._coro.send, value)
@@ -141,8 +147,11 @@ class Sampler:
         self.lag = Holds()
         self.busy = Holds()
         self.gc: dict[int, Holds] = {}
-        self.steps: dict[str, tuple[Holds, Holds]] = {}
-        """Per coroutine name, its steps' wall and CPU times (with ``GATEWAY_LOOPLAG_STEPS``)."""
+        self.steps: dict[str, tuple[Holds, Holds, Holds]] = {}
+        """Per coroutine name, its steps' wall time, CPU time, and wall time less the
+        collections that ran inside the step (with ``GATEWAY_LOOPLAG_STEPS``)."""
+        self.gc_seconds = 0.0
+        """The collector's pauses so far, summed (while sampling)."""
         self.window_started = time.perf_counter()
         self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -166,12 +175,13 @@ class Sampler:
 
         loop.set_task_factory(factory)  # type: ignore[arg-type]
 
-    def step(self, name: str, wall_s: float, cpu_s: float) -> None:
+    def step(self, name: str, wall_s: float, cpu_s: float, gc_s: float = 0.0) -> None:
         figures = self.steps.get(name)
         if figures is None:
-            figures = self.steps[name] = (Holds(), Holds())
+            figures = self.steps[name] = (Holds(), Holds(), Holds())
         figures[0].add(wall_s * 1000.0)
         figures[1].add(cpu_s * 1000.0)
+        figures[2].add(max(0.0, wall_s - gc_s) * 1000.0)
 
     @property
     def running(self) -> bool:
@@ -211,7 +221,9 @@ class Sampler:
         if phase == "start":
             self._gc_started = time.perf_counter()
             return
-        pause_ms = (time.perf_counter() - self._gc_started) * 1000.0
+        pause_s = time.perf_counter() - self._gc_started
+        self.gc_seconds += pause_s
+        pause_ms = pause_s * 1000.0
         generation = int(info.get("generation", -1))
         self.gc.setdefault(generation, Holds()).add(pause_ms)
 
@@ -225,8 +237,8 @@ class Sampler:
             "busy": self.busy.to_json(),
             "gc": {str(gen): holds.to_json() for gen, holds in sorted(self.gc.items())},
             "steps": {
-                name: {"wall": wall.to_json(), "cpu": cpu.to_json()}
-                for name, (wall, cpu) in sorted(
+                name: {"wall": wall.to_json(), "cpu": cpu.to_json(), "own": own.to_json()}
+                for name, (wall, cpu, own) in sorted(
                     self.steps.items(), key=lambda item: (-item[1][0].max_ms, item[0])
                 )[:STEPS_KEPT]
             },

@@ -248,6 +248,7 @@ STEPS = {
             "CaptureWriter._run": {
                 "wall": {"samples": 80, "above_ms": {"0.2": 40, "1": 12}, "max_ms": 6.5},
                 "cpu": {"samples": 80, "above_ms": {"0.2": 40, "1": 12}, "max_ms": 6.1},
+                "own": {"samples": 80, "above_ms": {"0.2": 40, "1": 9}, "max_ms": 3.5},
             },
             "RequestResponseCycle.run_asgi": {
                 "wall": {"samples": 60000, "above_ms": {"0.2": 30, "1": 2}, "max_ms": 1.4},
@@ -261,13 +262,15 @@ STEPS = {
 def test_steps_are_listed_by_their_longest_at_c50() -> None:
     rows = tail_report.steps_rows(STEPS)
     assert rows == [
-        ["`CaptureWriter._run`", "-", "-", "80: 40 / 12", "6.50 ms (6.10)"],
+        ["`CaptureWriter._run`", "-", "-", "-", "80: 40 / 12", "6.50 ms (6.10)", "9, 3.50 ms"],
         [
             "`RequestResponseCycle.run_asgi`",
             "1,500: 3 / 0",
             "0.60 ms (0.50)",
+            "-",  # a snapshot without the figures less collections
             "60,000: 30 / 2",
             "1.40 ms (1.20)",
+            "-",
         ],
     ]
     assert tail_report.steps_rows({}) == []
@@ -292,7 +295,9 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
     )
     assert "| 3,000 |" in section and "97.4%, +7.00 ms" in section and "90 / 95 MiB" in section
     assert "| 12 / 4 (24.0 / 8.0) | 2.50 ms | 9 / 2 (18.0 / 4.0) | 1.90 ms |" in section
-    assert "| `CaptureWriter._run` | - | - | 80: 40 / 12 | 6.50 ms (6.10) |" in section
+    assert "| `CaptureWriter._run` | - | - | - | 80: 40 / 12 | 6.50 ms (6.10) | 9, 3.50 ms |" in (
+        section
+    )
     lines = section.splitlines()
     width = 0
     for index, line in enumerate(lines):  # every row has as many cells as its table's header

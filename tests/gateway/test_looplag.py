@@ -102,6 +102,8 @@ def test_steps_are_timed_by_coroutine_when_asked(tmp_path: Path) -> None:
         await asyncio.sleep(0)
         time.sleep(0.006)  # noqa: ASYNC251 (a step that holds the loop for 6 ms)
         await asyncio.sleep(0)
+        gc.collect()  # a step whose time is mostly a collection's
+        await asyncio.sleep(0)
         return "done"
 
     async def sleeper() -> None:
@@ -136,8 +138,13 @@ def test_steps_are_timed_by_coroutine_when_asked(tmp_path: Path) -> None:
     assert result == "done" and state == inspect.CORO_SUSPENDED
     steps = data["steps"]
     name = "test_steps_are_timed_by_coroutine_when_asked.<locals>.holder"
-    assert steps[name]["wall"]["samples"] == 3  # one run only: the first was not sampling
-    assert steps[name]["wall"]["max_ms"] >= 6.0 and steps[name]["wall"]["above_ms"]["5"] == 1
+    assert steps[name]["wall"]["samples"] == 4  # one run only: the first was not sampling
+    assert steps[name]["wall"]["max_ms"] >= 6.0 and steps[name]["wall"]["above_ms"]["5"] >= 1
     assert steps[name]["cpu"]["max_ms"] < steps[name]["wall"]["max_ms"]  # it slept, not worked
+    collection = data["gc"]["2"]["max_ms"]
+    own = steps[name]["own"]
+    assert own["samples"] == 4 and own["max_ms"] >= 6.0  # the sleep is its own...
+    assert own["above_ms"]["5"] == 1  # ... the collection is not
+    assert own["total_above_ms"] <= steps[name]["wall"]["total_above_ms"] - collection + 0.5
     sleeper_name = "test_steps_are_timed_by_coroutine_when_asked.<locals>.sleeper"
     assert steps[sleeper_name]["wall"]["samples"] == 2  # its first step, then the cancellation
