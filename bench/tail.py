@@ -161,7 +161,7 @@ def config_for(
 def unavailable(spec: TailSpec, stores: features.Stores) -> str | None:
     if spec.capture == "postgres" and stores.postgres_url is None:
         return stores.postgres_reason or "no PostgreSQL"
-    if spec.redis and stores.redis_reason is not None:
+    if spec.limits and stores.redis_reason is not None:
         return stores.redis_reason
     return None
 
@@ -548,7 +548,7 @@ class Run:
                     features.postgres_scratch(self.args.postgres_url, self.progress)
                 )
                 stores.postgres_url, stores.postgres_reason = url, why
-            if any(s.redis for s in specs):
+            if any(s.limits for s in specs):
                 prefix, why = stack.enter_context(
                     features.redis_prefix(self.args.redis_url, self.progress)
                 )

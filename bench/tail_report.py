@@ -18,6 +18,7 @@ and the collector's pauses.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,10 +45,6 @@ class TailSpec:
     """A route of two sticky variants (``sticky: user``), 50/50."""
     metrics: bool = False
     """/metrics scraped every second while the configuration runs."""
-
-    @property
-    def redis(self) -> bool:
-        return self.limits
 
 
 SPECS: tuple[TailSpec, ...] = (
@@ -297,16 +294,10 @@ def verdicts(results: TailResults) -> list[Verdict]:
     mine = _figures(everything) if everything and everything.skipped is None else {}
     theirs = _figures(base) if base and base.skipped is None else {}
     out: list[Verdict] = []
+    compare = {"le": operator.le, "ge": operator.ge, "lt": operator.lt}
     for key, text, comparison, limit, form in TARGETS:
         value, reference = mine.get(key), theirs.get(key)
-        met: bool | None = None
-        if value is not None:
-            if comparison == "le":
-                met = value <= limit
-            elif comparison == "ge":
-                met = value >= limit
-            else:
-                met = value < limit
+        met = None if value is None else bool(compare[comparison](value, limit))
         shown = form.format(value) if value is not None else "not measured"
         out.append(
             Verdict(text, shown, form.format(reference) if reference is not None else "-", met)
