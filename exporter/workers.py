@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.abc
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from multiprocessing.util import Finalize
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -94,7 +97,21 @@ def default_workers() -> int:
 def _start(plan: Plan, url: str, filters: Filters) -> None:
     global _worker
     gc.set_threshold(_GC_THRESHOLD)  # pages are trees of dicts freed by reference counting
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
     _worker = _Worker(plan, url, filters)
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """pyarrow imports pandas, when installed, on its first compute call or NumPy conversion
+    (46 MB); a worker reads the archive without it, and runs nothing else. (A ``None`` in
+    ``sys.modules`` would not do: pyarrow's compiled import takes the ``None`` for the
+    module.)"""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("not in an export's worker", name=name)
+        return None
 
 
 def _prepare(job: list[Work]) -> list[PreparedPage]:
