@@ -183,6 +183,8 @@ class Measured:
     """The export's --json report."""
     total_rss_mb: float
     """The peak of the export's processes' resident memory together (sampled)."""
+    total_pss_mb: float
+    """The peak of their proportional set sizes together: the machine's memory they use."""
     each_rss_mb: list[float]
     """Each process's own peak (sampled), the export's first, then its workers'."""
     cpu_seconds: float
@@ -194,12 +196,16 @@ class Measured:
 
 class _TreeMemory(threading.Thread):
     """Samples the resident memory of a process and all its children (the export's worker
-    processes) every 0.1 s; ``peak`` is the largest sum seen."""
+    processes) every 0.1 s; ``peak`` is the largest sum seen. ``peak_pss`` is the largest sum
+    of their proportional set sizes (a page shared by n of them counted 1/n in each: what the
+    processes take of the machine's memory together; the RSS sum counts a shared library's
+    pages once per process)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.peak_pss = 0
         self.each: dict[int, int] = {}
         """Each process's own peak, by pid, in the order first seen."""
         self.done = threading.Event()
@@ -212,15 +218,29 @@ class _TreeMemory(threading.Thread):
         while not self.done.wait(0.1):
             try:
                 members = [root, *root.children(recursive=True)]
-                total = 0
+                total = pss = 0
                 for member in members:
-                    with contextlib.suppress(psutil.Error):  # a worker that just ended
+                    with contextlib.suppress(psutil.Error, OSError):  # a worker that just ended
                         rss = int(member.memory_info().rss)
                         total += rss
                         self.each[member.pid] = max(self.each.get(member.pid, 0), rss)
+                        pss += _pss(member.pid)
             except psutil.Error:
                 return
             self.peak = max(self.peak, total)
+            self.peak_pss = max(self.peak_pss, pss)
+
+
+def _pss(pid: int) -> int:
+    """A process's proportional set size in bytes (Linux's smaps_rollup; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        return 0
+    return 0
 
 
 def measure(url: str, out: Path, extra: list[str]) -> Measured:
@@ -248,6 +268,7 @@ def measure(url: str, out: Path, extra: list[str]) -> Measured:
         round(usage.ru_maxrss / 1024, 1),
         json.loads(stdout),
         round(sampler.peak / 2**20, 1),
+        round(sampler.peak_pss / 2**20, 1),
         [round(rss / 2**20, 1) for rss in sampler.each.values()],
         round(cpu, 1),
         (round(load_before, 1), round(os.getloadavg()[0], 1)),
@@ -303,7 +324,8 @@ def main(argv: list[str] | None = None) -> None:
         f"exported {selected:,} rows in {result.seconds:.1f} s ({rate:,.0f} rows/s), "
         f"{result.cpu_seconds:.1f} s of CPU; peak RSS {result.peak_rss_mb:,.0f} MB (the "
         f"largest process), {result.total_rss_mb:,.0f} MB (all its processes together; each: "
-        f"{', '.join(f'{rss:,.0f}' for rss in result.each_rss_mb)} MB)"
+        f"{', '.join(f'{rss:,.0f}' for rss in result.each_rss_mb)} MB); proportional set "
+        f"sizes together {result.total_pss_mb:,.0f} MB"
     )
     print(f"  kept {report['kept']:,}, dropped {report['dropped']}")
     print(f"  load average (1 min) {result.load[0]} at the start, {result.load[1]} at the end")
@@ -319,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
             "peak_rss_mb": result.peak_rss_mb,
             "total_rss_mb": result.total_rss_mb,
             "each_rss_mb": result.each_rss_mb,
+            "total_pss_mb": result.total_pss_mb,
             "cpu_seconds": result.cpu_seconds,
             "load": list(result.load),
             "kept": report["kept"],

@@ -398,7 +398,7 @@ def _row_group(opened: _OpenFile, path: str, number: int) -> pa.Table:
     key = (path, number)
     table = _DECODED.get(key)
     if table is None:
-        table = opened.parquet.read_row_group(number, columns=opened.columns)
+        table = opened.parquet.read_row_group(number, columns=opened.columns, use_threads=False)
         while len(_DECODED) >= _DECODED_GROUPS:
             _DECODED.pop(next(iter(_DECODED)))
         _DECODED[key] = table

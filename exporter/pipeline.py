@@ -34,6 +34,7 @@ from exporter.errors import InvalidDataset
 from exporter.filters import Filters
 from exporter.leaks import LeakMode
 from exporter.neardup import NearDuplicateIndex, NearDupOptions
+from exporter.no_pandas import keep_pandas_out, let_pandas_in
 from exporter.output import AtomicJsonl, prepare_directory, write_json
 from exporter.prepared import SYSTEM, TOOLS, Plan, PreparedPage, Refusal, Weighting
 from exporter.seen import SeenKeys
@@ -234,6 +235,8 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
     workers = default_workers() if options.workers is None else options.workers
     selected = 0
     downloads = tempfile.TemporaryDirectory(prefix="gateway-export-archive-")
+    # pyarrow, reading the archive here, would import pandas for nothing (exporter.no_pandas)
+    finder = keep_pandas_out() if options.archive is not None else None
     try:
         works = listed_work(
             engine,
@@ -281,6 +284,7 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
             from exporter.archive_source import close_files
 
             close_files()
+        let_pandas_in(finder)
         downloads.cleanup()
 
 

@@ -25,11 +25,10 @@ reading would. Nothing is written then, as with any failed export.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
-import importlib.abc
 import multiprocessing
 import os
-import sys
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from capture.engine import create_engine
 from exporter.errors import DatabaseUnavailable, WorkerFailed
 from exporter.filters import Filters
+from exporter.no_pandas import keep_pandas_out
 from exporter.prepared import Plan, PreparedPage, Preparer
 from exporter.selection import Work, read_work
 
@@ -97,27 +97,32 @@ def default_workers() -> int:
 def _start(plan: Plan, url: str, filters: Filters) -> None:
     global _worker
     gc.set_threshold(_GC_THRESHOLD)  # pages are trees of dicts freed by reference counting
-    if "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _NoPandas())
+    keep_pandas_out()  # this process reads the archive, prepares pages, and nothing else
     _worker = _Worker(plan, url, filters)
-
-
-class _NoPandas(importlib.abc.MetaPathFinder):
-    """pyarrow imports pandas, when installed, on its first compute call or NumPy conversion
-    (46 MB); a worker reads the archive without it, and runs nothing else. (A ``None`` in
-    ``sys.modules`` would not do: pyarrow's compiled import takes the ``None`` for the
-    module.)"""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError("not in an export's worker", name=name)
-        return None
 
 
 def _prepare(job: list[Work]) -> list[PreparedPage]:
     if _worker is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("worker not started")
-    return [_worker.prepare(work) for work in job]
+    pages = [_worker.prepare(work) for work in job]
+    _trim()
+    return pages
+
+
+def _trim() -> None:
+    """Give the C heap's free memory back (glibc keeps what a job's rows and Arrow buffers
+    freed, 40 MB of a worker reading the archive); nothing elsewhere."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except OSError:  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def _row_groups(work: Work) -> set[tuple[str, int]]:
