@@ -79,7 +79,7 @@ from capture.partitions import (
 from capture.schema import UTCDateTime, calls, feedback
 
 PAGE_SIZE = 1000
-ROW_GROUP_ROWS = 8000
+ROW_GROUP_ROWS = 4000
 ROW_GROUP_BYTES = 64 << 20
 COMPRESSION: Final = "zstd"
 FEEDBACK_COLUMN = "feedback"
