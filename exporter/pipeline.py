@@ -48,7 +48,7 @@ from exporter.split import (
 )
 from exporter.system_prompt import SystemPrompt
 from exporter.tokens import TokenCounter, counter_for
-from exporter.workers import default_workers, prepared_pages
+from exporter.workers import default_workers, prepared_pages, trim_heap
 
 if TYPE_CHECKING:
     from exporter.archive_source import ArchiveSource
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 _GC_THRESHOLD = 50_000
 REPORT = "report.json"
+TRIM_CALLS = 50_000
+"""The C heap's free memory given back every this many calls read (``trim_heap``): pages
+come and go while the indexes grow, and glibc keeps what the pages freed."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,8 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
         )
         async with aclosing(pages) as prepared:
             async for page in prepared:
+                if selected // TRIM_CALLS != (selected + page.size) // TRIM_CALLS:
+                    trim_heap()
                 selected += page.size
                 kept = curator.distinct(page, curator.examples(page))
                 fitting = curator.fitting(page, kept, limit)

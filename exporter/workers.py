@@ -107,13 +107,13 @@ def _prepare(job: list[Work]) -> list[PreparedPage]:
     if _worker is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("worker not started")
     pages = [_worker.prepare(work) for work in job]
-    _trim()
+    trim_heap()
     return pages
 
 
-def _trim() -> None:
-    """Give the C heap's free memory back (glibc keeps what a job's rows and Arrow buffers
-    freed, 40 MB of a worker reading the archive); nothing elsewhere."""
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc keeps what a job's rows and
+    Arrow buffers freed: 40 MB of a worker reading the archive); nothing without glibc."""
     global _malloc_trim
     if _malloc_trim is None:
         try:
