@@ -287,3 +287,14 @@ def test_only_a_key_busy_two_seconds_running_asks_for_credits() -> None:
     assert credits.wanted() == HOT_CALLS * 2  # a quarter of the last second's calls
     credits.count_call(2004.5)  # a second without calls in between
     assert credits.wanted() == 0
+
+
+def test_a_flush_sends_one_command_per_key_for_its_credits() -> None:
+    used = [("a", 1, "m1"), ("b", 2, "m2"), ("a", 3, "m3")]
+    unused = [("a", ["x"]), ("b", ["z"]), ("a", ["y"])]
+    assert limits_module._credit_commands(used, unused) == [
+        ("ZADD", "a", 1, "m1", 3, "m3"),
+        ("ZADD", "b", 2, "m2"),
+        ("ZREM", "a", "x", "y"),
+        ("ZREM", "b", "z"),
+    ]
