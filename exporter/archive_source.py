@@ -420,10 +420,12 @@ def read_span(span: ArchivedSpan, filters: Filters) -> list[Row]:
             return []
         table = pa.concat_tables([_row_group(opened, span.path, number) for number in groups])
         table = table.filter(_compute.and_kleene(mask(table, filters), _in_span(table, span)))
-    except (pa.ArrowException, OSError) as exc:
+        return to_rows(table, filters)
+    except (pa.ArrowException, OSError, ValueError, IndexError, KeyError) as exc:
+        # ValueError: a JSON text that does not parse; IndexError: a row group the file does
+        # not have (replaced since it was listed); KeyError: a column it does not have
         first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
         raise ArchiveError(f"cannot read {span.path}: {first}") from None
-    return to_rows(table, filters)
 
 
 def _meets(entry: ArchivedFile, filters: Filters) -> bool:
