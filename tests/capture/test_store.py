@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from capture import store as store_module
 from capture.config import CaptureSettings
 from capture.errors import UnknownCall
 from capture.prepare import Preparer
@@ -117,5 +118,36 @@ def test_unknown_cost_is_stored_as_null(database_url: str) -> None:
         await store.insert_calls([unpriced])
         got = await store.get_call(unpriced["id"])
         assert got is not None and got["cost_usd"] is None and got["prompt_tokens"] == 1000
+
+    with_store(database_url, scenario)
+
+
+def test_rows_become_parameters_in_slices_between_which_the_loop_runs(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's rows are turned into the driver's parameters a slice at a time (here a row a
+    slice), and the event loop runs between slices; the rows are stored as they came."""
+    monkeypatch.setattr(store_module, "ENCODE_SLICE_S", 0.0)
+    rows = [row(tags={"n": str(i)}) for i in range(40)]
+
+    async def scenario(store: Store) -> None:
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = turns
+        params = await store._plans().calls.encode(rows)  # no I/O: only its own yields
+        assert turns - before >= len(rows) - 1
+        ticking.cancel()
+        assert len(params) == len(rows)
+        await store.insert_calls(rows)
+        for stored in rows:
+            assert await store.get_call(stored["id"]) == stored
 
     with_store(database_url, scenario)
