@@ -126,7 +126,7 @@ class Store:
         known = self._known_hashes
         clean: list[Row] = []
         clock = time.perf_counter
-        started = clock()
+        started = last = clock()
         for row in rows:
             own = row.get(CONTENT_KEY)
             values = {key: value for key, value in row.items() if key != CONTENT_KEY}
@@ -136,9 +136,11 @@ class Store:
                 for digest, part in own.items():
                     if known.get(digest) != today:
                         parts[digest] = part
-            if clock() - started >= ENCODE_SLICE_S:
+            now = clock()
+            if 2 * now - last - started >= ENCODE_SLICE_S:  # the next row would pass it
                 await asyncio.sleep(0)
-                started = clock()
+                now = started = clock()
+            last = now
         return clean, parts
 
     def _remember(self, hashes: Sequence[str], today: dt.date) -> None:
@@ -367,13 +369,15 @@ class _Plan:
         columns = self.columns
         params: list[tuple[Any, ...]] = []
         clock = time.perf_counter
-        started = clock()
+        started = last = clock()
         for row in rows:
             get = row.get
             params.append(tuple([get(key) if p is None else p(get(key)) for key, p in columns]))
-            if clock() - started >= ENCODE_SLICE_S:
+            now = clock()
+            if 2 * now - last - started >= ENCODE_SLICE_S:  # the next row would pass it
                 await asyncio.sleep(0)
-                started = clock()
+                now = started = clock()
+            last = now
         return params
 
 
