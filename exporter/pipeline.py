@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 _GC_THRESHOLD = 50_000
 REPORT = "report.json"
-TRIM_CALLS = 50_000
+TRIM_CALLS = 20_000
 """The C heap's free memory given back every this many calls read (``trim_heap``): pages
 come and go while the indexes grow, and glibc keeps what the pages freed."""
 
