@@ -1,6 +1,7 @@
 """The capture store: calls and feedback in SQLite or PostgreSQL, over SQLAlchemy's async engine.
 
-The writer is its only hot user (``insert_calls``, one executemany INSERT per batch, and
+The writer is its only hot user (``insert_calls``, a batch in one transaction of executemany
+INSERTs of 32 rows, its parameters made in slices between which the event loop runs, and
 ``ping`` while the database is down); the gateway's feedback endpoint, the CLI (``prune``) and
 tests use the rest. Every method opens and releases its own connection, so one ``Store`` serves
 a whole process.
