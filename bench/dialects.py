@@ -306,20 +306,7 @@ def start_gateway(
     path = procs.write_yaml(
         workdir / f"gateway-{name}.yaml", gateway_config(process, upstream_port, port)
     )
-    argv = [
-        interpreter.python,
-        "-m",
-        "gateway",
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-    ]
+    argv = procs.serve_command(path, port, gateway=[interpreter.python, "-m", "gateway"])
     service = procs.spawn(f"gateway-{name}", argv, port, workdir, cwd=workdir, env=interpreter.env)
     try:
         procs.wait_until(service, procs.chat_request(service.url), 60.0)

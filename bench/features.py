@@ -461,18 +461,7 @@ def start_gateway(
         problem = db_upgrade(path)
         if problem is not None:
             raise procs.StartError(problem)
-    argv = [
-        *procs.gateway_command(),
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-    ]
+    argv = procs.serve_command(path, port)
     service = procs.spawn(f"gateway-{config.name}", argv, port, workdir)
     try:
         procs.wait_until(service, procs.chat_request(service.url), 60.0)

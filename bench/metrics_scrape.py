@@ -164,18 +164,7 @@ def run_one(
     path = procs.write_yaml(
         workdir / f"gateway-{workers}.yaml", config(upstream_port, port, routes, variants)
     )
-    argv = [
-        *procs.gateway_command(),
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-    ]
+    argv = procs.serve_command(path, port, workers)
     service = procs.spawn(f"gateway-{workers}w", argv, port, workdir)
     try:
         procs.wait_until(service, urllib.request.Request(f"{service.url}/readyz"), 120.0)

@@ -55,6 +55,25 @@ def gateway_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
 
 
+def serve_command(
+    config: Path, port: int, workers: int = 1, gateway: list[str] | None = None
+) -> list[str]:
+    """``gateway serve`` of ``config`` on ``port``, quiet (``gateway``: how to run the gateway,
+    by default ``gateway_command()``)."""
+    return [
+        *(gateway if gateway is not None else gateway_command()),
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+
+
 def gateway_config(upstream_port: int, port: int) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": port, "access_log": False},
@@ -213,18 +232,7 @@ def start_gateway(workdir: Path, upstream_port: int) -> tuple[Service, float]:
     """``gateway serve`` with one worker; also the seconds from spawn to its first chat answer."""
     port = free_port()
     config = write_yaml(workdir / "gateway.yaml", gateway_config(upstream_port, port))
-    argv = [
-        *gateway_command(),
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-    ]
+    argv = serve_command(config, port)
     # Run in the temp directory: the config leaves `capture` at its default (on, SQLite at
     # ./gateway.db), which must not be the repository's own, stale, growing gateway.db.
     service = spawn("gateway", argv, port, workdir, cwd=workdir)

@@ -239,18 +239,7 @@ def start_gateway(
             raise procs.StartError(problem)
     lag_file = workdir / f"looplag-{spec.name}{'-steps' if steps else ''}.json"
     lag_file.unlink(missing_ok=True)  # a window is new when its seq is above the file's
-    argv = [
-        *procs.gateway_command(),
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-    ]
+    argv = procs.serve_command(path, port)
     taskset = shutil.which("taskset")
     if pinning is not None and taskset is not None:
         argv = [taskset, "-c", ",".join(map(str, sorted(pinning.gateway))), *argv]

@@ -164,7 +164,7 @@ async def listed_work(
     if archive is None:
         pages = database_work(engine, filters, page_size, limit)
     else:
-        from exporter.archive_source import merged_work
+        from exporter.archive_merge import merged_work
 
         if folder is None:
             raise ValueError("an archive is read through a folder for its downloads")
@@ -183,7 +183,8 @@ async def read_work(engine: AsyncEngine, filters: Filters, work: Work) -> list[R
         rows = await _fetch(engine, span_query(filters, work.span, size))
     if not work.archived:
         return rows
-    from exporter.archive_source import merge_rows, read_span
+    from exporter.archive_merge import merge_rows
+    from exporter.archive_source import read_span
 
     archived = [row for span in work.archived for row in read_span(span, filters)]
     return merge_rows(rows, archived)
@@ -210,7 +211,7 @@ async def stream_pages(
     if archive is None:
         pages = _database_pages(engine, filters, page_size, limit)
     else:
-        from exporter.archive_source import merge_pages
+        from exporter.archive_merge import merge_pages
 
         database = _database_pages(engine, filters, page_size, limit)
         pages = merge_pages(database, archive.rows(filters), page_size, limit)
