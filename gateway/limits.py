@@ -38,7 +38,13 @@ class Limits:
     monthly_usd: float | None = None
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.rpm, self.tpm, self.daily_usd, self.monthly_usd))
+        # Read for every call of a key: four comparisons, not a generator.
+        return (
+            self.rpm is not None
+            or self.tpm is not None
+            or self.daily_usd is not None
+            or self.monthly_usd is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +95,10 @@ class Limiter(Protocol):
 
     async def admit(self, key_id: str, limits: Limits) -> Verdict: ...
 
-    async def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
-        """Count a finished call's tokens and spend (off the hot path)."""
+    def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
+        """Count a finished call's tokens and spend (after the answer). At once, in this
+        process: a backend that shares them sends them later, in the background, so a call
+        costs no task and no round trip for this."""
         ...
 
     async def flush(self) -> None:
@@ -188,7 +196,7 @@ class LocalLimiter:
     async def close(self) -> None:
         pass
 
-    async def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
+    def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
         now = self._clock()
         if limits.tpm is not None and tokens > 0:
             buckets = self._tokens.setdefault(key_id, {})

@@ -9,6 +9,8 @@ providers, status codes; never users or request ids.
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,6 +32,33 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 # The gateway's own time is sub-millisecond when all is well.
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A metric's labelled children, kept by their label values.
+
+    prometheus-client's ``labels()`` checks and converts its arguments and takes the metric's
+    lock at every call; a routed call updates about eight children, nearly always the same few,
+    so the recorder looks them up here: one dict lookup each. A child is made by ``labels()`` on
+    first use, so a series still appears in /metrics only once it is updated. The values are
+    bounded as the labels are (routes, variants, models, statuses of the configuration); nothing
+    removes a child from a metric, so a kept one is never stale.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[Hashable, ...], M] = {}
+
+    def __call__(self, *values: Hashable) -> M:
+        """The child for ``values`` (each turned into its ``str``, as ``labels()`` does)."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:

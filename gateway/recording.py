@@ -5,18 +5,16 @@ may fail a call: errors are logged and counted.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Protocol
 
 from capture.prepare import is_mark
 from capture.pricing import PriceTable
 from capture.record import CallRecord
 from gateway.ids import new_request_id
 from gateway.limits import Limiter
-from gateway.metrics import Metrics
+from gateway.metrics import Children, Metrics
 from gateway.relay import Call
 from gateway.shadow import ShadowResult
 from gateway.usage import Usage, usage_from_body, usage_from_chunks
@@ -77,7 +75,14 @@ class Recorder:
         self.prices = prices
         self.writer = writer
         self.limiter = limiter
-        self._pending: set[asyncio.Task[None]] = set()
+        # The children every routed call updates, looked up by their labels' values.
+        self._requests = Children(metrics.requests)
+        self._duration = Children(metrics.duration)
+        self._upstream = Children(metrics.upstream)
+        self._overhead = Children(metrics.overhead)
+        self._ttft = Children(metrics.ttft)
+        self._tokens = Children(metrics.tokens)
+        self._cost = Children(metrics.cost)
 
     def wants(self, route_capture: bool) -> bool:
         """Whether a call of this route is recorded (capture on, route on, sampled in)."""
@@ -96,14 +101,15 @@ class Recorder:
         m = self.metrics
         route, variant, model = decision.route, decision.variant, decision.upstream_model
         total = time.perf_counter() - call.started
-        m.requests.labels(route, variant, model, str(call.status)).inc()
+        self._requests(route, variant, model, call.status).inc()
         if call.responded:
-            m.duration.labels(route, variant).observe(total)
-        m.upstream.labels(route, variant).observe(call.upstream_seconds)
-        m.overhead.labels(route).observe(call.overhead_ms / 1000.0)
+            self._duration(route, variant).observe(total)
+        self._upstream(route, variant).observe(call.upstream_seconds)
+        self._overhead(route).observe(call.overhead_ms / 1000.0)
         if call.first_byte_at is not None:
-            m.ttft.labels(route, variant).observe(call.first_byte_at - call.started)
-        self._count_attempts(call)
+            self._ttft(route, variant).observe(call.first_byte_at - call.started)
+        if call.attempts or call.error is not None or call.first_decision is not decision:
+            self._count_attempts(call)
 
         usage: Usage | None = None
         cost: float | None = None
@@ -116,10 +122,10 @@ class Recorder:
             elif call.chunks:
                 usage = usage_from_chunks(call.chunks, anthropic)
         if usage is not None:
-            m.tokens.labels(route, variant, "prompt").inc(usage.prompt_tokens)
-            m.tokens.labels(route, variant, "completion").inc(usage.completion_tokens)
+            self._tokens(route, variant, "prompt").inc(usage.prompt_tokens)
+            self._tokens(route, variant, "completion").inc(usage.completion_tokens)
             if usage.cached_tokens:
-                m.tokens.labels(route, variant, "cached").inc(usage.cached_tokens)
+                self._tokens(route, variant, "cached").inc(usage.cached_tokens)
             cost = self.prices.cost_usd(
                 model,
                 usage.prompt_tokens,
@@ -130,10 +136,10 @@ class Recorder:
             if cost is None:
                 m.unpriced.labels(model).inc()
             else:
-                m.cost.labels(route, variant).inc(cost)
+                self._cost(route, variant).inc(cost)
         if call.limits is not None and self.limiter is not None and usage is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
-            self._spawn(self.limiter.record(call.key_id, call.limits, tokens, cost))
+            self.limiter.record(call.key_id, call.limits, tokens, cost)
 
         if record and self.writer is not None:
             total_ms = total * 1000.0
@@ -167,11 +173,6 @@ class Recorder:
                     upstream_api=call.upstream_api,
                 )
             )
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     def _count_attempts(self, call: Call) -> None:
         decision, first = call.decision, call.first_decision

@@ -467,9 +467,10 @@ class RedisLimiter:
             return Verdict(False, "daily_budget", until_next_day(now))
         return Verdict(False, "monthly_budget", until_next_month(now))
 
-    async def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
+    def record(self, key_id: str, limits: Limits, tokens: int, cost: float | None) -> None:
         """Counted here, sent to Redis with the others every ``flush_s`` in one pipeline: a
-        call costs no round trip for this, and the windows lag by at most ``flush_s``."""
+        call costs no round trip for this, and the windows lag by at most ``flush_s`` (needs
+        the running loop, for the flush's task)."""
         now = self._clock()
         tokens = max(0, tokens) if limits.tpm is not None else 0
         spend = float(cost) if cost and (limits.daily_usd or limits.monthly_usd) else 0.0

@@ -101,7 +101,7 @@ def test_tokens_and_budgets_count_after_the_call(backend: str) -> None:
     async def scenario() -> None:
         tpm = Limits(tpm=100)
         assert (await limiter.admit("t", tpm)).allowed
-        await limiter.record("t", tpm, 120, None)
+        limiter.record("t", tpm, 120, None)
         await limiter.flush()
         refused = await limiter.admit("t", tpm)
         assert not refused.allowed and refused.reason == "tpm" and refused.used_tokens == 120
@@ -110,17 +110,17 @@ def test_tokens_and_budgets_count_after_the_call(backend: str) -> None:
 
         budget = Limits(daily_usd=0.01, monthly_usd=1.0)
         assert (await limiter.admit("b", budget)).allowed
-        await limiter.record("b", budget, 10, 0.004)
+        limiter.record("b", budget, 10, 0.004)
         await limiter.flush()
         assert (await limiter.admit("b", budget)).allowed
-        await limiter.record("b", budget, 10, 0.007)
+        limiter.record("b", budget, 10, 0.007)
         await limiter.flush()
         refused = await limiter.admit("b", budget)
         assert not refused.allowed and refused.reason == "daily_budget"
         assert 0 < refused.retry_after <= 86400
         clock.now += 86400  # a new day; the month's budget still has room
         assert (await limiter.admit("b", budget)).allowed
-        await limiter.record("b", budget, 0, 2.0)
+        limiter.record("b", budget, 0, 2.0)
         await limiter.flush()
         refused = await limiter.admit("b", Limits(monthly_usd=1.0))
         assert not refused.allowed and refused.reason == "monthly_budget"
@@ -290,9 +290,9 @@ class TokenScenario:
         self.key_id = key_id
 
     async def record(self, tokens: int) -> None:
-        await self.limiter.record(self.key_id, self.limits, tokens, None)
+        self.limiter.record(self.key_id, self.limits, tokens, None)
         await self.limiter.flush()
-        await self.reference.record(self.key_id, self.limits, tokens, None)
+        self.reference.record(self.key_id, self.limits, tokens, None)
         self.model.add(tokens)
 
     async def check(self) -> Verdict:
@@ -462,7 +462,7 @@ def test_a_late_record_older_than_low_still_counts() -> None:
     limits = Limits(tpm=1000)
 
     async def record(tokens: int) -> None:
-        await limiter.record("k", limits, tokens, None)
+        limiter.record("k", limits, tokens, None)
         await limiter.flush()
 
     async def run() -> None:
@@ -543,7 +543,7 @@ def test_tpm_refusal_when_another_replica_recorded_a_second_ahead() -> None:
 
     async def run() -> None:
         try:
-            await first.record("k", limits, 200, None)
+            first.record("k", limits, 200, None)
             await first.flush()
             assert (await tpm_hash(first, "k"))["low"] == int(ahead.now)
             verdict = await second.admit("k", limits)

@@ -231,9 +231,9 @@ def test_no_credits_near_a_budget_or_the_token_limit() -> None:
         replica = Replica(prefix, clock, ticks)
         try:
             budget = Limits(daily_usd=1.0)
-            await replica.limiter.record("b", budget, 0, 0.6)  # over half the budget
+            replica.limiter.record("b", budget, 0, 0.6)  # over half the budget
             tokens = Limits(tpm=1000)
-            await replica.limiter.record("t", tokens, 600, None)  # over half the tokens
+            replica.limiter.record("t", tokens, 600, None)  # over half the tokens
             await replica.limiter.flush()
             for key, limits in (("b", budget), ("t", tokens)):
                 await warm(replica, key, limits, ticks)
