@@ -1,8 +1,10 @@
-"""Provider clients: one pooled aiohttp session per provider.
+"""Provider clients: per provider, pooled keep-alive connections for its POSTs (``router.h1``)
+and an aiohttp session for the other methods.
 
-aiohttp's client is on the hot path because it is the cheapest measured (see the README's
-Decisions). The rest of the code sees the small ``Upstream`` interface, so tests and other
-transports can swap in their own.
+The routed calls are POSTs: they go through ``router.h1``, a lean HTTP/1.1 client, which costs
+a fraction of aiohttp's CPU per call; aiohttp (the cheapest general client measured, see the
+README's Decisions) serves the passthrough's other methods. The rest of the code sees the small
+``Upstream`` interface, so tests and other transports can swap in their own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp.helpers import sentinel
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from router import h1
 from router.config import ProviderConfig
 from router.errors import UpstreamDisconnected, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
@@ -138,7 +141,9 @@ def _translate(provider: str, exc: BaseException) -> UpstreamError:
 
 
 class AiohttpUpstream:
-    """A provider reached over HTTP with a shared, pooled session.
+    """A provider reached over HTTP: its POSTs (every routed call) on ``router.h1``'s pooled
+    connections, other methods on a shared, pooled aiohttp session; each holds at most
+    ``pool_size`` connections in use.
 
     Create it inside the running event loop (the app's lifespan) and ``close()`` it there.
     """
@@ -171,6 +176,8 @@ class AiohttpUpstream:
         self._own_header_names = tuple(
             {name.lower() for name in self._fixed_headers} - set(self._fixed_headers)
         )
+        self._pool: h1.Pool | None = None
+        """The POSTs' connections, made on the first (in the running loop)."""
         connector = aiohttp.TCPConnector(
             limit=config.pool_size, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
         )
@@ -215,7 +222,7 @@ class AiohttpUpstream:
         headers: dict[str, str],
         body: bytes,
         read_timeout: float | None = None,
-    ) -> _AiohttpResponse:
+    ) -> _AiohttpResponse | h1.Response:
         """Send one request; ``path`` is relative to the provider's base URL.
 
         ``read_timeout`` replaces the provider's read timeout for this call (a variant's own).
@@ -225,6 +232,15 @@ class AiohttpUpstream:
         headers.update(self._fixed_headers)
         for name, value in self._default_headers.items():
             headers.setdefault(name, value)
+        if method == "POST":
+            pool = self._pool
+            if pool is None:
+                config = self.config
+                pool = self._pool = h1.Pool(
+                    self.name, self._base, config.pool_size, config.connect_timeout
+                )
+            timeout = self.config.read_timeout if read_timeout is None else read_timeout
+            return await pool.post(path, query, headers, body, timeout)
         try:
             response = await self._session.request(
                 method,
@@ -238,6 +254,8 @@ class AiohttpUpstream:
         return _AiohttpResponse(self.name, response)
 
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         await self._session.close()
 
 
