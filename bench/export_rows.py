@@ -243,12 +243,19 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def _gateway() -> list[str]:
+    """The ``gateway`` script users run (its worker processes import what it imports), beside
+    this Python; ``python -m exporter`` where it is not installed."""
+    script = Path(sys.executable).parent / "gateway"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "exporter"]
+
+
 def measure(url: str, out: Path, extra: list[str]) -> Measured:
     command = [
-        sys.executable, "-m", "exporter", "export", "--database-url", url,
+        *_gateway(), "export", "--database-url", url,
         "--route", "support", "--variant", "teacher", "--out", str(out), "--json", *extra,
     ]  # fmt: skip
-    print("$ " + " ".join(command[1:]), flush=True)
+    print("$ gateway " + " ".join(command[command.index("export") :]), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = os.getloadavg()[0]
     started = time.monotonic()

@@ -133,26 +133,32 @@ async def merged_work(
         return Work(span, archived, limited)
 
     in_page = 0
-    while limit is None or emitted < limit:
-        key, item = await head(0), await head(1)
-        if key is None and item is None:
-            break
-        if item is None or (key is not None and key <= item[0]):
-            positions[0] += 1
-            if item is not None and key == item[0]:
-                positions[1] += 1  # in both: the reader sees both in this page, keeps one
+    try:
+        while limit is None or emitted < limit:
+            key, item = await head(0), await head(1)
+            if key is None and item is None:
+                break
+            if item is None or (key is not None and key <= item[0]):
+                positions[0] += 1
+                if item is not None and key == item[0]:
+                    positions[1] += 1  # in both: the reader sees both in this page, keeps one
+                    archive_up_to(item)
+                last = key
+                counted += 1
+            else:
+                positions[1] += 1
                 archive_up_to(item)
-            last = key
-            counted += 1
-        else:
-            positions[1] += 1
-            archive_up_to(item)
-        emitted += 1
-        in_page += 1
-        if in_page == page_size:
+            emitted += 1
+            in_page += 1
+            if in_page == page_size:
+                yield page()
+                if last is not None:
+                    start = last
+                last, counted, archived, in_page = None, 0, [], 0
+        if in_page:
             yield page()
-            if last is not None:
-                start = last
-            last, counted, archived, in_page = None, 0, [], 0
-    if in_page:
-        yield page()
+    finally:  # a limit reached: the listings stop now (the archive's may be a process)
+        for source in sources:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()

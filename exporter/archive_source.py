@@ -1,26 +1,28 @@
 """The archive as a second source of calls, read with the same filters as the database.
 
-``ArchiveSource.rows(filters)`` reads the archive's Parquet files
-(``capture.archive``) in range order, only those whose range meets the filters' time window,
-with a pyarrow dataset scan: the filters on plain columns (endpoint, status, route, variant,
-model, time, finish reason, shadow, token bounds) are pushed down, so row groups whose
-statistics rule them out are skipped (rows are in time order, so a time window skips most of
-a file), and only the columns the exporter reads are decoded. Tags (JSON text) and the
-feedback mean (a nested column) are checked on the rows that pass. Record batches stream: memory
-holds one batch. An S3 file is downloaded to a temporary file first, one at a time.
+``ArchiveSource.rows(filters)`` reads the archive's Parquet files (``capture.archive``) in
+range order, only those whose range meets the filters' time window, with a pyarrow dataset
+scan (``exporter.archive_read``): the filters on plain columns (endpoint, status, route,
+variant, model, time, finish reason, shadow, token bounds) are pushed down, so row groups whose
+statistics rule them out are skipped (rows are in time order, so a time window skips most of a
+file), and only the columns the exporter reads are decoded. Tags (JSON text) and the feedback
+mean (a nested column) are checked on the rows that pass. Record batches stream: memory holds
+one batch. An S3 file is downloaded to a temporary file first, one at a time.
 
-A row read back is the row the database gives (``exporter.selection.COLUMNS`` and
-``feedback_score``): JSON columns parsed from the text they were archived as (keys in the order
-they were stored in, JSONB's on PostgreSQL), times as UTC datetimes. ``exporter.archive_merge``
-merges the database's pages and the archive's by (created_at, id), a call present in both
-(archived, not yet dropped) once, into pages of the same size: the export reads the same rows in
-the same pages whichever side holds them.
+A row read back is the row the database gives. ``exporter.archive_merge`` merges the database's
+pages and the archive's by (created_at, id), a call present in both (archived, not yet dropped)
+once, into pages of the same size: the export reads the same rows in the same pages whichever
+side holds them.
 
 The export reads it in two steps instead, so that its workers do the reading:
 ``ArchiveSource.keys`` lists the selected calls' keys (only the filtered columns decoded; an S3
 file downloaded once, kept for the export), ``archive_merge.merged_work`` cuts the keys of both
 sides into pages (a page names its span of each file and its row groups), and a worker's
-``read_span`` reads a span: those row groups, from a file whose metadata it keeps open.
+``archive_read.read_span`` reads a span. A listing of ``LIST_APART_CALLS`` calls or more is made
+by a process of its own (``exporter.archive_listing``): the export's process then never loads
+pyarrow (~60 MB of each process that does).
+
+This module imports no pyarrow: ``exporter.archive_read`` does, in the processes that read.
 """
 
 from __future__ import annotations
@@ -33,16 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from capture.archive import FEEDBACK_COLUMN, JSON_COLUMNS
 from capture.archive_location import (
     ArchivedFile,
-    ArchiveError,
     LocalLocation,
     S3Location,
     S3Options,
@@ -50,382 +44,30 @@ from capture.archive_location import (
     read_manifest,
 )
 from exporter.filters import Filters
-from exporter.selection import ArchivedSpan
 
 if TYPE_CHECKING:
-    import pyarrow.dataset as ds
+    import pyarrow.compute as pc
 
 Row = dict[str, Any]
-_compute: Any = pc
-"""pyarrow's compute functions over expressions (the stubs type them over arrays only)."""
 Key = tuple[dt.datetime, str]
 Listed = tuple[Key, str, int]
 """An archived call's key, the local file that holds it and the number of its row group."""
 _Batch = TypeVar("_Batch")
 
-COLUMNS = (
-    "id",
-    "created_at",
-    "endpoint",
-    "route",
-    "variant",
-    "upstream_model",
-    "dialect",
-    "upstream_api",
-    "request",
-    "response",
-    "normalized",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "total_ms",
-    "shadow_of",
-)
-"""What ``exporter.selection`` reads of a call, in its order; then ``feedback_score``."""
-READ_COLUMNS = (*COLUMNS, "tags", FEEDBACK_COLUMN)
-_FILTERED = (
-    "created_at",
-    "id",
-    "endpoint",
-    "status",
-    "route",
-    "variant",
-    "upstream_model",
-    "finish_reason",
-    "shadow_of",
-    "prompt_tokens",
-    "completion_tokens",
-)
-"""The key and the columns ``pushed_down`` reads: what listing the archive's keys decodes."""
-
-
-def _dataset(path: Path) -> ds.Dataset:
-    """A file as a pyarrow dataset, row groups read as they are scanned: pyarrow's default
-    (``pre_buffer``) buffers a file's column chunks ahead as fast as it can read them, 1 GB of
-    a 1,000,000-call day. Imported here: pyarrow's dataset and Acero modules are 43 MB of
-    every process that loads them, and the export's processes do not (``mask``)."""
-    import pyarrow.dataset as ds
-
-    parquet = ds.ParquetFileFormat(
-        default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
-    )
-    return ds.dataset(path, format=parquet)
-
-
-def pushed_down(filters: Filters) -> pc.Expression:
-    """The filters that Parquet statistics and Arrow can evaluate (all but tags and feedback)."""
-    field = pc.field
-    where = [field("endpoint").isin(list(filters.endpoints)), field("status") == filters.status]
-    for name, value in (
-        ("route", filters.route),
-        ("variant", filters.variant),
-        ("upstream_model", filters.upstream_model),
-    ):
-        if value is not None:
-            where.append(field(name) == value)
-    if filters.since is not None:
-        where.append(field("created_at") >= pa.scalar(filters.since, pa.timestamp("us", "UTC")))
-    if filters.until is not None:
-        where.append(field("created_at") < pa.scalar(filters.until, pa.timestamp("us", "UTC")))
-    if filters.finish_reasons:
-        where.append(field("finish_reason").isin(list(filters.finish_reasons)))
-    if filters.shadow == "exclude":
-        where.append(field("shadow_of").is_null())
-    elif filters.shadow == "only":
-        where.append(~field("shadow_of").is_null())
-    zero = pa.scalar(0, pa.int64())
-    total = _compute.add(
-        _compute.coalesce(field("prompt_tokens"), zero),
-        _compute.coalesce(field("completion_tokens"), zero),
-    )
-    if filters.min_tokens is not None:
-        where.append(total >= filters.min_tokens)
-    if filters.max_tokens is not None:
-        where.append(total <= filters.max_tokens)
-    expression = where[0]
-    for condition in where[1:]:
-        expression = expression & condition
-    return expression
-
-
-def _tag_text(value: Any) -> str | None:
-    """A tag's value as SQL's ``tags ->> key`` gives it."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return orjson.dumps(value).decode()
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-
-
-def to_row(record: Row, filters: Filters | None) -> Row | None:
-    """An archived record as the database's row, or None when tags or feedback rule it out."""
-    selected, score = _selected(record, filters)
-    if not selected:
-        return None
-    row: Row = {}
-    for name in COLUMNS:
-        value = record[name]
-        if name in JSON_COLUMNS and value is not None:
-            value = orjson.loads(value)
-        elif name == "created_at":
-            value = _utc(value)
-        row[name] = value
-    row["feedback_score"] = score
-    return row
-
-
-def _selected(record: Row, filters: Filters | None) -> tuple[bool, float | None]:
-    """Whether the record's tags and feedback meet ``filters`` (what Parquet cannot check),
-    and its feedback mean."""
-    if filters is not None and filters.tags and not _tags_match(record["tags"], filters):
-        return False, None
-    scores = [entry["score"] for entry in record.get(FEEDBACK_COLUMN) or ()]
-    score = sum(scores) / len(scores) if scores else None
-    minimum = filters.min_feedback if filters is not None else None
-    if minimum is not None and (score is None or score < minimum):
-        return False, score
-    return True, score
-
-
-def _python_checked(filters: Filters) -> list[str]:
-    """The columns ``_selected`` reads for these filters."""
-    return [
-        *(["tags"] if filters.tags else []),
-        *([FEEDBACK_COLUMN] if filters.min_feedback is not None else []),
-    ]
-
-
-def mask(table: pa.Table, filters: Filters) -> Any:
-    """``pushed_down(filters)`` evaluated over ``table``'s columns with compute functions (a
-    row is kept where it is true): an expression would need Acero, ``_dataset``'s 43 MB."""
-    column = table.column
-    conditions = [
-        _compute.is_in(column("endpoint"), value_set=pa.array(list(filters.endpoints))),
-        _compute.equal(column("status"), filters.status),
-    ]
-    for name, value in (
-        ("route", filters.route),
-        ("variant", filters.variant),
-        ("upstream_model", filters.upstream_model),
-    ):
-        if value is not None:
-            conditions.append(_compute.equal(column(name), value))
-    if filters.since is not None or filters.until is not None:
-        moments = _micros(column("created_at"))
-        if filters.since is not None:
-            conditions.append(_compute.greater_equal(moments, micros(filters.since)))
-        if filters.until is not None:
-            conditions.append(_compute.less(moments, micros(filters.until)))
-    if filters.finish_reasons:
-        reasons = pa.array(list(filters.finish_reasons), pa.string())
-        conditions.append(_compute.is_in(column("finish_reason"), value_set=reasons))
-    if filters.shadow == "exclude":
-        conditions.append(_compute.is_null(column("shadow_of")))
-    elif filters.shadow == "only":
-        conditions.append(_compute.is_valid(column("shadow_of")))
-    if filters.min_tokens is not None or filters.max_tokens is not None:
-        zero = pa.scalar(0, pa.int64())
-        total = _compute.add(
-            _compute.coalesce(column("prompt_tokens"), zero),
-            _compute.coalesce(column("completion_tokens"), zero),
-        )
-        if filters.min_tokens is not None:
-            conditions.append(_compute.greater_equal(total, filters.min_tokens))
-        if filters.max_tokens is not None:
-            conditions.append(_compute.less_equal(total, filters.max_tokens))
-    kept = conditions[0]
-    for condition in conditions[1:]:
-        kept = _compute.and_kleene(kept, condition)
-    return kept
-
+LIST_APART_CALLS = 100_000
+"""Archived calls in the selected files from which their keys are listed by a process of its
+own (below, a thread of the export's process lists them: no process to start)."""
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
-def micros(moment: dt.datetime) -> int:
-    """A time as the archive stores it: microseconds since the epoch, UTC. The export compares
-    times as these integers: a time-zone-aware Arrow scalar made from Python (or read back as
-    one) makes pyarrow import pandas, 46 MB of every process."""
-    return (_utc(moment) - _EPOCH) // _MICROSECOND
-
-
-def _micros(column: Any) -> Any:
-    return column.cast(pa.int64())
-
-
-def _in_span(table: pa.Table, span: ArchivedSpan) -> Any:
-    """Which of ``table``'s rows are in the span: after ``start``, up to ``end`` included."""
-    moments, ids = _micros(table.column("created_at")), table.column("id")
-
-    def after(key: Key) -> Any:
-        moment = micros(key[0])
-        return _compute.or_(
-            _compute.greater(moments, moment),
-            _compute.and_(_compute.equal(moments, moment), _compute.greater(ids, key[1])),
-        )
-
-    inside = _compute.invert(after(span.end))
-    if span.start is not None:
-        inside = _compute.and_(inside, after(span.start))
-    return inside
-
-
-def to_rows(table: pa.Table, filters: Filters | None) -> list[Row]:
-    """``to_row`` for a whole table, column by column (Arrow's ``to_pylist`` makes each row's
-    dict value by value: 30 us a call; this, a third of it)."""
-    if not table.num_rows:
-        return []
-    names = list(COLUMNS)
-    values: list[list[Any]] = []
-    for name in names:
-        column = table.column(name)
-        if name == "created_at":  # naive, then UTC: the tzinfo ``_utc`` gives, not zoneinfo's
-            naive: list[Any] = column.cast(pa.timestamp("us")).to_pylist()
-            values.append([None if v is None else v.replace(tzinfo=dt.UTC) for v in naive])
-        elif name in JSON_COLUMNS:
-            values.append([None if v is None else orjson.loads(v) for v in column.to_pylist()])
-        else:
-            values.append(column.to_pylist())
-    names.append("feedback_score")
-    values.append(_scores(table))
-    rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
-    if filters is None:
-        return rows
-    if filters.tags:
-        tags = table.column("tags").to_pylist()
-        rows = [row for row, text in zip(rows, tags, strict=True) if _tags_match(text, filters)]
-    minimum = filters.min_feedback
-    if minimum is not None:
-        rows = [row for row in rows if (s := row["feedback_score"]) is not None and s >= minimum]
-    return rows
-
-
-def _tags_match(text: str | None, filters: Filters) -> bool:
-    tags = orjson.loads(text) if text else {}
-    if not isinstance(tags, dict):
-        return False
-    return all(_tag_text(tags.get(key)) == wanted for key, wanted in filters.tags.items())
-
-
-def _scores(table: pa.Table) -> list[float | None]:
-    """Each row's feedback mean (None without feedback), from the nested column in bulk."""
-    feedback = table.column(FEEDBACK_COLUMN).combine_chunks()
-    lengths = _compute.list_value_length(feedback).to_numpy(zero_copy_only=False)
-    if not np.nansum(lengths):
-        return [None] * len(feedback)
-    parents = _compute.list_parent_indices(feedback).to_numpy()
-    flat = _compute.list_flatten(feedback)
-    score = pc.struct_field(flat, "score").to_numpy(zero_copy_only=False)
-    total = np.bincount(parents, weights=score, minlength=len(feedback))
-    count = np.bincount(parents, minlength=len(feedback))
-    pairs = zip(total.tolist(), count.tolist(), strict=True)
-    return [float(t / c) if c else None for t, c in pairs]
-
-
-def _system_allocator() -> None:
-    """Arrow's buffers from the C library's allocator: pyarrow's default (mimalloc) keeps what
-    a row group's decompression freed, 20 MB more of each process reading the archive."""
-    if pa.default_memory_pool().backend_name != "system":
-        pa.set_memory_pool(pa.system_memory_pool())
-
-
-@dataclass
-class _OpenFile:
-    """An archived file held open by a worker: its metadata parsed once (40 ms for a day of
-    1,000 row groups), and each row group's first and last ``created_at``."""
-
-    parquet: pq.ParquetFile
-    columns: list[str]
-    bounds: list[tuple[dt.datetime, dt.datetime] | None]
-
-    @classmethod
-    def open(cls, path: str) -> _OpenFile:
-        _system_allocator()
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-        column = names.index("created_at")
-        bounds: list[tuple[dt.datetime, dt.datetime] | None] = []
-        for number in range(parquet.metadata.num_row_groups):
-            statistics = parquet.metadata.row_group(number).column(column).statistics
-            if statistics is None or not statistics.has_min_max:
-                bounds.append(None)
-            else:  # raw: microseconds (``micros``)
-                low, high = statistics.min_raw, statistics.max_raw
-                assert isinstance(low, int) and isinstance(high, int)
-                bounds.append((_EPOCH + low * _MICROSECOND, _EPOCH + high * _MICROSECOND))
-        wanted = (*READ_COLUMNS, "status")  # and what ``pushed_down`` reads besides
-        return cls(parquet, [name for name in wanted if name in names], bounds)
-
-    def groups(self, span: ArchivedSpan) -> list[int]:
-        if span.groups is not None:
-            return list(range(span.groups[0], span.groups[1] + 1))
-        low = span.start[0] if span.start is not None else None
-        high = span.end[0]
-        return [
-            number
-            for number, bound in enumerate(self.bounds)
-            if bound is None or ((low is None or bound[1] >= low) and bound[0] <= high)
-        ]
-
-
-_OPEN: dict[str, _OpenFile] = {}
-_OPEN_FILES = 4
-
-
-def close_files() -> None:
-    """Let go of the archived files this process holds open (an export's end)."""
-    _OPEN.clear()
-    _DECODED.clear()
-
-
-_DECODED: dict[tuple[str, int], pa.Table] = {}
-_DECODED_GROUPS = 2
-"""Row groups kept decoded: the export gives a worker the consecutive pages of a row group
-(``exporter.workers``), each read from the group decoded once."""
-
-
-def _row_group(opened: _OpenFile, path: str, number: int) -> pa.Table:
-    key = (path, number)
-    table = _DECODED.get(key)
-    if table is None:
-        table = opened.parquet.read_row_group(number, columns=opened.columns, use_threads=False)
-        while len(_DECODED) >= _DECODED_GROUPS:
-            _DECODED.pop(next(iter(_DECODED)))
-        _DECODED[key] = table
-    return table
-
-
-def read_span(span: ArchivedSpan, filters: Filters) -> list[Row]:
-    """The archived calls of a page (what a worker reads): the row groups of the span's file
-    that hold it (as listed, else those its time range meets), the rows in the span that meet
-    ``filters``, in keyset order."""
-    opened = _OPEN.get(span.path)
-    try:
-        if opened is None:
-            if len(_OPEN) >= _OPEN_FILES:
-                _OPEN.pop(next(iter(_OPEN)))
-            opened = _OPEN[span.path] = _OpenFile.open(span.path)
-        groups = opened.groups(span)
-        if not groups:
-            return []
-        table = pa.concat_tables([_row_group(opened, span.path, number) for number in groups])
-        table = table.filter(_compute.and_kleene(mask(table, filters), _in_span(table, span)))
-        return to_rows(table, filters)
-    except (pa.ArrowException, OSError, ValueError, IndexError, KeyError) as exc:
-        # ValueError: a JSON text that does not parse; IndexError: a row group the file does
-        # not have (replaced since it was listed); KeyError: a column it does not have
-        first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-        raise ArchiveError(f"cannot read {span.path}: {first}") from None
+def listed(path: str, group: int, moments: list[int], ids: list[str]) -> list[Listed]:
+    """A row group's listed calls (``archive_read.file_keys``) as the export's keys."""
+    return [
+        ((_EPOCH + moment * _MICROSECOND, call_id), path, group)
+        for moment, call_id in zip(moments, ids, strict=True)
+    ]
 
 
 def _meets(entry: ArchivedFile, filters: Filters) -> bool:
@@ -449,26 +91,21 @@ class ArchiveSource:
         entries = read_manifest(self.location)
         return [e for e in entries if e.rows and (filters is None or _meets(e, filters))]
 
+    def _label(self, entry: ArchivedFile) -> str:
+        return f"{self.url}/{entry.name}"
+
     def _records(
         self, entry: ArchivedFile, where: pc.Expression | None, folder: Path
     ) -> Iterator[list[Row]]:
+        from exporter.archive_read import records
+
         if isinstance(self.location, LocalLocation):
             path = self.location.local_path(entry.name)
         else:
             path = folder / entry.name
             self.location.download(entry.name, path)
         try:
-            dataset = _dataset(path)
-            columns = [name for name in READ_COLUMNS if name in dataset.schema.names]
-            scanner = dataset.scanner(
-                columns=columns, filter=where, batch_size=self.batch_size, use_threads=False
-            )
-            for batch in scanner.to_batches():
-                if batch.num_rows:
-                    yield batch.to_pylist()
-        except (pa.ArrowException, OSError) as exc:
-            first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-            raise ArchiveError(f"cannot read {self.url}/{entry.name}: {first}") from None
+            yield from records(path, self._label(entry), where, self.batch_size)
         finally:
             if not isinstance(self.location, LocalLocation):
                 path.unlink(missing_ok=True)
@@ -476,6 +113,8 @@ class ArchiveSource:
     def _batches(
         self, filters: Filters | None, where: pc.Expression | None
     ) -> Generator[list[Row], None, None]:
+        from exporter.archive_read import to_row
+
         with tempfile.TemporaryDirectory(prefix="gateway-archive-read-") as folder:
             for entry in self.files(filters):
                 for records in self._records(entry, where, Path(folder)):
@@ -492,46 +131,39 @@ class ArchiveSource:
             self.location.download(entry.name, path)
         return path
 
-    def _key_batches(self, filters: Filters, folder: Path) -> Generator[list[Listed], None, None]:
-        checked = _python_checked(filters)
-        _system_allocator()
-        for entry in self.files(filters):
+    def _key_batches(
+        self, entries: list[ArchivedFile], filters: Filters, folder: Path
+    ) -> Generator[list[Listed], None, None]:
+        from exporter.archive_read import file_keys
+
+        for entry in entries:
             path = self._local(entry, folder)
-            name = str(path)
-            try:
-                parquet = pq.ParquetFile(path)
-                present = set(parquet.schema_arrow.names)
-                columns = [column for column in (*_FILTERED, *checked) if column in present]
-                for group in range(parquet.metadata.num_row_groups):
-                    table = parquet.read_row_group(group, columns=columns)
-                    table = table.filter(mask(table, filters))
-                    if checked:
-                        records = table.to_pylist()
-                        chosen = [_selected(record, filters)[0] for record in records]
-                        table = table.filter(pa.array(chosen, pa.bool_()))
-                    moments = table.column("created_at").cast(pa.timestamp("us"))
-                    naive: list[Any] = moments.to_pylist()
-                    ids: list[Any] = table.column("id").to_pylist()
-                    found = [
-                        ((moment.replace(tzinfo=dt.UTC), call_id), name, group)
-                        for moment, call_id in zip(naive, ids, strict=True)
-                    ]
-                    if found:
-                        yield found
-            except (pa.ArrowException, OSError) as exc:
-                first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-                raise ArchiveError(f"cannot read {self.url}/{entry.name}: {first}") from None
+            for group, moments, ids in file_keys(path, self._label(entry), filters):
+                yield listed(str(path), group, moments, ids)
 
     async def keys(self, filters: Filters, folder: Path) -> AsyncIterator[list[Listed]]:
         """The selected archived calls' keys, oldest first, a row group at a time, each with
         the local file that holds it (an S3 file downloaded into ``folder`` and left there: the
         export's workers read the calls from it) and its row group's number."""
-        async for batch in _in_thread(self._key_batches(filters, folder)):
+        entries = self.files(filters)
+        if sum(entry.rows for entry in entries) < LIST_APART_CALLS:
+            async for batch in _in_thread(self._key_batches(entries, filters, folder)):
+                yield batch
+            return
+        from exporter.archive_listing import listed_apart
+
+        files = []
+        for entry in entries:
+            path = await asyncio.to_thread(self._local, entry, folder)
+            files.append((str(path), self._label(entry)))
+        async for batch in listed_apart(files, filters, folder):
             yield batch
 
     async def rows(self, filters: Filters) -> AsyncIterator[list[Row]]:
         """The selected archived calls, oldest first, a batch at a time (the reading and
         decoding in a worker thread, so the database's next page is fetched meanwhile)."""
+        from exporter.archive_read import pushed_down
+
         async for batch in _in_thread(self._batches(filters, pushed_down(filters))):
             yield batch
 
@@ -542,6 +174,8 @@ class ArchiveSource:
             return {}
 
         def read() -> dict[str, Row]:
+            import pyarrow.compute as pc
+
             found: dict[str, Row] = {}
             for batch in self._batches(None, pc.field("id").isin(wanted)):
                 for row in batch:

@@ -9,9 +9,9 @@ datasketch's ``MinHashLSH`` picks for the threshold with false negatives weighte
 The index is not datasketch's ``MinHashLSH``: that keeps a Python set per bucket and a list
 of keys per example, about 1 KB per example, too much for millions of rows. Here each kept
 example adds one 64-bit hash per band to sorted numpy runs, merged as they grow, and its
-signature's low 8 bits. An example whose bands meet a kept example's in some band is a
-candidate; it is a near duplicate when the 8-bit signatures' estimated Jaccard reaches the
-threshold.
+signature's values cut to 4 bits (64 bytes for 128 values). An example whose bands meet a kept
+example's in some band is a candidate; it is a near duplicate when the 4-bit signatures'
+estimated Jaccard reaches the threshold.
 
 The per-text work (signatures, band keys) needs no index: ``sketches`` makes it, anywhere (the
 export's worker processes do, for their pages), and ``keep_sketched`` / ``link_sketched`` take
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from exporter import minhash
 from exporter.minhash import Sketcher, Sketches, band_keys, band_layout
 
 U8 = npt.NDArray[np.uint8]
@@ -40,11 +41,14 @@ DEFAULT_NGRAM = 3
 DEFAULT_NUM_PERM = 128
 
 _LOW = np.uint64(0xFFFFFFFF)
-_LARGEST_RUN = 1 << 22
-"""Keys of the largest merged run (32 MB): beyond, runs stay apart, searched one by one."""
-_PRESENT_BITS = 27
-"""16 MB of presence bits per index: about 1 in 7 set at 20 million keys (the split's 25 bands
-of 800,000 prompts), so a page's lookups mostly stop there instead of searching every run."""
+_LARGEST_RUN = 1 << 21
+"""Keys of the largest merged run (16 MB): beyond, runs stay apart, searched one by one (the
+presence bits spare most searches; a merge holds half its run again while it sorts)."""
+_PRESENT_BITS = 25
+"""4 MB of presence bits per index: about 2 in 5 set at 20 million keys (the split's 25 bands
+of 800,000 prompts), 1 in 4 at the near-duplicates' 11 million, so a page's lookups mostly
+stop there instead of searching every run (each bit more halves those shares for twice the
+memory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +70,8 @@ class NearDupOptions:
 
 
 class _Signatures:
-    """Kept examples' signatures, 8 bits of each value (b-bit MinHash), in fixed blocks so
-    growing never copies what is stored."""
+    """Kept examples' small signatures (4 bits of each value, two to a byte: b-bit MinHash),
+    in fixed blocks so growing never copies what is stored."""
 
     BLOCK = 1 << 16
 
@@ -97,11 +101,15 @@ class _Signatures:
         return taken
 
 
-def similarity(left: U8, right: U8) -> npt.NDArray[np.float64]:
-    """Jaccard estimated from 8-bit signatures, row by row (corrected for the 1/256 chance
-    that two different values share their low 8 bits)."""
-    agree: npt.NDArray[np.float64] = (left == right).mean(axis=1)
-    estimate: npt.NDArray[np.float64] = np.clip((agree - 1 / 256) / (1 - 1 / 256), 0.0, 1.0)
+def similarity(left: U8, right: U8, values: int | None = None) -> npt.NDArray[np.float64]:
+    """Jaccard estimated from small signatures (``minhash.small_signatures`` of ``values``
+    values each; as many as their bytes hold by default), row by row, corrected for the chance
+    that two different values share their low ``SMALL_BITS`` bits."""
+    if values is None:
+        values = left.shape[1] * 8 // minhash.SMALL_BITS
+    chance = 1 / (1 << minhash.SMALL_BITS)
+    share = minhash.small_agreements(left, right, values) / values
+    estimate: npt.NDArray[np.float64] = np.clip((share - chance) / (1 - chance), 0.0, 1.0)
     return estimate
 
 
@@ -129,7 +137,7 @@ class NearDuplicateIndex:
         self.bands, self.rows = band_layout(options.threshold, options.num_perm)
         self.sketcher = options.sketcher()
         self._runs: list[U64] = []
-        self._kept = _Signatures(options.num_perm)
+        self._kept = _Signatures(minhash.small_width(options.num_perm))
         self._present = np.zeros(1 << (_PRESENT_BITS - 3), dtype=np.uint8)
         """A bit per value of a band hash's top ``_PRESENT_BITS`` bits: set when some indexed
         key has it. Most of a page's keys find theirs clear and are not searched for."""
@@ -148,7 +156,7 @@ class NearDuplicateIndex:
     def sketches(self, signatures: U32) -> Sketches:
         """What ``keep_sketched`` and ``link_sketched`` need of these signatures (computed
         anywhere: a worker process makes them for its page)."""
-        return Sketches(signatures.astype(np.uint8), self.band_keys(signatures))
+        return Sketches(minhash.small_signatures(signatures), self.band_keys(signatures))
 
     def _tagged(self, keys: U64) -> _Tagged:
         """The batch's band keys, each with its text's number in its low half, sorted: the
@@ -221,7 +229,7 @@ class NearDuplicateIndex:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The batch's (later, earlier, estimated Jaccard) pairs that reach the threshold."""
         later, earlier = self._pairs(batch, len(small))
-        close = similarity(small[earlier], small[later])
+        close = similarity(small[earlier], small[later], self.options.num_perm)
         hit = close >= self.options.threshold
         return later[hit], earlier[hit], close[hit]
 
@@ -241,7 +249,7 @@ class NearDuplicateIndex:
         duplicate = np.zeros(len(small), dtype=bool)
         pair_text, pair_kept = self._candidates(batch)
         if len(pair_text):
-            close = similarity(small[pair_text], self._kept.take(pair_kept))
+            close = similarity(small[pair_text], self._kept.take(pair_kept), self.options.num_perm)
             duplicate[pair_text[close >= self.options.threshold]] = True
         later, earlier, _ = self._close_pairs(small, batch)
         for text, other in zip(later.tolist(), earlier.tolist(), strict=True):
@@ -274,7 +282,7 @@ class NearDuplicateIndex:
         found: list[dict[int, float]] = [{} for _ in range(len(small))]
         pair_text, pair_kept = self._candidates(batch)
         if len(pair_text):
-            close = similarity(small[pair_text], self._kept.take(pair_kept))
+            close = similarity(small[pair_text], self._kept.take(pair_kept), self.options.num_perm)
             hit = close >= self.options.threshold
             for text, other, value in zip(
                 pair_text[hit].tolist(), pair_kept[hit].tolist(), close[hit].tolist(), strict=True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -285,10 +286,9 @@ async def _run_export(engine: AsyncEngine, options: ExportOptions) -> ExportResu
     finally:
         for writer in writers.values():
             writer.discard()
-        if options.archive is not None:
-            from exporter.archive_source import close_files
-
-            close_files()
+        reader = sys.modules.get("exporter.archive_read")  # loaded where this process read
+        if reader is not None:
+            reader.close_files()
         let_pandas_in(finder)
         downloads.cleanup()
 

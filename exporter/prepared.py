@@ -27,7 +27,7 @@ import orjson
 
 from exporter.examples import Dropped, Example, example_from_call, weight_last_answer
 from exporter.leaks import LeakCheck
-from exporter.minhash import Sketcher, Sketches, band_keys, band_layout
+from exporter.minhash import Sketcher, Sketches, band_keys, band_layout, small_signatures
 from exporter.neardup import NearDupOptions
 from exporter.normalize import compared_texts, keys
 from exporter.split import Sides
@@ -84,7 +84,7 @@ class Plan:
 
     def sketches(self, options: NearDupOptions, signatures: npt.NDArray[np.uint32]) -> Sketches:
         bands, rows = self.layouts[(options.threshold, options.num_perm)]
-        return Sketches(signatures.astype(np.uint8), band_keys(signatures, bands, rows))
+        return Sketches(small_signatures(signatures), band_keys(signatures, bands, rows))
 
 
 @dataclass

@@ -184,7 +184,7 @@ async def read_work(engine: AsyncEngine, filters: Filters, work: Work) -> list[R
     if not work.archived:
         return rows
     from exporter.archive_merge import merge_rows
-    from exporter.archive_source import read_span
+    from exporter.archive_read import read_span
 
     archived = [row for span in work.archived for row in read_span(span, filters)]
     return merge_rows(rows, archived)

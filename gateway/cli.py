@@ -13,11 +13,17 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.draining import STREAM_END_MARGIN_S
 from gateway.rolloutcli import add_commands as add_rollout_commands
-from gateway.settings import ConfigError, Settings, hash_key, load_settings
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+# The settings (pydantic, YAML, the router's config) are imported by the commands that read
+# them, not here: an export's worker processes start by running the ``gateway`` script again
+# (multiprocessing's spawn), which imports this module, and load nothing they do not use.
 
 log = logging.getLogger("gateway")
 
@@ -64,6 +70,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from gateway.app import CONFIG_ENV, UPSTREAM_OVERRIDE_ENV
     from gateway.metrics import MULTIPROCESS_ENV
+    from gateway.settings import ConfigError, load_settings
 
     logging.config.dictConfig(_logging_config(args.log_level or "info"))
     try:
@@ -132,6 +139,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _capture_url(args: argparse.Namespace) -> tuple[str | None, int]:
+    from gateway.settings import ConfigError, load_settings
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -181,6 +190,7 @@ def db_prune(args: argparse.Namespace) -> int:
 
     from capture.retention import parse_duration, prune_url
     from gateway.capturing import describe_url
+    from gateway.settings import ConfigError, load_settings
 
     try:
         older_than = parse_duration(args.older_than)
@@ -238,6 +248,7 @@ def db_archive(args: argparse.Namespace) -> int:
     from capture.retention import collect_content
     from capture.store import Store
     from gateway.capturing import describe_url
+    from gateway.settings import ConfigError, load_settings
 
     try:
         settings = load_settings(args.config)
@@ -293,6 +304,7 @@ def keys_command(args: argparse.Namespace) -> int:
 
     from capture.engine import create_engine
     from gateway.keys import KeySpec, KeyStore, notify
+    from gateway.settings import ConfigError, load_settings
 
     try:
         settings = load_settings(args.config)
@@ -366,6 +378,8 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    from gateway.settings import ConfigError, load_settings
+
     try:
         settings: Settings = load_settings(args.config)
     except ConfigError as exc:
@@ -382,6 +396,8 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def hash_key_command(args: argparse.Namespace) -> int:
+    from gateway.settings import hash_key
+
     key = sys.stdin.readline().strip() if args.key == "-" else args.key
     if not key:
         return _fail("no key given")

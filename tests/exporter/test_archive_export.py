@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import capture.archive
+import exporter.archive_source
 import exporter.workers
 from capture.archive import PAGE_SIZE, archive_and_prune, archive_before
 from capture.archive_location import ArchiveError, LocalLocation, S3Location, open_location
 from capture.migrate import upgrade
 from capture.store import Store
+from exporter.archive_listing import listed_apart
 from exporter.archive_source import ArchiveSource
 from exporter.cli import main
 from exporter.evaluate.held_out import held_out
@@ -227,8 +232,10 @@ def _count(url: str) -> int:
 
 
 def test_an_export_is_the_same_before_and_after_archiving_and_dropping(
-    url: str, archive_url: str, tmp_path: Path
+    url: str, archive_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if archive_url.startswith("s3"):  # the files downloaded here, listed by a process
+        monkeypatch.setattr(exporter.archive_source, "LIST_APART_CALLS", 0)
     before = {}
     for name, filters in FILTER_SETS.items():
         report = _export(url, tmp_path / "before" / name.replace(" ", "-"), filters, None)
@@ -254,6 +261,7 @@ def test_workers_read_archived_row_groups_once_each_and_export_the_same(
         pytest.skip("the archive reads the same whichever database it was archived from")
     monkeypatch.setattr(capture.archive, "ROW_GROUP_ROWS", 10)
     monkeypatch.setattr(exporter.workers, "INLINE_CALLS", 0)
+    monkeypatch.setattr(exporter.archive_source, "LIST_APART_CALLS", 0)
     archive_url = f"file://{tmp_path / 'archive'}"
     names = ("default", "route and tag", "feedback", "window")
     before = {}
@@ -381,3 +389,102 @@ def test_an_unreadable_archive_is_one_line(
     assert "file:// or s3://" in capsys.readouterr().err
     with pytest.raises(ArchiveError):
         open_location("s3://")
+
+
+def _keys(archive: ArchiveSource, filters: Filters, folder: Path) -> list[Any]:
+    async def go() -> list[Any]:
+        return [batch async for batch in archive.keys(filters, folder)]
+
+    result: list[Any] = asyncio.run(go())
+    return result
+
+
+def test_keys_listed_by_a_process_of_their_own_are_those_listed_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = f"sqlite+aiosqlite:///{tmp_path / 'capture.db'}"
+    upgrade(target)
+    _fill(target)
+    monkeypatch.setattr(capture.archive, "ROW_GROUP_ROWS", 10)
+    archive_url = f"file://{tmp_path / 'archive'}"
+    assert _prune(target, archive_url, page_size=3) > 0
+    for name, filters in FILTER_SETS.items():
+        in_thread = _keys(_source(archive_url), filters, tmp_path)
+        monkeypatch.setattr(exporter.archive_source, "LIST_APART_CALLS", 0)
+        apart = _keys(_source(archive_url), filters, tmp_path)
+        monkeypatch.undo()
+        assert apart == in_thread and len(in_thread) >= 2, name
+        assert not list(tmp_path.glob("*.frames")), "the listing's file is left behind"
+
+
+def test_a_listing_process_that_fails_or_dies_is_an_error(tmp_path: Path) -> None:
+    async def first(files: list[tuple[str, str]]) -> Any:
+        return [batch async for batch in listed_apart(files, Filters(), tmp_path)]
+
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ArchiveError, match=r"^cannot read file:///a/bad.parquet: ") as raised:
+        asyncio.run(first([(str(tmp_path / "bad.parquet"), "file:///a/bad.parquet")]))
+    assert "\n" not in str(raised.value)
+
+    fifo = tmp_path / "blocked.parquet"
+    os.mkfifo(fifo)  # opening it for reading waits for a writer that never comes
+
+    async def killed() -> None:
+        listing = asyncio.ensure_future(first([(str(fifo), "file:///a/blocked.parquet")]))
+        for _ in range(3000):  # until the process is there
+            started = [p for p in multiprocessing.active_children() if p.name == "export-listing"]
+            if started:
+                break
+            await asyncio.sleep(0.01)
+        for process in started:
+            process.kill()
+        await listing
+
+    with pytest.raises(ArchiveError, match="stopped before its end"):
+        asyncio.run(killed())
+    assert not [p for p in multiprocessing.active_children() if p.name == "export-listing"]
+
+
+NO_PYARROW = """
+import asyncio, sys
+import exporter.archive_source, exporter.workers
+from capture.store import Store
+from exporter.archive_source import open_archive
+from exporter.pipeline import ExportOptions, run_export
+
+exporter.archive_source.LIST_APART_CALLS = 0
+exporter.workers.INLINE_CALLS = 0
+
+async def go():
+    store = await Store.connect(sys.argv[1])
+    try:
+        archive = open_archive(sys.argv[2])
+        options = ExportOptions(out_dir=None, archive=archive, workers=2, page_size=7)
+        return (await run_export(store.engine, options)).report["selected"]
+    finally:
+        await store.close()
+
+selected = asyncio.run(go())
+assert "pyarrow" not in sys.modules, "the export's process loaded pyarrow"
+print(selected)
+"""
+
+
+def test_the_exports_process_never_loads_pyarrow_when_others_read_the_archive(
+    tmp_path: Path,
+) -> None:
+    target = f"sqlite+aiosqlite:///{tmp_path / 'capture.db'}"
+    upgrade(target)
+    _fill(target)
+    archive_url = f"file://{tmp_path / 'archive'}"
+    assert _prune(target, archive_url) > 0
+    done = subprocess.run(
+        [sys.executable, "-c", NO_PYARROW, target, archive_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = _export(target, tmp_path / "in-one", Filters(), _source(archive_url))
+    assert int(done.stdout) == report["selected"] > 0

@@ -139,3 +139,15 @@ def test_a_served_call_imports_nothing_it_never_needs(
     imported = _serve_one_call(tmp_path, _config(simulator.url, settings))
     assert {"gateway", "autopilot", "uvicorn"} <= imported  # the report is of the served app
     assert sorted(imported & set(NEVER_FOR_A_CALL)) == []
+
+
+def test_the_command_line_module_loads_no_settings_until_a_command_reads_them() -> None:
+    """An export's worker processes start by running the ``gateway`` script again (spawn),
+    which imports ``gateway.cli``: that import alone loads neither pydantic nor the router."""
+    probe = "import sys, gateway.cli; print(sorted(m for m in ('pydantic', 'yaml', 'router') "
+    probe += "if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
