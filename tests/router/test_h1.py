@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import shutil
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from router import h1
 from router.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
+from tests.gateway.test_resp import make_certificates
 
 Answer = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 """Given a request's head, write (or not) its answer."""
@@ -26,8 +30,9 @@ class Server:
     """A TCP server that reads requests (head and Content-Length body) and answers each with
     ``answer``; it counts its connections and keeps the requests' heads."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         self.connections = 0
         self.heads: list[bytes] = []
         self.bodies: list[bytes] = []
@@ -36,7 +41,7 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
         return self
 
@@ -413,5 +418,28 @@ def test_an_informational_answer_before_the_real_one_is_skipped() -> None:
             assert (await post(p)).status == 200
             p.close()
         assert server.connections == 1
+
+    run(test)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
+def test_https_is_verified_against_the_trusted_authorities(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def test() -> None:
+        async with Server(plain, tls=context) as server:
+            url = server.url.replace("http://", "https://")
+            unknown = h1.Pool("sim", url, 4, 5.0)  # the system's authorities only
+            with pytest.raises(UpstreamUnreachable, match="cannot connect"):
+                await post(unknown)
+            trusted = h1.Pool("sim", url, 4, 5.0)
+            assert trusted._ssl is not None
+            trusted._ssl.load_verify_locations(ca)
+            for _ in range(2):
+                assert await (await post(trusted)).read() == b'{"ok":true}'
+            trusted.close()
+        assert server.connections == 1  # kept alive (the refused handshake served nothing)
 
     run(test)
