@@ -203,6 +203,9 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self._response is None:  # bytes nobody asked for: the connection is not to be trusted
+            self.abort()
+            return
         self._last_read = self._loop.time()
         try:
             self._parser.feed_data(data)
@@ -236,7 +239,8 @@ class _Connection(asyncio.Protocol):
             return
         response = self._response
         ready = self._ready
-        if response is None or ready is None:
+        if response is None or ready is None:  # an answer nobody asked for
+            self.abort()
             return
         self._ready = None
         response.status = status
@@ -248,7 +252,9 @@ class _Connection(asyncio.Protocol):
         elif encoding == "deflate":
             response._decoder = zlib.decompressobj()
         self._close_delimited = (
-            "content-length" not in headers and "transfer-encoding" not in headers
+            status not in (204, 304)
+            and "content-length" not in headers
+            and "transfer-encoding" not in headers
         )
         if not ready.done():
             ready.set_result(response)
@@ -315,7 +321,9 @@ class _Connection(asyncio.Protocol):
 
     def _complete(self) -> None:
         response = self._response
-        keep = self._parser.should_keep_alive() and not self._close_delimited and not self.lost
+        keep = (
+            self._parser.should_keep_alive() and not self.lost
+        )  # false for a close-delimited body
         self._end_request()
         if response is not None:
             response._finish()

@@ -443,3 +443,47 @@ def test_https_is_verified_against_the_trusted_authorities(tmp_path: Path) -> No
         assert server.connections == 1  # kept alive (the refused handshake served nothing)
 
     run(test)
+
+
+def test_an_answer_without_a_body_keeps_its_connection() -> None:
+    async def no_content(_: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 204 No Content\r\nX-Seen: yes\r\n\r\n")
+
+    async def test() -> None:
+        async with Server(no_content) as server:
+            p = pool(server)
+            for _ in range(3):
+                response = await post(p)
+                assert response.status == 204
+                assert await response.read() == b""
+            p.close()
+        assert server.connections == 1
+
+    run(test)
+
+
+@pytest.mark.parametrize("apart", [True, False])
+def test_bytes_on_an_idle_connection_close_it(apart: bool) -> None:
+    """A second answer to one request, after it or in the same packet, is never taken for the
+    next request's."""
+
+    async def and_more(_: bytes, writer: asyncio.StreamWriter) -> None:
+        stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+        if apart:
+            writer.write(PLAIN)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(stray)
+        else:
+            writer.write(PLAIN + stray)
+
+    async def test() -> None:
+        async with Server(and_more) as server:
+            p = pool(server)
+            for _ in range(2):
+                assert await (await post(p)).read() == b'{"ok":true}'
+                await asyncio.sleep(0.1)  # the stray answer arrives while idle
+            p.close()
+        assert server.connections == 2
+
+    run(test)
