@@ -487,3 +487,34 @@ def test_bytes_on_an_idle_connection_close_it(apart: bool) -> None:
         assert server.connections == 2
 
     run(test)
+
+
+def test_a_reader_behind_pauses_the_connection_without_timing_it_out() -> None:
+    piece = b"x" * 16384
+    pieces = 64  # 1 MiB: past the high-water mark while nobody reads
+
+    async def flood(_: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _number in range(pieces):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+
+    async def test() -> None:
+        async with Server(flood) as server:
+            p = pool(server, limit=1)
+            response = await post(p, wait=0.2)
+            chunks = response.iter_chunks()
+            first = await chunks.__anext__()
+            await asyncio.sleep(0.5)  # behind, for longer than the read timeout
+            (conn,) = p._open
+            assert conn._paused
+            rest = [chunk async for chunk in chunks]
+            assert len(first) + sum(map(len, rest)) == len(piece) * pieces
+            assert not conn._paused
+            again = await post(p)  # on the same connection, read whole: never paused
+            assert len(await again.read()) == len(piece) * pieces
+            p.close()
+        assert server.connections == 1
+
+    run(test)
