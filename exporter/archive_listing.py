@@ -16,7 +16,7 @@ import asyncio
 import multiprocessing
 import pickle
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def _frame(buffer: bytearray) -> tuple[Any, ...] | None:
 
 async def listed_apart(
     files: list[File], filters: Filters, folder: Path
-) -> AsyncIterator[list[Listed]]:
+) -> AsyncGenerator[list[Listed], None]:
     """``files``' selected calls' keys, in their order, a row group at a time, each with its
     file's path and its row group's number (``ArchiveSource.keys``), listed by a process of
     its own writing into ``folder``."""

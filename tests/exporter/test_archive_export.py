@@ -416,6 +416,18 @@ def test_keys_listed_by_a_process_of_their_own_are_those_listed_in_a_thread(
         assert apart == in_thread and len(in_thread) >= 2, name
         assert not list(tmp_path.glob("*.frames")), "the listing's file is left behind"
 
+    files = [(str(path), path.name) for path in sorted(tmp_path.glob("archive/*.parquet"))]
+
+    async def broken_off() -> list[Any]:  # as an export that reached its --limit
+        listing = listed_apart(files, Filters(), tmp_path)
+        first = await anext(listing)
+        await listing.aclose()
+        return first
+
+    assert asyncio.run(broken_off())
+    assert not [p for p in multiprocessing.active_children() if p.name == "export-listing"]
+    assert not list(tmp_path.glob("*.frames"))
+
 
 def test_a_listing_process_that_fails_or_dies_is_an_error(tmp_path: Path) -> None:
     async def first(files: list[tuple[str, str]]) -> Any:
