@@ -39,6 +39,21 @@ HIGH_WATER = 256 * 1024
 """A streamed answer's bytes held unread above which the connection stops reading."""
 
 
+_TLS: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """The process's context for https providers, as aiohttp's verified one: the system's
+    authorities, ALPN ``http/1.1``. Made once (it reads the authorities from disk: call it
+    before serving, not on a call's way)."""
+    global _TLS
+    if _TLS is None:
+        context = ssl.create_default_context()
+        context.set_alpn_protocols(("http/1.1",))
+        _TLS = context
+    return _TLS
+
+
 class Origin:
     """Where a provider's calls go: scheme, host, port and the base path of its URL."""
 
@@ -373,7 +388,7 @@ class Pool:
         self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._open: set[_Connection] = set()
-        self._ssl = ssl.create_default_context() if self.origin.tls else None
+        self._ssl = tls_context() if self.origin.tls else None
 
     def head(self, path: str, query: str, headers: dict[str, str], length: int) -> bytes:
         """The request's line and headers (POST), as aiohttp writes them."""

@@ -178,6 +178,8 @@ class AiohttpUpstream:
         )
         self._pool: h1.Pool | None = None
         """The POSTs' connections, made on the first (in the running loop)."""
+        if self._base.startswith("https://"):
+            h1.tls_context()  # now, at startup or reload, not at the first call
         connector = aiohttp.TCPConnector(
             limit=config.pool_size, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
         )
