@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import zlib
 from collections import deque
@@ -37,6 +38,10 @@ IDLE_S = 60.0
 """An idle connection older than this is closed rather than reused (aiohttp's keep-alive)."""
 HIGH_WATER = 256 * 1024
 """A streamed answer's bytes held unread above which the connection stops reading."""
+MAX_HEAD = 64 * 1024
+"""The most bytes an answer's status line and headers (interim answers' included) may take:
+llhttp sets no bound, and an upstream sending headers without end would fill the memory
+(aiohttp's parser refused a header line over 8190 bytes)."""
 
 
 _TLS: ssl.SSLContext | None = None
@@ -52,6 +57,12 @@ def tls_context() -> ssl.SSLContext:
         context.set_alpn_protocols(("http/1.1",))
         _TLS = context
     return _TLS
+
+
+_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
+"""What a request target may not hold: a space or a control ends the request line early, a CR
+or LF starts a header or a request of the caller's own (the gateway checks a client's path;
+this is the last guard for any other)."""
 
 
 class Origin:
@@ -202,6 +213,7 @@ class _Connection(asyncio.Protocol):
         self._response: Response | None = None
         self._ready: asyncio.Future[Response] | None = None
         self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
         self._informational = False
         self._close_delimited = False
         self._paused = False
@@ -222,10 +234,15 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self._last_read = self._loop.time()
+        if self._ready is not None:  # the head still to come: bounded
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._broken(f"the upstream's answer is not HTTP/1.1 ({type(exc).__name__})")
+            return
+        if self._ready is not None and self._head_bytes > MAX_HEAD:
+            self._broken(f"the upstream's answer head is over {MAX_HEAD} bytes")
 
     def eof_received(self) -> bool:
         return False  # closed here too: connection_lost follows
@@ -293,6 +310,8 @@ class _Connection(asyncio.Protocol):
         self._busy = True  # the pool's slot, given back when the answer ends
         self._response = response
         self._ready = ready = self._loop.create_future()
+        self._headers = []  # the last answer's trailers, if it had any, are not this one's
+        self._head_bytes = 0
         self._close_delimited = False
         self._timeout = timeout
         self._last_read = now = self._loop.time()
@@ -393,11 +412,15 @@ class Pool:
     def head(self, path: str, query: str, headers: dict[str, str], length: int) -> bytes:
         """The request's line and headers (POST), as aiohttp writes them."""
         target = f"{self.origin.base_path}{path}?{query}" if query else self.origin.base_path + path
+        if _UNSAFE_TARGET.search(target) is not None:
+            raise ValueError("Space or control character in the request target")
         lines = [f"POST {target} HTTP/1.1\r\n"]
         has_host = has_type = False
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError("Newline or carriage return character detected in HTTP header")
+            if "\x00" in value or "\x00" in name:  # a NUL ends a header early for some servers
+                raise ValueError("NUL character detected in HTTP header")
             lower = name.lower()
             has_host = has_host or lower == "host"
             has_type = has_type or lower == "content-type"

@@ -518,3 +518,93 @@ def test_a_reader_behind_pauses_the_connection_without_timing_it_out() -> None:
         assert server.connections == 1
 
     run(test)
+
+
+def test_a_chunked_answers_trailers_are_not_the_next_answers_headers() -> None:
+    async def with_trailers(head: bytes, writer: asyncio.StreamWriter) -> None:
+        if b"/first" in head:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                b"0\r\nX-Trailer: t\r\nContent-Encoding: gzip\r\n\r\n"
+            )
+        else:
+            writer.write(PLAIN)
+
+    async def test() -> None:
+        async with Server(with_trailers) as server:
+            p = pool(server)
+            assert await (await post(p, path="/first")).read() == b"hello"
+            response = await post(p)
+            assert "x-trailer" not in response.headers
+            assert "content-encoding" not in response.headers
+            assert await response.read() == b'{"ok":true}'  # not taken for gzip
+            p.close()
+        assert server.connections == 1
+
+    run(test)
+
+
+@pytest.mark.parametrize("interim", [False, True])
+def test_an_answer_head_without_end_is_a_disconnection(interim: bool) -> None:
+    """Headers (or interim answers) without end are refused past ``MAX_HEAD``, not held."""
+
+    async def endless(_: bytes, writer: asyncio.StreamWriter) -> None:
+        if not interim:
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+        for n in range(h1.MAX_HEAD // 1000 + 2):
+            if interim:
+                writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: <%s>\r\n\r\n" % (b"a" * 1000))
+            else:
+                writer.write(b"X-Filler-%d: %s\r\n" % (n, b"a" * 1000))
+            await writer.drain()
+        await asyncio.sleep(3600)  # never ends its head
+
+    async def test() -> None:
+        async with Server(endless) as server:
+            p = pool(server, limit=1)
+            with pytest.raises(UpstreamDisconnected, match="head is over"):
+                await post(p, wait=60.0)
+            assert p._in_use == 0  # its slot given back
+            p.close()
+
+    run(test)
+
+
+def test_a_head_just_under_the_bound_is_taken() -> None:
+    filler = b"X-Filler: " + b"a" * (h1.MAX_HEAD - 200) + b"\r\n"
+
+    async def big(_: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n" + filler + b"Content-Length: 2\r\n\r\nok")
+
+    async def test() -> None:
+        async with Server(big) as server:
+            p = pool(server)
+            assert await (await post(p)).read() == b"ok"
+            p.close()
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "headers"),
+    [
+        ("/x HTTP/1.1\r\nHost: elsewhere\r\n\r\nPOST /y", "", {}),
+        ("/a b", "", {}),
+        ("/x", "a=1 HTTP/1.1\r\nX: y", {}),
+        ("/x\x00", "", {}),
+        ("/x", "", {"x-nul": "a\x00b"}),
+    ],
+)
+def test_a_target_or_header_that_would_split_the_request_is_refused(
+    path: str, query: str, headers: dict[str, str]
+) -> None:
+    async def test() -> None:
+        async with Server(plain) as server:
+            p = pool(server, limit=1)
+            with pytest.raises(ValueError):
+                await p.post(path, query, headers, b"{}", 5.0)
+            assert (await post(p)).status == 200  # the refusal took no slot
+            p.close()
+        assert len(server.heads) == 1
+
+    run(test)
