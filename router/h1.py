@@ -38,6 +38,11 @@ IDLE_S = 60.0
 """An idle connection older than this is closed rather than reused (aiohttp's keep-alive)."""
 HIGH_WATER = 256 * 1024
 """A streamed answer's bytes held unread above which the connection stops reading."""
+MAX_INFLATED = 32 * 1024 * 1024
+"""The most decoded bytes a gzip or deflate answer may hold unread, until ``read`` asks for it
+whole (not bounded, as with aiohttp): a stream pauses at ``HIGH_WATER``, but one read's bytes
+(up to 256 KiB) can decode to a thousand times as many, so a body that would inflate past this
+is refused (aiohttp decoded in the steps its reader asked for)."""
 MAX_HEAD = 64 * 1024
 """The most bytes an answer's status line and headers (interim answers' included) may take:
 llhttp sets no bound, and an upstream sending headers without end would fill the memory
@@ -94,6 +99,7 @@ class Response:
         "_streaming",
         "_unread",
         "_waiter",
+        "_whole",
         "headers",
         "status",
     )
@@ -109,18 +115,25 @@ class Response:
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._streaming = False
+        self._whole = False
         self._decoder: zlib._Decompress | None = None
 
     # --- fed by the connection ---
 
     def _feed(self, data: bytes) -> None:
         if self._decoder is not None:
+            # the bound left (at least a byte: 0 is zlib's "none"), until read() takes it whole
+            limit = 0 if self._whole else max(MAX_INFLATED - self._unread, 1)
             try:
-                data = self._decoder.decompress(data)
+                data = self._decoder.decompress(data, limit)
             except zlib.error:
                 self._fail(
                     UpstreamDisconnected(self._provider, "the upstream's body does not decode")
                 )
+                return
+            if self._decoder.unconsumed_tail:
+                detail = f"the upstream's body inflates past {MAX_INFLATED} bytes unread"
+                self._fail(UpstreamDisconnected(self._provider, detail))
                 return
             if not data:
                 return
@@ -165,6 +178,7 @@ class Response:
     # --- the UpstreamResponse interface ---
 
     async def read(self) -> bytes:
+        self._whole = True
         while not self._done:
             if self._error is not None:
                 raise self._error

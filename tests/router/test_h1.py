@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import shutil
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -606,5 +607,47 @@ def test_a_target_or_header_that_would_split_the_request_is_refused(
             assert (await post(p)).status == 200  # the refusal took no slot
             p.close()
         assert len(server.heads) == 1
+
+    run(test)
+
+
+def test_a_streamed_gzip_body_that_inflates_past_the_bound_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream whose few compressed bytes decode to many is refused, not held decoded: one
+    read's bytes could decode to a thousand times as many, past the pause at ``HIGH_WATER``."""
+    monkeypatch.setattr(h1, "MAX_INFLATED", 1024 * 1024)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bomb = b"".join(packer.compress(bytes(1024 * 1024)) for _ in range(16)) + packer.flush()
+    text = b'data: {"choices":[]}\n\n' * 100
+
+    go = asyncio.Event()
+
+    async def packed(head: bytes, writer: asyncio.StreamWriter) -> None:
+        body = gzip.compress(text) if b"/sse" in head else bomb
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        if b"/whole" in head:  # the body once the reader has asked for it whole
+            await writer.drain()
+            await go.wait()
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+
+    async def test() -> None:
+        async with Server(packed) as server:
+            p = pool(server, limit=1)
+            assert len(bomb) < 64 * 1024
+            response = await post(p, path="/bomb")
+            with pytest.raises(UpstreamDisconnected, match="inflates past"):
+                async for _ in response.iter_chunks():
+                    pass
+            response = await post(p, path="/sse")  # a stream of an ordinary ratio: whole
+            assert b"".join([chunk async for chunk in response.iter_chunks()]) == text
+            response = await post(p, path="/whole")
+            whole = asyncio.create_task(response.read())
+            await asyncio.sleep(0)  # read() has begun: a body read whole is not bounded
+            go.set()
+            assert await whole == bytes(16 * 1024 * 1024)
+            p.close()
 
     run(test)
