@@ -96,6 +96,7 @@ class Response:
         "_done",
         "_error",
         "_provider",
+        "_sniff",
         "_streaming",
         "_unread",
         "_waiter",
@@ -117,10 +118,15 @@ class Response:
         self._streaming = False
         self._whole = False
         self._decoder: zlib._Decompress | None = None
+        self._sniff = False
 
     # --- fed by the connection ---
 
     def _feed(self, data: bytes) -> None:
+        if self._sniff and data:  # deflate: RFC 1950's stream (its CM is 8), or a raw one
+            self._sniff = False  # (RFC 1951, as some servers send it and aiohttp took it)
+            wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+            self._decoder = zlib.decompressobj(wbits)
         if self._decoder is not None:
             # the bound left (at least a byte: 0 is zlib's "none"), until read() takes it whole
             limit = 0 if self._whole else max(MAX_INFLATED - self._unread, 1)
@@ -297,6 +303,7 @@ class _Connection(asyncio.Protocol):
             response._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             response._decoder = zlib.decompressobj()
+            response._sniff = True
         self._close_delimited = (
             status not in (204, 304)
             and "content-length" not in headers

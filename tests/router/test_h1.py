@@ -382,14 +382,16 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
 
 
 def test_gzip_and_deflate_bodies_are_decoded() -> None:
-    import zlib
-
     text = b'{"choices":[]}' * 50
 
     async def packed(head: bytes, writer: asyncio.StreamWriter) -> None:
-        kind, body = (
-            (b"gzip", gzip.compress(text)) if b"/gz" in head else (b"deflate", zlib.compress(text))
-        )
+        if b"/gz" in head:
+            kind, body = b"gzip", gzip.compress(text)
+        elif b"/raw" in head:  # deflate without RFC 1950's header and checksum
+            packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            kind, body = b"deflate", packer.compress(text) + packer.flush()
+        else:
+            kind, body = b"deflate", zlib.compress(text)
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s"
             % (kind, len(body), body)
@@ -400,6 +402,7 @@ def test_gzip_and_deflate_bodies_are_decoded() -> None:
             p = pool(server)
             assert await (await post(p, path="/gz")).read() == text
             assert await (await post(p, path="/deflate")).read() == text
+            assert await (await post(p, path="/raw-deflate")).read() == text
             p.close()
 
     run(test)
