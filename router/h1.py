@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import ssl
 import zlib
 from collections import deque
@@ -62,12 +61,6 @@ def tls_context() -> ssl.SSLContext:
         context.set_alpn_protocols(("http/1.1",))
         _TLS = context
     return _TLS
-
-
-_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
-"""What a request target may not hold: a space or a control ends the request line early, a CR
-or LF starts a header or a request of the caller's own (the gateway checks a client's path;
-this is the last guard for any other)."""
 
 
 class Origin:
@@ -433,7 +426,10 @@ class Pool:
     def head(self, path: str, query: str, headers: dict[str, str], length: int) -> bytes:
         """The request's line and headers (POST), as aiohttp writes them."""
         target = f"{self.origin.base_path}{path}?{query}" if query else self.origin.base_path + path
-        if _UNSAFE_TARGET.search(target) is not None:
+        # A space or a control (CR, LF, NUL, ...) in the target would end the request line early
+        # or start a header or a request of the caller's own: the gateway checks a client's
+        # path and query, this is the last guard for any other.
+        if " " in target or not target.isprintable():
             raise ValueError("Space or control character in the request target")
         lines = [f"POST {target} HTTP/1.1\r\n"]
         has_host = has_type = False
