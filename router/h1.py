@@ -11,7 +11,7 @@ What it keeps of aiohttp's session as the gateway used it (``router.upstream``):
 ``pool_size`` connections in use at once, later requests waiting for one in order; idle
 connections kept for 60 s; the connect timeout; the read timeout as the longest wait for the
 next bytes, the first included; ``Accept-Encoding: gzip, deflate`` with gzip and deflate
-bodies decoded; headers sent as aiohttp encodes them (UTF-8), a CR or LF in one refused; the
+bodies decoded; headers sent as aiohttp encodes them (UTF-8), a CR, LF or NUL in one refused; the
 same errors (``router.errors``). The connection of an answer not read to its end is closed,
 never reused. Other methods (the passthrough's GET, HEAD, ...) stay on aiohttp: a HEAD answer
 has no body, which llhttp cannot be told.
