@@ -10,10 +10,37 @@ database's is kept. Nothing here reads a file: ``exporter.archive_source`` does.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from exporter.archive_source import Key, Listed, Row
 from exporter.selection import ArchivedSpan, Span, Work
+
+_Item = TypeVar("_Item")
+
+
+class _Heads(Generic[_Item]):
+    """Two sources of batches, read an item at a time: each side's next item (None once the
+    side has ended), taken when the merge uses it."""
+
+    def __init__(self, *sources: AsyncIterator[list[_Item]]) -> None:
+        self.sources = sources
+        self._buffers: list[list[_Item]] = [[] for _ in sources]
+        self._positions = [0 for _ in sources]
+        self._live = [True for _ in sources]
+
+    async def head(self, side: int) -> _Item | None:
+        buffers, positions, live = self._buffers, self._positions, self._live
+        while live[side] and positions[side] >= len(buffers[side]):
+            try:
+                buffers[side] = await anext(self.sources[side])
+            except StopAsyncIteration:
+                live[side] = False
+                buffers[side] = []
+            positions[side] = 0
+        return buffers[side][positions[side]] if live[side] else None
+
+    def take(self, side: int) -> None:
+        self._positions[side] += 1
 
 
 async def merge_pages(
@@ -24,20 +51,7 @@ async def merge_pages(
 ) -> AsyncIterator[list[Row]]:
     """The two sources' rows in (created_at, id) order, a row in both once (the database's),
     in pages of ``page_size``, at most ``limit`` rows in all."""
-    sources = [database, archive]
-    buffers: list[list[Row]] = [[], []]
-    positions = [0, 0]
-    live = [True, True]
-
-    async def head(side: int) -> Row | None:
-        while live[side] and positions[side] >= len(buffers[side]):
-            try:
-                buffers[side] = await anext(sources[side])
-            except StopAsyncIteration:
-                live[side] = False
-                buffers[side] = []
-            positions[side] = 0
-        return buffers[side][positions[side]] if live[side] else None
+    heads = _Heads(database, archive)
 
     def key(row: Row) -> Key:
         return (row["created_at"], row["id"])
@@ -45,18 +59,18 @@ async def merge_pages(
     page: list[Row] = []
     emitted = 0
     while limit is None or emitted < limit:
-        first, second = await head(0), await head(1)
+        first, second = await heads.head(0), await heads.head(1)
         if first is None and second is None:
             break
         if second is None or (first is not None and key(first) <= key(second)):
             assert first is not None
             chosen = first
-            positions[0] += 1
+            heads.take(0)
             if second is not None and key(second) == key(first):
-                positions[1] += 1
+                heads.take(1)
         else:
             chosen = second
-            positions[1] += 1
+            heads.take(1)
         page.append(chosen)
         emitted += 1
         if len(page) == page_size:
@@ -92,20 +106,7 @@ async def merged_work(
     """Pages of ``page_size`` calls from the database's keys and the archive's (each with its
     file), in (created_at, id) order, a call in both once (the database's), at most ``limit``
     in all: each the span of its database keys and, per file, the span of its archived keys."""
-    sources: list[AsyncIterator[Any]] = [database, archive]
-    buffers: list[list[Any]] = [[], []]
-    positions = [0, 0]
-    live = [True, True]
-
-    async def head(side: int) -> Any:
-        while live[side] and positions[side] >= len(buffers[side]):
-            try:
-                buffers[side] = await anext(sources[side])
-            except StopAsyncIteration:
-                live[side] = False
-                buffers[side] = []
-            positions[side] = 0
-        return buffers[side][positions[side]] if live[side] else None
+    heads: _Heads[Any] = _Heads(database, archive)
 
     start: Key | None = None
     last: Key | None = None
@@ -135,18 +136,18 @@ async def merged_work(
     in_page = 0
     try:
         while limit is None or emitted < limit:
-            key, item = await head(0), await head(1)
+            key, item = await heads.head(0), await heads.head(1)
             if key is None and item is None:
                 break
             if item is None or (key is not None and key <= item[0]):
-                positions[0] += 1
+                heads.take(0)
                 if item is not None and key == item[0]:
-                    positions[1] += 1  # in both: the reader sees both in this page, keeps one
+                    heads.take(1)  # in both: the reader sees both in this page, keeps one
                     archive_up_to(item)
                 last = key
                 counted += 1
             else:
-                positions[1] += 1
+                heads.take(1)
                 archive_up_to(item)
             emitted += 1
             in_page += 1
@@ -158,7 +159,7 @@ async def merged_work(
         if in_page:
             yield page()
     finally:  # a limit reached: the listings stop now (the archive's may be a process)
-        for source in sources:
+        for source in heads.sources:
             close = getattr(source, "aclose", None)
             if close is not None:
                 await close()
