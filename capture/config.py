@@ -66,6 +66,14 @@ class CaptureSettings(BaseModel):
     """Share of calls recorded (decided per call by ``CaptureWriter.should_capture``)."""
     redact: list[RedactionKind] = Field(default_factory=lambda: list(ALL_KINDS))
     """What is replaced by a placeholder before storage; ``[]`` stores text as it came."""
+    writer: Literal["process", "loop"] = "process"
+    """Where records are prepared and written: "process", a writer process of the gateway's own
+    (``capture.writer_process``: none of that work holds the serving loop or its GIL); "loop",
+    a task on the serving event loop (``capture.writer``; for in-memory SQLite, which another
+    process cannot open)."""
+    writer_nice: int = Field(default=10, ge=0, le=19)
+    """With ``writer: process``: how much lower the writer process's priority is than the
+    gateway's (``nice``): where both share a core, calls come first."""
     queue_size: int = Field(default=10_000, ge=1)
     """Records waiting to be written; when full, new records are dropped and counted."""
     batch_size: int = Field(default=256, ge=1)

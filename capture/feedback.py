@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from capture.errors import UnknownCall
+from capture.redaction import Redactor
 from capture.schema import COMMENT_LENGTH, LABEL_LENGTH
 from capture.store import Store
-from capture.writer import CaptureWriter
 
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 PENDING_WAIT_S = 2.0
@@ -49,9 +50,17 @@ class FeedbackIn(BaseModel):
         return value.replace("\x00", "") if value is not None else None
 
 
-async def record_feedback(
-    store: Store, body: FeedbackIn, writer: CaptureWriter | None = None
-) -> int:
+class Writer(Protocol):
+    """What feedback needs of the capture writer (``CaptureWriter`` or ``ProcessWriter``)."""
+
+    def default_redactor(self) -> Redactor: ...
+
+    def is_pending(self, request_id: str) -> bool: ...
+
+    async def flush(self) -> None: ...
+
+
+async def record_feedback(store: Store, body: FeedbackIn, writer: Writer | None = None) -> int:
     """Store ``body`` and return the feedback's id; ``UnknownCall`` (404) for an unknown call.
 
     ``label`` and ``comment`` are redacted with the capture's redaction list (``capture.redact``).

@@ -110,8 +110,12 @@ class CaptureWriter:
         sample_random: Callable[[], float] = random.random,
         normalize: Normalize | None = None,
         maintenance: bool = True,
+        on_finish: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_finish = on_finish
+        """Called each time records are settled (stored or given up): the writer process reports
+        its progress from it (``capture.writer_main``)."""
         self.maintenance = (
             retention.Maintenance(
                 store.engine,
@@ -239,6 +243,11 @@ class CaptureWriter:
     def is_pending(self, request_id: str) -> bool:
         """Is this call queued or being written (so feedback for it should wait a moment)?"""
         return request_id in self._pending_ids
+
+    @property
+    def settled(self) -> int:
+        """Records accepted and then stored or given up, plus those refused by ``submit``."""
+        return self._finished + self.dropped
 
     @property
     def queue_depth(self) -> int:
@@ -407,6 +416,8 @@ class CaptureWriter:
         self._finished += len(batch)
         for record in batch:
             self._pending_ids.discard(record.id)
+        if self._on_finish is not None:
+            self._on_finish()
         if self._waiters:
             done = [w for w in self._waiters if w[0] <= self._finished]
             self._waiters = [w for w in self._waiters if w[0] > self._finished]

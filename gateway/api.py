@@ -17,9 +17,10 @@ from capture.errors import UnknownCall
 from capture.errortext import describe_error
 from capture.feedback import FeedbackIn, record_feedback
 from capture.store import Store
-from capture.writer import CaptureWriter, is_transient
+from capture.writer import is_transient
 from gateway import probes
 from gateway.admin import AdminDenied
+from gateway.capturing import AnyWriter
 from gateway.errors import Conflict, GatewayError, NotFound, Unavailable, error_body
 from gateway.metrics import Metrics
 from gateway.rollouts import RolloutError
@@ -33,7 +34,7 @@ class GatewayState(Protocol):
     manager: RuntimeManager
     metrics: Metrics
     store: Store | None
-    writer: CaptureWriter | None
+    writer: AnyWriter | None
 
     def sync_metrics(self) -> None: ...
 

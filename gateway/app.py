@@ -27,9 +27,8 @@ from capture.lease import DatabaseLease, Lease
 from capture.pricing import PriceTable
 from capture.rollouts import RolloutTable
 from capture.store import Store
-from capture.writer import CaptureWriter
 from gateway.cache import RedisCache
-from gateway.capturing import open_capture
+from gateway.capturing import AnyWriter, open_capture
 from gateway.dashboard.rollup import fold_pending
 from gateway.draining import DRAIN, SHUTTING_DOWN
 from gateway.errors import Unavailable
@@ -99,7 +98,7 @@ class GatewayApp:
         self.store: Store | None = None
         self.keys: VirtualKeys | None = None
         self.sync: RouteSync | None = None
-        self.writer: CaptureWriter | None = None
+        self.writer: AnyWriter | None = None
         self.rollouts: RolloutService | None = None
         self.internal: InternalClient | None = None
         self.ready = False

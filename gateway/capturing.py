@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from capture.config import CaptureSettings
+from capture.engine import sqlite_path
 from capture.errors import SchemaOutOfDate, SchemaTooNew
 from capture.errortext import describe_error
 from capture.store import Store
 from capture.writer import CaptureWriter
+from capture.writer_process import ProcessWriter
 from dialects.capture import chat_view
 
 log = logging.getLogger("gateway.capture")
@@ -28,7 +30,21 @@ def describe_url(url: str) -> str:
     return f"{scheme}://{user}@{host}"
 
 
-async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Store, CaptureWriter]:
+AnyWriter = CaptureWriter | ProcessWriter
+
+NORMALIZE = "dialects.capture:chat_view"
+"""The writer process's normaliser (``chat_view``), named for it to import."""
+
+
+def in_memory(url: str) -> bool:
+    """An in-memory SQLite database, which a writer process could not open."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and sqlite_path(parsed) is None
+
+
+async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Store, AnyWriter]:
     """The store (schema checked) and a started writer.
 
     A database without capture tables is initialised on first start; one at another revision
@@ -65,6 +81,10 @@ async def open_capture(settings: CaptureSettings, config_path: str) -> tuple[Sto
             f"{describe_error(exc)}"
         ) from None
     # Calls in Anthropic's dialect are stored with an OpenAI chat view beside them, for export.
-    writer = CaptureWriter(store, settings, normalize=chat_view)
+    writer: AnyWriter
+    if settings.writer == "process" and not in_memory(settings.database_url):
+        writer = ProcessWriter(settings, normalize=NORMALIZE)
+    else:
+        writer = CaptureWriter(store, settings, normalize=chat_view)
     await writer.start()
     return store, writer

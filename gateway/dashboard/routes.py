@@ -38,7 +38,7 @@ from capture.pricing import PriceTable
 from capture.rollouts import RolloutTable
 from capture.store import Store
 from capture.students import list_students
-from capture.writer import CaptureWriter
+from gateway.capturing import AnyWriter
 from gateway.dashboard import queries, rollouts, savings
 from gateway.dashboard.access import COOKIE, SESSION_S, DashboardAccess
 from gateway.dashboard.report import Configured, build_overview, build_series
@@ -71,7 +71,7 @@ class DashboardState(Protocol):
     """What the dashboard needs of the gateway (``GatewayApp`` has it)."""
 
     store: Store | None
-    writer: CaptureWriter | None
+    writer: AnyWriter | None
     manager: RuntimeManager
 
 
