@@ -6,6 +6,7 @@ stops them in order) with its output in a log file whose tail is shown when it f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -128,6 +129,19 @@ class Service:
             return sum(int(member.memory_info().rss) for member in members)
         except psutil.Error:
             return 0
+
+    def children_cpu_seconds(self) -> float:
+        """User and system CPU time the processes it started (the capture writer) have used."""
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            return 0.0
+        total = 0.0
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                times = child.cpu_times()
+                total += float(times.user + times.system)
+        return total
 
     def cpu_seconds(self) -> float:
         """User and system CPU time the process has used so far."""

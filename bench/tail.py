@@ -269,6 +269,35 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
+def children_peak_rss_bytes(pid: int) -> int:
+    """The summed high-water marks of the processes ``pid`` started (the capture writer)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return 0
+    return sum(peak_rss_bytes(child.pid) for child in children)
+
+
+_CAPTURE_LINE = re.compile(r'^gateway_capture_records_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
+
+
+_QUEUE_LINE = re.compile(r"^gateway_capture_queue_depth ([0-9.e+]+)$", re.M)
+
+
+def capture_counts(url: str) -> dict[str, int]:
+    """The capture's records by outcome, from /metrics (empty when capture is off)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except (OSError, urllib.error.URLError):
+        return {}
+    counts = {outcome: int(float(value)) for outcome, value in _CAPTURE_LINE.findall(text)}
+    depth = _QUEUE_LINE.search(text)
+    if depth is not None:
+        counts["queue_depth"] = int(float(depth.group(1)))
+    return counts
+
+
 class Scraper:
     """GET /metrics every ``period`` seconds on a thread, as Prometheus would (more often)."""
 
@@ -400,6 +429,8 @@ class Run:
                 if scraper.errors:
                     item.errors.append(f"{scraper.errors} /metrics scrapes failed")
             item.rss_peak = peak_rss_bytes(service.process.pid)
+            item.writer_rss_peak = children_peak_rss_bytes(service.process.pid)
+            item.capture = capture_counts(service.url)
         finally:
             service.stop()
 
@@ -424,8 +455,10 @@ class Run:
         if self.args.warmup > 0:
             wrk.run(self.executable, gateway(50, 0), self.args.warmup, 1)
             cpu = service.cpu_seconds()
+        writer_cpu = service.children_cpu_seconds()
         item.c50 = wrk.run(self.executable, gateway(50, 0), self.args.tail_seconds, 1)
         item.c50_cpu_s = service.cpu_seconds() - cpu
+        item.c50_writer_cpu_s = service.children_cpu_seconds() - writer_cpu
         self.progress(f"tail: ({index}) {name}: wrk c=50 with a 50 ms upstream")
         order = ("direct", "gateway") if index % 2 else ("gateway", "direct")
         for target in order:

@@ -87,6 +87,12 @@ class TailResult:
     c50: WrkResult | None = None
     c50_cpu_s: float | None = None
     """The gateway's CPU seconds over the c=50 run."""
+    c50_writer_cpu_s: float | None = None
+    """Its children's (the capture writer process's) CPU seconds over the c=50 run."""
+    writer_rss_peak: int = 0
+    """The children's high-water marks of resident memory, summed."""
+    capture: dict[str, int] = field(default_factory=dict)
+    """The gateway's capture counters at the end (``gateway_capture_records`` by outcome)."""
     d50: dict[str, WrkResult] = field(default_factory=dict)
     """c=50 with a 50 ms upstream, per target."""
     lag: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -108,6 +114,12 @@ class TailResult:
         if self.c50 is None or self.c50_cpu_s is None or self.c50.requests == 0:
             return None
         return self.c50_cpu_s / self.c50.requests * 1e6
+
+    @property
+    def writer_us_per_call(self) -> float | None:
+        if self.c50 is None or self.c50_writer_cpu_s is None or self.c50.requests == 0:
+            return None
+        return self.c50_writer_cpu_s / self.c50.requests * 1e6
 
     @property
     def d50_share(self) -> float | None:
@@ -401,6 +413,37 @@ def holds_rows(results: TailResults) -> list[list[str]]:
     return rows
 
 
+CAPTURE_HEADER = (
+    "configuration",
+    "writer CPU µs/call",
+    "writer peak RSS",
+    "written",
+    "dropped",
+    "failed",
+    "queued at the end",
+)
+
+
+def capture_rows(results: TailResults) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for item in results.configs:
+        if item.skipped is not None or not item.spec.capture:
+            continue
+        counts = item.capture
+        rows.append(
+            [
+                item.spec.label,
+                _n(item.writer_us_per_call),
+                f"{item.writer_rss_peak / MIB:.0f} MiB" if item.writer_rss_peak else "-",
+                *(f"{counts[key]:,}" if key in counts else "-" for key in CAPTURE_OUTCOMES),
+            ]
+        )
+    return rows
+
+
+CAPTURE_OUTCOMES = ("written", "dropped", "failed", "queue_depth")
+
+
 def _notes(results: TailResults) -> list[str]:
     notes: list[str] = []
     for item in results.configs:
@@ -526,6 +569,18 @@ def render(results: TailResults) -> str:
         ("target", "everything on", "base", "met"),
         [[v.target, v.measured, v.base, VERDICT_TEXT[v.met]] for v in verdicts(results)],
     )
+    capture = capture_rows(results)
+    if capture:
+        lines += [
+            "",
+            "The capture writer process (capture.writer_process, `nice` +10) in each "
+            "configuration with capture: its CPU over the c=50 run per gateway call (the "
+            "gateway's own is in CPU µs/call above), its peak RSS, and the gateway's capture "
+            "counters at the end (records written, dropped at the bounded queue, failed, still "
+            "queued).",
+            "",
+        ]
+        lines += _table(CAPTURE_HEADER, capture)
     lines += [
         "",
         "Loop holds (gateway/looplag.py, sampling only in these windows: a c=1 run of "
@@ -562,6 +617,10 @@ def to_json(results: TailResults) -> dict[str, Any]:
             "c50": item.c50.to_json() if item.c50 else None,
             "c50_cpu_s": item.c50_cpu_s,
             "cpu_us_per_call": item.cpu_us_per_call,
+            "c50_writer_cpu_s": item.c50_writer_cpu_s,
+            "writer_us_per_call": item.writer_us_per_call,
+            "writer_rss_peak_bytes": item.writer_rss_peak,
+            "capture": item.capture,
             "d50": {name: run.to_json() for name, run in item.d50.items()},
             "rss_idle_bytes": item.rss_idle,
             "rss_peak_bytes": item.rss_peak,

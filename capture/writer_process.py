@@ -4,9 +4,10 @@
 ``drain``, ``stop``, ``stats``...) and the same guarantees, but the work runs in a child
 process (``python -m capture.writer_main``, which runs a ``CaptureWriter``): the records'
 preparation (parse, assemble, price, redact), the inserts, the retries through an outage and
-the database's maintenance. In the serving process a record costs a tuple of its fields and,
-once per loop turn, one pickle of the turn's records written to a pipe (``capture.channel``):
-nothing that serves another call holds the loop or the GIL for the writer's work (issue 16).
+the database's maintenance. In the serving process a record costs a tuple of its fields and a
+share of one pickle written to a pipe (``capture.channel``) every ``SEND_INTERVAL_S`` (10 ms)
+for the records of that interval: nothing that serves another call holds the loop or the GIL
+for the writer's work (issue 16).
 
 Guarantees, as ``CaptureWriter``'s:
 
@@ -56,6 +57,9 @@ EXIT_WAIT_S = 5.0
 to exit before it is killed."""
 FIRST_RESTART_S = 1.0
 LAST_RESTART_S = 60.0
+SEND_INTERVAL_S = 0.01
+"""Records are sent this long after the first of them is submitted, together: one write and
+one wake-up of the writer process for all the calls of those 10 ms, not one per call."""
 COUNTERS = ("written", "retried", "failed", "normalize_failed")
 
 
@@ -137,13 +141,14 @@ class ProcessWriter:
             self._submitted += 1
             if not self._send_scheduled and self._loop is not None:
                 self._send_scheduled = True
-                self._loop.call_soon(self._send)
+                self._loop.call_later(SEND_INTERVAL_S, self._send)
             return True
         except Exception:
             return False
 
     def _send(self) -> None:
-        """Send the records of this loop turn in one frame (when a writer process runs)."""
+        """Send the records submitted since the last send in one frame (when a writer process
+        runs)."""
         self._send_scheduled = False
         process = self._process
         if not self._unsent or process is None or process.stdin is None:
