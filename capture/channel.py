@@ -6,7 +6,7 @@ over an anonymous pipe, so pickle is safe here: nothing else can write to that p
 
 The gateway to the writer::
 
-    ("init", {settings, log_level, log_format, normalize, nice})   first, once; settings as
+    ("init", {settings, log_level, log_format, normalize})   first, once; settings as
                                   JSON, normalize "module:function" or None
     ("records", [values, ...])    call records as ``record_values`` tuples
     ("flush",)                    write what is queued now (feedback waits for a call)

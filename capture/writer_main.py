@@ -21,13 +21,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capture.channel import encode, read_frame, record_from
-from capture.config import CaptureSettings
-from capture.errortext import describe_error
-from capture.store import Store
-from capture.writer import CaptureWriter
+
+if TYPE_CHECKING:
+    from capture.writer import CaptureWriter
 
 log = logging.getLogger("capture.writer_main")
 
@@ -119,9 +118,11 @@ async def serve() -> int:
         raise SystemExit(f"capture writer: expected init, got {init[0]!r}")
     options = init[1]
     _configure_logging(options["log_level"], options["log_format"])
-    if options["nice"]:
-        with contextlib.suppress(OSError):
-            os.nice(options["nice"])
+    # The rest is imported here, after main() lowered the priority (a start on a shared core).
+    from capture.config import CaptureSettings
+    from capture.store import Store
+    from capture.writer import CaptureWriter
+
     settings = CaptureSettings.model_validate_json(options["settings"])
     normalize = _function(options["normalize"]) if options["normalize"] else None
 
@@ -193,8 +194,12 @@ async def serve() -> int:
 
 
 def main() -> None:
+    """``python -m capture.writer_main [NICE]``: NICE lowers the priority first thing."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if len(sys.argv) > 1 and sys.argv[1].isdigit() and int(sys.argv[1]):
+        with contextlib.suppress(OSError):
+            os.nice(int(sys.argv[1]))
     try:
         import uvloop
 
@@ -204,6 +209,8 @@ def main() -> None:
     try:
         code = runner(serve())
     except Exception as exc:
+        from capture.errortext import describe_error
+
         print(f"capture writer process failed: {describe_error(exc)}", file=sys.stderr)
         code = 1
     sys.exit(code)

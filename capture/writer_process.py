@@ -235,6 +235,7 @@ class ProcessWriter:
             self._python,
             "-m",
             "capture.writer_main",
+            str(self.settings.writer_nice),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -253,7 +254,6 @@ class ProcessWriter:
             "log_level": level,
             "log_format": log_format,
             "normalize": self._normalize,
-            "nice": self.settings.writer_nice,
         }
         self._write(("init", init))
         if self._prices is not None:
