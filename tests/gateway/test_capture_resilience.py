@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psutil
 import pytest
 
 from tests.capture_support import (
@@ -225,3 +226,30 @@ def test_feedback_while_the_database_is_down_fails_in_openai_shape(
         assert response.headers["content-type"].startswith("application/json"), response.text
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_a_killed_gateway_s_writer_still_stores_what_it_was_sent(
+    backend: Backend, simulator: Running
+) -> None:
+    """The writer is a process of its own (capture.writer_process): when the gateway dies
+    without a drain (SIGKILL, the OOM killer), the writer stores what it holds and exits."""
+    url = backend.new_url()
+    # Batches that would wait a minute: only the writer's own drain writes these.
+    config = capture_config(simulator.url, url, flush_interval_ms=60_000, batch_size=1000)
+    gw = start_gateway(backend.workdir, config, env=ENV)
+    try:
+        writers = psutil.Process(gw.process.pid).children()
+        assert [w.cmdline()[-2] for w in writers] == ["capture.writer_main"]
+        sdk = gateway_sdk(gw.url)
+        acknowledged = [chat(sdk, stream=turn % 2 == 0) for turn in range(30)]
+        time.sleep(0.5)  # records are sent to the writer every 10 ms
+        gw.process.kill()
+        gw.process.wait(timeout=10)
+        writer = writers[0]
+        writer.wait(timeout=30)  # it exits once it has written what it holds
+    finally:
+        gw.stop()
+    with rows_of(url) as rows:
+        missing = set(acknowledged) - rows.ids(acknowledged)
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged calls not stored"
+    assert "the gateway went away; writing the 30 records held" in gw.log.read_text()
