@@ -190,6 +190,47 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
     subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0,
     reason="redis-server is not installed",
 )
+def test_usage_still_counts_after_redis_forgot_its_scripts(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]],
+) -> None:
+    """Tokens and spend are recorded by a script sent by its sha; a Redis that forgot it (a
+    restart, SCRIPT FLUSH) gets it whole and the usage still counts, several keys in one flush."""
+    port, processes = own_redis
+    processes.append(start_redis(port))
+    clock = Clock()
+    limiter = redis_limiter(clock, url=f"redis://127.0.0.1:{port}/0")
+
+    async def scenario() -> None:
+        tpm = Limits(tpm=100)
+        for key in ("a", "b"):
+            assert (await limiter.admit(key, tpm)).allowed
+            limiter.record(key, tpm, 120, None)
+        await limiter.flush()  # the record script is now cached by Redis
+        client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        try:
+            await client.script_flush()
+        finally:
+            await client.aclose()
+        clock.now += 61
+        both = Limits(tpm=100, daily_usd=0.4)
+        for key in ("a", "b"):
+            assert (await limiter.admit(key, both)).allowed  # the admit script is sent again
+            limiter.record(key, both, 150, 0.5)
+        await limiter.flush()
+        for key in ("a", "b"):
+            refused = await limiter.admit(key, tpm)
+            assert not refused.allowed and refused.reason == "tpm" and refused.used_tokens == 150
+            refused = await limiter.admit(key, Limits(daily_usd=0.4))
+            assert not refused.allowed and refused.reason == "daily_budget"
+        await close_limiter(limiter)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(
+    subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0,
+    reason="redis-server is not installed",
+)
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_redis_down_follows_the_policy_and_recovers(
     own_redis: tuple[int, list[subprocess.Popen[bytes]]], fail_open: bool
