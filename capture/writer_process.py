@@ -156,8 +156,28 @@ class ProcessWriter:
         if process.stdin.is_closing():
             return
         records, self._unsent = self._unsent, []
+        try:
+            frame = encode(("records", records))
+        except Exception:  # a value pickle refuses (never a bytes body): lose only its record
+            records = [values for values in records if self._picklable(values)]
+            frame = encode(("records", records))
         self._sent += len(records)
-        process.stdin.write(encode(("records", records)))
+        process.stdin.write(frame)
+
+    def _picklable(self, values: tuple[Any, ...]) -> bool:
+        try:
+            encode(values)
+        except Exception as exc:
+            record_id = values[0] if isinstance(values[0], str) else "(no id)"
+            log.error("capture record %s cannot be sent: %s", record_id[:64], describe_error(exc))
+            self._totals["failed"] += 1
+            self._settled_before += 1
+            with contextlib.suppress(ValueError):
+                self._ids.remove(record_id)
+            self._pending_ids.discard(record_id)
+            self._settle()
+            return False
+        return True
 
     def _drop(self) -> None:
         self.dropped += 1

@@ -263,3 +263,27 @@ def test_an_orphaned_writer_ignores_signals_and_writes_what_it_holds(sqlite_url:
         assert await stored_ids(sqlite_url) == {record.id for record in records}
 
     asyncio.run(scenario())
+
+
+def test_a_record_that_cannot_be_sent_costs_only_itself(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    upgrade(sqlite_url)
+
+    async def scenario() -> None:
+        writer = ProcessWriter(fast(sqlite_url))
+        await writer.start()
+        good = [make_record() for _ in range(4)]
+        bad = make_record(request_body=memoryview(b"{}"))  # pickle refuses a memoryview
+        for record in (good[0], good[1], bad, good[2], good[3]):
+            assert writer.submit(record)
+        await asyncio.wait_for(writer.flush(), 30)
+        stats = writer.stats()
+        assert stats["written"] == 4 and stats["failed"] == 1 and stats["queue_depth"] == 0
+        assert not any(writer.is_pending(r.id) for r in (*good, bad))
+        assert await writer.drain(10)  # nothing more given up
+        assert await stored_ids(sqlite_url) == {record.id for record in good}
+
+    asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "capture.writer_process"]
+    assert any("cannot be sent" in line for line in lines), lines
