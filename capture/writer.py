@@ -54,6 +54,7 @@ from sqlalchemy import exc as sa_exc
 from capture import retention
 from capture.config import CaptureSettings
 from capture.errortext import describe_error
+from capture.intake import DROP_LOG_INTERVAL_S, Intake
 from capture.partitions import BeforeDrop
 from capture.prepare import Normalize, Prepared, Preparer, Row
 from capture.pricing import PriceLike, PriceTable
@@ -68,7 +69,6 @@ SLICE_S = 0.0002
 serves another call holds the loop for more than ~0.2 ms; one record's preparation is not
 split, so a large one still takes what it takes)."""
 FIRST_BACKOFF_S = 0.05
-DROP_LOG_INTERVAL_S = 60.0
 DOWN_LOG_INTERVAL_S = 60.0
 """While the database is down, how often a line says it still is."""
 REJECT_LOG_LIMIT = 20
@@ -99,7 +99,7 @@ def _archiver(store: Store, settings: CaptureSettings) -> BeforeDrop | None:
     return configured_archiver(store.engine, settings.archive)
 
 
-class CaptureWriter:
+class CaptureWriter(Intake):
     def __init__(
         self,
         store: Store,
@@ -112,6 +112,7 @@ class CaptureWriter:
         maintenance: bool = True,
         on_finish: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(settings, clock, sample_random, log)
         self.store = store
         self._on_finish = on_finish
         """Called each time records are settled (stored or given up): the writer process reports
@@ -128,12 +129,8 @@ class CaptureWriter:
             else None
         )
         self._maintenance_task: asyncio.Task[None] | None = None
-        self.settings = settings
-        self._clock = clock
         self._prepare_in_thread = prepare == "thread"
-        self._random = sample_random
         self._preparer = Preparer(settings, normalize)
-        self._capacity = settings.queue_size
         self._batch_size = settings.batch_size
         self._interval_s = settings.flush_interval_ms / 1000
         self._max_backoff_s = settings.retry_max_backoff_s
@@ -144,7 +141,6 @@ class CaptureWriter:
         self._wakeup = asyncio.Event()
         self._interrupt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._accepting = True
         self._closing = False
         self._deadline: float | None = None
         self._in_flight: list[list[CallRecord]] = []
@@ -153,7 +149,6 @@ class CaptureWriter:
         self._submitted = 0
         self._finished = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._last_drop_log: float | None = None
         self._settled = 0
         """Rows of the batch being inserted that are stored or given up (for a bug's count)."""
         self._down_since: float | None = None
@@ -163,15 +158,11 @@ class CaptureWriter:
 
         self.written = 0
         """Records stored."""
-        self.dropped = 0
-        """Records refused by ``submit`` (queue full or writer stopped)."""
         self.retried = 0
         """Batch retries after a database failure."""
         self.failed = 0
         """Records given up: rejected by the database, or still queued at the end of ``drain``
         or at ``stop``."""
-        self.sampled_out = 0
-        """Calls ``should_capture`` said not to record."""
         self.unpriced: Counter[str] = Counter()
         """Records with token usage whose model has no price, by model."""
         self.store_up = True
@@ -194,17 +185,6 @@ class CaptureWriter:
 
     # --- the hot path ---------------------------------------------------------------------
 
-    def should_capture(self) -> bool:
-        """Whether to record this call (``enabled`` and the ``sample`` rate); decide before
-        building the record so a sampled-out call costs nothing more."""
-        settings = self.settings
-        if not settings.enabled:
-            return False
-        if settings.sample >= 1.0 or self._random() < settings.sample:
-            return True
-        self.sampled_out += 1
-        return False
-
     def submit(self, record: CallRecord) -> bool:
         """Queue ``record``; False when it was dropped (queue full, or the writer stopped).
 
@@ -224,19 +204,6 @@ class CaptureWriter:
             return True
         except Exception:
             return False
-
-    def _drop(self) -> None:
-        self.dropped += 1
-        now = self._clock()
-        if self._last_drop_log is None or now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
-            self._last_drop_log = now
-            reason = "the writer has stopped" if not self._accepting else "the queue is full"
-            log.warning(
-                "capture record dropped: %s (%d dropped so far, queue_size %d)",
-                reason,
-                self.dropped,
-                self._capacity,
-            )
 
     # --- state ----------------------------------------------------------------------------
 

@@ -45,13 +45,13 @@ from typing import Any
 from capture.channel import encode, read_frame, record_values
 from capture.config import CaptureSettings
 from capture.errortext import describe_error
+from capture.intake import Intake
 from capture.pricing import PriceLike
 from capture.record import CallRecord
 from capture.redaction import Redactor
 
 log = logging.getLogger("capture.writer_process")
 
-DROP_LOG_INTERVAL_S = 60.0
 EXIT_WAIT_S = 5.0
 """How long a writer process that was asked to stop (or whose drain deadline passed) may take
 to exit before it is killed."""
@@ -63,7 +63,7 @@ one wake-up of the writer process for all the calls of those 10 ms, not one per 
 COUNTERS = ("written", "retried", "failed", "normalize_failed")
 
 
-class ProcessWriter:
+class ProcessWriter(Intake):
     def __init__(
         self,
         settings: CaptureSettings,
@@ -75,12 +75,9 @@ class ProcessWriter:
     ) -> None:
         """``normalize``: the normaliser as ``module:function``, imported by the writer
         process (``capture.prepare.Normalize``)."""
-        self.settings = settings
+        super().__init__(settings, clock, sample_random, log)
         self._normalize = normalize
-        self._clock = clock
-        self._random = sample_random
         self._python = python
-        self._capacity = settings.queue_size
         self._redactor = Redactor(settings.redact)
         self._prices: Mapping[str, PriceLike] | None = None
 
@@ -102,30 +99,14 @@ class ProcessWriter:
         self._pending_ids: set[str] = set()
         self._submitted = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._accepting = True
         self._ending = False
         self._restart_delay = FIRST_RESTART_S
         self._restarting: asyncio.Task[None] | None = None
         self._exited: asyncio.Event | None = None
-        self._last_drop_log: float | None = None
-
-        self.dropped = 0
-        """Records refused by ``submit`` (queue full or writer stopped)."""
-        self.sampled_out = 0
         self.lost = 0
         """Records held by a writer process that died (counted in ``failed`` too)."""
 
     # --- the hot path ---------------------------------------------------------------------
-
-    def should_capture(self) -> bool:
-        """Whether to record this call (``enabled`` and the ``sample`` rate)."""
-        settings = self.settings
-        if not settings.enabled:
-            return False
-        if settings.sample >= 1.0 or self._random() < settings.sample:
-            return True
-        self.sampled_out += 1
-        return False
 
     def submit(self, record: CallRecord) -> bool:
         """Queue ``record`` for the writer process; False when it was dropped (queue full, or
@@ -178,19 +159,6 @@ class ProcessWriter:
             self._settle()
             return False
         return True
-
-    def _drop(self) -> None:
-        self.dropped += 1
-        now = self._clock()
-        if self._last_drop_log is None or now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
-            self._last_drop_log = now
-            reason = "the writer has stopped" if not self._accepting else "the queue is full"
-            log.warning(
-                "capture record dropped: %s (%d dropped so far, queue_size %d)",
-                reason,
-                self.dropped,
-                self._capacity,
-            )
 
     # --- state ----------------------------------------------------------------------------
 

@@ -72,6 +72,16 @@ def poll(
         time.sleep(interval)
 
 
+async def until(condition: Callable[[], bool], seconds: float) -> bool:
+    """In a test's event loop: wait up to ``seconds`` for ``condition()``; its last value."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
 # --- PostgreSQL databases of the tests' own -------------------------------------------------------
 
 

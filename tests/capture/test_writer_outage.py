@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -19,20 +18,12 @@ from capture.store import Store
 from capture.writer import CaptureWriter
 from tests.capture.factories import make_record
 from tests.capture.tcp_proxy import TcpProxy
+from tests.capture_support import until
 
 OUTAGE_S = 8.0
 """Long enough that a backoff doubling from 50 ms would sleep for several seconds more."""
 RESUME_S = 3.0
 """The probe interval is 0.5 s; the rest is slack for a loaded machine."""
-
-
-async def until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 def writer_messages(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Callable
 
 import psutil
 import pytest
@@ -21,17 +19,9 @@ from capture.store import Store
 from capture.writer_process import ProcessWriter
 from tests.capture.factories import make_anthropic_record, make_record
 from tests.capture.tcp_proxy import TcpProxy
+from tests.capture_support import until
 
 NORMALIZE = "dialects.capture:chat_view"
-
-
-async def until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 def child_of(writer: ProcessWriter) -> psutil.Process:
