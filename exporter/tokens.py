@@ -159,7 +159,7 @@ class TokenCounter:
 
     @cached_property
     def _count(self) -> encodings.Count:
-        return encodings.Count(self._encoding)
+        return encodings.Count(self._encoding, longest=RUN)
 
     def token_limit(self, model: str) -> int:
         """Tokens per example: the destination's context, else the OpenAI model's."""
@@ -214,10 +214,12 @@ class TokenCounter:
     def text(self, text: str) -> int:
         count = self._cache.get(text)  # roles, names and system prompts repeat
         if count is None:
-            if has_long_run(text):
-                count = count_sliced(self._encoder.encode_ordinary, text)
-            else:
-                count = self._count(text)
+            count = self._count.words(text)  # words of at most RUN letters: no long run
+            if count is None:
+                if has_long_run(text):
+                    count = count_sliced(self._encoder.encode_ordinary, text)
+                else:
+                    count = self._count(text)
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
             self._cache[text] = count

@@ -105,3 +105,48 @@ def test_counting_ascii_by_pieces_equals_tiktoken(name: str) -> None:
         assert count(text) == len(encoding.encode_ordinary(text)), repr(text)
     for text in texts:  # again, every piece remembered
         assert count(text) == len(encoding.encode_ordinary(text)), repr(text)
+
+
+def _spaced_texts(count: int, seed: int) -> list[str]:
+    """Words of ASCII parts separated by single spaces (the word path), some with a space too
+    many, a leading or trailing one, another space inside, or a word longer than ``RUN``."""
+    rng = random.Random(seed)
+    words = [part for part in ASCII_PARTS if part.isprintable() and " " not in part]
+    words += ["a" * RUN, "b" * (RUN + 1), "x1" * 40, "don't", "I'VE", "--help", "/usr/bin"]
+    texts = ["a", "a b", " a", "a ", "a  b", "a\tb", "a \tb", "a\x1cb", "é b", "a " + "c" * 70]
+    for _ in range(count):
+        text = " ".join(
+            "".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
+            for _ in range(rng.randint(1, 30))
+        )
+        if rng.random() < 0.2:
+            at = rng.randint(0, len(text))
+            text = text[:at] + rng.choice([" ", "\t", "\n", "\x0b", "\x1f", "é"]) + text[at:]
+        texts.append(text)
+    return texts
+
+
+@pytest.mark.parametrize("name", encodings.NAMES)
+def test_counting_spaced_words_one_by_one_equals_tiktoken(name: str) -> None:
+    count = encodings.Count(name, longest=RUN)
+    encoding = encodings.get_encoding(name)
+    texts = _spaced_texts(4000, seed=len(name))
+    taken = 0
+    for _ in range(2):  # again, every word remembered
+        for text in texts:
+            expected = len(encoding.encode_ordinary(text))
+            assert count(text) == expected, repr(text)
+            words = count.words(text)
+            if words is not None:
+                taken += 1
+                assert words == expected, repr(text)
+                assert max(map(len, text.split(" "))) <= RUN
+    assert len(texts) // 2 < taken < 2 * len(texts)  # many texts, not all
+    counter = TokenCounter(name)
+    for text in texts:  # through the counter: the word path, else the sliced count
+        expected = (
+            count_sliced(encoding.encode_ordinary, text)
+            if has_long_run(text)
+            else len(encoding.encode_ordinary(text))
+        )
+        assert counter.text(text) == expected, repr(text)
