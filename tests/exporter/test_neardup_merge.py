@@ -20,3 +20,23 @@ def test_the_last_two_runs_become_their_sorted_keys() -> None:
             assert len(runs) == 2 and runs[0] is first
             assert runs[1].dtype == np.uint64
             assert np.array_equal(runs[1], np.sort(np.concatenate([left, right])))
+
+
+def test_a_runs_directory_finds_where_searchsorted_does() -> None:
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 3, 31, 32, 33, 1000, 70_000):
+        for spread in (7, 2**40, 2**64 - 1):  # many equal keys, then nearly none
+            run = np.sort(rng.integers(0, spread, size, dtype=np.uint64, endpoint=True))
+            if spread < 2**64 - 1:
+                run <<= np.uint64(64 - int(spread).bit_length())  # the top bits vary
+            directory = neardup._Directory.of(run)
+            keys = np.concatenate(
+                [
+                    run,
+                    run + np.uint64(1),
+                    run - np.uint64(1),  # wraps below the smallest
+                    rng.integers(0, 2**64 - 1, 500, dtype=np.uint64, endpoint=True),
+                    np.array([0, 1, 2**63, 2**64 - 2, 2**64 - 1], dtype=np.uint64),
+                ]
+            )
+            assert np.array_equal(directory.left(run, keys), np.searchsorted(run, keys, "left"))
