@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from capture.archive import FEEDBACK_COLUMN, JSON_COLUMNS
 from capture.archive_location import ArchiveError
 from exporter.filters import Filters
-from exporter.selection import ArchivedSpan
+from exporter.selection import PREPARED, ArchivedSpan
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
@@ -256,12 +256,15 @@ def _in_span(table: pa.Table, span: ArchivedSpan) -> Any:
     return inside
 
 
-def to_rows(table: pa.Table, filters: Filters | None) -> list[Row]:
+def to_rows(
+    table: pa.Table, filters: Filters | None, columns: tuple[str, ...] = COLUMNS
+) -> list[Row]:
     """``to_row`` for a whole table, column by column (Arrow's ``to_pylist`` makes each row's
-    dict value by value: 30 us a call; this, a third of it)."""
+    dict value by value: 30 us a call; this, a third of it); with only ``columns`` (of
+    ``COLUMNS``) and ``feedback_score``."""
     if not table.num_rows:
         return []
-    names = list(COLUMNS)
+    names = list(columns)
     values: list[list[Any]] = []
     for name in names:
         column = table.column(name)
@@ -385,7 +388,8 @@ def _row_group(opened: _OpenFile, path: str, number: int) -> pa.Table:
 def read_span(span: ArchivedSpan, filters: Filters) -> list[Row]:
     """The archived calls of a page (what a worker reads): the row groups of the span's file
     that hold it (as listed, else those its time range meets), the rows in the span that meet
-    ``filters``, in keyset order."""
+    ``filters``, in keyset order, with the columns an export's pages are read with
+    (``exporter.selection.PREPARED``) and ``feedback_score``."""
     opened = _OPEN.get(span.path)
     try:
         if opened is None:
@@ -397,7 +401,7 @@ def read_span(span: ArchivedSpan, filters: Filters) -> list[Row]:
             return []
         table = pa.concat_tables([_row_group(opened, span.path, number) for number in groups])
         table = table.filter(_compute.and_kleene(mask(table, filters), _in_span(table, span)))
-        return to_rows(table, filters)
+        return to_rows(table, filters, PREPARED)
     except (pa.ArrowException, OSError, ValueError, IndexError, KeyError) as exc:
         # ValueError: a JSON text that does not parse; IndexError: a row group the file does
         # not have (replaced since it was listed); KeyError: a column it does not have

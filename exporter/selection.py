@@ -59,6 +59,20 @@ COLUMNS = (
 )
 """``content_refs`` is read only to put the request's stored-once parts back
 (``capture.content.resolve_rows``, one query per page); the rows handed out do not have it."""
+PREPARED = (
+    "id",
+    "created_at",
+    "endpoint",
+    "dialect",
+    "upstream_api",
+    "request",
+    "response",
+    "normalized",
+)
+"""What an export's pages are read with (``read_work``), besides ``feedback_score``: what
+``exporter.examples`` makes an example of, and the key (merged with the archive's by it). The
+other columns cost decoding and a dict entry a call each, for nothing."""
+PREPARED_COLUMNS = (*(calls.c[name] for name in PREPARED), calls.c.content_refs)
 
 
 def page_query(filters: Filters, cursor: tuple[dt.datetime, str] | None, size: int) -> Select[Any]:
@@ -103,7 +117,8 @@ class Work:
 
 
 def span_query(filters: Filters, span: Span, limit: int | None = None) -> Select[Any]:
-    query = select(*COLUMNS, feedback_score().label("feedback_score")).where(
+    """The calls of ``span`` with the columns of ``PREPARED``."""
+    query = select(*PREPARED_COLUMNS, feedback_score().label("feedback_score")).where(
         conditions(filters), up_to(*span.end)
     )
     if span.start is not None:
@@ -175,8 +190,9 @@ async def listed_work(
 
 
 async def read_work(engine: AsyncEngine, filters: Filters, work: Work) -> list[Row]:
-    """The rows of a page: its span's from the database, its archived ones decoded, in keyset
-    order, a call in both once (the database's)."""
+    """The rows of a page, with the columns of ``PREPARED`` and ``feedback_score``: its span's
+    from the database, its archived ones decoded, in keyset order, a call in both once (the
+    database's)."""
     rows: list[Row] = []
     if work.span is not None:
         size = work.span.count if work.limited else None
