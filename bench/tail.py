@@ -269,6 +269,15 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
+def own_rss_bytes(pid: int) -> int:
+    """The process's resident memory, without its children's (the capture writer's is reported
+    on its own), 0 when unreadable."""
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
 def children_peak_rss_bytes(pid: int) -> int:
     """The summed high-water marks of the processes ``pid`` started (the capture writer)."""
     try:
@@ -420,7 +429,7 @@ class Run:
             item.start_s = seconds
             client.run_async(lambda: client.check(self.simulator.url, service.url))
             time.sleep(0.3)
-            item.rss_idle = service.rss_bytes()
+            item.rss_idle = own_rss_bytes(service.process.pid)
             scraper = Scraper(service.url) if spec.metrics else None
             with scraper if scraper is not None else contextlib.nullcontext():
                 self.measured(spec, item, service, lag_file, index)

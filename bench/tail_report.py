@@ -552,9 +552,10 @@ def render(results: TailResults) -> str:
         f"(bench/post.lua, plain calls) at c=10 and c=50 for {results.seconds} s each after a "
         f"{results.warmup_s} s warm-up; c=50 with a 50 ms upstream, direct and gateway back to "
         "back. Overheads (+) are gateway minus direct at the same percentile. Start is spawn to "
-        "the first answered call; RSS idle is after that call, peak the process's high-water "
-        "mark at the end. CPU µs/call is the gateway process's user + system time over the c=50 "
-        "run divided by its calls. Load average (1 min): "
+        "the first answered call; RSS idle is the serving process's after that call, peak its "
+        "high-water mark at the end (the capture writer process's is in its own table). CPU "
+        "µs/call is the gateway process's user + system time over the c=50 run divided by its "
+        "calls. Load average (1 min): "
         f"{results.load.get('start', 0):.2f} before, {results.load.get('end', 0):.2f} after.",
         "",
     ]

@@ -352,6 +352,11 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
             assert lag["busy"]["samples"] == lag["lag"]["samples"]
             assert config["lag_calls"][window] > 0
     assert data["configs"][1]["scrapes"] >= 1 and data["configs"][0]["scrapes"] == 0
+    # Capture off in base: no writer process; everything on: its own figures, and records.
+    base, everything = data["configs"]
+    assert base["writer_rss_peak_bytes"] == 0 and "written" not in base["capture"]
+    assert everything["writer_rss_peak_bytes"] > 0 and everything["writer_us_per_call"] > 0
+    assert everything["capture"]["written"] > 0, everything["capture"]
     assert len(data["targets"]) == 8
     assert all(target["met"] in (True, False) for target in data["targets"])
     steps = data["steps"]
