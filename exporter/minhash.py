@@ -106,9 +106,9 @@ def word_hashes(texts: Sequence[str]) -> tuple[U32, Index]:
     # the sum of byte_k * base**(k - start) over the word: the same wherever the word stands
     hashes = (prefix[ends] - prefix[starts]) * forward[starts]
     hashes ^= (ends - starts).astype(np.uint32) * _LENGTH_MIX
-    text_starts = np.cumsum([0, *(len(text) + 1 for text in encoded[:-1])])
-    owner = np.searchsorted(text_starts, starts, "right") - 1
-    counts = np.bincount(owner, minlength=len(texts)).astype(np.intp)
+    # each text's words: those starting from its first byte on, before the next text's
+    text_starts = np.cumsum([0, *(len(text) + 1 for text in encoded)])
+    counts = np.diff(np.searchsorted(starts, text_starts, "left")).astype(np.intp)
     return fmix32(hashes.astype(np.uint32)), counts
 
 

@@ -24,6 +24,8 @@ def text(value: str) -> str:
     """``value`` normalised (remembered: an example's texts are normalised for its duplicate
     key, its split key and its compared words, and a system prompt for every example)."""
     if value.isascii():
+        if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+            return value.lower()  # its only whitespace single spaces between words: as it is
         return " ".join(value.lower().split())
     return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
 

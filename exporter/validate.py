@@ -116,7 +116,7 @@ def check_messages(messages: Any, known_tools: set[str] | None, problems: set[st
             problems.add("message_missing_key")
             continue
         role = message["role"]
-        if any(key not in MESSAGE_KEYS for key in message):
+        if not MESSAGE_KEYS.issuperset(message):
             problems.add("message_unrecognized_key")
         if role not in ROLES:
             problems.add("unrecognized_role")
@@ -146,7 +146,7 @@ def check_chat_row(row: Any) -> set[str]:
     problems: set[str] = set()
     if not isinstance(row, dict):
         return {"data_type"}
-    if any(key not in CHAT_KEYS for key in row):
+    if not CHAT_KEYS.issuperset(row):
         problems.add("unknown_key")
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
