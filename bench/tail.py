@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
 from bench import client, features, procs, wrk
 from bench.stats import summarize
@@ -93,6 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + ")",
     )
     group.add_argument(
+        "--tail-capture",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a capture setting over the defaults where capture is on, e.g. writer=loop or "
+        "writer_nice=0 (YAML values; repeatable)",
+    )
+    group.add_argument(
         "--tail-profile",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -118,6 +127,12 @@ def finish_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if unknown:
         parser.error(f"--tail-configs: unknown {', '.join(unknown)} (known: {', '.join(names)})")
     args.tail_specs = [s for s in SPECS if s.name in chosen]
+    args.tail_capture_settings = {}
+    for item in args.tail_capture:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--tail-capture: KEY=VALUE, not {item!r}")
+        args.tail_capture_settings[key.strip()] = yaml.safe_load(value)
     if args.tail_calls < 1 or args.tail_seconds < 1:
         parser.error("--tail-calls and --tail-seconds: at least 1")
 
@@ -126,9 +141,14 @@ def finish_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 
 def config_for(
-    spec: TailSpec, upstream_port: int, port: int, stores: features.Stores
+    spec: TailSpec,
+    upstream_port: int,
+    port: int,
+    stores: features.Stores,
+    capture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The gateway configuration (the parsed YAML) of one configuration under test."""
+    """The gateway configuration (the parsed YAML) of one configuration under test; ``capture``:
+    settings over the capture's defaults where it is on (``--tail-capture``)."""
     data = procs.gateway_config(upstream_port, port)
     key: dict[str, Any] = {"name": "bench", "key": features.KEY}
     route: dict[str, Any] = {
@@ -150,6 +170,8 @@ def config_for(
         data["capture"] = {"enabled": True, "database_url": stores.postgres_url}
     else:
         data["capture"] = {"enabled": False}
+    if spec.capture is not None and capture:
+        data["capture"].update(capture)
     if spec.limits:
         key["rpm"], key["tpm"] = features.LIMITS["rpm"], features.LIMITS["tpm"]
         data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-{spec.name}"}
@@ -227,11 +249,13 @@ def start_gateway(
     stores: features.Stores,
     pinning: Pinning | None,
     steps: bool = False,
+    capture: dict[str, Any] | None = None,
 ) -> tuple[procs.Service, float, Path]:
     """The configuration's gateway, started; the seconds to its first answer; its lag file."""
     port = procs.free_port()
     path = procs.write_yaml(
-        workdir / f"gateway-tail-{spec.name}.yaml", config_for(spec, upstream_port, port, stores)
+        workdir / f"gateway-tail-{spec.name}.yaml",
+        config_for(spec, upstream_port, port, stores, capture),
     )
     if spec.capture is not None:
         problem = features.db_upgrade(path)
@@ -393,6 +417,10 @@ class Run:
     profile: Profile | None = None
     spy_output: Path | None = None
 
+    @property
+    def capture(self) -> dict[str, Any]:
+        return dict(getattr(self.args, "tail_capture_settings", {}))
+
     def wrk_load(self, url: str, model: str, connections: int, ttft_ms: int) -> wrk.Load:
         return wrk.Load(f"{url}/v1/chat/completions", model, connections, False, ttft_ms)
 
@@ -423,7 +451,7 @@ class Run:
         name = spec.name
         self.progress(f"tail: ({index}) {name}: starting the gateway")
         service, seconds, lag_file = start_gateway(
-            spec, self.workdir, self.simulator.port, stores, self.pinning
+            spec, self.workdir, self.simulator.port, stores, self.pinning, capture=self.capture
         )
         try:
             item.start_s = seconds
@@ -499,7 +527,13 @@ class Run:
         """The configuration once more, with its tasks' steps timed, in the two windows."""
         self.progress(f"tail: {spec.name} again, every task's steps timed")
         service, _, lag_file = start_gateway(
-            spec, self.workdir, self.simulator.port, stores, self.pinning, steps=True
+            spec,
+            self.workdir,
+            self.simulator.port,
+            stores,
+            self.pinning,
+            steps=True,
+            capture=self.capture,
         )
         out: dict[str, dict[str, Any]] = {}
         calls = max(1, self.args.tail_calls // 2)
