@@ -71,7 +71,7 @@ class CaptureSettings(BaseModel):
     (``capture.writer_process``: none of that work holds the serving loop or its GIL); "loop",
     a task on the serving event loop (``capture.writer``; for in-memory SQLite, which another
     process cannot open)."""
-    writer_nice: int = Field(default=19, ge=0, le=19)
+    writer_nice: int = Field(default=10, ge=0, le=19)
     """With ``writer: process``: how much lower the writer process's priority is than the
     gateway's (``nice``): where both share a core, calls come first."""
     queue_size: int = Field(default=10_000, ge=1)

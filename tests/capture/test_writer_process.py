@@ -73,9 +73,9 @@ def test_records_are_prepared_and_stored_by_a_process_of_their_own(database_url:
         assert child.pid != os.getpid() and child.ppid() == os.getpid()
         # The settings (a database password among them) go through the pipe, not the command
         # line that any user of the machine can read.
-        assert child.cmdline()[-3:] == ["-m", "capture.writer_main", "19"]
+        assert child.cmdline()[-3:] == ["-m", "capture.writer_main", "10"]
         # Calls come first: the writer lowers its priority before it imports anything heavy.
-        assert await until(lambda: child.nice() == min(19, psutil.Process().nice() + 19), 10)
+        assert await until(lambda: child.nice() == min(19, psutil.Process().nice() + 10), 10)
         records = [make_record() for _ in range(200)] + [make_anthropic_record() for _ in range(20)]
         for record in records:
             assert writer.submit(record)
