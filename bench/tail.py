@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a capture setting over the defaults where capture is on, e.g. writer=loop or "
-        "writer_nice=0 (YAML values; repeatable)",
+        "writer_priority=low (YAML values; repeatable)",
     )
     group.add_argument(
         "--tail-profile",

@@ -574,7 +574,7 @@ def render(results: TailResults) -> str:
     if capture:
         lines += [
             "",
-            "The capture writer process (capture.writer_process, `nice` +10 by default) in each "
+            "The capture writer process (capture.writer_process; `SCHED_IDLE` by default) in each "
             "configuration with capture: its CPU over the c=50 run per gateway call (the "
             "gateway's own is in CPU µs/call above), its peak RSS, and the gateway's capture "
             "counters at the end (records written, dropped at the bounded queue, failed, still "

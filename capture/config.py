@@ -71,9 +71,11 @@ class CaptureSettings(BaseModel):
     (``capture.writer_process``: none of that work holds the serving loop or its GIL); "loop",
     a task on the serving event loop (``capture.writer``; for in-memory SQLite, which another
     process cannot open)."""
-    writer_nice: int = Field(default=10, ge=0, le=19)
-    """With ``writer: process``: how much lower the writer process's priority is than the
-    gateway's (``nice``): where both share a core, calls come first."""
+    writer_priority: Literal["idle", "low", "normal"] = "idle"
+    """With ``writer: process``: the writer process's CPU priority. "idle" (Linux's
+    ``SCHED_IDLE``): it runs only when a core has nothing else to run, and a call waking up takes
+    the core from it at once; "low": ``nice`` +10, which still lets it finish its time slice
+    first (a call can wait 1-4 ms); "normal": the gateway's."""
     queue_size: int = Field(default=10_000, ge=1)
     """Records waiting to be written; when full, new records are dropped and counted."""
     batch_size: int = Field(default=256, ge=1)

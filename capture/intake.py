@@ -47,12 +47,14 @@ class Intake:
         self.sampled_out += 1
         return False
 
-    def _drop(self) -> None:
+    def _drop(self, why: str | None = None) -> None:
         self.dropped += 1
         now = self._clock()
         if self._last_drop_log is None or now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
             self._last_drop_log = now
-            reason = "the writer has stopped" if not self._accepting else "the queue is full"
+            reason = why or (
+                "the writer has stopped" if not self._accepting else "the queue is full"
+            )
             self._log.warning(
                 "capture record dropped: %s (%d dropped so far, queue_size %d)",
                 reason,

@@ -193,13 +193,25 @@ async def serve() -> int:
     return 0
 
 
+def lower_priority(priority: str) -> None:
+    """``capture.writer_priority``: "idle" (``SCHED_IDLE``, else ``nice`` +19 where the system
+    refuses it), "low" (``nice`` +10) or "normal"."""
+    with contextlib.suppress(OSError):
+        if priority == "idle":
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            except (OSError, AttributeError):
+                os.nice(19)
+        elif priority == "low":
+            os.nice(10)
+
+
 def main() -> None:
-    """``python -m capture.writer_main [NICE]``: NICE lowers the priority first thing."""
+    """``python -m capture.writer_main [PRIORITY]``: the priority is lowered first thing."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if len(sys.argv) > 1 and sys.argv[1].isdigit() and int(sys.argv[1]):
-        with contextlib.suppress(OSError):
-            os.nice(int(sys.argv[1]))
+    if len(sys.argv) > 1:
+        lower_priority(sys.argv[1])
     try:
         import uvloop
 

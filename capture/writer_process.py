@@ -25,9 +25,13 @@ Guarantees, as ``CaptureWriter``'s:
   counted ``failed`` and logged, and a new writer process is started (after 1 s, doubling up
   to a minute while it keeps failing); records submitted meanwhile wait, within the bound.
 
-The writer process runs at a lower priority (``capture.writer_nice``): where the gateway and
-its writer share one core, the calls come first and the writer uses what they leave; on a
-saturated core the bounded queue then fills and records are dropped and counted.
+The writer process runs at a lower priority (``capture.writer_priority``, "idle" by default:
+Linux's ``SCHED_IDLE``): where the gateway and its writer share one core, the calls come first
+and the writer uses what they leave; on a saturated core the bounded queue then fills and
+records are dropped and counted. A writer starved of CPU does not even read its pipe: what it
+has not read is held to ``MAX_UNREAD_BYTES`` in the gateway's memory, and records beyond that
+are dropped and counted too (an outage of the database is not that case: the writer reads on
+into its own queue).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ EXIT_WAIT_S = 5.0
 to exit before it is killed."""
 FIRST_RESTART_S = 1.0
 LAST_RESTART_S = 60.0
+MAX_UNREAD_BYTES = 4 << 20
+"""Records sent and not yet read by the writer process, held in the gateway's memory at most;
+beyond, new records are dropped and counted (a writer starved of CPU on a saturated core)."""
 SEND_INTERVAL_S = 0.01
 """Records are sent this long after the first of them is submitted, together: one write and
 one wake-up of the writer process for all the calls of those 10 ms, not one per call."""
@@ -83,6 +90,7 @@ class ProcessWriter(Intake):
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: asyncio.subprocess.Process | None = None
+        self._stdin: asyncio.StreamWriter | None = None
         self._reader: asyncio.Task[None] | None = None
         self._unsent: list[tuple[Any, ...]] = []
         self._send_scheduled = False
@@ -115,6 +123,10 @@ class ProcessWriter(Intake):
         try:
             if not self._accepting or self._submitted - self._settled() >= self._capacity:
                 self._drop()
+                return False
+            stdin = self._stdin
+            if stdin is not None and stdin.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
+                self._drop("the writer process is behind")
                 return False
             self._unsent.append(record_values(record))
             self._ids.append(record.id)
@@ -223,11 +235,12 @@ class ProcessWriter(Intake):
             self._python,
             "-m",
             "capture.writer_main",
-            str(self.settings.writer_nice),
+            self.settings.writer_priority,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         self._process = process
+        self._stdin = process.stdin
         self._sent = 0
         self._child_settled = 0
         self._child_stats = {}
@@ -285,6 +298,7 @@ class ProcessWriter(Intake):
         self._sent = self._child_settled = 0
         self._child_stats = {}
         self._process = None
+        self._stdin = None
         if self._exited is not None:
             self._exited.set()
         self._settle()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from capture.config import CaptureSettings
 from capture.migrate import upgrade
 from capture.store import Store
-from capture.writer_process import ProcessWriter
+from capture.writer_process import MAX_UNREAD_BYTES, ProcessWriter
 from tests.capture.factories import make_anthropic_record, make_record
 from tests.capture.tcp_proxy import TcpProxy
 from tests.capture_support import until
@@ -73,9 +73,9 @@ def test_records_are_prepared_and_stored_by_a_process_of_their_own(database_url:
         assert child.pid != os.getpid() and child.ppid() == os.getpid()
         # The settings (a database password among them) go through the pipe, not the command
         # line that any user of the machine can read.
-        assert child.cmdline()[-3:] == ["-m", "capture.writer_main", "10"]
+        assert child.cmdline()[-3:] == ["-m", "capture.writer_main", "idle"]
         # Calls come first: the writer lowers its priority before it imports anything heavy.
-        assert await until(lambda: child.nice() == min(19, psutil.Process().nice() + 10), 10)
+        assert await until(lambda: os.sched_getscheduler(child.pid) == os.SCHED_IDLE, 10)
         records = [make_record() for _ in range(200)] + [make_anthropic_record() for _ in range(20)]
         for record in records:
             assert writer.submit(record)
@@ -277,3 +277,60 @@ def test_a_record_that_cannot_be_sent_costs_only_itself(
     asyncio.run(scenario())
     lines = [r.getMessage() for r in caplog.records if r.name == "capture.writer_process"]
     assert any("cannot be sent" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(("priority", "nice"), [("low", 10), ("normal", 0)])
+def test_the_writer_priority_can_be_raised(sqlite_url: str, priority: str, nice: int) -> None:
+    upgrade(sqlite_url)
+
+    async def scenario() -> None:
+        writer = ProcessWriter(fast(sqlite_url, writer_priority=priority))
+        await writer.start()
+        child = child_of(writer)
+        own = psutil.Process().nice()
+        assert await until(lambda: child.nice() == min(19, own + nice), 10)
+        assert os.sched_getscheduler(child.pid) == os.SCHED_OTHER
+        assert await writer.drain(10)
+
+    asyncio.run(scenario())
+
+
+def test_a_writer_that_does_not_read_holds_little_in_the_gateway(sqlite_url: str) -> None:
+    """A writer starved of CPU (here: stopped) reads nothing: the gateway holds what it has not
+    read to MAX_UNREAD_BYTES, drops and counts beyond, and everything it kept is stored once
+    the writer runs again."""
+    upgrade(sqlite_url)
+
+    def body(n: int) -> bytes:  # each its own (a frame pickles a shared object once)
+        text = b"x" * (256 << 10) + str(n).encode()
+        return b'{"messages": [{"role": "user", "content": "' + text + b'"}]}'
+
+    async def scenario() -> None:
+        writer = ProcessWriter(fast(sqlite_url))
+        await writer.start()
+        await asyncio.wait_for(writer.flush(), 30)  # started and reading
+        child = child_of(writer)
+        child.suspend()
+        accepted: list[str] = []
+        try:
+            for round_ in range(16):
+                for n in range(4):
+                    record = make_record(request_body=body(round_ * 4 + n))
+                    if writer.submit(record):
+                        accepted.append(record.id)
+                await asyncio.sleep(0.03)  # sent every 10 ms
+            stdin = writer._stdin
+            assert stdin is not None
+            held = stdin.transport.get_write_buffer_size()
+            assert held <= MAX_UNREAD_BYTES + 5 * len(body(0)), held
+            stats = writer.stats()
+            assert stats["dropped"] > 0 and len(accepted) + stats["dropped"] == 64, (held, stats)
+            assert stats["queue_depth"] == len(accepted) < 64
+        finally:
+            child.resume()
+        await asyncio.wait_for(writer.flush(), 60)
+        assert writer.written == len(accepted) and writer.failed == 0
+        assert await writer.drain(10)
+        assert await stored_ids(sqlite_url) == set(accepted)
+
+    asyncio.run(scenario())
