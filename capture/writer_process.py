@@ -61,7 +61,7 @@ EXIT_WAIT_S = 5.0
 to exit before it is killed."""
 FIRST_RESTART_S = 1.0
 LAST_RESTART_S = 60.0
-MAX_UNREAD_BYTES = 4 << 20
+MAX_UNREAD_BYTES = 2 << 20
 """Records sent and not yet read by the writer process, held in the gateway's memory at most;
 beyond, new records are dropped and counted (a writer starved of CPU on a saturated core)."""
 SEND_INTERVAL_S = 0.01
