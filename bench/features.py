@@ -769,11 +769,14 @@ class Run:
                 try:
                     if args.warmup > 0:
                         _run_wrk(self._argv(probe, args.warmup), args.warmup)
-                    cpu = probe.service.cpu_seconds()
+                    # The gateway's CPU and its capture writer process's.
+                    service = probe.service
+                    cpu = service.cpu_seconds() + service.children_cpu_seconds()
                     result = _run_wrk(
                         self._argv(probe, args.features_seconds), args.features_seconds
                     )
-                    target.cpu_s.append(probe.service.cpu_seconds() - cpu)
+                    spent = service.cpu_seconds() + service.children_cpu_seconds() - cpu
+                    target.cpu_s.append(spent)
                 except wrk.WrkError as exc:
                     target.errors.append(f"round {round_index + 1}: {_one_line(exc)}")
                     target.runs.append(None)

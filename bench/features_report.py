@@ -520,8 +520,8 @@ def render(results: FeatureResults) -> str:
         f"runs {results.seconds} s after a {results.warmup_s} s warm-up, the order rotating "
         "from round to round. p50/p99 are medians over the rounds; overhead is gateway minus "
         "direct in the same round, and 'vs (a)' the per-round difference with the base's "
-        "overhead, both medians over the rounds (ms). CPU µs/call is the gateway process's CPU "
-        "time over its calls (a capture writer's work included; PostgreSQL's and Redis's own "
+        "overhead, both medians over the rounds (ms). CPU µs/call is the CPU time of the gateway "
+        "and its capture writer process over the gateway's calls (PostgreSQL's and Redis's own "
         "not). x-gateway-overhead-ms is the gateway's own figure, from calls made one at a "
         "time by an asyncio client afterwards. Load average (1 min): "
         f"{results.load.get('start', 0):.2f} before, {results.load.get('end', 0):.2f} after.",
