@@ -14,8 +14,8 @@ import pytest
 
 from capture.migrate import upgrade_async
 from capture.store import Store
-from capture.writer import CaptureWriter
 from gateway.api import build_api
+from gateway.capturing import AnyWriter
 from gateway.dashboard import build_dashboard
 from gateway.dashboard.access import COOKIE, SESSION_S, DashboardAccess
 from gateway.metrics import Metrics
@@ -41,7 +41,7 @@ def settings(admin: bool = True) -> Settings:
 class FakeGateway:
     manager: RuntimeManager
     store: Store | None
-    writer: CaptureWriter | None = None
+    writer: AnyWriter | None = None
     ready: bool = True
     metrics: Metrics = field(default_factory=Metrics)
 

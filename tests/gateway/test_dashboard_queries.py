@@ -30,8 +30,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from capture.migrate import upgrade_async
 from capture.store import Store
-from capture.writer import CaptureWriter
 from gateway.api import build_api
+from gateway.capturing import AnyWriter
 from gateway.dashboard import build_dashboard, queries, stats
 from gateway.dashboard.report import build_overview, build_series
 from gateway.dashboard.window import Window
@@ -412,7 +412,7 @@ async def _on_recent(loaded: Loaded, cursor: queries.Cursor | None) -> Any:
 class FakeGateway:
     manager: RuntimeManager
     store: Store | None
-    writer: CaptureWriter | None = None
+    writer: AnyWriter | None = None
     ready: bool = True
     metrics: Metrics = field(default_factory=Metrics)
 
