@@ -24,9 +24,11 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/gateway serve --config $(CONFIG) --simulator auto
 
-# The dashboard's browser test drives Debian's chromium (Playwright never downloads a browser).
+# The dashboard's browser test drives Debian's chromium (Playwright never downloads a browser);
+# the benchmarks' smoke tests drive wrk.
 test: venv
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(BIN)/pytest -q
 
 lint: venv
