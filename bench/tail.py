@@ -16,10 +16,15 @@ sticky variants, /metrics scraped every second (the gateway's metrics are always
 them is what can be switched), and everything on at once.
 
 The gateway is pinned to one core (``taskset``; the last core this process may use), and the
-simulator, the load generators and this process to the others, for the tail part only; with a
-single core nothing is pinned. Per configuration, in order: the start (spawn to the first
-answered chat call; ``gateway db upgrade`` runs before the spawn), a check of each kind of call,
-RSS idle; plain calls one at a time, direct and gateway alternating (``--tail-calls`` each),
+simulator, the load generators and this process to the others, for the tail part only
+(bench/cores.py); with a single core nothing is pinned. The stores' servers (PostgreSQL, Redis)
+run where the scheduler puts them, unless ``--tail-pin-stores`` moves them to the load's
+cores. Per configuration, in order: the start (spawn to the first answered chat call;
+``gateway db upgrade`` runs before the spawn), a check of each kind of call, RSS idle;
+``--tail-warmup`` seconds of one-at-a-time calls, unmeasured (a key's limits admit from credits
+after two busy seconds; before that each call waits for Redis); plain calls one at a time,
+direct and gateway alternating (``--tail-calls`` each), with the gateway's own time per call
+(its ``x-gateway-overhead-ms``) and its process's scheduler figures over them (schedstat),
 then streamed ones for the time to first byte (bench/client.py); wrk at c=10 and c=50
 (bench/wrk.py, plain calls, a warm-up before each), the gateway's CPU time over the c=50 run;
 c=50 with a 50 ms upstream, direct and gateway back to back; then two windows with the
@@ -39,41 +44,37 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
-from bench import client, features, procs, wrk
-from bench.stats import summarize
-from bench.tail_report import (
-    EVERYTHING,
-    SPECS,
-    Profile,
-    TailResult,
-    TailResults,
-    TailSpec,
-    profile_from_collapsed,
+from bench import client, cores, features, procs, wrk
+from bench.cores import Pinning
+from bench.loop_holds import Profile, profile_from_collapsed
+from bench.probes import (
+    Scraper,
+    capture_counts,
+    children_peak_rss_bytes,
+    lag_window,
+    own_rss_bytes,
+    peak_rss_bytes,
+    scheduler_ns,
 )
+from bench.stats import summarize
+from bench.tail_report import EVERYTHING, SPECS, TailResult, TailResults, TailSpec
 
 LOOPLAG_ENV = "GATEWAY_LOOPLAG"
 STEPS_ENV = "GATEWAY_LOOPLAG_STEPS"
 """gateway/looplag.py's variables (not imported: the benchmark does not import the gateway)."""
-SCRAPE_PERIOD_S = 1.0
 OWN_PACKAGES = ("gateway", "capture", "router", "dialects", "autopilot")
 Progress = Callable[[str], None]
 
@@ -100,6 +101,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a capture setting over the defaults where capture is on, e.g. writer=loop or "
         "writer_priority=low (YAML values; repeatable)",
+    )
+    group.add_argument(
+        "--tail-warmup",
+        type=float,
+        default=3.0,
+        help="seconds of unmeasured one-at-a-time calls before the measured ones (default 3: "
+        "a key's limits admit from credits after two busy seconds)",
+    )
+    group.add_argument(
+        "--tail-pin-stores",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="PostgreSQL's and Redis's servers, where they run on this machine, on the load's "
+        "cores, off the gateway's (default off: there their work slows the direct calls too; "
+        "bench/cores.py)",
     )
     group.add_argument(
         "--tail-profile",
@@ -133,8 +149,8 @@ def finish_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         if not sep or not key.strip():
             parser.error(f"--tail-capture: KEY=VALUE, not {item!r}")
         args.tail_capture_settings[key.strip()] = yaml.safe_load(value)
-    if args.tail_calls < 1 or args.tail_seconds < 1:
-        parser.error("--tail-calls and --tail-seconds: at least 1")
+    if args.tail_calls < 1 or args.tail_seconds < 1 or args.tail_warmup < 0:
+        parser.error("--tail-calls and --tail-seconds: at least 1; --tail-warmup: at least 0")
 
 
 # --- configurations -------------------------------------------------------------------------
@@ -188,57 +204,6 @@ def unavailable(spec: TailSpec, stores: features.Stores) -> str | None:
     return None
 
 
-# --- cores ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Pinning:
-    """The gateway on one core, everything else of the benchmark on the others."""
-
-    gateway: set[int]
-    others: set[int]
-    saved: set[int]
-
-    @property
-    def text(self) -> str:
-        return (
-            f"the gateway pinned to core {','.join(map(str, sorted(self.gateway)))}, the "
-            f"simulator, wrk, the asyncio client and py-spy to core "
-            f"{','.join(map(str, sorted(self.others)))}"
-        )
-
-
-def plan_pinning() -> Pinning | None:
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        return None
-    return Pinning({cores[-1]}, set(cores[:-1]), set(cores))
-
-
-def _set_affinity(pid: int, cores: set[int]) -> None:
-    try:
-        process = psutil.Process(pid)
-        for member in (process, *process.children(recursive=True)):
-            member.cpu_affinity(sorted(cores))
-    except psutil.Error:
-        pass
-
-
-@contextlib.contextmanager
-def pinned(pinning: Pinning | None, simulator: procs.Service) -> Iterator[None]:
-    """This thread (and so wrk, py-spy and the client) and the simulator on the other cores."""
-    if pinning is None:
-        yield
-        return
-    os.sched_setaffinity(0, pinning.others)
-    _set_affinity(simulator.process.pid, pinning.others)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, pinning.saved)
-        _set_affinity(simulator.process.pid, pinning.saved)
-
-
 # --- the gateway under test -----------------------------------------------------------------
 
 
@@ -272,117 +237,13 @@ def start_gateway(
         env[STEPS_ENV] = "1"
     service = procs.spawn(f"gateway-tail-{spec.name}", argv, port, workdir, cwd=workdir, env=env)
     if pinning is not None and taskset is None:
-        _set_affinity(service.process.pid, pinning.gateway)
+        cores.set_affinity(service.process.pid, pinning.gateway)
     try:
         seconds = procs.wait_until(service, procs.chat_request(service.url), 60.0)
     except BaseException:
         service.stop()
         raise
     return service, seconds, lag_file
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """The process's high-water mark of resident memory (VmHWM), 0 when unreadable."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def own_rss_bytes(pid: int) -> int:
-    """The process's resident memory, without its children's (the capture writer's is reported
-    on its own), 0 when unreadable."""
-    try:
-        return int(psutil.Process(pid).memory_info().rss)
-    except psutil.Error:
-        return 0
-
-
-def children_peak_rss_bytes(pid: int) -> int:
-    """The summed high-water marks of the processes ``pid`` started (the capture writer)."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return 0
-    return sum(peak_rss_bytes(child.pid) for child in children)
-
-
-_CAPTURE_LINE = re.compile(r'^gateway_capture_records_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
-
-
-_QUEUE_LINE = re.compile(r"^gateway_capture_queue_depth ([0-9.e+]+)$", re.M)
-
-
-def capture_counts(url: str) -> dict[str, int]:
-    """The capture's records by outcome, from /metrics (empty when capture is off)."""
-    try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-            text = response.read().decode()
-    except (OSError, urllib.error.URLError):
-        return {}
-    counts = {outcome: int(float(value)) for outcome, value in _CAPTURE_LINE.findall(text)}
-    depth = _QUEUE_LINE.search(text)
-    if depth is not None:
-        counts["queue_depth"] = int(float(depth.group(1)))
-    return counts
-
-
-class Scraper:
-    """GET /metrics every ``period`` seconds on a thread, as Prometheus would (more often)."""
-
-    def __init__(self, url: str, period: float = SCRAPE_PERIOD_S) -> None:
-        self.url = f"{url}/metrics"
-        self.period = period
-        self.scrapes = 0
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
-
-    def __enter__(self) -> Scraper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                with urllib.request.urlopen(self.url, timeout=10) as response:
-                    response.read()
-                self.scrapes += 1
-            except (OSError, urllib.error.URLError):
-                self.errors += 1
-
-
-def _read_lag(path: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data
-
-
-def lag_window(service: procs.Service, path: Path, run: Callable[[], int]) -> tuple[Any, int]:
-    """``run()`` with the gateway's sampler on: (its snapshot or None, run()'s calls)."""
-    previous = _read_lag(path)
-    seq = int(previous["seq"]) if previous else 0
-    os.kill(service.process.pid, signal.SIGUSR1)
-    time.sleep(0.05)
-    calls = run()
-    os.kill(service.process.pid, signal.SIGUSR2)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        data = _read_lag(path)
-        if data is not None and int(data.get("seq", 0)) > seq:
-            return data, calls
-        time.sleep(0.02)
-    return None, calls
 
 
 def _one_line(exc: BaseException) -> str:
@@ -429,9 +290,12 @@ class Run:
             wrk.run(self.executable, load, self.args.warmup, 1)
         return wrk.run(self.executable, load, seconds or self.args.tail_seconds, 1)
 
-    def one_at_a_time(self, gateway: procs.Service, stream: bool, calls: int) -> client.Samples:
+    def one_at_a_time(
+        self, gateway: procs.Service, stream: bool, calls: int, seconds: float | None = None
+    ) -> client.Samples:
+        """Up to ``calls`` calls each, direct and gateway alternating, within ``seconds``."""
         samples = client.Samples()
-        budget = max(30.0, calls * 0.02)
+        budget = seconds if seconds is not None else max(30.0, calls * 0.02)
         client.run_async(
             functools.partial(
                 client.sequential,
@@ -475,9 +339,19 @@ class Run:
         self, spec: TailSpec, item: TailResult, service: procs.Service, lag_file: Path, index: int
     ) -> None:
         calls, name = self.args.tail_calls, spec.name
+        if self.args.tail_warmup > 0:
+            self.progress(f"tail: ({index}) {name}: {self.args.tail_warmup} s of warm-up, c=1")
+            self.one_at_a_time(service, False, 1_000_000, self.args.tail_warmup)
         self.progress(f"tail: ({index}) {name}: {calls} plain and {calls} streamed calls, c=1")
+        before = scheduler_ns(service.process.pid)
         plain = self.one_at_a_time(service, False, calls)
+        after = scheduler_ns(service.process.pid)
         item.c1_ms = {target: summarize(values) for target, values in plain.plain_ms.items()}
+        item.c1_own_ms = summarize(plain.reported_overhead_ms)
+        answered = len(plain.plain_ms["gateway"])
+        if answered and after != (0, 0):
+            item.c1_cpu_us = (after[0] - before[0]) / answered / 1e3
+            item.c1_wait_us = (after[1] - before[1]) / answered / 1e3
         streamed = self.one_at_a_time(service, True, calls)
         item.ttfb_ms = {target: summarize(values) for target, values in streamed.ttfb_ms.items()}
         for target, count in plain.errors.items():
@@ -600,7 +474,8 @@ class Run:
             calls=self.args.tail_calls,
             seconds=self.args.tail_seconds,
             warmup_s=self.args.warmup,
-            pinning=self.pinning.text if self.pinning else "nothing pinned (one core)",
+            pinning="",  # known once the stores are moved, below
+            c1_warmup_s=self.args.tail_warmup,
         )
         results.load["start"] = round(os.getloadavg()[0], 2)
         with contextlib.ExitStack() as stack:
@@ -618,7 +493,12 @@ class Run:
                     features.redis_prefix(self.args.redis_url, self.progress)
                 )
                 stores.redis_prefix, stores.redis_reason = prefix, why
-            stack.enter_context(pinned(self.pinning, self.simulator))
+            servers = []
+            if self.args.tail_pin_stores:
+                servers = cores.store_servers(
+                    stores.postgres_url, stores.redis_url if stores.redis_reason is None else None
+                )
+            stack.enter_context(cores.pinned(self.pinning, self.simulator, servers))
             for index, spec in enumerate(specs, start=1):
                 item = TailResult(spec)
                 results.configs.append(item)
@@ -637,6 +517,7 @@ class Run:
                     results.steps = self.steps(everything.spec, stores)
                 except (procs.StartError, client.BadAnswer, wrk.WrkError) as exc:
                     self.progress(f"tail: the steps' run failed: {_one_line(exc)}")
+        results.pinning = self.pinning.text if self.pinning else "nothing pinned (one core)"
         results.profile = self.profile
         results.load["end"] = round(os.getloadavg()[0], 2)
         return results
@@ -650,4 +531,4 @@ def run(
     progress: Progress,
 ) -> TailResults:
     """Every configuration asked for, one after the other; the scratch stores gone after."""
-    return Run(args, executable, simulator, workdir, progress, plan_pinning()).execute()
+    return Run(args, executable, simulator, workdir, progress, cores.plan_pinning()).execute()

@@ -19,11 +19,11 @@ and the collector's pauses.
 from __future__ import annotations
 
 import operator
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.features_report import VERDICT_TEXT, _f, _n, _table
+from bench.loop_holds import Profile, holds, profile_lines, steps_lines
 from bench.wrk import WrkResult
 
 MIB = 1024 * 1024
@@ -82,6 +82,13 @@ class TailResult:
     """The process's high-water mark of resident memory (VmHWM) at the end."""
     c1_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per target (direct, gateway), the summary of plain calls made one at a time."""
+    c1_own_ms: dict[str, float] = field(default_factory=dict)
+    """The gateway's own time in those calls (its ``x-gateway-overhead-ms``: from taking the
+    call to its answer's headers, less the upstream's time), summarized."""
+    c1_cpu_us: float | None = None
+    """The gateway process's time on a core per call over those calls (schedstat)."""
+    c1_wait_us: float | None = None
+    """Its time runnable but waiting for a core, per call (another process held the core)."""
     ttfb_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     c10: WrkResult | None = None
     c50: WrkResult | None = None
@@ -141,104 +148,6 @@ class TailResult:
         return sum(run.error_count for run in runs if run is not None)
 
 
-@dataclass(frozen=True)
-class Holds:
-    """One window's loop holds, read from the sampler's snapshot: the 1 ms timer's lateness
-    (late), the loop thread's CPU time between two wake-ups (busy) and the collector's pauses."""
-
-    samples: int
-    late_02: int
-    late_1: int
-    late_max_ms: float
-    busy_02: int
-    busy_1: int
-    busy_max_ms: float
-    gc_above_1: int
-    gc_max_ms: float
-    gc_max_generation: str | None
-
-
-def _counts(figures: dict[str, Any]) -> tuple[int, int, float]:
-    above = figures.get("above_ms", {})
-    return int(above.get("0.2", 0)), int(above.get("1", 0)), float(figures.get("max_ms", 0.0))
-
-
-def holds(snapshot: dict[str, Any] | None) -> Holds | None:
-    if not snapshot:
-        return None
-    late, busy = snapshot.get("lag", {}), snapshot.get("busy", {})
-    gc_above_1, gc_max, gc_gen = 0, 0.0, None
-    for generation, figures in snapshot.get("gc", {}).items():
-        gc_above_1 += int(figures.get("above_ms", {}).get("1", 0))
-        if float(figures.get("max_ms", 0.0)) > gc_max:
-            gc_max, gc_gen = float(figures["max_ms"]), generation
-    return Holds(
-        int(late.get("samples", 0)),
-        *_counts(late),
-        *_counts(busy),
-        gc_above_1=gc_above_1,
-        gc_max_ms=gc_max,
-        gc_max_generation=gc_gen,
-    )
-
-
-@dataclass
-class Profile:
-    """py-spy's samples of one configuration's gateway over a c=50 run, by frame."""
-
-    config: str
-    samples: int = 0
-    own: list[tuple[str, float]] = field(default_factory=list)
-    """The innermost frames (where the time is spent), by share of samples."""
-    inclusive: list[tuple[str, float]] = field(default_factory=list)
-    """The project's functions (gateway/, capture/, router/ ...) by share of samples that
-    pass through them."""
-    threads: list[tuple[str, float]] = field(default_factory=list)
-    """By thread (py-spy's ``--threads`` root frame; numbered threads of one target as one)."""
-    error: str | None = None
-
-
-_THREAD = re.compile(r"^thread \(\w+\): ")
-_NUMBERED = re.compile(r"^(Thread-)\d+")
-
-
-def profile_from_collapsed(
-    config: str, text: str, own_packages: tuple[str, ...], top: int = 12
-) -> Profile:
-    """Aggregate py-spy's ``--format raw`` output (``frame;frame;... count`` per line)."""
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    threads: dict[str, int] = {}
-    total = 0
-    for line in text.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
-        total += count
-        if frames[0].startswith("thread (") and len(frames) > 1:
-            thread = _THREAD.sub("", frames.pop(0))
-            thread = _NUMBERED.sub(r"\1*", thread)
-            threads[thread] = threads.get(thread, 0) + count
-        leaf = frames[-1]
-        own[leaf] = own.get(leaf, 0) + count
-        seen: set[str] = set()
-        for frame in frames:
-            if frame in seen or not any(f"{package}/" in frame for package in own_packages):
-                continue
-            seen.add(frame)
-            inclusive[frame] = inclusive.get(frame, 0) + count
-    if total == 0:
-        return Profile(config, error="no samples")
-
-    def ranked(counts: dict[str, int]) -> list[tuple[str, float]]:
-        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
-        return [(frame, count / total) for frame, count in ordered]
-
-    return Profile(config, total, ranked(own), ranked(inclusive), ranked(threads))
-
-
 @dataclass
 class TailResults:
     calls: int
@@ -248,6 +157,8 @@ class TailResults:
     warmup_s: int
     pinning: str
     """Which cores the gateway and the rest ran on."""
+    c1_warmup_s: float = 0.0
+    """Seconds of unmeasured one-at-a-time calls before the measured ones."""
     configs: list[TailResult] = field(default_factory=list)
     profile: Profile | None = None
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -444,6 +355,35 @@ def capture_rows(results: TailResults) -> list[list[str]]:
 CAPTURE_OUTCOMES = ("written", "dropped", "failed", "queue_depth")
 
 
+SPENT_HEADER = (
+    "gateway config",
+    "c=1 +p50 / +p99",
+    "gateway's own time p50 / p99",
+    "gateway CPU µs/call (c=1)",
+    "waiting for its core, µs/call (c=1)",
+)
+
+
+def spent_rows(results: TailResults) -> list[list[str]]:
+    """Per configuration: the end-to-end c=1 overheads beside the gateway's own time in the
+    same calls and its process's time on and waiting for its core."""
+    rows: list[list[str]] = []
+    for item in results.configs:
+        if item.skipped is not None:
+            continue
+        own = item.c1_own_ms
+        rows.append(
+            [
+                item.spec.label,
+                f"{_ms(item.overhead('p50'))} / {_ms(item.overhead('p99'))}",
+                f"{_ms(own.get('p50'), False)} / {_ms(own.get('p99'), False)}",
+                _n(item.c1_cpu_us),
+                _f(item.c1_wait_us, 1),
+            ]
+        )
+    return rows
+
+
 def _notes(results: TailResults) -> list[str]:
     notes: list[str] = []
     for item in results.configs:
@@ -458,87 +398,10 @@ def _notes(results: TailResults) -> list[str]:
     return notes
 
 
-def _profile_lines(profile: Profile) -> list[str]:
-    if profile.error is not None:
-        return ["", f"py-spy on ({profile.config}): not measured ({profile.error})."]
-    lines = [
-        "",
-        f"py-spy on the {profile.config} gateway during a c=50 run ({profile.samples:,} samples, "
-        "`--nonblocking`; samples of an idle thread, such as the loop waiting in epoll, left out): "
-        "the innermost frames by share of samples,",
-        "",
-    ]
-    lines += _table(
-        ("frame (innermost)", "share"), [[f"`{f}`", f"{s:.1%}"] for f, s in profile.own]
-    )
-    if profile.threads:
-        lines += ["", "by thread:", ""]
-        lines += _table(("thread", "share"), [[f"`{t}`", f"{s:.1%}"] for t, s in profile.threads])
-    if profile.inclusive:
-        lines += ["", "and the project's functions by share of samples that pass through them:", ""]
-        lines += _table(
-            ("function", "share"), [[f"`{f}`", f"{s:.1%}"] for f, s in profile.inclusive]
-        )
-    return lines
-
-
-STEPS_SHOWN = 12
-
-
-def steps_rows(steps: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """Per coroutine (the longest step at c=50 first): steps over 0.2 / 1 ms, the longest."""
-    names: dict[str, float] = {}
-    for window in ("c50", "c1"):
-        for name, figures in steps.get(window, {}).get("steps", {}).items():
-            names.setdefault(name, float(figures["wall"]["max_ms"]) if window == "c50" else -1.0)
-    ordered = sorted(names, key=lambda name: (-names[name], name))[:STEPS_SHOWN]
-    rows: list[list[str]] = []
-    for name in ordered:
-        row = [f"`{name}`"]
-        for window in ("c1", "c50"):
-            figures = steps.get(window, {}).get("steps", {}).get(name)
-            if figures is None:
-                row += ["-", "-", "-"]
-                continue
-            wall, cpu, own = figures["wall"], figures["cpu"], figures.get("own", {})
-            above = wall.get("above_ms", {})
-            row += [
-                f"{wall['samples']:,}: {above.get('0.2', 0):,} / {above.get('1', 0):,}",
-                f"{wall['max_ms']:.2f} ms ({cpu['max_ms']:.2f})",
-                "-"
-                if not own
-                else f"{own.get('above_ms', {}).get('1', 0):,}, {own['max_ms']:.2f} ms",
-            ]
-        rows.append(row)
-    return rows
-
-
-def _steps_lines(steps: dict[str, dict[str, Any]]) -> list[str]:
-    calls = {window: steps.get(window, {}).get("calls", 0) for window in ("c1", "c50")}
-    return [
-        "",
-        "Which work holds the loop: the everything-on gateway once more, with every task's steps "
-        "timed (gateway/looplag.py, `GATEWAY_LOOPLAG_STEPS`: from a task's resumption to its "
-        f"next suspension), in the same two windows ({calls['c1']:,} and {calls['c50']:,} "
-        "gateway calls). Per coroutine: its steps, of which over 0.2 ms / over 1 ms, and the "
-        "longest (its CPU time in brackets); then, less the collections that ran inside a step "
-        "(a step triggers them; they are not its own work), the steps still over 1 ms and the "
-        "longest. The longest at c=50 first. Callbacks that are not a task's step (protocols, "
-        "timers) are not in this table.",
-        "",
-        *_table(
-            (
-                "coroutine",
-                "c=1: steps: > 0.2 / > 1 ms",
-                "c=1: longest (CPU)",
-                "c=1: less collections: > 1 ms, longest",
-                "c=50: steps: > 0.2 / > 1 ms",
-                "c=50: longest (CPU)",
-                "c=50: less collections: > 1 ms, longest",
-            ),
-            steps_rows(steps),
-        ),
-    ]
+def _warmup(results: TailResults) -> str:
+    if results.c1_warmup_s <= 0:
+        return ""
+    return f"{results.c1_warmup_s:g} s of one-at-a-time calls unmeasured (warm-up), then "
 
 
 def render(results: TailResults) -> str:
@@ -547,7 +410,8 @@ def render(results: TailResults) -> str:
         "",
         "Method: one gateway process per configuration (`gateway serve --workers 1`, key auth on, "
         "`model` rewritten), one after the other, against the same zero-latency simulator; "
-        f"{results.pinning}. Per configuration: {results.calls:,} plain calls one at a time, "
+        f"{results.pinning}. Per configuration: {_warmup(results)}{results.calls:,} plain calls "
+        "one at a time, "
         "direct and gateway alternating, then as many streamed (asyncio client); wrk "
         f"(bench/post.lua, plain calls) at c=10 and c=50 for {results.seconds} s each after a "
         f"{results.warmup_s} s warm-up; c=50 with a 50 ms upstream, direct and gateway back to "
@@ -584,6 +448,18 @@ def render(results: TailResults) -> str:
         lines += _table(CAPTURE_HEADER, capture)
     lines += [
         "",
+        "Where the c=1 time goes, over the same one-at-a-time plain calls: the overheads above, "
+        "the gateway's own time in those calls (its `x-gateway-overhead-ms` header: from taking "
+        "the call to its answer's headers, less the upstream's time), and the gateway process's "
+        "time on its core and runnable but waiting for it (`/proc/PID/task/*/schedstat`), per "
+        "call. A +p99 far above the gateway's own p99 is time spent outside the gateway's "
+        "handling: waiting for a core held by another process (the last column), or the load's "
+        "core busy with work the gateway's calls cause there (a store's server).",
+        "",
+        *_table(SPENT_HEADER, spent_rows(results)),
+    ]
+    lines += [
+        "",
         "Loop holds (gateway/looplag.py, sampling only in these windows: a c=1 run of "
         "one-at-a-time calls and a c=50 wrk run of its own, so the figures above are measured "
         "without it). Late: how often the loop's 1 ms timer woke more than 0.2 ms and more than "
@@ -595,9 +471,9 @@ def render(results: TailResults) -> str:
     ]
     lines += _table(HOLDS_HEADER, holds_rows(results))
     if results.steps:
-        lines += _steps_lines(results.steps)
+        lines += steps_lines(results.steps)
     if results.profile is not None:
-        lines += _profile_lines(results.profile)
+        lines += profile_lines(results.profile)
     notes = _notes(results)
     if notes:
         lines += ["", *notes]
@@ -613,6 +489,9 @@ def to_json(results: TailResults) -> dict[str, Any]:
             "figures": _figures(item),
             "c1_overhead_ms": {p: item.overhead(p) for p in ("p50", "p90", "p99")},
             "c1_ms": item.c1_ms,
+            "c1_own_ms": item.c1_own_ms,
+            "c1_cpu_us": item.c1_cpu_us,
+            "c1_wait_us": item.c1_wait_us,
             "ttfb_ms": item.ttfb_ms,
             "c10": item.c10.to_json() if item.c10 else None,
             "c50": item.c50.to_json() if item.c50 else None,
@@ -637,6 +516,7 @@ def to_json(results: TailResults) -> dict[str, Any]:
         "calls": results.calls,
         "seconds": results.seconds,
         "warmup_s": results.warmup_s,
+        "c1_warmup_s": results.c1_warmup_s,
         "pinning": results.pinning,
         "load": results.load,
         "configs": [config_json(item) for item in results.configs],

@@ -14,17 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import features, run, tail, tail_report, wrk
+from bench import cores, features, loop_holds, run, tail, tail_report, wrk
+from bench.loop_holds import holds, profile_from_collapsed
 from bench.report import Results, render, to_json
-from bench.tail_report import (
-    SPECS,
-    TailResult,
-    TailResults,
-    holds,
-    profile_from_collapsed,
-    spec,
-    verdicts,
-)
+from bench.tail_report import SPECS, TailResult, TailResults, spec, verdicts
 from gateway.settings import hash_key, parse_settings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -107,7 +100,7 @@ def test_arguments_quick_full_and_chosen_configurations() -> None:
 
 
 def test_pinning_leaves_the_gateway_a_core_of_its_own() -> None:
-    pinning = tail.plan_pinning()
+    pinning = cores.plan_pinning()
     if pinning is None:
         pytest.skip("one core: nothing is pinned")
     assert pinning.gateway.isdisjoint(pinning.others)
@@ -147,6 +140,8 @@ def sample() -> TailResults:
             "direct": {"n": 1000, "p50": 0.25, "p99": 0.6},
             "gateway": {"n": 1000, "p50": 0.60, "p99": 1.0},
         }
+        item.c1_own_ms = {"n": 1000, "p50": 0.04, "p99": 0.09}
+        item.c1_cpu_us, item.c1_wait_us = 240.0, 31.5
         item.c10 = result(3.0, 6.0, 20_000, 8.0)
         item.c50 = result(16.0, 30.0, 24_000, 8.0)  # 3,000 calls/s
         item.c50_cpu_s = 7.2  # 300 µs per call
@@ -260,7 +255,7 @@ STEPS = {
 
 
 def test_steps_are_listed_by_their_longest_at_c50() -> None:
-    rows = tail_report.steps_rows(STEPS)
+    rows = loop_holds.steps_rows(STEPS)
     assert rows == [
         ["`CaptureWriter._run`", "-", "-", "-", "80: 40 / 12", "6.50 ms (6.10)", "9, 3.50 ms"],
         [
@@ -273,7 +268,7 @@ def test_steps_are_listed_by_their_longest_at_c50() -> None:
             "-",
         ],
     ]
-    assert tail_report.steps_rows({}) == []
+    assert loop_holds.steps_rows({}) == []
 
 
 def test_the_section_is_in_the_report_and_its_json() -> None:
@@ -298,6 +293,8 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
     assert "| `CaptureWriter._run` | - | - | - | 80: 40 / 12 | 6.50 ms (6.10) | 9, 3.50 ms |" in (
         section
     )
+    # Where the c=1 time goes: the end-to-end overheads beside the gateway's own time.
+    assert "| +0.30 ms / +3.00 ms | 0.04 ms / 0.09 ms | 240 | 31.5 |" in section
     lines = section.splitlines()
     width = 0
     for index, line in enumerate(lines):  # every row has as many cells as its table's header
@@ -308,6 +305,8 @@ def test_the_section_is_in_the_report_and_its_json() -> None:
     data = to_json(results)["tail"]
     assert data["configs"][0]["c1_overhead_ms"]["p99"] == pytest.approx(3.0)
     assert data["configs"][0]["cpu_us_per_call"] == pytest.approx(300)
+    assert data["configs"][0]["c1_own_ms"]["p99"] == 0.09
+    assert data["configs"][0]["c1_wait_us"] == 31.5
     assert [t["met"] for t in data["targets"]].count(True) == 5
 
 
@@ -328,6 +327,8 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
         "1",
         "--warmup",
         "0",
+        "--tail-warmup",
+        "0.5",
         "--out-dir",
         str(tmp_path),
     ]
@@ -345,6 +346,10 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
         assert config["c10"]["requests"] > 10 and config["c50"]["requests"] > 10
         assert config["c50"]["errors"]["status"] == 0 and config["d50"]["gateway"]["requests"] > 0
         assert 10 < config["cpu_us_per_call"] < 100_000
+        # The gateway's own time (its header) is a part of each call's whole time through it.
+        own, whole = config["c1_own_ms"], config["c1_ms"]["gateway"]
+        assert own["n"] == 30 and 0 < own["p50"] <= own["p99"] < whole["p99"], (own, whole)
+        assert 10 < config["c1_cpu_us"] < 100_000 and config["c1_wait_us"] >= 0
         assert 0 < config["rss_idle_bytes"] <= config["rss_peak_bytes"]
         for window in ("c1", "c50"):
             lag = config["lag"][window]
@@ -370,6 +375,7 @@ def test_a_short_real_run_reports_measured_numbers(tmp_path: Path) -> None:
         assert profile["threads"][0][0] == "MainThread"
     text = (tmp_path / "latest.md").read_text()
     section = text.split("### The tail, component by component (issue 16)")[1]
-    for column in tail_report.TABLE_HEADER + tail_report.HOLDS_HEADER:
+    assert "0.5 s of one-at-a-time calls unmeasured (warm-up)" in section
+    for column in tail_report.TABLE_HEADER + tail_report.HOLDS_HEADER + tail_report.SPENT_HEADER:
         assert f"| {column} |" in section or f" {column} |" in section, column
     assert "not measured" not in section.split("Targets")[0]
