@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from capture.schema import NAME_LENGTH, SLICE_LENGTH, rollout_decisions, rollouts
 
 DECISION_FIELDS = ("slice", "action", "from_stage", "to_stage", "share", "reason", "evidence")
+_ALL_STATES = sa.select(rollouts.c.route, rollouts.c.state).order_by(rollouts.c.route)
+"""Built once, as the autopilot reads it every few seconds: a statement keeps its cache key."""
 
 
 def _at(value: Any) -> dt.datetime:
@@ -85,9 +87,8 @@ class RolloutTable:
 
     async def load_all(self) -> dict[str, dict[str, Any]]:
         """Every route's rollout state, by route."""
-        query = sa.select(rollouts.c.route, rollouts.c.state).order_by(rollouts.c.route)
         async with self.engine.connect() as connection:
-            return {r.route: dict(r.state) for r in await connection.execute(query)}
+            return {r.route: dict(r.state) for r in await connection.execute(_ALL_STATES)}
 
     async def request_abort(
         self, route: str, reason: str, live: Sequence[str] = ("running", "promoted")

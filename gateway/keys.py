@@ -5,7 +5,10 @@ A key is shown once, when it is made; the database keeps its sha256 and its firs
 Every replica keeps the active keys in memory and reloads them when told (a message on the Redis
 channel ``<prefix>:keys``, sent by whoever changed a key) and every ``refresh_s`` seconds in any
 case, so a revoked key stops working everywhere within a second with Redis, and within
-``refresh_s`` without it.
+``refresh_s`` without it. While the channel is heard the reload is only a safety net, every
+``heard_refresh_s`` seconds: each reload holds the calls' event loop for a few tenths of a
+millisecond (the database driver's Python), and a replica that loses the channel reloads at
+once and polls every ``refresh_s`` until it hears it again (it reloads on subscribing too).
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ def principal_of(row: Any) -> Principal:
     )
 
 
+_ACTIVE = sa.select(gateway_keys).where(gateway_keys.c.revoked_at.is_(None))
+"""Built once: a statement keeps its cache key, which SQLAlchemy would otherwise compute again
+on each poll (about a third of the poll's CPU, on the event loop)."""
+
+
 class KeyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -120,9 +128,8 @@ class KeyStore:
         return int(result.rowcount or 0)
 
     async def active(self) -> dict[str, Principal]:
-        query = sa.select(gateway_keys).where(gateway_keys.c.revoked_at.is_(None))
         async with self.engine.connect() as connection:
-            return {row.sha256: principal_of(row) for row in await connection.execute(query)}
+            return {row.sha256: principal_of(row) for row in await connection.execute(_ACTIVE)}
 
 
 class VirtualKeys:
@@ -134,12 +141,18 @@ class VirtualKeys:
         redis: Any = None,
         channel: str = "gateway:keys",
         refresh_s: float = 5.0,
+        heard_refresh_s: float = 60.0,
     ) -> None:
         self.store = store
         self.by_digest: dict[str, Principal] = {}
+        self.reloads = 0
         self._redis = redis
         self._channel = channel
         self._refresh_s = refresh_s
+        self._heard_refresh_s = heard_refresh_s
+        self.hearing = False
+        """Subscribed to the channel: changes arrive as messages, the poll is a safety net."""
+        self._lost = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -158,6 +171,7 @@ class VirtualKeys:
         self._tasks.clear()
 
     async def reload(self) -> None:
+        self.reloads += 1
         try:
             self.by_digest = await self.store.active()
         except Exception as exc:  # keep the keys we have; the next refresh tries again
@@ -170,7 +184,10 @@ class VirtualKeys:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self._refresh_s)
+            interval = self._heard_refresh_s if self.hearing else self._refresh_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), interval)
+            self._lost.clear()
             await self.reload()
 
     async def _listen(self) -> None:
@@ -178,6 +195,7 @@ class VirtualKeys:
             try:
                 pubsub = self._redis.pubsub()
                 await pubsub.subscribe(self._channel)
+                self.hearing = True
                 await self.reload()  # changes missed while not subscribed
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
@@ -186,6 +204,9 @@ class VirtualKeys:
                 raise
             except Exception as exc:
                 log.warning("virtual keys: Redis channel lost (%s); retrying", describe_error(exc))
+                if self.hearing:
+                    self.hearing = False
+                    self._lost.set()  # the poller reloads now, then every refresh_s
                 await asyncio.sleep(1.0)
 
 
