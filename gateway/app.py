@@ -95,6 +95,8 @@ class GatewayApp:
         self.recorder.limiter = self.limiter
         self.proxy = Proxy(self.manager, self.shadows, self.recorder, self.limiter)
         self._redis: Any = None
+        self._lean: PipelinedRedis | None = None
+        """The lean connection to Redis (gateway.resp), shared; closed with the limiter."""
         self.store: Store | None = None
         self.keys: VirtualKeys | None = None
         self.sync: RouteSync | None = None
@@ -202,9 +204,9 @@ class GatewayApp:
         settings = self.manager.settings
         if settings.redis is not None:
             self._redis = connect_redis(settings.redis)
-            # The one lean connection for what calls wait on (admits, cache lookups); closed
-            # with the limiter.
-            connection = PipelinedRedis.like(self._redis)
+            # The one lean connection for what calls wait on (admits, cache lookups), and the
+            # autopilot's lease; closed with the limiter.
+            connection = self._lean = PipelinedRedis.like(self._redis)
             errors = self.metrics.limiter_errors
             self.limiter = RedisLimiter(
                 self._redis,
@@ -270,7 +272,7 @@ class GatewayApp:
         autopilot = settings.autopilot
         engine = self.store.engine
         lease: Lease = (
-            RedisLease(self._redis, settings.redis.prefix)
+            RedisLease(self._redis, settings.redis.prefix, connection=self._lean)
             if self._redis is not None and settings.redis is not None
             else DatabaseLease(engine)
         )

@@ -19,38 +19,30 @@ import logging
 from typing import Any
 
 from capture.errortext import describe_error
+from gateway.redisscripts import LEASE_DELETE, LEASE_EXTEND
+from gateway.resp import PipelinedRedis
 
 log = logging.getLogger("gateway.lease")
-
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 1
-end
-return 0
-"""
-
-_DELETE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class RedisLease:
     """A lease as one Redis key with a time-to-live."""
 
-    def __init__(self, redis: Any, prefix: str = "gateway", name: str = "autopilot") -> None:
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str = "gateway",
+        name: str = "autopilot",
+        connection: PipelinedRedis | None = None,
+    ) -> None:
+        """``redis``: a redis-py client naming the server; the scripts go over ``connection``
+        (the gateway's lean connection, closed by its owner) or one of the lease's own like it
+        (closed by ``aclose``)."""
         if not name:
             raise ValueError("a lease needs a name")
-        self._redis = redis
         self.key = f"{prefix}:lease:{name}"
-        self._extend = redis.register_script(_EXTEND)
-        self._delete = redis.register_script(_DELETE)
+        self._own = connection is None
+        self._connection = connection or PipelinedRedis.like(redis)
 
     async def acquire(self, holder: str, ttl_s: float, now: dt.datetime | None = None) -> bool:
         if not holder:
@@ -59,7 +51,7 @@ class RedisLease:
             raise ValueError("the lease's time-to-live must be > 0 seconds")
         ttl_ms = max(1, round(ttl_s * 1000))
         try:
-            taken = await self._extend(keys=[self.key], args=[holder, ttl_ms])
+            taken = await LEASE_EXTEND.run(self._connection, [self.key], [holder, ttl_ms])
         except Exception as exc:
             log.warning("the lease %s cannot be taken (Redis: %s)", self.key, describe_error(exc))
             return False
@@ -67,7 +59,7 @@ class RedisLease:
 
     async def release(self, holder: str, now: dt.datetime | None = None) -> None:
         try:
-            await self._delete(keys=[self.key], args=[holder])
+            await LEASE_DELETE.run(self._connection, [self.key], [holder])
         except Exception as exc:
             log.warning(
                 "the lease %s was not released (Redis: %s); it expires by itself",
@@ -76,7 +68,12 @@ class RedisLease:
             )
 
     async def holder(self, now: dt.datetime | None = None) -> str | None:
-        value = await self._redis.get(self.key)
+        value = await self._connection.execute("GET", self.key)
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def aclose(self) -> None:
+        """Close the lease's own connection (not one it was given)."""
+        if self._own:
+            await self._connection.aclose()

@@ -3,14 +3,14 @@ every replica, one atomic Lua script per admitted call, and credits.
 
 The admit script checks and counts in one round trip, sent over the lean pipelined connection
 (``gateway.resp``); tokens and spend are added after the call, batched every 100 ms. Credits
-take even that round trip off a busy key's calls: see the comments above ``_ADMIT`` and
-``_Credits``. When Redis cannot be reached the configured policy (open or closed) applies.
+take even that round trip off a busy key's calls: see the comments above ``ADMIT``
+(gateway/redisscripts.py) and ``_Credits``. When Redis cannot be reached the configured policy
+(open or closed) applies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -30,145 +30,10 @@ from gateway.limits import (
     until_next_day,
     until_next_month,
 )
+from gateway.redisscripts import ADMIT, RECORD, unknown
 from gateway.resp import Arg, PipelinedRedis, ReplyError
 
 log = logging.getLogger("gateway.limits")
-
-
-# The tokens of the last 60 s live in one hash per key: a field per second that received tokens,
-# "sum" (the tokens of every second field >= "low") and "low" (every older field is gone). The
-# admit reads the two counters; a second that leaves the window is subtracted once, by the first
-# call that sees it go, so a call costs O(1) however many seconds hold tokens.
-#
-# Credits: a replica whose key is busy asks ahead for a few calls' worth of admissions (ARGV[8]),
-# which the script grants only while the key is far from every limit: at most a quarter of the
-# requests left and never the last half of the window, tokens and spend under half their limits.
-# Granted credits are members of the requests zset like admitted calls, so the calls admitted
-# and the credits held by every replica never exceed the limit together.
-#
-# KEYS: requests zset, tokens hash, day spend, month spend.
-# ARGV: now (ms), rpm, tpm, daily budget, monthly budget (-1: none), member for the zset (and
-# the prefix of the credits' members), calls to admit now (1, or 0 to ask for credits only),
-# credits wanted.
-# Returns {status, tokens used (-1: not limited), requests left or the oldest call's ms (rpm
-# refusal) or the oldest second (tpm refusal), credits granted}.
-_ADMIT = """
-local now = tonumber(ARGV[1])
-local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
-local day_budget, month_budget = tonumber(ARGV[4]), tonumber(ARGV[5])
-local calls, want = tonumber(ARGV[7]), tonumber(ARGV[8])
-if day_budget >= 0 then
-  local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if spent >= day_budget then return {'daily_budget', '0', '0', '0'} end
-  if spent * 2 >= day_budget then want = 0 end
-end
-if month_budget >= 0 then
-  local spent = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if spent >= month_budget then return {'monthly_budget', '0', '0', '0'} end
-  if spent * 2 >= month_budget then want = 0 end
-end
-local used = -1
-if tpm >= 0 then
-  local cutoff = math.floor(now / 1000) - 59
-  local state = redis.call('HMGET', KEYS[2], 'sum', 'low')
-  used = tonumber(state[1]) or 0
-  local low = tonumber(state[2])
-  if low and low < cutoff then
-    if cutoff - low > 60 then
-      used = 0
-      local fields = redis.call('HGETALL', KEYS[2])
-      for i = 1, #fields, 2 do
-        local second = tonumber(fields[i])
-        if second then
-          if second < cutoff then
-            redis.call('HDEL', KEYS[2], fields[i])
-          else
-            used = used + tonumber(fields[i + 1])
-          end
-        end
-      end
-    else
-      local gone = {}
-      for second = low, cutoff - 1 do gone[#gone + 1] = tostring(second) end
-      local values = redis.call('HMGET', KEYS[2], unpack(gone))
-      for i = 1, #gone do
-        if values[i] then used = used - tonumber(values[i]) end
-      end
-      redis.call('HDEL', KEYS[2], unpack(gone))
-    end
-    redis.call('HSET', KEYS[2], 'sum', used, 'low', cutoff)
-  end
-  if used >= tpm then
-    -- the oldest second counted (another replica's clock may be a little ahead of this one's)
-    local current = math.floor(now / 1000)
-    local oldest = math.max(low or cutoff, cutoff)
-    if oldest <= current then
-      local probe = {}
-      for second = oldest, current do probe[#probe + 1] = tostring(second) end
-      oldest = current
-      local values = redis.call('HMGET', KEYS[2], unpack(probe))
-      for i = 1, #probe do
-        if values[i] then oldest = tonumber(probe[i]); break end
-      end
-    end
-    return {'tpm', tostring(used), tostring(oldest), '0'}
-  end
-  if used * 2 >= tpm then want = 0 end
-end
-local left = -1
-if rpm >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-  left = rpm - redis.call('ZCARD', KEYS[1])
-  if left < calls or left <= 0 then
-    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {'rpm', tostring(used), first[2] or tostring(now), '0'}
-  end
-  if calls > 0 then
-    redis.call('ZADD', KEYS[1], now, ARGV[6])
-    left = left - 1
-  end
-  want = math.min(want, math.floor(left / 4), left - math.ceil(rpm / 2))
-end
-local granted = 0
-if want > 0 then
-  granted = want
-  if rpm >= 0 then
-    local members = {}
-    for i = 1, granted do
-      members[#members + 1] = now
-      members[#members + 1] = ARGV[6] .. ':' .. i
-    end
-    redis.call('ZADD', KEYS[1], unpack(members))
-    left = left - granted
-  end
-end
-if rpm >= 0 then redis.call('PEXPIRE', KEYS[1], 61000) end
-return {'ok', tostring(used), tostring(left), tostring(granted)}
-"""
-
-# KEYS: tokens hash, day spend, month spend. ARGV: second, tokens, cost.
-# Tokens of a second older than "low" (a late update) count in the oldest second kept.
-_RECORD = """
-local tokens, cost = tonumber(ARGV[2]), tonumber(ARGV[3])
-if tokens > 0 then
-  local second = tonumber(ARGV[1])
-  local low = tonumber(redis.call('HGET', KEYS[1], 'low'))
-  if not low then
-    low = second
-    redis.call('HSET', KEYS[1], 'low', low)
-  end
-  redis.call('HINCRBY', KEYS[1], tostring(math.max(second, low)), tokens)
-  redis.call('HINCRBY', KEYS[1], 'sum', tokens)
-  redis.call('EXPIRE', KEYS[1], 120)
-end
-if cost > 0 then
-  redis.call('INCRBYFLOAT', KEYS[2], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], 172800)
-  redis.call('INCRBYFLOAT', KEYS[3], ARGV[3])
-  redis.call('EXPIRE', KEYS[3], 3024000)
-end
-return 1
-"""
 
 
 HOT_CALLS = 10
@@ -222,7 +87,7 @@ class RedisLimiter:
 
     A call waits for one script round trip, unless its key has been busy on this replica for two
     seconds running: then the replica holds credits granted ahead by the same script
-    (admissions counted in Redis like calls, see ``_ADMIT``) and admits from them at once,
+    (admissions counted in Redis like calls, see ``ADMIT``) and admits from them at once,
     asking for more in the background before they run out. Credits are only granted while the
     key is far from its limits, last a second, are re-timed to the moment each is used, and are
     given back when unused; near a limit every call asks Redis, so the sum of admitted calls
@@ -255,8 +120,6 @@ class RedisLimiter:
         # same server (gateway/resp.py); the tokens' and spend's batched scripts through redis-py.
         self._connection = connection or PipelinedRedis.like(client)
         self._prefix = prefix
-        self._admit_sha = hashlib.sha1(_ADMIT.encode()).hexdigest()
-        self._record_sha = hashlib.sha1(_RECORD.encode()).hexdigest()
         self.fail_open = fail_open
         self._retry_s = retry_s
         self._clock = clock
@@ -332,11 +195,9 @@ class RedisLimiter:
 
     def _send(self, args: tuple[str | int | float, ...]) -> asyncio.Future[Any]:
         """The admit script, written now; its reply to come."""
-        reply = self._connection.send("EVALSHA", self._admit_sha, *args)
+        reply = self._connection.send("EVALSHA", ADMIT.sha, *args)
         if reply is None:  # not connected yet: the task connects and sends
-            reply = asyncio.ensure_future(
-                self._connection.execute("EVALSHA", self._admit_sha, *args)
-            )
+            reply = asyncio.ensure_future(self._connection.execute("EVALSHA", ADMIT.sha, *args))
         return reply
 
     async def _answer(self, reply: asyncio.Future[Any], args: tuple[Any, ...]) -> Any:
@@ -347,9 +208,9 @@ class RedisLimiter:
         except ReplyError as exc:  # raised by execute; send returns it
             result = exc
         if isinstance(result, ReplyError):
-            if not str(result).startswith("NOSCRIPT"):
+            if not unknown(result):
                 raise result
-            result = await self._connection.execute("EVAL", _ADMIT, *args)
+            result = await self._connection.execute("EVAL", ADMIT.source, *args)
         return result
 
     def _args(
@@ -546,12 +407,12 @@ class RedisLimiter:
             )
         connection = self._connection
         replies = await asyncio.gather(
-            *(connection.execute("EVALSHA", self._record_sha, *args) for args in commands),
+            *(connection.execute("EVALSHA", RECORD.sha, *args) for args in commands),
             return_exceptions=True,
         )
         for args, reply in zip(commands, replies, strict=True):
-            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-                await connection.execute("EVAL", _RECORD, *args)
+            if unknown(reply):
+                await connection.execute("EVAL", RECORD.source, *args)
             elif isinstance(reply, BaseException):
                 raise reply
 
@@ -587,7 +448,7 @@ def _credit_commands(
 
 
 def _members(args: tuple[Any, ...], granted: int) -> list[str]:
-    """The credits' members the script added (see ``_ADMIT``)."""
+    """The credits' members the script added (see ``ADMIT``)."""
     return [f"{args[10]}:{i}" for i in range(1, granted + 1)]
 
 

@@ -9,6 +9,8 @@ import uuid
 import redis.asyncio as aioredis
 
 from gateway.redislease import RedisLease
+from gateway.redisscripts import LEASE_EXTEND
+from gateway.resp import PipelinedRedis
 from tests.gateway.test_limits import REDIS_URL, needs_redis
 
 
@@ -47,6 +49,8 @@ def test_one_holder_at_a_time_and_only_the_holder_renews_or_releases() -> None:
             for c in clients:
                 await c.delete(f"{prefix}:lease:autopilot")
                 await c.aclose()
+            for lease in (a, b):
+                await lease.aclose()
 
     asyncio.run(run())
 
@@ -69,6 +73,8 @@ def test_two_replicas_racing_never_both_hold_it() -> None:
             await clients[0].delete(f"{prefix}:lease:autopilot")
             for c in clients:
                 await c.aclose()
+            for lease in leases:
+                await lease.aclose()
 
     asyncio.run(run())
 
@@ -82,7 +88,36 @@ def test_an_unreachable_redis_means_no_lease() -> None:
             lease = RedisLease(client, "nowhere")
             assert not await lease.acquire("replica-a", 1.0)
             await lease.release("replica-a")  # logged, not raised
+            await lease.aclose()
         finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+@needs_redis
+def test_a_redis_that_forgot_the_scripts_is_sent_them_again_over_the_given_connection() -> None:
+    """The scripts go by sha1; after SCRIPT FLUSH (or a restarted Redis) they go whole. A
+    connection the lease was given is its owner's to close, not the lease's."""
+    prefix = f"test-{uuid.uuid4().hex}"
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        connection = PipelinedRedis.like(client)
+        lease = RedisLease(client, prefix, connection=connection)
+        try:
+            assert await lease.acquire("replica-a", 5.0)
+            await client.script_flush()
+            assert await lease.acquire("replica-a", 5.0)  # renewed: NOSCRIPT, then EVAL
+            assert await client.script_exists(LEASE_EXTEND.sha) == [True]
+            await client.script_flush()
+            await lease.release("replica-a")
+            assert await lease.holder() is None
+            await lease.aclose()
+            assert await connection.execute("PING") in (b"PONG", "PONG")  # still open
+        finally:
+            await client.delete(f"{prefix}:lease:autopilot")
+            await connection.aclose()
             await client.aclose()
 
     asyncio.run(run())
