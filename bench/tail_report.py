@@ -358,6 +358,7 @@ CAPTURE_OUTCOMES = ("written", "dropped", "failed", "queue_depth")
 SPENT_HEADER = (
     "gateway config",
     "c=1 +p50 / +p99",
+    "c=1 p99: direct / gateway",
     "gateway's own time p50 / p99",
     "gateway CPU µs/call (c=1)",
     "waiting for its core, µs/call (c=1)",
@@ -376,6 +377,8 @@ def spent_rows(results: TailResults) -> list[list[str]]:
             [
                 item.spec.label,
                 f"{_ms(item.overhead('p50'))} / {_ms(item.overhead('p99'))}",
+                f"{_ms(item.c1_ms.get('direct', {}).get('p99'), False)} / "
+                f"{_ms(item.c1_ms.get('gateway', {}).get('p99'), False)}",
                 f"{_ms(own.get('p50'), False)} / {_ms(own.get('p99'), False)}",
                 _n(item.c1_cpu_us),
                 _f(item.c1_wait_us, 1),
@@ -449,8 +452,9 @@ def render(results: TailResults) -> str:
     lines += [
         "",
         "Where the c=1 time goes, over the same one-at-a-time plain calls: the overheads above, "
-        "the gateway's own time in those calls (its `x-gateway-overhead-ms` header: from taking "
-        "the call to its answer's headers, less the upstream's time), and the gateway process's "
+        "the p99 of each target, the gateway's own time in those calls (its "
+        "`x-gateway-overhead-ms` header: from taking the call to its answer's headers, less the "
+        "upstream's time), and the gateway process's "
         "time on its core and runnable but waiting for it (`/proc/PID/task/*/schedstat`), per "
         "call. A +p99 far above the gateway's own p99 is time spent outside the gateway's "
         "handling: waiting for a core held by another process (the last column), or the load's "
