@@ -289,7 +289,7 @@ def test_only_a_key_busy_two_seconds_running_asks_for_credits() -> None:
     assert credits.wanted() == 0
 
 
-def test_a_flush_sends_one_command_per_key_for_its_credits() -> None:
+def test_a_flush_sends_a_command_per_key_for_its_credits() -> None:
     used = [("a", 1, "m1"), ("b", 2, "m2"), ("a", 3, "m3")]
     unused = [("a", ["x"]), ("b", ["z"]), ("a", ["y"])]
     assert limits_module._credit_commands(used, unused) == [
@@ -298,3 +298,22 @@ def test_a_flush_sends_one_command_per_key_for_its_credits() -> None:
         ("ZREM", "a", "x", "y"),
         ("ZREM", "b", "z"),
     ]
+
+
+def test_a_flush_of_many_credits_is_sent_in_commands_of_a_bounded_size() -> None:
+    """Each command is packed in its own step of the loop: hundreds of credits at c=50 are
+    never one long step."""
+    size = limits_module.CREDITS_PER_COMMAND
+    used = [("a", index, f"m{index}") for index in range(size * 2 + 5)]
+    unused = [("a", [f"x{index}" for index in range(size + 1)])]
+    commands = limits_module._credit_commands(used, unused)
+    assert [(c[0], (len(c) - 2) // (2 if c[0] == "ZADD" else 1)) for c in commands] == [
+        ("ZADD", size),
+        ("ZADD", size),
+        ("ZADD", 5),
+        ("ZREM", size),
+        ("ZREM", 1),
+    ]
+    sent = [member for c in commands if c[0] == "ZADD" for member in c[3::2]]
+    assert sent == [f"m{index}" for index in range(size * 2 + 5)]  # every one, in order
+    assert [m for c in commands if c[0] == "ZREM" for m in c[2:]] == unused[0][1]
