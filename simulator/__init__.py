@@ -17,8 +17,10 @@ latency, faults), streaming (paced SSE), chat, completions, embeddings, response
 endpoints), anthropic_wire, anthropic_request and anthropic (Anthropic's errors, its request
 checks and token counts, its endpoints), azure (Azure's URLs and headers over the OpenAI
 endpoints), recorder (the request ring buffer), app (routes), server (the process).
-fireworks: Fireworks AI's fine-tuning API under /v1/accounts/ (datasets, supervised and DPO
-jobs, models) and its /inference/v1 path, as Fireworks' own SDK sends and reads them.
-together, together_jobs, together_store, together_data and together_models: Together AI's
-files, fine-tuning and serving API under /together/v1, as Together's own SDK sends and reads it.
+fireworks, fireworks_request, fireworks_datasets, fireworks_jobs and fireworks_state: Fireworks
+AI's fine-tuning API under /v1/accounts/ (datasets, supervised and DPO jobs, models) and its
+/inference/v1 path, as Fireworks' own SDK sends and reads them.
+together, together_jobs, together_job_state, together_store, together_data and together_models:
+Together AI's files, fine-tuning and serving API under /together/v1, as Together's own SDK sends
+and reads it.
 """

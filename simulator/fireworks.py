@@ -69,13 +69,7 @@ from simulator.completions import completions
 from simulator.files import record
 from simulator.fireworks_datasets import dataset_item, datasets_root, signed_upload
 from simulator.fireworks_jobs import jobs_item, jobs_root, metrics_file
-from simulator.fireworks_request import (
-    FIREWORKS,
-    account_of,
-    authenticate,
-    page_of,
-    split_rest,
-)
+from simulator.fireworks_request import FIREWORKS, account_of, authenticate, page_of, split_rest
 from simulator.fireworks_state import (
     BASE_MODELS,
     MODEL_NOT_FOUND,

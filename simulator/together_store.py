@@ -16,7 +16,7 @@ from simulator.together_data import Dataset
 from simulator.wire import OpenAIError
 
 if TYPE_CHECKING:
-    from simulator.together_jobs import Job
+    from simulator.together_job_state import Job
 
 PREFIX = "/together"
 STORAGE = "s3://together-sim-finetune"
