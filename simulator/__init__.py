@@ -14,9 +14,10 @@ request. It imports nothing else of the project.
 Modules: profile (latency and faults config), tokens (the token rule), content (the replies),
 wire (OpenAI shapes and errors), exchange (what every request goes through: recording,
 latency, faults), streaming (paced SSE), chat, completions, embeddings, responses (the
-endpoints), anthropic_wire, anthropic_request and anthropic (Anthropic's errors, its request
-checks and token counts, its endpoints), azure (Azure's URLs and headers over the OpenAI
-endpoints), recorder (the request ring buffer), app (routes), server (the process).
+endpoints), anthropic_wire, anthropic_checks, anthropic_request and anthropic (Anthropic's
+errors, its checks of one value or content block, its request checks and token counts, its
+endpoints), azure (Azure's URLs and headers over the OpenAI endpoints), recorder (the request
+ring buffer), app (routes), server (the process).
 fireworks, fireworks_request, fireworks_datasets, fireworks_jobs and fireworks_state: Fireworks
 AI's fine-tuning API under /v1/accounts/ (datasets, supervised and DPO jobs, models) and its
 /inference/v1 path, as Fireworks' own SDK sends and reads them.

@@ -18,13 +18,26 @@ count nothing (Anthropic strips them from the context).
 
 from __future__ import annotations
 
-import binascii
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
+from simulator.anthropic_checks import (
+    array,
+    boolean,
+    cache_ttl,
+    check_block,
+    check_cache_control,
+    fail,
+    integer,
+    keys,
+    number,
+    obj,
+    string,
+    tagged,
+)
 from simulator.anthropic_wire import Invalid
 from simulator.tokens import PER_MESSAGE, PER_REPLY, count_tokens
 
@@ -51,87 +64,10 @@ COUNT_FIELDS = frozenset(
         "context_management", "output_config", "output_format", "speed", "cache_control",
     }
 )  # fmt: skip
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 CUSTOM_TOOL_FIELDS = (
     "type", "description", "cache_control", "strict", "input_examples", "eager_input_streaming",
     "defer_loading", "allowed_callers",
 )  # fmt: skip
-
-
-def fail(path: str, message: str) -> NoReturn:
-    raise Invalid(f"{path}: {message}")
-
-
-def _tags(tags: tuple[str, ...]) -> str:
-    return ", ".join(f"'{tag}'" for tag in tags)
-
-
-def obj(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        fail(path, "Input should be a valid dictionary or object")
-    return value
-
-
-def string(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        fail(path, "Input should be a valid string")
-    return value
-
-
-def integer(value: Any, path: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        fail(path, "Input should be a valid integer")
-    if minimum is not None and value < minimum:
-        fail(path, f"Input should be greater than or equal to {minimum}")
-    return value
-
-
-def number(value: Any, path: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        fail(path, "Input should be a valid number")
-    if value < low:
-        fail(path, f"Input should be greater than or equal to {low:g}")
-    if value > high:
-        fail(path, f"Input should be less than or equal to {high:g}")
-    return float(value)
-
-
-def boolean(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        fail(path, "Input should be a valid boolean")
-    return value
-
-
-def array(value: Any, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        fail(path, "Input should be a valid list")
-    return value
-
-
-def keys(
-    value: dict[str, Any], path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
-) -> None:
-    for name in required:
-        if name not in value:
-            fail(f"{path}.{name}" if path else name, "Field required")
-    for name in value:
-        if name not in required and name not in optional:
-            fail(f"{path}.{name}" if path else name, "Extra inputs are not permitted")
-
-
-def tagged(value: Any, path: str, tags: tuple[str, ...]) -> tuple[dict[str, Any], str]:
-    block = obj(value, path)
-    tag = block.get("type")
-    if tag is None:
-        fail(f"{path}.type", "Field required")
-    if tag not in tags:
-        shown = tag if isinstance(tag, str) else orjson.dumps(tag).decode()[:40]
-        fail(
-            f"{path}.type",
-            f"Input tag '{shown}' found using 'type' does not match any of the expected tags: "
-            + _tags(tags),
-        )
-    return block, tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +224,7 @@ def parse(body: dict[str, Any], count_only: bool = False) -> MessagesRequest:
         fail("service_tier", "Input should be 'auto' or 'standard_only'")
     auto_cache = None
     if body.get("cache_control") is not None:
-        auto_cache = _cache_control(body["cache_control"], "cache_control")
+        auto_cache = cache_ttl(body["cache_control"], "cache_control")
     request = MessagesRequest(
         model=model,
         max_tokens=max_tokens,
@@ -308,139 +244,6 @@ def parse(body: dict[str, Any], count_only: bool = False) -> MessagesRequest:
             f" Found {breakpoints}."
         )
     return request
-
-
-def _cache_control(value: Any, path: str) -> str:
-    control = obj(value, path)
-    keys(control, path, ("type",), ("ttl",))
-    if control["type"] != "ephemeral":
-        fail(f"{path}.type", "Input should be 'ephemeral'")
-    ttl = control.get("ttl", "5m")
-    if ttl not in ("5m", "1h"):
-        fail(f"{path}.ttl", "Input should be '5m' or '1h'")
-    return str(ttl)
-
-
-def _common(block: dict[str, Any], path: str) -> None:
-    if block.get("cache_control") is not None:
-        _cache_control(block["cache_control"], f"{path}.cache_control")
-
-
-def _text_block(block: dict[str, Any], path: str) -> None:
-    keys(block, path, ("type", "text"), ("cache_control", "citations"))
-    if not string(block["text"], f"{path}.text"):
-        fail(f"{path}.text", "text content blocks must be non-empty")
-    _common(block, path)
-
-
-def _base64(data: Any, path: str) -> None:
-    try:
-        binascii.a2b_base64(string(data, path), strict_mode=True)
-    except binascii.Error:
-        fail(path, "The data is not valid base64.")
-
-
-def _image_block(block: dict[str, Any], path: str) -> None:
-    keys(block, path, ("type", "source"), ("cache_control", "transformations"))
-    where = f"{path}.source"
-    source, kind = tagged(block["source"], where, ("base64", "url", "file"))
-    if kind == "base64":
-        keys(source, f"{where}.base64", ("type", "media_type", "data"))
-        if source["media_type"] not in IMAGE_TYPES:
-            fail(f"{where}.base64.media_type", "Input should be " + _or(IMAGE_TYPES))
-        _base64(source["data"], f"{where}.base64.data")
-    elif kind == "url":
-        keys(source, f"{where}.url", ("type", "url"))
-        string(source["url"], f"{where}.url.url")
-    else:
-        keys(source, f"{where}.file", ("type", "file_id"))
-        string(source["file_id"], f"{where}.file.file_id")
-    _common(block, path)
-
-
-def _or(options: tuple[str, ...]) -> str:
-    quoted = [f"'{option}'" for option in options]
-    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
-
-
-def _document_block(block: dict[str, Any], path: str) -> None:
-    keys(block, path, ("type", "source"), ("cache_control", "citations", "context", "title"))
-    where = f"{path}.source"
-    tags = ("base64", "text", "content", "url", "file")
-    source, kind = tagged(block["source"], where, tags)
-    if kind == "base64":
-        keys(source, f"{where}.base64", ("type", "media_type", "data"))
-        if source["media_type"] != "application/pdf":
-            fail(f"{where}.base64.media_type", "Input should be 'application/pdf'")
-        _base64(source["data"], f"{where}.base64.data")
-    elif kind == "text":
-        keys(source, f"{where}.text", ("type", "media_type", "data"))
-        if source["media_type"] != "text/plain":
-            fail(f"{where}.text.media_type", "Input should be 'text/plain'")
-        string(source["data"], f"{where}.text.data")
-    elif kind == "content":
-        keys(source, f"{where}.content", ("type", "content"))
-        inner = source["content"]
-        if not isinstance(inner, str):
-            for index, item in enumerate(array(inner, f"{where}.content.content")):
-                _block(item, f"{where}.content.content.{index}", ("text", "image"))
-    elif kind == "url":
-        keys(source, f"{where}.url", ("type", "url"))
-        string(source["url"], f"{where}.url.url")
-    else:
-        keys(source, f"{where}.file", ("type", "file_id"))
-        string(source["file_id"], f"{where}.file.file_id")
-    for name in ("title", "context"):
-        if block.get(name) is not None:
-            string(block[name], f"{path}.{name}")
-    _common(block, path)
-
-
-def _search_result_block(block: dict[str, Any], path: str) -> None:
-    keys(block, path, ("type", "content", "source", "title"), ("cache_control", "citations"))
-    string(block["source"], f"{path}.source")
-    string(block["title"], f"{path}.title")
-    for index, item in enumerate(array(block["content"], f"{path}.content")):
-        _block(item, f"{path}.content.{index}", ("text",))
-    _common(block, path)
-
-
-def _block(value: Any, path: str, tags: tuple[str, ...]) -> dict[str, Any]:
-    block, kind = tagged(value, path, tags)
-    if kind == "text":
-        _text_block(block, path)
-    elif kind == "image":
-        _image_block(block, path)
-    elif kind == "document":
-        _document_block(block, path)
-    elif kind == "search_result":
-        _search_result_block(block, path)
-    elif kind == "tool_use":
-        keys(block, path, ("type", "id", "name", "input"), ("cache_control", "caller"))
-        if not string(block["id"], f"{path}.id"):
-            fail(f"{path}.id", "String should have at least 1 character")
-        string(block["name"], f"{path}.name")
-        obj(block["input"], f"{path}.input")
-        _common(block, path)
-    elif kind == "tool_result":
-        keys(block, path, ("type", "tool_use_id"), ("content", "is_error", "cache_control"))
-        string(block["tool_use_id"], f"{path}.tool_use_id")
-        content = block.get("content")
-        if content is not None and not isinstance(content, str):
-            tags_in = ("text", "image", "document", "search_result")
-            for index, item in enumerate(array(content, f"{path}.content")):
-                _block(item, f"{path}.content.{index}", tags_in)
-        if block.get("is_error") is not None:
-            boolean(block["is_error"], f"{path}.is_error")
-        _common(block, path)
-    elif kind == "thinking":
-        keys(block, path, ("type", "thinking", "signature"))
-        string(block["thinking"], f"{path}.thinking")
-        string(block["signature"], f"{path}.signature")
-    elif kind == "redacted_thinking":
-        keys(block, path, ("type", "data"))
-        string(block["data"], f"{path}.data")
-    return block
 
 
 MESSAGE_BLOCKS = (
@@ -471,7 +274,7 @@ def _messages(value: Any) -> list[tuple[str, list[dict[str, Any]]]]:
             blocks = []
             for position, block in enumerate(array(content, f"{path}.content")):
                 where = f"{path}.content.{position}"
-                checked = _block(block, where, MESSAGE_BLOCKS)
+                checked = check_block(block, where, MESSAGE_BLOCKS)
                 kind = checked["type"]
                 if role == "user" and kind in ASSISTANT_ONLY:
                     fail(where, f"`{kind}` blocks can only be in `assistant` messages")
@@ -541,7 +344,7 @@ def _system(value: Any) -> list[dict[str, Any]]:
         return [{"type": "text", "text": value}] if value else []
     blocks = []
     for index, block in enumerate(array(value, "system")):
-        blocks.append(_block(block, f"system.{index}", ("text",)))
+        blocks.append(check_block(block, f"system.{index}", ("text",)))
     return blocks
 
 
@@ -565,7 +368,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
                 fail(f"{where}.input_schema.type", "Input should be 'object'")
             if tool.get("description") is not None:
                 string(tool["description"], f"{where}.description")
-            _common(tool, where)
+            check_cache_control(tool, where)
         else:
             if not isinstance(kind, str) or not SERVER_TOOL.fullmatch(kind):
                 shown = kind if isinstance(kind, str) else orjson.dumps(kind).decode()[:40]
@@ -578,7 +381,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
             if "name" not in tool:
                 fail(f"{path}.name", "Field required")
             name = string(tool["name"], f"{path}.name")
-            _common(tool, path)
+            check_cache_control(tool, path)
         if name in names:
             fail("tools", "Tool names must be unique.")
         names.add(name)
