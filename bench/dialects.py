@@ -37,8 +37,8 @@ time, targets alternating call by call: streamed calls timed to their first body
 calls to their end with the gateway's ``x-gateway-overhead-ms``. The CPU time the process
 under test (the gateway; the simulator for direct calls) used during each measured wrk run is
 read too (per call, a second figure; it also grows when other processes share the cores).
-bench/dialects_report.py aggregates, compares each configuration with its same-dialect one and
-marks the targets.
+bench/dialects_results.py aggregates and compares each configuration with its same-dialect
+one; bench/dialects_report.py marks the targets.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from typing import Any
 import aiohttp
 
 from bench import client, procs, wrk
-from bench.dialects_report import (
+from bench.dialects_results import (
     DIRECT,
     MODES,
     SPECS,
@@ -71,8 +71,8 @@ from bench.dialects_report import (
     Process,
     series_key,
 )
-from bench.features import MESSAGES, chat_body, round_order
-from bench.features_report import Series
+from bench.features_configs import MESSAGES, chat_body
+from bench.rounds import Series, round_order
 from bench.stats import summarize
 
 ROUTE = procs.ROUTE

@@ -41,64 +41,60 @@ streamed calls alternating. When the queue is empty, the written/dropped/retried
 
 A store that cannot be reached (PostgreSQL, Redis) makes its configurations "not measured", with
 the reason, rather than failing the benchmark.
+
+The configurations, their scratch stores and starting their gateways are in
+bench/features_configs.py; the sustained half's client is bench/features_sustain.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import functools
-import json
 import os
-import re
-import secrets
 import subprocess
 import time
 import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from bench import client, procs, wrk
-from bench.features_report import (
+from bench.features_configs import (
+    AB_MODELS,
     BASE,
+    DEFAULT_POSTGRES_URL,
+    DEFAULT_REDIS_URL,
+    HEADERS,
+    KEY,
+    LIMITS,
+    ROUTE,
+    SPECS,
+    UPSTREAM_MODEL,
+    ConfigSpec,
+    Progress,
+    Stores,
+    chat_body,
+    one_line,
+    postgres_scratch,
+    redis_prefix,
+    start_gateway,
+)
+from bench.features_report import (
     DIRECT,
     DIRECT_DETERMINISTIC,
-    SPECS,
     ConfigResult,
-    ConfigSpec,
     FeatureResults,
-    Series,
     SustainResult,
 )
+from bench.features_sustain import sustain
+from bench.prometheus import MetricSample, capture_counters, metric_sum, scrape
+from bench.rounds import Series, round_order
 from bench.stats import summarize
 
 SCRIPT = Path(__file__).with_name("post.lua")
-ROUTE = procs.ROUTE
-KEY = procs.GATEWAY_KEY
-UPSTREAM_MODEL = procs.UPSTREAM_MODEL
-AB_MODELS = {
-    "a": UPSTREAM_MODEL,
-    "b": "gpt-4o-mini-2024-07-18",
-    "next": "ft:gpt-4o-mini-2024-07-18:bench::shadow",
-}
-"""The 2-variant route's upstream models (``next`` is the shadow); all on the simulator."""
-LIMITS: dict[str, Any] = {"rpm": 10_000_000, "tpm": 1_000_000_000, "daily_budget_usd": 1_000_000}
-CACHE_TTL_S = 600
-MESSAGES = [
-    {"role": "system", "content": "You are a terse assistant. Answer in one short sentence."},
-    {"role": "user", "content": "What does a gateway in front of a model API do?"},
-]
-"""bench/post.lua's messages."""
-DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_CONFIGS = ("limits-redis", "limits-redis-percall", "cache-redis")
-Progress = Callable[[str], None]
 
 
 # --- arguments ------------------------------------------------------------------------------
@@ -148,86 +144,7 @@ def parts(selected: Callable[[str], bool]) -> tuple[bool, bool]:
     return both or selected("features/overhead"), both or selected("features/sustain")
 
 
-# --- configurations -------------------------------------------------------------------------
-
-
-@dataclass
-class Stores:
-    """Where the configurations keep their state; a reason when a store cannot be used."""
-
-    sqlite_url: str
-    postgres_url: str | None = None
-    postgres_reason: str | None = None
-    redis_url: str = DEFAULT_REDIS_URL
-    redis_prefix: str = "bench-features"
-    redis_reason: str | None = None
-
-    def sqlite_for(self, config: ConfigSpec) -> str:
-        """Each SQLite configuration's own file (``capture-features.db`` for (b))."""
-        if config.name == "capture-sqlite":
-            return self.sqlite_url
-        return self.sqlite_url.removesuffix(".db") + f"-{config.name}.db"
-
-    def unavailable(self, config: ConfigSpec) -> str | None:
-        if config.capture == "postgres" and self.postgres_url is None:
-            return self.postgres_reason or "no PostgreSQL"
-        if config.name in REDIS_CONFIGS and self.redis_reason is not None:
-            return self.redis_reason
-        return None
-
-
-def config_for(config: ConfigSpec, upstream_port: int, port: int, stores: Stores) -> dict[str, Any]:
-    """The gateway configuration (the parsed YAML) of one configuration under test."""
-    data = procs.gateway_config(upstream_port, port)
-    data["capture"] = {"enabled": False}
-    route: dict[str, Any] = {"variants": {"only": {"provider": "sim", "model": UPSTREAM_MODEL}}}
-    extra: dict[str, Any] = {}
-    key: dict[str, Any] = {"name": "bench", "key": KEY}
-    if config.capture == "sqlite":
-        data["capture"] = {"enabled": True, "database_url": stores.sqlite_for(config)}
-    elif config.capture == "postgres":
-        data["capture"] = {"enabled": True, "database_url": stores.postgres_url}
-    if config.name == "rollout-sqlite":
-        route = {
-            "variants": {
-                "teacher": {"provider": "sim", "model": UPSTREAM_MODEL, "weight": 100},
-                "student": {"provider": "sim", "model": AB_MODELS["b"], "weight": 0},
-            },
-            "rollout": {"candidate": "student", "stages": [0.0, 0.05], "shadow_sample": 0.2},
-        }
-        extra["bench-judge"] = {"variants": {"judge": {"provider": "sim", "model": UPSTREAM_MODEL}}}
-        data["autopilot"] = {"interval_s": 1.0, "judge_route": "bench-judge", "judge_batch": 20}
-    elif config.name == "ab-shadow":
-        route = {
-            "variants": {
-                "a": {"provider": "sim", "model": AB_MODELS["a"], "weight": 50},
-                "b": {"provider": "sim", "model": AB_MODELS["b"], "weight": 50},
-                "next": {"provider": "sim", "model": AB_MODELS["next"], "weight": 0},
-            },
-            "shadow": {"variant": "next", "sample": 0.2},
-        }
-    elif config.name.startswith("limits-redis"):
-        key.update(LIMITS)
-        data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-{config.name}"}
-        if config.name == "limits-redis-percall":
-            data["redis"]["credits"] = False
-    elif config.name.startswith("cache-"):
-        route["cache"] = {"ttl_s": CACHE_TTL_S}
-        if config.name == "cache-redis":
-            data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-cache"}
-    data["auth"] = {"keys": [key]}
-    data["routes"] = {ROUTE: route, **extra}
-    return data
-
-
-def chat_body(model: str, deterministic: bool, stream: bool = False) -> bytes:
-    """The call bench/post.lua sends, as bytes."""
-    data: dict[str, Any] = {"model": model, "messages": MESSAGES, "max_tokens": 16}
-    if stream:
-        data["stream"] = True
-    if deterministic:
-        data.update(temperature=0, seed=1)
-    return json.dumps(data, separators=(",", ":")).encode()
+# --- wrk and the one-at-a-time calls --------------------------------------------------------
 
 
 def wrk_command(
@@ -254,68 +171,6 @@ def wrk_command(
     ]
 
 
-def round_order(names: list[str], round_index: int) -> list[str]:
-    """Round r: the targets rotated by r, reversed on odd rounds (so neighbours change too)."""
-    if not names:
-        return []
-    shift = round_index % len(names)
-    order = names[shift:] + names[:shift]
-    return order[::-1] if round_index % 2 else order
-
-
-# --- /metrics -------------------------------------------------------------------------------
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-@dataclass(frozen=True)
-class MetricSample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-def parse_metrics(text: str) -> list[MetricSample]:
-    """The samples of a Prometheus text exposition (comments skipped)."""
-    out: list[MetricSample] = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        name, labels, value = match.groups()
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        out.append(MetricSample(name, dict(_LABEL.findall(labels or "")), number))
-    return out
-
-
-def metric_sum(samples: list[MetricSample], name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def capture_counters(samples: list[MetricSample]) -> dict[str, float]:
-    out = {
-        outcome: metric_sum(samples, "gateway_capture_records_total", outcome=outcome)
-        for outcome in ("written", "dropped", "retried", "failed")
-    }
-    out["queue_depth"] = metric_sum(samples, "gateway_capture_queue_depth")
-    return out
-
-
-def scrape(url: str) -> list[MetricSample]:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        return parse_metrics(response.read().decode())
-
-
 def summary_metrics(config: ConfigSpec, samples: list[MetricSample]) -> dict[str, float]:
     """The counters the report's notes use."""
     out: dict[str, float] = {
@@ -339,138 +194,6 @@ def summary_metrics(config: ConfigSpec, samples: list[MetricSample]) -> dict[str
     return out
 
 
-# --- stores ---------------------------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
-
-
-async def _create_database(admin_url: str, name: str) -> str:
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    parsed = make_url(admin_url)
-    engine = create_async_engine(parsed, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await engine.dispose()
-    return parsed.set(database=name).render_as_string(hide_password=False)
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await engine.dispose()
-
-
-async def count_rows(database_url: str) -> int:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            value = (await connection.execute(text("SELECT count(*) FROM calls"))).scalar_one()
-            return int(value)
-    finally:
-        await engine.dispose()
-
-
-@contextlib.contextmanager
-def postgres_scratch(admin_url: str, progress: Progress) -> Iterator[tuple[str | None, str | None]]:
-    """(url, None) of a fresh database on ``admin_url``'s server, dropped after; or (None, why)."""
-    name = f"bench_features_{secrets.token_hex(4)}"
-    try:
-        url = client.run_async(lambda: _create_database(admin_url, name))
-    except Exception as exc:
-        yield None, f"PostgreSQL unreachable ({_one_line(exc)})"
-        return
-    progress(f"features: scratch database {name} created")
-    try:
-        yield url, None
-    finally:
-        try:
-            client.run_async(lambda: _drop_database(admin_url, name))
-            progress(f"features: scratch database {name} dropped")
-        except Exception as exc:
-            progress(f"features: could not drop the scratch database {name}: {_one_line(exc)}")
-
-
-@contextlib.contextmanager
-def redis_prefix(url: str, progress: Progress) -> Iterator[tuple[str, str | None]]:
-    """(a prefix of this run's own, None), or (prefix, why Redis cannot be used); the keys
-    under the prefix are deleted after."""
-    import redis
-
-    prefix = f"bench-features-{secrets.token_hex(4)}"
-    connection = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    try:
-        connection.ping()
-    except Exception as exc:
-        connection.close()
-        yield prefix, f"Redis unreachable ({_one_line(exc)})"
-        return
-    try:
-        yield prefix, None
-    finally:
-        try:
-            keys = list(connection.scan_iter(match=f"{prefix}*", count=1000))
-            for start in range(0, len(keys), 500):
-                connection.delete(*keys[start : start + 500])
-            progress(f"features: {len(keys)} Redis keys under {prefix}* deleted")
-        except Exception as exc:
-            progress(f"features: could not delete the Redis keys {prefix}*: {_one_line(exc)}")
-        finally:
-            connection.close()
-
-
-# --- gateways -------------------------------------------------------------------------------
-
-
-def db_upgrade(config_path: Path) -> str | None:
-    """``gateway db upgrade``; None, or what went wrong."""
-    argv = [*procs.gateway_command(), "db", "upgrade", "--config", str(config_path)]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    except subprocess.TimeoutExpired:
-        return "gateway db upgrade did not finish in 120 s"
-    if done.returncode != 0:
-        return f"gateway db upgrade failed: {(done.stderr or done.stdout).strip()[:300]}"
-    return None
-
-
-def start_gateway(
-    config: ConfigSpec, workdir: Path, upstream_port: int, stores: Stores
-) -> procs.Service:
-    port = procs.free_port()
-    path = procs.write_yaml(
-        workdir / f"gateway-{config.name}.yaml", config_for(config, upstream_port, port, stores)
-    )
-    if config.capture is not None:
-        problem = db_upgrade(path)
-        if problem is not None:
-            raise procs.StartError(problem)
-    argv = procs.serve_command(path, port)
-    service = procs.spawn(f"gateway-{config.name}", argv, port, workdir)
-    try:
-        procs.wait_until(service, procs.chat_request(service.url), 60.0)
-    except BaseException:
-        service.stop()
-        raise
-    return service
-
-
 @dataclass(frozen=True)
 class Probe:
     """Where one target's calls go."""
@@ -480,14 +203,6 @@ class Probe:
     model: str
     deterministic: bool
     service: procs.Service
-
-
-HEADERS = {
-    "authorization": f"Bearer {KEY}",
-    "content-type": "application/json",
-    "x-sim-ttft-ms": "0",
-    "x-sim-token-ms": "0",
-}
 
 
 async def check(probe: Probe, config: ConfigSpec) -> str | None:
@@ -567,109 +282,6 @@ async def one_at_a_time(probes: list[Probe], calls: int) -> dict[str, HeaderSamp
 
 def probes_names(probes: list[Probe]) -> list[str]:
     return [probe.name for probe in probes]
-
-
-# --- sustained capture ----------------------------------------------------------------------
-
-
-@dataclass
-class Paced:
-    sent: int = 0
-    answered: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    """From the first call's scheduled time to the last call's sending."""
-    max_lag_ms: float = 0.0
-    latency_ms: list[float] = field(default_factory=list)
-
-
-async def paced(url: str, rate: float, seconds: float) -> Paced:
-    """Open loop: call i is sent at start + i/rate, whether or not earlier ones are answered."""
-    total = max(1, int(rate * seconds))
-    payloads = (chat_body(ROUTE, False), chat_body(ROUTE, False, stream=True))
-    out = Paced()
-    loop = asyncio.get_running_loop()
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=512), timeout=client.TIMEOUT
-    )
-
-    async def one(index: int) -> None:
-        started = time.perf_counter()
-        try:
-            async with session.post(
-                f"{url}/v1/chat/completions", data=payloads[index % 2], headers=HEADERS
-            ) as response:
-                await response.read()
-                if response.status == 200:
-                    out.answered += 1
-                    out.latency_ms.append((time.perf_counter() - started) * 1000.0)
-                    return
-        except (aiohttp.ClientError, TimeoutError):
-            pass
-        out.failed += 1
-
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        start = loop.time()
-        last_sent = start
-        while out.sent < total:
-            now = loop.time()
-            due = min(total, int((now - start) * rate) + 1)
-            while out.sent < due:
-                lag = now - (start + out.sent / rate)
-                out.max_lag_ms = max(out.max_lag_ms, lag * 1000.0)
-                tasks.append(loop.create_task(one(out.sent)))
-                out.sent += 1
-            last_sent = now
-            await asyncio.sleep(max(0.0, start + out.sent / rate - loop.time()))
-        out.seconds = last_sent - start
-        await asyncio.gather(*tasks)
-    finally:
-        await session.close()
-    return out
-
-
-def wait_drained(
-    url: str, expected: float, seconds: float = 60.0
-) -> tuple[dict[str, float], float]:
-    """Scrape until the capture queue is empty, at least ``expected`` records are accounted
-    for (written + dropped + failed) and the counters did not move between two scrapes."""
-    started = time.monotonic()
-    previous: dict[str, float] | None = None
-    while True:
-        counters = capture_counters(scrape(url))
-        done = counters["written"] + counters["dropped"] + counters["failed"]
-        settled = counters["queue_depth"] == 0 and done >= expected
-        if settled and previous == counters:
-            return counters, time.monotonic() - started
-        if time.monotonic() - started > seconds:
-            return counters, time.monotonic() - started
-        previous = counters
-        time.sleep(0.5)
-
-
-def sustain(
-    config: ConfigSpec, service: procs.Service, database_url: str, rate: float, seconds: float
-) -> SustainResult:
-    store = "SQLite" if config.capture == "sqlite" else "PostgreSQL"
-    result = SustainResult(store, rate, seconds)
-    before, _ = wait_drained(service.url, 0.0)
-    rows_before = client.run_async(lambda: count_rows(database_url))
-    accounted = before["written"] + before["dropped"] + before["failed"]
-    outcome = client.run_async(lambda: paced(service.url, rate, seconds))
-    after, drain = wait_drained(service.url, accounted + outcome.answered)
-    rows_after = client.run_async(lambda: count_rows(database_url))
-    result.sent, result.answered, result.failed = outcome.sent, outcome.answered, outcome.failed
-    result.achieved_rate = (outcome.sent - 1) / outcome.seconds if outcome.seconds > 0 else 0.0
-    result.max_lag_ms = outcome.max_lag_ms
-    result.latency_ms = summarize(outcome.latency_ms)
-    result.written = int(after["written"] - before["written"])
-    result.dropped = int(after["dropped"] - before["dropped"])
-    result.retried = int(after["retried"] - before["retried"])
-    result.write_failed = int(after["failed"] - before["failed"])
-    result.rows = rows_after - rows_before
-    result.drain_s = drain
-    return result
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -778,7 +390,7 @@ class Run:
                     spent = service.cpu_seconds() + service.children_cpu_seconds() - cpu
                     target.cpu_s.append(spent)
                 except wrk.WrkError as exc:
-                    target.errors.append(f"round {round_index + 1}: {_one_line(exc)}")
+                    target.errors.append(f"round {round_index + 1}: {one_line(exc)}")
                     target.runs.append(None)
                     continue
                 target.runs.append(result)
@@ -811,7 +423,7 @@ class Run:
             try:
                 metrics = scrape(self.gateways[item.spec.name].url)
             except (OSError, urllib.error.URLError) as exc:
-                item.series.errors.append(f"/metrics: {_one_line(exc)}")
+                item.series.errors.append(f"/metrics: {one_line(exc)}")
             else:
                 item.metrics = summary_metrics(item.spec, metrics)
 

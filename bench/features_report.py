@@ -1,7 +1,8 @@
 """What each gateway feature adds to a call: the figures of bench/features.py and their report.
 
-Pure: the configurations' descriptions and targets, the aggregation of wrk runs over rounds,
-the verdicts, the markdown section and its JSON. Nothing here starts a process.
+Pure: the results of a run, their aggregation over the rounds, the verdicts on the issues'
+targets, the markdown section and its JSON. Nothing here starts a process; the configurations
+themselves are bench/features_configs.py's.
 
 Aggregation. Every target (the simulator direct, and each gateway configuration) is run once per
 round, the rounds interleaved, so a drift in the machine's load reaches all of them alike. A
@@ -15,157 +16,17 @@ measured seconds.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from bench.wrk import WrkResult
+from bench.features_configs import BASE, ConfigSpec
+from bench.rounds import Series, median
+from bench.tables import VERDICT_TEXT, count, number, table
 
 DIRECT = "direct"
 """The simulator direct, with the matrix's body."""
 DIRECT_DETERMINISTIC = "direct-det"
 """The simulator direct, with the cache configurations' body (``temperature: 0, seed: 1``)."""
-
-TargetKind = Literal["delta_p50", "ratio_p50", "absolute_p50"]
-
-
-@dataclass(frozen=True)
-class Target:
-    """An issue's target for one configuration."""
-
-    kind: TargetKind
-    """``delta_p50``: overhead p50 minus the base's at most ``limit`` ms; ``ratio_p50``: that
-    difference at most ``limit`` times the base's overhead; ``absolute_p50``: the gateway's p50
-    under ``limit`` ms."""
-    limit: float
-    issue: int
-
-    @property
-    def text(self) -> str:
-        if self.kind == "delta_p50":
-            return f"overhead p50 ≤ (a) + {self.limit:g} ms (issue {self.issue})"
-        if self.kind == "ratio_p50":
-            return f"overhead p50 within {self.limit:.0%} of (a) (issue {self.issue})"
-        return f"p50 at the gateway < {self.limit:g} ms (issue {self.issue})"
-
-
-@dataclass(frozen=True)
-class ConfigSpec:
-    """One gateway configuration under test (one gateway process)."""
-
-    id: str
-    """``a`` .. ``f2``, as in the report."""
-    name: str
-    """Short name: the process's name, the YAML file's and the JSON's key."""
-    label: str
-    deterministic: bool = False
-    """Its calls carry ``temperature: 0, seed: 1`` (compared with the same body direct)."""
-    target: Target | None = None
-    capture: Literal["sqlite", "postgres"] | None = None
-    """The capture store, when capture is on."""
-
-
-SPECS: tuple[ConfigSpec, ...] = (
-    ConfigSpec("a", "base", "base: one variant, capture off, no limits"),
-    ConfigSpec(
-        "b",
-        "capture-sqlite",
-        "capture on, SQLite (temp file)",
-        target=Target("delta_p50", 0.2, 4),
-        capture="sqlite",
-    ),
-    ConfigSpec(
-        "c",
-        "capture-postgres",
-        "capture on, PostgreSQL (scratch database)",
-        target=Target("delta_p50", 0.2, 4),
-        capture="postgres",
-    ),
-    ConfigSpec(
-        "d",
-        "ab-shadow",
-        "2 variants 50/50, shadow 20% on a third, capture off",
-        target=Target("ratio_p50", 0.10, 3),
-    ),
-    ConfigSpec(
-        "e",
-        "limits-redis",
-        "key with RPM/TPM limits and a daily budget, Redis",
-        target=Target("delta_p50", 0.3, 7),
-    ),
-    ConfigSpec(
-        "e2",
-        "limits-redis-percall",
-        "the same key, credits off (`redis.credits: false`): every call waits for Redis",
-    ),
-    ConfigSpec(
-        "g",
-        "rollout-sqlite",
-        "(b) with a rollout in its shadow stage: 20% copied to a candidate, pairs judged and "
-        "evidence read in the background every second",
-        target=Target("delta_p50", 0.2, 14),
-        capture="sqlite",
-    ),
-    ConfigSpec(
-        "f1",
-        "cache-memory",
-        "cache hits, in memory",
-        deterministic=True,
-        target=Target("absolute_p50", 1.0, 7),
-    ),
-    ConfigSpec(
-        "f2",
-        "cache-redis",
-        "cache hits, Redis",
-        deterministic=True,
-        target=Target("absolute_p50", 1.0, 7),
-    ),
-)
-BASE = SPECS[0]
-
-
-def spec(name: str) -> ConfigSpec:
-    return next(s for s in SPECS if s.name == name)
-
-
-@dataclass
-class Series:
-    """One target's measured wrk runs, by round (None: that round's run failed)."""
-
-    name: str
-    runs: list[WrkResult | None] = field(default_factory=list)
-    cpu_s: list[float] = field(default_factory=list)
-    """CPU seconds the process under test (the gateway; the simulator for direct) used in each
-    measured run."""
-    errors: list[str] = field(default_factory=list)
-
-    def measured(self) -> list[WrkResult]:
-        return [run for run in self.runs if run is not None]
-
-    def latency(self, percentile: str) -> float | None:
-        values = [run.latency_ms[percentile] for run in self.measured()]
-        return statistics.median(values) if values else None
-
-    @property
-    def rps(self) -> float | None:
-        runs = self.measured()
-        seconds = sum(run.duration_s for run in runs)
-        return sum(run.requests for run in runs) / seconds if seconds > 0 else None
-
-    @property
-    def requests(self) -> int:
-        return sum(run.requests for run in self.measured())
-
-    @property
-    def error_count(self) -> int:
-        return sum(run.error_count for run in self.measured())
-
-    @property
-    def cpu_us_per_call(self) -> float | None:
-        requests = self.requests
-        if not requests or len(self.cpu_s) != len(self.measured()):
-            return None
-        return sum(self.cpu_s) / requests * 1e6
 
 
 @dataclass
@@ -255,7 +116,7 @@ class FeatureResults:
         return out
 
     def overhead(self, config: ConfigResult, percentile: str) -> float | None:
-        return _median(self.overheads(config, percentile))
+        return median(self.overheads(config, percentile))
 
     def versus_base(self, config: ConfigResult, percentile: str) -> float | None:
         """Median over the rounds of (this overhead - the base's overhead)."""
@@ -267,11 +128,6 @@ class FeatureResults:
             a - b for a, b in zip(mine, theirs, strict=False) if a is not None and b is not None
         ]
         return statistics.median(pairs) if pairs else None
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return statistics.median(kept) if kept else None
 
 
 @dataclass(frozen=True)
@@ -329,24 +185,6 @@ def verdicts(results: FeatureResults) -> list[Verdict]:
     return [v for v in out if v is not None]
 
 
-def _f(value: float | None, digits: int = 2, sign: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _n(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines.extend("| " + " | ".join(row) + " |" for row in rows)
-    return lines
-
-
-VERDICT_TEXT: dict[bool | None, str] = {True: "yes", False: "**no**", None: "-"}
-
 OVERHEAD_HEADER = (
     "config",
     "p50",
@@ -376,10 +214,10 @@ def overhead_rows(results: FeatureResults) -> list[list[str]]:
         rows.append(
             [
                 label,
-                _f(series.latency("p50")),
-                _f(series.latency("p99")),
+                number(series.latency("p50")),
+                number(series.latency("p99")),
                 *("",) * 4,
-                _n(series.rps),
+                count(series.rps),
                 str(series.error_count),
                 *("",) * 5,
             ]
@@ -397,16 +235,16 @@ def overhead_rows(results: FeatureResults) -> list[list[str]]:
         rows.append(
             [
                 name,
-                _f(series.latency("p50")),
-                _f(series.latency("p99")),
-                _f(results.overhead(config, "p50"), sign=True),
-                _f(results.overhead(config, "p99"), sign=True),
-                "" if is_base else _f(results.versus_base(config, "p50"), 3, sign=True),
-                "" if is_base else _f(results.versus_base(config, "p99"), 3, sign=True),
-                _n(series.rps),
+                number(series.latency("p50")),
+                number(series.latency("p99")),
+                number(results.overhead(config, "p50"), sign=True),
+                number(results.overhead(config, "p99"), sign=True),
+                "" if is_base else number(results.versus_base(config, "p50"), 3, sign=True),
+                "" if is_base else number(results.versus_base(config, "p99"), 3, sign=True),
+                count(series.rps),
                 str(series.error_count),
-                _n(series.cpu_us_per_call),
-                _f(config.header_ms.get("p50"), 3),
+                count(series.cpu_us_per_call),
+                number(config.header_ms.get("p50"), 3),
                 *target,
             ]
         )
@@ -439,7 +277,7 @@ def sustain_rows(results: FeatureResults) -> list[list[str]]:
         if s.skipped is not None:
             rows.append([*head, f"not measured: {s.skipped}", *("-",) * 12])
             continue
-        latency = f"{_f(s.latency_ms.get('p50'))} / {_f(s.latency_ms.get('p99'))}"
+        latency = f"{number(s.latency_ms.get('p50'))} / {number(s.latency_ms.get('p99'))}"
         rows.append(
             [
                 *head,
@@ -472,9 +310,9 @@ def _notes(results: FeatureResults) -> list[str]:
         parts: list[str] = []
         if config.spec.capture is not None:
             parts.append(
-                f"capture during the rounds: {_n(m.get('capture_written'))} written, "
-                f"{_n(m.get('capture_dropped'))} dropped, queue depth after "
-                f"{_n(m.get('capture_queue_depth'))}"
+                f"capture during the rounds: {count(m.get('capture_written'))} written, "
+                f"{count(m.get('capture_dropped'))} dropped, queue depth after "
+                f"{count(m.get('capture_queue_depth'))}"
             )
         if config.spec.name == "ab-shadow":
             calls = m.get("requests", 0.0)
@@ -487,8 +325,8 @@ def _notes(results: FeatureResults) -> list[str]:
             )
             share = f"{shadows / calls:.1%}" if calls else "-"
             parts.append(
-                f"{_n(calls)} calls answered by {split or '-'}; {_n(shadows)} shadow calls "
-                f"({share} of calls), {_n(skipped)} skipped"
+                f"{count(calls)} calls answered by {split or '-'}; {count(shadows)} shadow calls "
+                f"({share} of calls), {count(skipped)} skipped"
             )
         if config.spec.name.startswith("limits-redis"):
             parts.append(
@@ -499,7 +337,7 @@ def _notes(results: FeatureResults) -> list[str]:
             seen = ", ".join(f"{k} {v}" for k, v in sorted(config.cache.items()))
             parts.append(
                 f"x-gateway-cache on the one-at-a-time calls: {seen}; gateway counters "
-                f"hit {_n(m.get('cache_hit'))}, miss {_n(m.get('cache_miss'))}"
+                f"hit {count(m.get('cache_hit'))}, miss {count(m.get('cache_miss'))}"
             )
         for error in series.errors:
             parts.append(f"a run failed: {error}")
@@ -527,7 +365,7 @@ def render(results: FeatureResults) -> str:
         f"{results.load.get('start', 0):.2f} before, {results.load.get('end', 0):.2f} after.",
         "",
     ]
-    lines += _table(OVERHEAD_HEADER, overhead_rows(results))
+    lines += table(OVERHEAD_HEADER, overhead_rows(results))
     notes = _notes(results)
     if notes:
         lines += ["", *notes]
@@ -545,7 +383,7 @@ def render(results: FeatureResults) -> str:
             "rows in the store are read. Every figure is the difference over the run.",
             "",
         ]
-        lines += _table(SUSTAIN_HEADER, sustain_rows(results))
+        lines += table(SUSTAIN_HEADER, sustain_rows(results))
     return "\n".join(lines) + "\n"
 
 

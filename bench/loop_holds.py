@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.features_report import _table
+from bench.tables import table as _table
 
 
 @dataclass(frozen=True)

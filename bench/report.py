@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench import capture_size_report, dialects_report, features_report, tail_report
-from bench.dialects_report import DialectResults
+from bench.dialects_results import DialectResults
 from bench.features_report import FeatureResults
 from bench.tail_report import TailResults
 from bench.wrk import WrkResult

@@ -22,7 +22,7 @@ For each of ``--starts`` starts of a fresh gateway process:
   high-water mark (``VmHWM``), which also counts the start.
 
 The medians over the starts are printed, with every start's figures. The configurations and
-helpers are bench/procs.py's and bench/features.py's.
+helpers are bench/procs.py's and bench/features_configs.py's.
 
 Bytecode: an installed gateway (the image's ``pip install`` of the wheel) starts from compiled
 bytecode; a checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as this machine's shell and the
@@ -51,7 +51,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import client, features, procs
+from bench import client, features_configs, procs
 
 MIB = 1024 * 1024
 SAMPLE_S = 0.01
@@ -72,13 +72,15 @@ class Start:
 def everything_on(upstream_port: int, port: int, database_url: str, redis: dict[str, Any]) -> Any:
     """The gateway configuration: two sticky variants, capture to PostgreSQL, limits in Redis."""
     data = procs.gateway_config(upstream_port, port)
-    data["auth"] = {"keys": [{"name": "bench", "key": procs.GATEWAY_KEY, **features.LIMITS}]}
+    data["auth"] = {
+        "keys": [{"name": "bench", "key": procs.GATEWAY_KEY, **features_configs.LIMITS}]
+    }
     data["routes"] = {
         procs.ROUTE: {
             "sticky": "user",
             "variants": {
-                "a": {"provider": "sim", "model": features.AB_MODELS["a"], "weight": 50},
-                "b": {"provider": "sim", "model": features.AB_MODELS["b"], "weight": 50},
+                "a": {"provider": "sim", "model": features_configs.AB_MODELS["a"], "weight": 50},
+                "b": {"provider": "sim", "model": features_configs.AB_MODELS["b"], "weight": 50},
             },
         }
     }
@@ -207,11 +209,11 @@ def run(args: argparse.Namespace) -> list[Start]:
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="start-memory-")))
         database_url, why = stack.enter_context(
-            features.postgres_scratch(args.postgres_url, progress)
+            features_configs.postgres_scratch(args.postgres_url, progress)
         )
         if database_url is None:
             raise SystemExit(f"start_memory: {why}")
-        prefix, why = stack.enter_context(features.redis_prefix(args.redis_url, progress))
+        prefix, why = stack.enter_context(features_configs.redis_prefix(args.redis_url, progress))
         if why is not None:
             raise SystemExit(f"start_memory: {why}")
         simulator = procs.start_simulator(workdir, None)
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace) -> list[Start]:
             return procs.write_yaml(workdir / "gateway.yaml", data), port
 
         config, port = configured()
-        problem = features.db_upgrade(config)
+        problem = features_configs.db_upgrade(config)
         if problem is not None:
             raise SystemExit(f"start_memory: {problem}")
         if env is not None:
@@ -267,8 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--starts", type=int, default=5, help="gateway starts (5)")
     parser.add_argument("--calls", type=int, default=2000, help="calls per start (2,000)")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight (16)")
-    parser.add_argument("--postgres-url", default=features.DEFAULT_POSTGRES_URL)
-    parser.add_argument("--redis-url", default=features.DEFAULT_REDIS_URL)
+    parser.add_argument("--postgres-url", default=features_configs.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--redis-url", default=features_configs.DEFAULT_REDIS_URL)
     parser.add_argument(
         "--as-is",
         action="store_true",

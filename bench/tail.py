@@ -57,7 +57,8 @@ from typing import Any
 
 import yaml
 
-from bench import client, cores, features, procs, wrk
+from bench import client, cores, procs, wrk
+from bench import features_configs as features
 from bench.cores import Pinning
 from bench.loop_holds import Profile, profile_from_collapsed
 from bench.probes import (

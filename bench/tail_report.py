@@ -22,8 +22,11 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.features_report import VERDICT_TEXT, _f, _n, _table
 from bench.loop_holds import Profile, holds, profile_lines, steps_lines
+from bench.tables import VERDICT_TEXT
+from bench.tables import count as _n
+from bench.tables import number as _f
+from bench.tables import table as _table
 from bench.wrk import WrkResult
 
 MIB = 1024 * 1024

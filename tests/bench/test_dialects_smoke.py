@@ -14,22 +14,20 @@ from pathlib import Path
 import pytest
 
 from bench import dialects, procs, run, wrk
-from bench.dialects_report import (
+from bench.dialects_report import render, to_json, verdicts
+from bench.dialects_results import (
     DIRECT,
     SPECS,
     ClientFigures,
     DialectResults,
     Process,
-    render,
     series_key,
     spec,
     target_names,
-    to_json,
-    verdicts,
 )
-from bench.features_report import Series
 from bench.report import Results
 from bench.report import render as render_all
+from bench.rounds import Series
 from gateway.settings import parse_settings
 
 REPOSITORY = Path(__file__).resolve().parents[2]

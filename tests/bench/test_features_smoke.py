@@ -6,22 +6,21 @@ from __future__ import annotations
 
 import pytest
 
-from bench import features, features_report, run, wrk
+from bench import features, features_configs, prometheus, rounds, run, wrk
+from bench.features_configs import SPECS, spec
 from bench.features_report import (
     DIRECT,
     DIRECT_DETERMINISTIC,
-    SPECS,
     ConfigResult,
     FeatureResults,
-    Series,
     SustainResult,
-    spec,
     verdicts,
 )
 from bench.report import Results, render, to_json
+from bench.rounds import Series
 from gateway.settings import hash_key, parse_settings
 
-STORES = features.Stores(
+STORES = features_configs.Stores(
     sqlite_url="sqlite+aiosqlite:////tmp/x/capture.db",
     postgres_url="postgresql+asyncpg://postgres@127.0.0.1:5432/bench_features_x",
     redis_url="redis://127.0.0.1:6379/0",
@@ -39,12 +38,12 @@ def result(p50: float, p99: float, requests: int = 1000, errors: int = 0) -> wrk
 
 
 @pytest.mark.parametrize("config", SPECS, ids=lambda c: c.name)
-def test_every_configuration_is_a_valid_gateway_config(config: features_report.ConfigSpec) -> None:
-    data = features.config_for(config, 9000, 9001, STORES)
+def test_every_configuration_is_a_valid_gateway_config(config: features_configs.ConfigSpec) -> None:
+    data = features_configs.config_for(config, 9000, 9001, STORES)
     settings = parse_settings(data, environ={})
-    route = settings.routes[features.ROUTE]
+    route = settings.routes[features_configs.ROUTE]
     key = settings.auth.keys[0]  # type: ignore[union-attr]
-    assert key.digest() == hash_key(features.KEY)
+    assert key.digest() == hash_key(features_configs.KEY)
     assert settings.capture.enabled == (config.capture is not None)
     if config.capture == "sqlite":
         assert settings.capture.database_url == STORES.sqlite_for(config)
@@ -65,7 +64,7 @@ def test_every_configuration_is_a_valid_gateway_config(config: features_report.C
     else:
         assert key.rpm is None and key.tpm is None and key.daily_budget_usd is None
     assert (route.cache is not None) == config.deterministic
-    uses_redis = config.name in features.REDIS_CONFIGS
+    uses_redis = config.name in features_configs.REDIS_CONFIGS
     assert (settings.redis is not None) == uses_redis
     if config.name.startswith("limits-redis"):
         assert settings.redis is not None
@@ -75,7 +74,7 @@ def test_every_configuration_is_a_valid_gateway_config(config: features_report.C
 
 
 def test_unreachable_stores_skip_only_their_configurations() -> None:
-    stores = features.Stores(
+    stores = features_configs.Stores(
         sqlite_url="sqlite+aiosqlite:///x.db", postgres_reason="down", redis_reason="no redis"
     )
     skipped = {c.name: stores.unavailable(c) for c in SPECS}
@@ -106,21 +105,21 @@ def test_wrk_command_and_the_body_match_the_lua_script() -> None:
         "det=1",
     ]
     lua = features.SCRIPT.read_text()
-    for message in features.MESSAGES:
+    for message in features_configs.MESSAGES:
         assert message["content"] in lua
     assert '"temperature":0,"seed":1' in lua and '"max_tokens":16' in lua
-    body = features.chat_body("m", True)
+    body = features_configs.chat_body("m", True)
     assert body.endswith(b'"max_tokens":16,"temperature":0,"seed":1}')
-    assert b"temperature" not in features.chat_body("m", False)
+    assert b"temperature" not in features_configs.chat_body("m", False)
 
 
 def test_round_order_rotates_and_keeps_every_target() -> None:
     names = ["direct", "a", "b", "c"]
-    orders = [features.round_order(names, r) for r in range(4)]
+    orders = [rounds.round_order(names, r) for r in range(4)]
     assert all(sorted(order) == sorted(names) for order in orders)
     assert orders[0] == names and orders[1] == ["direct", "c", "b", "a"]
     assert len({tuple(order) for order in orders}) == 4
-    assert features.round_order([], 3) == []
+    assert rounds.round_order([], 3) == []
 
 
 METRICS = """\
@@ -138,10 +137,10 @@ gateway_cache_created{outcome="hit",route="bench-model"} 1.7e+09
 
 
 def test_metrics_are_parsed_and_summed_by_label() -> None:
-    samples = features.parse_metrics(METRICS)
-    assert features.metric_sum(samples, "gateway_requests_total") == 100
-    assert features.metric_sum(samples, "gateway_requests_total", variant="b") == 40
-    counters = features.capture_counters(samples)
+    samples = prometheus.parse_metrics(METRICS)
+    assert prometheus.metric_sum(samples, "gateway_requests_total") == 100
+    assert prometheus.metric_sum(samples, "gateway_requests_total", variant="b") == 40
+    counters = prometheus.capture_counters(samples)
     assert counters == {
         "written": 1500,
         "dropped": 2,

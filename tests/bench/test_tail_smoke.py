@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cores, features, loop_holds, run, tail, tail_report, wrk
+from bench import cores, features_configs, loop_holds, run, tail, tail_report, wrk
 from bench.loop_holds import holds, profile_from_collapsed
 from bench.report import Results, render, to_json
 from bench.tail_report import SPECS, TailResult, TailResults, spec, verdicts
@@ -22,7 +22,7 @@ from gateway.settings import hash_key, parse_settings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
-STORES = features.Stores(
+STORES = features_configs.Stores(
     sqlite_url="sqlite+aiosqlite:////tmp/x/capture-tail.db",
     postgres_url="postgresql+asyncpg://postgres@127.0.0.1:5432/bench_features_x",
     redis_url="redis://127.0.0.1:6379/0",
@@ -42,9 +42,9 @@ def result(p50: float, p99: float, requests: int, seconds: float = 1.0) -> wrk.W
 @pytest.mark.parametrize("config", SPECS, ids=lambda c: c.name)
 def test_every_configuration_is_a_valid_gateway_config(config: tail_report.TailSpec) -> None:
     settings = parse_settings(tail.config_for(config, 9000, 9001, STORES), environ={})
-    route = settings.routes[features.ROUTE]
+    route = settings.routes[features_configs.ROUTE]
     key = settings.auth.keys[0]  # type: ignore[union-attr]
-    assert key.digest() == hash_key(features.KEY)
+    assert key.digest() == hash_key(features_configs.KEY)
     assert settings.capture.enabled == (config.capture is not None)
     if config.capture == "postgres":
         assert settings.capture.database_url == STORES.postgres_url
@@ -59,7 +59,7 @@ def test_every_configuration_is_a_valid_gateway_config(config: tail_report.TailS
     assert (settings.redis is not None) == config.limits
     if settings.redis is not None:
         assert settings.redis.prefix == f"{STORES.redis_prefix}-{config.name}"
-    assert {v.model for v in route.variants.values()} == {features.UPSTREAM_MODEL}
+    assert {v.model for v in route.variants.values()} == {features_configs.UPSTREAM_MODEL}
     assert route.shadow is None and route.cache is None
 
 
@@ -72,7 +72,7 @@ def test_everything_on_is_every_component() -> None:
 
 
 def test_unreachable_stores_skip_only_their_configurations() -> None:
-    stores = features.Stores(
+    stores = features_configs.Stores(
         sqlite_url="sqlite+aiosqlite:///x.db", postgres_reason="down", redis_reason="no redis"
     )
     skipped = {s.name: tail.unavailable(s, stores) for s in SPECS}
