@@ -26,6 +26,8 @@ import pytest
 
 from exporter.cli import main
 from exporter.finetune.local import LocalBackend, state, tiny, train
+from exporter.finetune.local.plan import plan_from
+from exporter.finetune.local.trainer import build_trainer, prepare
 from tests.exporter.factory import chat_call, questions, store_calls
 
 TOOLS = [
@@ -284,9 +286,9 @@ def test_labels_are_the_trained_assistant_turns_only(tiny_model: Tiny, tmp_path:
         "options": {"device": "cpu"},
         "method": "supervised",
     }
-    plan = train.plan_from(tmp_path, config)
-    prepared = train.prepare(plan)
-    trainer = train.build_trainer(plan, prepared)
+    plan = plan_from(tmp_path, config)
+    prepared = prepare(plan)
+    trainer = build_trainer(plan, prepared)
     batch = next(iter(trainer.get_train_dataloader()))
     tokenizer = prepared.tokenizer
     trained, whole = set(), []
