@@ -17,7 +17,8 @@ import openai
 import orjson
 import pytest
 
-from exporter.finetune.fireworks_api import FireworksBackend, metrics_from_jsonl
+from exporter.finetune.fireworks_api import FireworksBackend
+from exporter.finetune.fireworks_reports import metrics_from_jsonl
 from tests.exporter.factory import chat_call, questions, store_calls
 from tests.processes import Running, start_gateway, start_simulator
 
