@@ -133,7 +133,8 @@ def substitute(expr: str) -> str:
 # ----------------------------------------------------------------------------- structure
 
 
-def test_the_file_is_the_generators_output() -> None:
+def test_the_file_is_the_generators_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(DASHBOARDS))  # as when run: its modules beside it
     spec = importlib.util.spec_from_file_location("dashboard_generate", GENERATOR)
     assert spec is not None and spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
