@@ -151,3 +151,35 @@ def test_rows_become_parameters_in_slices_between_which_the_loop_runs(
             assert await store.get_call(stored["id"]) == stored
 
     with_store(database_url, scenario)
+
+
+def test_a_batch_of_many_chunks_keeps_every_row_once_each(database_url: str) -> None:
+    """More rows than a chunk (on PostgreSQL each chunk is one INSERT of many rows), a last
+    chunk shorter than the others, and an id twice in one chunk."""
+    rows = [row(tags={"n": str(n)}) for n in range(store_module.INSERT_CHUNK_ROWS * 2 + 5)]
+    twice = [*rows[:10], rows[3], *rows[10:]]
+
+    async def scenario(store: Store) -> None:
+        await store.insert_calls(twice)
+        assert await store.count_calls() == len(rows)
+        for stored in (rows[0], rows[3], rows[store_module.INSERT_CHUNK_ROWS], rows[-1]):
+            assert await store.get_call(stored["id"]) == stored
+        await store.insert_calls(rows[-7:])  # a retry of the tail: nothing twice
+        assert await store.count_calls() == len(rows)
+
+    with_store(database_url, scenario)
+
+
+def test_the_statement_for_many_rows_numbers_each_row_s_parameters_on() -> None:
+    plan = store_module._Plan(
+        "INSERT INTO t (a, b) VALUES ($1::NUMERIC(12, 6), $2::VARCHAR) ON CONFLICT DO NOTHING",
+        (("a", None), ("b", None)),
+    )
+    assert plan.rows(3) == (
+        "INSERT INTO t (a, b) VALUES ($1::NUMERIC(12, 6), $2::VARCHAR), "
+        "($3::NUMERIC(12, 6), $4::VARCHAR), ($5::NUMERIC(12, 6), $6::VARCHAR) "
+        "ON CONFLICT DO NOTHING"
+    )
+    assert plan.rows(3) is plan.rows(3)  # made once
+    with pytest.raises(TypeError):
+        store_module._Plan("INSERT INTO t (a) VALUES ($2)", (("a", None),)).rows(2)
