@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.tables import table as _table
+from bench.tables import table
 
 
 @dataclass(frozen=True)
@@ -121,15 +121,13 @@ def profile_lines(profile: Profile) -> list[str]:
         "the innermost frames by share of samples,",
         "",
     ]
-    lines += _table(
-        ("frame (innermost)", "share"), [[f"`{f}`", f"{s:.1%}"] for f, s in profile.own]
-    )
+    lines += table(("frame (innermost)", "share"), [[f"`{f}`", f"{s:.1%}"] for f, s in profile.own])
     if profile.threads:
         lines += ["", "by thread:", ""]
-        lines += _table(("thread", "share"), [[f"`{t}`", f"{s:.1%}"] for t, s in profile.threads])
+        lines += table(("thread", "share"), [[f"`{t}`", f"{s:.1%}"] for t, s in profile.threads])
     if profile.inclusive:
         lines += ["", "and the project's functions by share of samples that pass through them:", ""]
-        lines += _table(
+        lines += table(
             ("function", "share"), [[f"`{f}`", f"{s:.1%}"] for f, s in profile.inclusive]
         )
     return lines
@@ -179,7 +177,7 @@ def steps_lines(steps: dict[str, dict[str, Any]]) -> list[str]:
         "longest. The longest at c=50 first. Callbacks that are not a task's step (protocols, "
         "timers) are not in this table.",
         "",
-        *_table(
+        *table(
             (
                 "coroutine",
                 "c=1: steps: > 0.2 / > 1 ms",

@@ -10,10 +10,10 @@ Beside the core matrix's simulator (zero latency; each call sets its delay by he
 gateway process per configuration (``gateway serve --workers 1``, key auth on, route
 ``bench-model`` rewritten to ``gpt-4o-mini``), started and measured one after the other
 (bench/tail_report.py lists them): the base (one variant, capture off, no limits, /metrics not
-read), capture to SQLite, capture to PostgreSQL (a scratch database, as bench/features.py makes
-it), a key with RPM/TPM limits on Redis (a prefix of the run's own, its keys deleted after), two
-sticky variants, /metrics scraped every second (the gateway's metrics are always kept; reading
-them is what can be switched), and everything on at once.
+read), capture to SQLite, capture to PostgreSQL (a scratch database, as
+bench/features_configs.py makes it), a key with RPM/TPM limits on Redis (a prefix of the run's
+own, its keys deleted after), two sticky variants, /metrics scraped every second (the gateway's
+metrics are always kept; reading them is what can be switched), and everything on at once.
 
 The gateway is pinned to one core (``taskset``; the last core this process may use), and the
 simulator, the load generators and this process to the others, for the tail part only
@@ -57,8 +57,7 @@ from typing import Any
 
 import yaml
 
-from bench import client, cores, procs, wrk
-from bench import features_configs as features
+from bench import client, cores, features_configs, procs, wrk
 from bench.cores import Pinning
 from bench.loop_holds import Profile, profile_from_collapsed
 from bench.probes import (
@@ -161,22 +160,22 @@ def config_for(
     spec: TailSpec,
     upstream_port: int,
     port: int,
-    stores: features.Stores,
+    stores: features_configs.Stores,
     capture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The gateway configuration (the parsed YAML) of one configuration under test; ``capture``:
     settings over the capture's defaults where it is on (``--tail-capture``)."""
     data = procs.gateway_config(upstream_port, port)
-    key: dict[str, Any] = {"name": "bench", "key": features.KEY}
+    key: dict[str, Any] = {"name": "bench", "key": features_configs.KEY}
     route: dict[str, Any] = {
-        "variants": {"only": {"provider": "sim", "model": features.UPSTREAM_MODEL}}
+        "variants": {"only": {"provider": "sim", "model": features_configs.UPSTREAM_MODEL}}
     }
     if spec.ab:
         # Both on the simulator's model, so every answer checks alike; the bench's calls carry
         # no user, so the key is the sticky key and one variant answers them all.
         route = {
             "variants": {
-                name: {"provider": "sim", "model": features.UPSTREAM_MODEL, "weight": 50}
+                name: {"provider": "sim", "model": features_configs.UPSTREAM_MODEL, "weight": 50}
                 for name in ("a", "b")
             },
             "sticky": "user",
@@ -190,14 +189,14 @@ def config_for(
     if spec.capture is not None and capture:
         data["capture"].update(capture)
     if spec.limits:
-        key["rpm"], key["tpm"] = features.LIMITS["rpm"], features.LIMITS["tpm"]
+        key["rpm"], key["tpm"] = features_configs.LIMITS["rpm"], features_configs.LIMITS["tpm"]
         data["redis"] = {"url": stores.redis_url, "prefix": f"{stores.redis_prefix}-{spec.name}"}
     data["auth"] = {"keys": [key]}
-    data["routes"] = {features.ROUTE: route}
+    data["routes"] = {features_configs.ROUTE: route}
     return data
 
 
-def unavailable(spec: TailSpec, stores: features.Stores) -> str | None:
+def unavailable(spec: TailSpec, stores: features_configs.Stores) -> str | None:
     if spec.capture == "postgres" and stores.postgres_url is None:
         return stores.postgres_reason or "no PostgreSQL"
     if spec.limits and stores.redis_reason is not None:
@@ -212,7 +211,7 @@ def start_gateway(
     spec: TailSpec,
     workdir: Path,
     upstream_port: int,
-    stores: features.Stores,
+    stores: features_configs.Stores,
     pinning: Pinning | None,
     steps: bool = False,
     capture: dict[str, Any] | None = None,
@@ -224,7 +223,7 @@ def start_gateway(
         config_for(spec, upstream_port, port, stores, capture),
     )
     if spec.capture is not None:
-        problem = features.db_upgrade(path)
+        problem = features_configs.db_upgrade(path)
         if problem is not None:
             raise procs.StartError(problem)
     lag_file = workdir / f"looplag-{spec.name}{'-steps' if steps else ''}.json"
@@ -311,7 +310,7 @@ class Run:
         return samples
 
     def measure(
-        self, spec: TailSpec, item: TailResult, index: int, stores: features.Stores
+        self, spec: TailSpec, item: TailResult, index: int, stores: features_configs.Stores
     ) -> None:
         name = spec.name
         self.progress(f"tail: ({index}) {name}: starting the gateway")
@@ -359,8 +358,10 @@ class Run:
             failed = count + streamed.errors.get(target, 0)
             if failed:
                 item.errors.append(f"{failed} one-at-a-time calls failed ({target})")
-        gateway = functools.partial(self.wrk_load, service.url, features.ROUTE)
-        direct = functools.partial(self.wrk_load, self.simulator.url, features.UPSTREAM_MODEL)
+        gateway = functools.partial(self.wrk_load, service.url, features_configs.ROUTE)
+        direct = functools.partial(
+            self.wrk_load, self.simulator.url, features_configs.UPSTREAM_MODEL
+        )
         self.progress(f"tail: ({index}) {name}: wrk c=10, c=50")
         item.c10 = self.wrk(gateway(10, 0))
         cpu = service.cpu_seconds()
@@ -398,7 +399,7 @@ class Run:
             if item.lag.get(window) is None:
                 item.errors.append(f"no loop-lag figures for the {window} window")
 
-    def steps(self, spec: TailSpec, stores: features.Stores) -> dict[str, dict[str, Any]]:
+    def steps(self, spec: TailSpec, stores: features_configs.Stores) -> dict[str, dict[str, Any]]:
         """The configuration once more, with its tasks' steps timed, in the two windows."""
         self.progress(f"tail: {spec.name} again, every task's steps timed")
         service, _, lag_file = start_gateway(
@@ -412,7 +413,7 @@ class Run:
         )
         out: dict[str, dict[str, Any]] = {}
         calls = max(1, self.args.tail_calls // 2)
-        load = self.wrk_load(service.url, features.ROUTE, 50, 0)
+        load = self.wrk_load(service.url, features_configs.ROUTE, 50, 0)
         windows: dict[str, Callable[[], int]] = {
             "c1": lambda: len(self.one_at_a_time(service, False, calls).plain_ms["gateway"]),
             "c50": lambda: wrk.run(self.executable, load, self.args.tail_seconds, 1).requests,
@@ -480,18 +481,18 @@ class Run:
         )
         results.load["start"] = round(os.getloadavg()[0], 2)
         with contextlib.ExitStack() as stack:
-            stores = features.Stores(
+            stores = features_configs.Stores(
                 sqlite_url=f"sqlite+aiosqlite:///{self.workdir / 'capture-tail.db'}",
                 redis_url=self.args.redis_url,
             )
             if any(s.capture == "postgres" for s in specs):
                 url, why = stack.enter_context(
-                    features.postgres_scratch(self.args.postgres_url, self.progress)
+                    features_configs.postgres_scratch(self.args.postgres_url, self.progress)
                 )
                 stores.postgres_url, stores.postgres_reason = url, why
             if any(s.limits for s in specs):
                 prefix, why = stack.enter_context(
-                    features.redis_prefix(self.args.redis_url, self.progress)
+                    features_configs.redis_prefix(self.args.redis_url, self.progress)
                 )
                 stores.redis_prefix, stores.redis_reason = prefix, why
             servers = []

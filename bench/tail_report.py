@@ -23,10 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.loop_holds import Profile, holds, profile_lines, steps_lines
-from bench.tables import VERDICT_TEXT
-from bench.tables import count as _n
-from bench.tables import number as _f
-from bench.tables import table as _table
+from bench.tables import VERDICT_TEXT, count, number, table
 from bench.wrk import WrkResult
 
 MIB = 1024 * 1024
@@ -263,7 +260,7 @@ HOLDS_HEADER = (
 
 
 def _ms(value: float | None, sign: bool = True) -> str:
-    return "-" if value is None else _f(value, 2, sign) + " ms"
+    return "-" if value is None else number(value, 2, sign) + " ms"
 
 
 def table_rows(results: TailResults) -> list[list[str]]:
@@ -286,19 +283,19 @@ def table_rows(results: TailResults) -> list[list[str]]:
                 _ms(item.overhead("p99")),
                 _ms(item.overhead("p90")),
                 _ms(item.overhead("p50", "ttfb")),
-                _n(item.c10.rps if item.c10 else None),
-                _n(item.c50.rps if item.c50 else None),
+                count(item.c10.rps if item.c10 else None),
+                count(item.c50.rps if item.c50 else None),
                 d50,
                 rss,
                 "-" if item.start_s is None else f"{item.start_s:.2f} s",
-                _n(item.cpu_us_per_call),
+                count(item.cpu_us_per_call),
             ]
         )
     return rows
 
 
-def _per_thousand(count: int, calls: int) -> str:
-    return "-" if calls <= 0 else f"{count * 1000 / calls:.1f}"
+def _per_thousand(events: int, calls: int) -> str:
+    return "-" if calls <= 0 else f"{events * 1000 / calls:.1f}"
 
 
 def holds_rows(results: TailResults) -> list[list[str]]:
@@ -347,7 +344,7 @@ def capture_rows(results: TailResults) -> list[list[str]]:
         rows.append(
             [
                 item.spec.label,
-                _n(item.writer_us_per_call),
+                count(item.writer_us_per_call),
                 f"{item.writer_rss_peak / MIB:.0f} MiB" if item.writer_rss_peak else "-",
                 *(f"{counts[key]:,}" if key in counts else "-" for key in CAPTURE_OUTCOMES),
             ]
@@ -383,8 +380,8 @@ def spent_rows(results: TailResults) -> list[list[str]]:
                 f"{_ms(item.c1_ms.get('direct', {}).get('p99'), False)} / "
                 f"{_ms(item.c1_ms.get('gateway', {}).get('p99'), False)}",
                 f"{_ms(own.get('p50'), False)} / {_ms(own.get('p99'), False)}",
-                _n(item.c1_cpu_us),
-                _f(item.c1_wait_us, 1),
+                count(item.c1_cpu_us),
+                number(item.c1_wait_us, 1),
             ]
         )
     return rows
@@ -429,14 +426,14 @@ def render(results: TailResults) -> str:
         f"{results.load.get('start', 0):.2f} before, {results.load.get('end', 0):.2f} after.",
         "",
     ]
-    lines += _table(TABLE_HEADER, table_rows(results))
+    lines += table(TABLE_HEADER, table_rows(results))
     lines += [
         "",
         "Targets (issue 16), on the everything-on configuration, with the base's figure from the "
         "same run:",
         "",
     ]
-    lines += _table(
+    lines += table(
         ("target", "everything on", "base", "met"),
         [[v.target, v.measured, v.base, VERDICT_TEXT[v.met]] for v in verdicts(results)],
     )
@@ -451,7 +448,7 @@ def render(results: TailResults) -> str:
             "queued).",
             "",
         ]
-        lines += _table(CAPTURE_HEADER, capture)
+        lines += table(CAPTURE_HEADER, capture)
     lines += [
         "",
         "Where the c=1 time goes, over the same one-at-a-time plain calls: the overheads above, "
@@ -463,7 +460,7 @@ def render(results: TailResults) -> str:
         "handling: waiting for a core held by another process (the last column), or the load's "
         "core busy with work the gateway's calls cause there (a store's server).",
         "",
-        *_table(SPENT_HEADER, spent_rows(results)),
+        *table(SPENT_HEADER, spent_rows(results)),
     ]
     lines += [
         "",
@@ -476,7 +473,7 @@ def render(results: TailResults) -> str:
         "the longest. Collections: the collector's pauses over 1 ms, and the longest.",
         "",
     ]
-    lines += _table(HOLDS_HEADER, holds_rows(results))
+    lines += table(HOLDS_HEADER, holds_rows(results))
     if results.steps:
         lines += steps_lines(results.steps)
     if results.profile is not None:
